@@ -1,0 +1,231 @@
+"""Experiment configuration: the typed schema behind `marllb sim run CONFIG.yaml`.
+
+A YAML file only overrides these defaults; `--set a.b=value` overrides the file.
+Every validation error names the dotted field path (e.g. ``traffic.job.mean_s``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ConfigError",
+    "ServerSpec",
+    "LinkSpec",
+    "TopologyConfig",
+    "JobConfig",
+    "TrafficConfig",
+    "PolicyConfig",
+    "LbConfig",
+    "EventConfig",
+    "ExperimentConfig",
+    "POLICY_NAMES",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+]
+
+POLICY_NAMES = ("ecmp", "wcmp", "awcmp", "lsq", "sed", "lsq2", "sed2", "gsq", "gsed", "srt", "agent")
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or override; the message is ready to print."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSpec(_Strict):
+    """One backend server (Apache-like)."""
+
+    cores: float = Field(gt=0, description="CPU capacity shared by requests in service")
+    workers: int = Field(32, ge=1, description="max requests in service (MaxRequestWorkers)")
+    backlog: int = Field(128, ge=0, description="accepted connections waiting for a worker; beyond: refused")
+
+
+class LinkSpec(_Strict):
+    """Default link parameters for links the topology does not specify."""
+
+    bandwidth_bps: float = Field(10e9, gt=0)
+    delay_s: float = Field(50e-6, ge=0, description="one-way propagation delay")
+    queue_pkts: int = Field(1000, ge=1, description="drop-tail queue capacity")
+
+
+class TopologyConfig(_Strict):
+    """Either a registered preset (with optional parameters) or an explicit LB count and server list."""
+
+    preset: str | None = Field(None, description="name in topologies.PRESETS, e.g. moderate")
+    params: dict[str, Any] = Field(default_factory=dict, description="preset parameters")
+    lbs: int | None = Field(None, ge=1)
+    servers: list[ServerSpec] | None = None
+    clients: int = Field(1, ge=1)
+    link: LinkSpec = Field(default_factory=LinkSpec)
+
+    @model_validator(mode="after")
+    def _preset_or_explicit(self) -> "TopologyConfig":
+        if self.preset is None and (self.lbs is None or not self.servers):
+            raise ValueError("give either 'preset' or both 'lbs' and a non-empty 'servers' list")
+        return self
+
+
+class JobConfig(_Strict):
+    """CPU work per request, in seconds on one core."""
+
+    dist: Literal["exp", "lognormal", "pareto", "deterministic", "empirical"] = "exp"
+    mean_s: float = Field(0.2, gt=0)
+    sigma: float = Field(1.0, gt=0, description="lognormal: sigma of the underlying normal")
+    alpha: float = Field(2.5, gt=1, description="pareto: tail index (mean finite for alpha > 1)")
+    path: str | None = Field(None, description="empirical: file with one size in seconds per line")
+
+    @model_validator(mode="after")
+    def _empirical_needs_path(self) -> "JobConfig":
+        if self.dist == "empirical" and not self.path:
+            raise ValueError("dist 'empirical' needs 'path'")
+        return self
+
+
+class TrafficConfig(_Strict):
+    """Request arrivals. `rate` (flows/s) or `load` (fraction of total server capacity) for poisson/diurnal."""
+
+    kind: Literal["poisson", "trace", "diurnal"] = "poisson"
+    rate: float | None = Field(None, gt=0, description="mean arrivals per second")
+    load: float | None = Field(None, gt=0, description="rate = load * sum(cores) / job.mean_s")
+    path: str | None = Field(None, description="trace: CSV 'time,size' or MARLLB 'time<TAB>query'")
+    work_per_iteration_s: float = Field(
+        5.45e-8, gt=0, description="trace: CPU seconds per PHP loop iteration (n=...) of a MARLLB trace"
+    )
+    period_s: float = Field(60.0, gt=0, description="diurnal: length of one day-cycle")
+    peak_to_trough: float = Field(2.0, ge=1, description="diurnal: ratio of max to min rate")
+    request_bytes: int = Field(300, ge=1)
+    response_bytes: int = Field(10_000, ge=1)
+    job: JobConfig = Field(default_factory=JobConfig)
+
+    @model_validator(mode="after")
+    def _needs_rate_or_path(self) -> "TrafficConfig":
+        if self.kind == "trace":
+            if not self.path:
+                raise ValueError("kind 'trace' needs 'path'")
+        elif (self.rate is None) == (self.load is None):
+            raise ValueError(f"kind '{self.kind}' needs exactly one of 'rate' or 'load'")
+        return self
+
+
+class PolicyConfig(_Strict):
+    name: Literal[POLICY_NAMES] = "sed"  # type: ignore[valid-type]
+    checkpoint: str | None = None
+    probe_interval_s: float = Field(0.25, gt=0, description="awcmp: probe period")
+    probe_delay_s: tuple[float, float] = Field((0.05, 0.2), description="awcmp: probe delay U(lo, hi)")
+
+    @model_validator(mode="after")
+    def _agent_needs_checkpoint(self) -> "PolicyConfig":
+        if self.name == "agent" and not self.checkpoint:
+            raise ValueError("policy 'agent' needs 'checkpoint'")
+        return self
+
+
+class LbConfig(_Strict):
+    """Data-plane core parameters per LB (see vpp_plugin/core/lb_rl_core.h)."""
+
+    step_s: float = Field(0.25, gt=0, description="agent step / shm frame period")
+    reservoir_size: int = Field(128, ge=1)
+    sample_prob: float = Field(1.0, gt=0, le=1)
+    flow_timeout_s: float = Field(40.0, gt=0)
+    table_size: int = Field(1 << 16, ge=2)
+
+    @model_validator(mode="after")
+    def _pow2(self) -> "LbConfig":
+        if self.table_size & (self.table_size - 1):
+            raise ValueError("table_size must be a power of two")
+        return self
+
+
+class EventConfig(_Strict):
+    """A run-time change of one server."""
+
+    at_s: float = Field(ge=0)
+    server: int = Field(ge=0, description="server index (0-based, topology order)")
+    kind: Literal["capacity", "fail", "recover"]
+    cores: float | None = Field(None, gt=0, description="capacity: the new core count")
+
+    @model_validator(mode="after")
+    def _capacity_needs_cores(self) -> "EventConfig":
+        if self.kind == "capacity" and self.cores is None:
+            raise ValueError("kind 'capacity' needs 'cores'")
+        return self
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    seed: int = 0
+    duration_s: float = Field(60.0, gt=0)
+    warmup_s: float = Field(0.0, ge=0)
+    topology: TopologyConfig = Field(default_factory=lambda: TopologyConfig(preset="unittest"))
+    traffic: TrafficConfig = Field(default_factory=lambda: TrafficConfig(load=0.7))
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    lb: LbConfig = Field(default_factory=LbConfig)
+    events: list[EventConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _warmup_inside(self) -> "ExperimentConfig":
+        if self.warmup_s >= self.duration_s:
+            raise ValueError("warmup_s must be smaller than duration_s")
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {path}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings (value parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return data
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a YAML config. Raises ConfigError with field paths."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    apply_overrides(data, overrides or [])
+    return parse_config(data, str(path))
