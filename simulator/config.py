@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "UserError",
     "ConfigError",
     "ServerSpec",
     "LinkSpec",
@@ -32,8 +33,14 @@ __all__ = [
 POLICY_NAMES = ("ecmp", "wcmp", "awcmp", "lsq", "sed", "lsq2", "sed2", "gsq", "gsed", "srt", "agent")
 
 
-class ConfigError(ValueError):
-    """A user error in a config file or override; the message is ready to print."""
+class UserError(Exception):
+    """A mistake in user input (config, trace file, CLI argument); the message is ready to print.
+
+    The CLI prints it without a traceback and exits non-zero."""
+
+
+class ConfigError(UserError, ValueError):
+    """A user error in a config file or override; the message names the file and field path."""
 
 
 class _Strict(BaseModel):

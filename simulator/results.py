@@ -1,0 +1,32 @@
+"""What one simulated run returns; `experiments` turns it into the run-contract files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["SimResult", "SUMMARY_KEYS", "PER_SERVER_KEYS"]
+
+#: Keys `summary` must carry (run contract in DESIGN.md); more are allowed.
+SUMMARY_KEYS = (
+    "arrived", "completed", "dropped", "in_flight",
+    "jct_mean_s", "jct_p50_s", "jct_p90_s", "jct_p99_s",
+    "throughput_rps", "jain_fairness", "sim_time_s", "wall_s",
+    "events", "packets", "per_server", "seed", "policy",
+)
+PER_SERVER_KEYS = ("id", "completed", "busy_fraction", "mean_jobs")
+
+
+@dataclass
+class SimResult:
+    """summary: JSON-ready dict with at least SUMMARY_KEYS (wall-clock fields: only `wall_s`).
+    requests: one row per request (id, client, lb, server, t_arrive_s, t_done_s, jct_s, work_s,
+    status in {completed, dropped, in_flight}).
+    steps: one row per LB step and server (t_s, lb, server, n_flow_on, weight, features...)."""
+
+    summary: dict[str, Any]
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    extra: dict[str, Any] = field(default_factory=dict)
