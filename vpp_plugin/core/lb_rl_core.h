@@ -35,6 +35,15 @@
 #define LB_RL_E_ABSENT -4       /* server not present */
 #define LB_RL_E_NOMEM -5
 
+/* Flow-table probe bound: a flow lives within PROBE_LEN slots of its home slot. */
+#define LB_RL_PROBE_LEN 8
+
+/* Flow states reported by lb_rl_flow_get. */
+#define LB_RL_FLOW_NONE 0   /* no entry (or a freed one) */
+#define LB_RL_FLOW_SYN 1    /* SYN seen, not yet established */
+#define LB_RL_FLOW_EST 2    /* established: counted in n_flow_on */
+#define LB_RL_FLOW_CLOSED 3 /* FIN/RST seen, lingering for closed_linger_s */
+
 /* Weight-validation verdicts (lb_rl_weights_validate). */
 #define LB_RL_W_OK 0
 #define LB_RL_W_NONFINITE 1     /* NaN or +-inf */
@@ -175,5 +184,14 @@ void lb_rl_counters (const lb_rl_ctx_t *ctx, lb_rl_counters_t *out);
 uint32_t lb_rl_reservoir_read (const lb_rl_ctx_t *ctx, uint32_t idx, lb_rl_res_kind_t kind,
 			       lb_rl_sample_t *out, uint32_t max);
 const lb_rl_config_t *lb_rl_get_config (const lb_rl_ctx_t *ctx);
+/* Read-only lookup (no side effects, no expiry): returns the stored LB_RL_FLOW_* state
+ * of key's entry and, if non-NULL, its server, first_seen and last_seen (s).
+ * For a CLOSED entry last_seen is the close time. */
+int lb_rl_flow_get (const lb_rl_ctx_t *ctx, const lb_rl_5tuple_t *key, int32_t *server,
+		    double *first_seen, double *last_seen);
+/* The 64-bit 5-tuple hash the core uses (ECMP bucket = hash & (ecmp_buckets-1)). */
+uint64_t lb_rl_key_hash (const lb_rl_5tuple_t *key);
+/* Server in ECMP bucket b of the active table, or -1 if no eligible server. */
+int32_t lb_rl_ecmp_bucket (const lb_rl_ctx_t *ctx, uint32_t b);
 
 #endif /* LB_RL_CORE_H */

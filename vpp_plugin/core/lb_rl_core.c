@@ -1,0 +1,340 @@
+/*
+ * lb_rl_core.c — lifecycle, server set, weights API and state readers of the
+ * data-plane core. The per-packet path is in lb_rl_flow.c, the weight tables
+ * and policies in lb_rl_tables.c / lb_rl_policy.c.
+ */
+#define _POSIX_C_SOURCE 200112L
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lb_rl_hash.h"
+#include "lb_rl_internal.h"
+
+static LB_RL_THREAD_LOCAL const char *lb_rl_error_msg = "";
+
+void
+lb_rl_set_error (const char *msg)
+{
+  lb_rl_error_msg = msg;
+}
+
+const char *
+lb_rl_last_error (void)
+{
+  return lb_rl_error_msg;
+}
+
+void
+lb_rl_config_default (lb_rl_config_t *cfg)
+{
+  memset (cfg, 0, sizeof *cfg);
+  cfg->max_servers = LB_RL_MAX_SERVERS;
+  cfg->table_size = 1u << 16;
+  cfg->ecmp_buckets = 1024;
+  cfg->reservoir_size = 128;
+  cfg->sample_prob = 1.0;
+  cfg->flow_timeout_s = 40.0;
+  cfg->closed_linger_s = 2.0;
+  cfg->policy = LB_RL_POLICY_SED;
+  cfg->seed = 1;
+}
+
+static int
+lb_rl_is_pow2 (uint32_t x)
+{
+  return x != 0 && (x & (x - 1)) == 0;
+}
+
+static const char *
+lb_rl_config_check (const lb_rl_config_t *cfg)
+{
+  if (cfg->max_servers < 1 || cfg->max_servers > LB_RL_MAX_SERVERS)
+    return "max_servers must be in 1..64";
+  if (!lb_rl_is_pow2 (cfg->table_size) || cfg->table_size > (1u << 30))
+    return "table_size must be a power of two <= 2^30";
+  if (!lb_rl_is_pow2 (cfg->ecmp_buckets) || cfg->ecmp_buckets > (1u << 24))
+    return "ecmp_buckets must be a power of two <= 2^24";
+  if (cfg->reservoir_size < 1 || cfg->reservoir_size > (1u << 20))
+    return "reservoir_size must be in 1..2^20";
+  if (!(cfg->sample_prob >= 0.0 && cfg->sample_prob <= 1.0))
+    return "sample_prob must be in [0, 1]";
+  if (!(cfg->flow_timeout_s > 0.0 && isfinite (cfg->flow_timeout_s)))
+    return "flow_timeout_s must be finite and > 0";
+  if (!(cfg->closed_linger_s >= 0.0 && isfinite (cfg->closed_linger_s)))
+    return "closed_linger_s must be finite and >= 0";
+  if ((unsigned) cfg->policy >= LB_RL_N_POLICIES)
+    return "unknown policy";
+  return NULL;
+}
+
+lb_rl_ctx_t *
+lb_rl_create (const lb_rl_config_t *cfg)
+{
+  lb_rl_ctx_t *ctx;
+  const char *err = cfg ? lb_rl_config_check (cfg) : "cfg is NULL";
+  void *flows = NULL;
+  size_t nres;
+  if (err)
+    {
+      lb_rl_set_error (err);
+      return NULL;
+    }
+  ctx = calloc (1, sizeof *ctx);
+  if (!ctx)
+    goto nomem;
+  ctx->cfg = *cfg;
+  ctx->table_mask = cfg->table_size - 1;
+  ctx->ecmp_mask = cfg->ecmp_buckets - 1;
+  ctx->probe = cfg->table_size < LB_RL_PROBE_LEN ? cfg->table_size : LB_RL_PROBE_LEN;
+  ctx->tags = calloc (cfg->table_size, sizeof (uint32_t));
+  if (posix_memalign (&flows, 64, (size_t) cfg->table_size * sizeof (lb_rl_flow_t)) != 0)
+    flows = NULL;
+  ctx->flows = flows;
+  nres = (size_t) cfg->max_servers * LB_RL_N_RES * cfg->reservoir_size;
+  ctx->res = calloc (nres, sizeof (lb_rl_sample_t));
+  ctx->wtab[0].ecmp = malloc (cfg->ecmp_buckets);
+  ctx->wtab[1].ecmp = malloc (cfg->ecmp_buckets);
+  if (!ctx->tags || !ctx->flows || !ctx->res || !ctx->wtab[0].ecmp || !ctx->wtab[1].ecmp)
+    goto nomem;
+  memset (ctx->flows, 0, (size_t) cfg->table_size * sizeof (lb_rl_flow_t));
+  lb_rl_rng_seed (&ctx->rng, cfg->seed);
+  ctx->sample_all = cfg->sample_prob >= 1.0;
+  /* P(next64 < thr) = thr / 2^64 = sample_prob (to within 2^-53). */
+  ctx->sample_thr = ctx->sample_all ? UINT64_MAX
+				    : (uint64_t) (cfg->sample_prob * 18446744073709551616.0);
+  lb_rl_tables_rebuild (ctx);
+  return ctx;
+
+nomem:
+  lb_rl_destroy (ctx);
+  lb_rl_set_error ("out of memory");
+  return NULL;
+}
+
+void
+lb_rl_destroy (lb_rl_ctx_t *ctx)
+{
+  if (!ctx)
+    return;
+  free (ctx->tags);
+  free (ctx->flows);
+  free (ctx->res);
+  free (ctx->wtab[0].ecmp);
+  free (ctx->wtab[1].ecmp);
+  free (ctx);
+}
+
+const lb_rl_config_t *
+lb_rl_get_config (const lb_rl_ctx_t *ctx)
+{
+  return &ctx->cfg;
+}
+
+/* --- servers --- */
+
+int
+lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
+{
+  uint64_t bit;
+  if (idx >= ctx->cfg.max_servers || !(static_weight >= 0.0 && isfinite (static_weight)))
+    return LB_RL_E_INVALID;
+  bit = 1ULL << idx;
+  if (ctx->present & bit)
+    return LB_RL_E_EXISTS;
+  /* A (re-)added server starts afresh: counters and reservoirs reset. Entries
+   * of an earlier incarnation carry an older generation and count as lost. */
+  memset (&ctx->sc[idx], 0, sizeof ctx->sc[idx]);
+  ctx->res_filled[idx][0] = ctx->res_filled[idx][1] = 0;
+  ctx->gen[idx]++;
+  ctx->present |= bit;
+  ctx->drained &= ~bit;
+  ctx->static_w[idx] = static_weight;
+  ctx->cur_w[idx] = static_weight;
+  lb_rl_tables_rebuild (ctx);
+  return LB_RL_OK;
+}
+
+int
+lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx)
+{
+  uint64_t bit;
+  if (idx >= ctx->cfg.max_servers)
+    return LB_RL_E_INVALID;
+  bit = 1ULL << idx;
+  if (!(ctx->present & bit))
+    return LB_RL_E_ABSENT;
+  ctx->present &= ~bit;
+  ctx->drained &= ~bit;
+  ctx->cur_w[idx] = 0.0;
+  ctx->static_w[idx] = 0.0;
+  /* Its flows are gone: the gauge drops now, entries are freed lazily. */
+  ctx->sc[idx].n_flow_on = 0;
+  ctx->gen[idx]++;
+  lb_rl_tables_rebuild (ctx);
+  return LB_RL_OK;
+}
+
+int
+lb_rl_server_drain (lb_rl_ctx_t *ctx, uint32_t idx, int on)
+{
+  uint64_t bit;
+  if (idx >= ctx->cfg.max_servers)
+    return LB_RL_E_INVALID;
+  bit = 1ULL << idx;
+  if (!(ctx->present & bit))
+    return LB_RL_E_ABSENT;
+  if (on)
+    ctx->drained |= bit;
+  else
+    ctx->drained &= ~bit;
+  lb_rl_tables_rebuild (ctx);
+  return LB_RL_OK;
+}
+
+uint64_t
+lb_rl_servers_present (const lb_rl_ctx_t *ctx)
+{
+  return ctx->present;
+}
+
+/* --- weights and policy --- */
+
+int
+lb_rl_weights_validate (const double *w, uint32_t n, uint64_t present)
+{
+  uint32_t i;
+  int any_pos = 0;
+  if (!w || n == 0 || n > LB_RL_MAX_SERVERS)
+    return LB_RL_W_BAD_COUNT;
+  for (i = 0; i < n; i++)
+    if (!isfinite (w[i]))
+      return LB_RL_W_NONFINITE;
+  for (i = 0; i < n; i++)
+    if (w[i] < 0.0)
+      return LB_RL_W_NEGATIVE;
+  for (i = 0; i < n; i++)
+    if (w[i] > 0.0)
+      {
+	if (!(present & (1ULL << i)))
+	  return LB_RL_W_ABSENT_SERVER;
+	any_pos = 1;
+      }
+  return any_pos ? LB_RL_W_OK : LB_RL_W_ALL_ZERO;
+}
+
+int
+lb_rl_set_weights (lb_rl_ctx_t *ctx, const double *w, uint32_t n)
+{
+  uint32_t i;
+  int v = lb_rl_weights_validate (w, n, ctx->present);
+  if (v == LB_RL_W_OK && n > ctx->cfg.max_servers)
+    v = LB_RL_W_BAD_COUNT; /* unreachable: w > 0 beyond max_servers is ABSENT */
+  if (v != LB_RL_W_OK)
+    {
+      ctx->c.weight_rejects++;
+      return v;
+    }
+  for (i = 0; i < ctx->cfg.max_servers; i++)
+    ctx->cur_w[i] = (i < n && (ctx->present & (1ULL << i))) ? w[i] : 0.0;
+  ctx->c.weight_updates++;
+  lb_rl_tables_rebuild (ctx);
+  return LB_RL_W_OK;
+}
+
+int
+lb_rl_use_static_weights (lb_rl_ctx_t *ctx)
+{
+  uint32_t i;
+  for (i = 0; i < ctx->cfg.max_servers; i++)
+    ctx->cur_w[i] = (ctx->present & (1ULL << i)) ? ctx->static_w[i] : 0.0;
+  lb_rl_tables_rebuild (ctx);
+  return LB_RL_OK;
+}
+
+void
+lb_rl_get_weights (const lb_rl_ctx_t *ctx, double *out)
+{
+  memcpy (out, ctx->cur_w, ctx->cfg.max_servers * sizeof (double));
+}
+
+int
+lb_rl_set_policy (lb_rl_ctx_t *ctx, lb_rl_policy_t policy)
+{
+  if ((unsigned) policy >= LB_RL_N_POLICIES)
+    return LB_RL_E_INVALID;
+  ctx->cfg.policy = policy;
+  return LB_RL_OK;
+}
+
+/* --- reading state --- */
+
+int
+lb_rl_server_counters (const lb_rl_ctx_t *ctx, uint32_t idx, lb_rl_server_counters_t *out)
+{
+  if (idx >= ctx->cfg.max_servers)
+    return LB_RL_E_INVALID;
+  *out = ctx->sc[idx];
+  return LB_RL_OK;
+}
+
+void
+lb_rl_counters (const lb_rl_ctx_t *ctx, lb_rl_counters_t *out)
+{
+  *out = ctx->c;
+}
+
+uint32_t
+lb_rl_reservoir_read (const lb_rl_ctx_t *ctx, uint32_t idx, lb_rl_res_kind_t kind,
+		      lb_rl_sample_t *out, uint32_t max)
+{
+  uint32_t n, k = ctx->cfg.reservoir_size;
+  if (idx >= ctx->cfg.max_servers || (unsigned) kind >= LB_RL_N_RES)
+    return 0;
+  n = ctx->res_filled[idx][kind];
+  if (n > max)
+    n = max;
+  memcpy (out, &ctx->res[((uint64_t) idx * LB_RL_N_RES + kind) * k], n * sizeof *out);
+  return n;
+}
+
+int
+lb_rl_flow_get (const lb_rl_ctx_t *ctx, const lb_rl_5tuple_t *key, int32_t *server,
+		double *first_seen, double *last_seen)
+{
+  uint64_t h = lb_rl_hash_5tuple (key);
+  uint32_t tag = (uint32_t) (h >> 32) | 1u;
+  uint32_t j, s;
+  for (j = 0; j < ctx->probe; j++)
+    {
+      s = ((uint32_t) h + j) & ctx->table_mask;
+      if (ctx->tags[s] == tag && lb_rl_key_eq (&ctx->flows[s].key, key))
+	{
+	  const lb_rl_flow_t *e = &ctx->flows[s];
+	  if (e->gen != ctx->gen[e->server])
+	    return LB_RL_FLOW_NONE; /* its server was removed */
+	  if (server)
+	    *server = e->server;
+	  if (first_seen)
+	    *first_seen = e->first_seen;
+	  if (last_seen)
+	    *last_seen = e->last_seen;
+	  return e->state;
+	}
+    }
+  return LB_RL_FLOW_NONE;
+}
+
+uint64_t
+lb_rl_key_hash (const lb_rl_5tuple_t *key)
+{
+  return lb_rl_hash_5tuple (key);
+}
+
+int32_t
+lb_rl_ecmp_bucket (const lb_rl_ctx_t *ctx, uint32_t b)
+{
+  uint8_t s = ctx->wt->ecmp[b & ctx->ecmp_mask];
+  return s == LB_RL_NO_SERVER_U8 ? -1 : (int32_t) s;
+}

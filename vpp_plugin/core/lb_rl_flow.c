@@ -1,0 +1,274 @@
+/*
+ * lb_rl_flow.c — the fast path: flow table lookup, TCP state machine,
+ * per-server counters and reservoir samples, new-flow decisions, the batch
+ * loop and the expiry sweep.
+ *
+ * Flow table: table_size slots (power of two) of 64-byte entries plus a
+ * parallel u32 tag array. A flow lives in one of the PROBE_LEN slots
+ * [home, home + PROBE_LEN) (mod table_size), home = hash & mask. Lookup scans
+ * the whole window (no early stop on an empty slot), so freeing a slot needs
+ * no tombstone. Expired, linger-ended and lost entries are freed lazily when
+ * met (lookup or insertion) and by lb_rl_expire.
+ */
+#include "lb_rl_hash.h"
+#include "lb_rl_internal.h"
+
+#define LB_RL_NO_SLOT UINT32_MAX
+
+static inline int32_t
+lb_rl_forward (lb_rl_ctx_t *ctx, uint32_t srv, uint32_t len)
+{
+  ctx->sc[srv].packets++;
+  ctx->sc[srv].bytes += len;
+  return (int32_t) srv;
+}
+
+static inline void
+lb_rl_slot_free (lb_rl_ctx_t *ctx, uint32_t s)
+{
+  ctx->tags[s] = 0;
+  ctx->c.tracked_flows--;
+}
+
+/* End a live (SYN or EST) entry by idle timeout and free it. The flow's FCT
+ * sample is last_seen - first_seen, stamped at detection time now. */
+static void
+lb_rl_flow_timeout (lb_rl_ctx_t *ctx, uint32_t s, double now)
+{
+  lb_rl_flow_t *e = &ctx->flows[s];
+  if (e->state == LB_RL_FLOW_EST)
+    {
+      ctx->sc[e->server].n_flow_on--;
+      ctx->sc[e->server].n_flow_timeout++;
+      lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, e->last_seen - e->first_seen);
+    }
+  ctx->c.timeouts++;
+  lb_rl_slot_free (ctx, s);
+}
+
+/* Try to free occupied slot s: lost (server removed), closed past linger, or
+ * live but idle past the timeout. Returns 1 if freed. */
+static int
+lb_rl_slot_reclaim (lb_rl_ctx_t *ctx, uint32_t s, double now)
+{
+  lb_rl_flow_t *e = &ctx->flows[s];
+  if (e->gen != ctx->gen[e->server])
+    {
+      ctx->c.flows_lost++;
+      lb_rl_slot_free (ctx, s);
+      return 1;
+    }
+  if (e->state == LB_RL_FLOW_CLOSED)
+    {
+      if (now - e->last_seen > ctx->cfg.closed_linger_s)
+	{
+	  lb_rl_slot_free (ctx, s);
+	  return 1;
+	}
+      return 0;
+    }
+  if (now - e->last_seen > ctx->cfg.flow_timeout_s)
+    {
+      lb_rl_flow_timeout (ctx, s, now);
+      return 1;
+    }
+  return 0;
+}
+
+static inline int32_t
+lb_rl_process_hashed (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint64_t h,
+		      uint8_t flags, uint32_t len, int32_t forced)
+{
+  uint32_t tag = (uint32_t) (h >> 32) | 1u;
+  uint32_t home = (uint32_t) h & ctx->table_mask;
+  uint32_t free_slot = LB_RL_NO_SLOT, s = 0, j;
+  int is_syn = (flags & (LB_RL_TCP_SYN | LB_RL_TCP_ACK | LB_RL_TCP_FIN | LB_RL_TCP_RST)) ==
+	       LB_RL_TCP_SYN;
+  lb_rl_flow_t *e;
+  int32_t srv;
+  uint8_t b;
+
+  ctx->c.packets++;
+  for (j = 0; j < ctx->probe; j++)
+    {
+      uint32_t t;
+      s = (home + j) & ctx->table_mask;
+      t = ctx->tags[s];
+      if (t == tag && LB_RL_LIKELY (lb_rl_key_eq (&ctx->flows[s].key, key)))
+	goto found;
+      if (t == 0 && free_slot == LB_RL_NO_SLOT)
+	free_slot = s;
+    }
+  goto miss;
+
+found:
+  e = &ctx->flows[s];
+  if (LB_RL_UNLIKELY (e->gen != ctx->gen[e->server]))
+    {
+      ctx->c.flows_lost++;
+      goto free_and_miss;
+    }
+  if (LB_RL_UNLIKELY (e->state == LB_RL_FLOW_CLOSED))
+    {
+      /* Closed: keep forwarding (last ACK after FIN) until the linger ends;
+       * a new SYN of the same key starts a fresh flow. */
+      if (is_syn || now - e->last_seen > ctx->cfg.closed_linger_s)
+	goto free_and_miss;
+      return lb_rl_forward (ctx, e->server, len);
+    }
+  if (LB_RL_UNLIKELY (now - e->last_seen > ctx->cfg.flow_timeout_s))
+    {
+      lb_rl_flow_timeout (ctx, s, now);
+      if (free_slot == LB_RL_NO_SLOT)
+	free_slot = s;
+      goto miss;
+    }
+  e->last_seen = now;
+  if (LB_RL_UNLIKELY (flags & (LB_RL_TCP_FIN | LB_RL_TCP_RST)))
+    {
+      if (e->state == LB_RL_FLOW_EST)
+	{
+	  ctx->sc[e->server].n_flow_on--;
+	  ctx->sc[e->server].n_flow_closed++;
+	  lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, now - e->first_seen);
+	}
+      e->state = LB_RL_FLOW_CLOSED;
+    }
+  else if ((flags & (LB_RL_TCP_ACK | LB_RL_TCP_SYN)) == LB_RL_TCP_ACK)
+    {
+      if (LB_RL_LIKELY (e->state == LB_RL_FLOW_EST))
+	lb_rl_res_add (ctx, e->server, LB_RL_RES_FLOW_DURATION, now, now - e->first_seen);
+      else
+	{
+	  e->state = LB_RL_FLOW_EST;
+	  ctx->sc[e->server].n_flow_on++;
+	}
+    }
+  return lb_rl_forward (ctx, e->server, len);
+
+free_and_miss:
+  lb_rl_slot_free (ctx, s);
+  if (free_slot == LB_RL_NO_SLOT)
+    free_slot = s;
+
+miss:
+  if (is_syn)
+    {
+      if (free_slot == LB_RL_NO_SLOT)
+	for (j = 0; j < ctx->probe; j++)
+	  {
+	    s = (home + j) & ctx->table_mask;
+	    if (lb_rl_slot_reclaim (ctx, s, now))
+	      {
+		free_slot = s;
+		break;
+	      }
+	  }
+      if (LB_RL_UNLIKELY (free_slot == LB_RL_NO_SLOT))
+	{
+	  ctx->c.untracked_full++;
+	  goto hash_forward;
+	}
+      if (forced >= 0 && (uint32_t) forced < ctx->cfg.max_servers &&
+	  (ctx->present & (1ULL << forced)))
+	srv = forced;
+      else
+	srv = lb_rl_policy_choose (ctx, h);
+      if (LB_RL_UNLIKELY (srv < 0))
+	{
+	  ctx->c.no_server++;
+	  return LB_RL_E_NO_SERVER;
+	}
+      e = &ctx->flows[free_slot];
+      e->key = *key;
+      e->first_seen = now;
+      e->last_seen = now;
+      e->gen = ctx->gen[srv];
+      e->server = (uint8_t) srv;
+      e->state = LB_RL_FLOW_SYN;
+      ctx->tags[free_slot] = tag;
+      ctx->c.tracked_flows++;
+      ctx->c.new_flows++;
+      ctx->sc[srv].n_flow_new++;
+      return lb_rl_forward (ctx, (uint32_t) srv, len);
+    }
+  ctx->c.untracked_miss++;
+
+hash_forward:
+  b = LB_RL_ACQUIRE (ctx->wt)->ecmp[h & ctx->ecmp_mask];
+  if (LB_RL_UNLIKELY (b == LB_RL_NO_SERVER_U8))
+    {
+      ctx->c.no_server++;
+      return LB_RL_E_NO_SERVER;
+    }
+  return lb_rl_forward (ctx, b, len);
+}
+
+int32_t
+lb_rl_process_ex (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint8_t tcp_flags,
+		  uint32_t len, int32_t new_flow_server)
+{
+  return lb_rl_process_hashed (ctx, now, key, lb_rl_hash_5tuple (key), tcp_flags, len,
+			       new_flow_server);
+}
+
+int32_t
+lb_rl_process (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint8_t tcp_flags,
+	       uint32_t len)
+{
+  return lb_rl_process_hashed (ctx, now, key, lb_rl_hash_5tuple (key), tcp_flags, len, -1);
+}
+
+/* How many packets ahead the batch loop hashes and prefetches. */
+#define LB_RL_BATCH_AHEAD 8
+
+void
+lb_rl_process_batch (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
+		     const lb_rl_5tuple_t *keys, const uint8_t *tcp_flags, const uint32_t *len,
+		     const int32_t *forced, int32_t *out_server)
+{
+  /* Packets are processed strictly in order (results equal n single calls);
+   * only the hash and the prefetch of the home tag/entry run AHEAD packets
+   * early so their cache misses overlap. */
+  uint64_t hs[LB_RL_BATCH_AHEAD];
+  uint32_t i, pre = n < LB_RL_BATCH_AHEAD ? n : LB_RL_BATCH_AHEAD;
+  for (i = 0; i < pre; i++)
+    {
+      uint64_t h = lb_rl_hash_5tuple (&keys[i]);
+      uint32_t home = (uint32_t) h & ctx->table_mask;
+      hs[i] = h;
+      LB_RL_PREFETCH (&ctx->tags[home]);
+      LB_RL_PREFETCH (&ctx->flows[home]);
+    }
+  for (i = 0; i < n; i++)
+    {
+      uint64_t h = hs[i % LB_RL_BATCH_AHEAD];
+      uint32_t ahead = i + LB_RL_BATCH_AHEAD;
+      if (ahead < n)
+	{
+	  uint64_t ha = lb_rl_hash_5tuple (&keys[ahead]);
+	  uint32_t home = (uint32_t) ha & ctx->table_mask;
+	  hs[ahead % LB_RL_BATCH_AHEAD] = ha;
+	  LB_RL_PREFETCH (&ctx->tags[home]);
+	  LB_RL_PREFETCH (&ctx->flows[home]);
+	}
+      out_server[i] = lb_rl_process_hashed (ctx, now[i], &keys[i], h, tcp_flags[i], len[i],
+					    forced ? forced[i] : -1);
+    }
+}
+
+uint32_t
+lb_rl_expire (lb_rl_ctx_t *ctx, double now, uint32_t budget)
+{
+  /* Visit at most one full table round from a persistent cursor, freeing up
+   * to budget entries that are lost, closed past linger or idle past timeout. */
+  uint32_t visited, freed = 0, s = ctx->expire_cursor;
+  for (visited = 0; visited < ctx->cfg.table_size && freed < budget; visited++)
+    {
+      if (ctx->tags[s] != 0 && lb_rl_slot_reclaim (ctx, s, now))
+	freed++;
+      s = (s + 1) & ctx->table_mask;
+    }
+  ctx->expire_cursor = s;
+  return freed;
+}
