@@ -1,0 +1,281 @@
+"""The ``marllb`` command line.
+
+::
+
+    marllb sim run CONFIG.yaml [--out DIR] [--set key=value ...] [--plot] [--pcap FILE] [--no-progress]
+    marllb sim sweep CONFIG.yaml --policies sed,ecmp,... [--seeds 0,1] --out DIR [--set ...] [--no-plot]
+    marllb plot DIR [DIR ...] [--out PNG_DIR]
+    marllb topo list | marllb topo show SPEC
+
+User errors (bad config, missing file, bad ``--set``) print one message on stderr and exit 2,
+with no traceback. Commands of later issues (train, eval, bench, hil) say so and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from simulator.config import POLICY_NAMES, ExperimentConfig, UserError, load_config
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("marllb")
+
+EXIT_USER_ERROR = 2
+EXIT_NOT_IMPLEMENTED = 1
+
+#: Subcommands that belong to later issues: name -> (issue, what it will do).
+_PLANNED = {
+    "train": (4, "train SAC-GRU / QMIX agents in the simulator"),
+    "eval": (4, "evaluate a trained agent checkpoint"),
+    "bench": (3, "simulator speed benchmark (see bench/)"),
+    "hil": (5, "hardware-in-the-loop runs with VPP / TRex / netns"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+
+def _ms(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x * 1e3:.1f}"
+
+
+def _num(x: Any, fmt: str = "{:.3f}") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return fmt.format(x)
+
+
+def print_summary_table(rows: Sequence[tuple[str, dict[str, Any]]], *, per_server: bool) -> None:
+    """A rich table of summaries (one row per run), plus per-server rows for a single run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:  # files and pipes: do not squeeze 15 columns into 80
+        console = Console(width=160)
+    table = Table(title="MARLLB simulation summary", title_justify="left")
+    for col in ("run", "policy", "seed", "arrived", "completed", "dropped", "in flight",
+                "JCT mean ms", "p50 ms", "p90 ms", "p99 ms", "thr req/s", "Jain", "sim s", "wall s"):
+        table.add_column(col, justify="left" if col in ("run", "policy") else "right")
+    for name, s in rows:
+        table.add_row(name, str(s.get("policy")), str(s.get("seed")), str(s.get("arrived")),
+                      str(s.get("completed")), str(s.get("dropped")), str(s.get("in_flight")),
+                      _ms(s.get("jct_mean_s")), _ms(s.get("jct_p50_s")), _ms(s.get("jct_p90_s")),
+                      _ms(s.get("jct_p99_s")), _num(s.get("throughput_rps"), "{:.1f}"),
+                      _num(s.get("jain_fairness")), _num(s.get("sim_time_s"), "{:.1f}"),
+                      _num(s.get("wall_s"), "{:.1f}"))
+    console.print(table)
+    if per_server and len(rows) == 1:
+        srv = Table(title="per server", title_justify="left")
+        for col in ("id", "completed", "busy fraction", "mean jobs"):
+            srv.add_column(col, justify="right")
+        for p in rows[0][1].get("per_server", []):
+            srv.add_row(str(p.get("id")), str(p.get("completed")), _num(p.get("busy_fraction")),
+                        _num(p.get("mean_jobs"), "{:.2f}"))
+        console.print(srv)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
+
+def _load(path: str, overrides: Sequence[str]) -> ExperimentConfig:
+    from experiments.runs import check_topology
+
+    cfg = load_config(path, list(overrides))
+    check_topology(cfg, path)
+    return cfg
+
+
+def cmd_sim_run(args: argparse.Namespace) -> int:
+    from experiments.runs import run_name, run_one
+
+    cfg = _load(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / run_name(cfg)
+    result = run_one(cfg, out, progress=not args.no_progress, pcap_path=args.pcap, plot=args.plot)
+    print_summary_table([(out.name, result.summary)], per_server=True)
+    print(f"run directory: {out}")
+    if args.plot:
+        from experiments.plots import PLOT_FILES
+
+        print("plots: " + ", ".join(str(out / f) for f in PLOT_FILES if (out / f).exists()))
+    return 0
+
+
+def _split_list(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UserError(f"--{what}: empty list")
+    return items
+
+
+def cmd_sim_sweep(args: argparse.Namespace) -> int:
+    from experiments.plots import plot_runs
+    from experiments.runs import load_run, run_one
+
+    policies = _split_list(args.policies, "policies")
+    unknown = [p for p in policies if p not in POLICY_NAMES]
+    if unknown:
+        raise UserError(f"--policies: unknown policy {unknown[0]!r}; known: {', '.join(POLICY_NAMES)}")
+    try:
+        seeds = [int(s) for s in _split_list(args.seeds, "seeds")] if args.seeds else [None]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    # Resolve and validate every config before running any of them.
+    plan: list[tuple[str, ExperimentConfig]] = []
+    for policy in policies:
+        for seed in seeds:
+            extra = [f"policy.name={policy}"] + ([] if seed is None else [f"seed={seed}"])
+            cfg = _load(args.config, [*args.set, *extra])
+            plan.append((policy if seed is None else f"{policy}__seed{seed}", cfg))
+    out = Path(args.out)
+    rows = []
+    for i, (name, cfg) in enumerate(plan, 1):
+        print(f"sweep run {i}/{len(plan)}: {name}", file=sys.stderr)
+        result = run_one(cfg, out / name, progress=not args.no_progress)
+        rows.append((name, result.summary))
+    print_summary_table(rows, per_server=False)
+    if not args.no_plot:
+        written = plot_runs([load_run(out / name) for name, _ in plan], out)
+        print("plots: " + ", ".join(str(p) for p in written))
+    print(f"sweep directory: {out}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from experiments.plots import plot_runs
+    from experiments.runs import load_run
+
+    runs = [load_run(d) for d in args.dirs]
+    out = Path(args.out) if args.out else (Path(args.dirs[0]) if len(args.dirs) == 1 else Path("plots"))
+    written = plot_runs(runs, out)
+    for p in written:
+        print(p)
+    return 0
+
+
+def cmd_topo_list(args: argparse.Namespace) -> int:
+    from topologies import PRESETS
+
+    for p in PRESETS.values():
+        params = ", ".join(f"{k}={v}" for k, v in p.defaults.items())
+        print(f"{p.name:11s} {p.description}\n{'':11s} params: {params}")
+    return 0
+
+
+def cmd_topo_show(args: argparse.Namespace) -> int:
+    import topologies
+    from simulator.config import TopologyConfig
+
+    g = topologies.build(TopologyConfig(preset=args.spec))
+    print(f"{g.graph['preset']}: {g.number_of_nodes()} nodes, {g.number_of_edges()} links; "
+          f"params {g.graph['params']}")
+    print(f"clients: {len(topologies.clients(g))}, LBs: {len(topologies.lbs(g))}, "
+          f"switches: {len(topologies.switches(g))}")
+    for s in topologies.servers(g):
+        d = g.nodes[s]
+        print(f"  {s}: cores={d['cores']:g} workers={d['workers']} backlog={d['backlog']}")
+    return 0
+
+
+def cmd_planned(args: argparse.Namespace) -> int:
+    issue, what = _PLANNED[args.command]
+    print(f"marllb {args.command}: not implemented yet (issue {issue}: {what})", file=sys.stderr)
+    return EXIT_NOT_IMPLEMENTED
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="marllb",
+        description="MARLLB: simulate, train and evaluate network load-balancing policies.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser("sim", help="simulated experiments")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
+
+    run = sim_sub.add_parser("run", help="run one experiment and write the run directory")
+    run.add_argument("config", metavar="CONFIG.yaml")
+    run.add_argument("--out", metavar="DIR",
+                     help="run directory (default runs/<name>__<policy>__<seed>__<unix_time>)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. --set policy.name=ecmp (repeatable)")
+    run.add_argument("--plot", action="store_true", help="also write PNG plots into DIR")
+    run.add_argument("--pcap", metavar="FILE", help="write the simulated packets to a pcap file")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_sim_run)
+
+    sweep = sim_sub.add_parser("sweep", help="run one config under several policies (and seeds), then plot")
+    sweep.add_argument("config", metavar="CONFIG.yaml")
+    sweep.add_argument("--policies", required=True, metavar="A,B,...",
+                       help=f"comma-separated policy names from: {', '.join(POLICY_NAMES)}")
+    sweep.add_argument("--seeds", metavar="S1,S2,...", help="comma-separated seeds (default: the config's)")
+    sweep.add_argument("--out", required=True, metavar="DIR", help="sweep directory: one run dir per policy")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sweep.add_argument("--no-plot", action="store_true", help="skip the comparison plots")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.set_defaults(func=cmd_sim_sweep)
+
+    plot = sub.add_parser("plot", help="plot finished runs: JCT CDF, percentile bars, server load")
+    plot.add_argument("dirs", nargs="+", metavar="DIR")
+    plot.add_argument("--out", metavar="PNG_DIR",
+                      help="where to write PNGs (default: DIR for one run, ./plots for several)")
+    plot.set_defaults(func=cmd_plot)
+
+    topo = sub.add_parser("topo", help="list or inspect topology presets")
+    topo_sub = topo.add_subparsers(dest="topo_command", required=True, metavar="TOPO_COMMAND")
+    topo_sub.add_parser("list", help="list presets and their parameters").set_defaults(func=cmd_topo_list)
+    show = topo_sub.add_parser("show", help="build a spec like 'moderate,workers=64' and describe it")
+    show.add_argument("spec")
+    show.set_defaults(func=cmd_topo_show)
+
+    for name, (issue, what) in _PLANNED.items():
+        planned = sub.add_parser(name, help=f"(not implemented yet, issue {issue}) {what}")
+        planned.set_defaults(func=cmd_planned)
+    return p
+
+
+def _setup_logging(verbosity: int) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = RichHandler(show_path=False, show_time=verbosity > 1,
+                          console=Console(stderr=True))
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``marllb`` console script; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in _PLANNED:  # planned commands ignore their arguments
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"marllb: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"marllb: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("marllb: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
