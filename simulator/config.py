@@ -110,6 +110,9 @@ class TrafficConfig(_Strict):
     peak_to_trough: float = Field(2.0, ge=1, description="diurnal: ratio of max to min rate")
     request_bytes: int = Field(300, ge=1)
     response_bytes: int = Field(10_000, ge=1)
+    close: Literal["rst", "fin"] = Field(
+        "rst", description="how clients close: RST (MARLLB's SO_LINGER 0 clients) or FIN handshake"
+    )
     job: JobConfig = Field(default_factory=JobConfig)
 
     @model_validator(mode="after")

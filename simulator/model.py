@@ -1,0 +1,428 @@
+"""The packet-level model of one run: clients, edge router, LB nodes, links, servers.
+
+Life of a request (a TCP-like flow, MSS 1460; every packet is modelled, see below):
+
+1. the client sends a SYN at ``t_arrive``; the edge router picks the LB by a salted hash of
+   the 5-tuple (ECMP); the SYN crosses the client->LB links;
+2. **event** SYN at the LB: the LB hands the core every buffered packet stamped earlier (one
+   ``process_batch``), then the SYN itself; the core (or the controller, for oracle policies)
+   picks the server; the SYN crosses the LB->server links;
+3. **event** SYN at the server: refused (failed server or workers+backlog full -> RST to the
+   client, request dropped) or accepted: SYN-ACK straight to the client (DSR), then the client's
+   ACK and request segment(s) (PSH|ACK) through the LB to the server;
+4. **event** request at the server: CPU work starts (or waits for a worker);
+5. **event** (the server's single completion timer) work done: the response (response_bytes in
+   MSS segments) goes straight to the client; the client ACKs every 2nd segment and the last one
+   through the LB; then closes with RST|ACK (``traffic.close: rst``, MARLLB's SO_LINGER 0
+   clients) or FIN|ACK, the server's FIN|ACK and a final ACK (``fin``).
+   JCT = last response byte at the client - SYN send time.
+
+Per request there are thus 4 SimPy events (+ stale server timers), while packet times are
+computed arithmetically through the link FIFOs (:mod:`simulator.network`). Client->server
+packets of established flows are pushed, stamped with their LB arrival time, into a per-LB
+time-ordered buffer that is flushed to the core right before each new-flow decision and at each
+LB step, so the core sees every packet in time order and ``n_flow_on`` is exact at decision time.
+The server seen by each flushed packet is checked against the flow's server (``misrouted``).
+
+Everything hangs off one :class:`Simulation`; nothing is global. Parts are injected: any
+:class:`~simulator.protocols.DataPlane` factory, server factory, traffic source and controller.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from typing import Any, Callable, Sequence
+
+import networkx as nx
+import numpy as np
+import simpy
+
+from simulator.config import ExperimentConfig
+from simulator.network import Path, build_links, path_between
+from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
+from simulator.protocols import RES_FCT, RES_FLOW_DURATION, Controller, DataPlane, TrafficSource
+from simulator.pycore import key_hash
+from simulator.server import PsServer
+
+__all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES"]
+
+log = logging.getLogger(__name__)
+
+PENDING, COMPLETED, DROPPED = 0, 1, 2
+SYN_BYTES = HEADER_BYTES + 20  # SYN / SYN-ACK carry TCP options
+RTO_SYN_S = 1.0  # initial SYN retransmission timeout (RFC 6298)
+RTO_S = 0.2  # Linux minimum RTO, for other segments
+EPHEMERAL_LO, EPHEMERAL_N = 32768, 60999 - 32768 + 1
+DECAY = 0.9  # per second of sample age, for the decayed features
+#: per-server features recorded every LB step (reservoir summaries in seconds)
+FEATURES = tuple(f"{r}_{s}" for r in ("fd", "fct") for s in ("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s"))
+
+
+class Request:
+    """One request/flow. Times in simulated seconds (-1.0 = not reached)."""
+
+    __slots__ = ("id", "client", "key", "lb", "server", "t0", "work_s", "t_srv_arrive",
+                 "t_srv_done", "t_done", "status")
+
+    def __init__(self, rid: int, client: int, key: tuple[int, int, int, int], lb: int,
+                 t0: float, work_s: float) -> None:
+        self.id = rid
+        self.client = client
+        self.key = key
+        self.lb = lb
+        self.server = -1
+        self.t0 = t0
+        self.work_s = work_s
+        self.t_srv_arrive = -1.0
+        self.t_srv_done = -1.0
+        self.t_done = -1.0
+        self.status = PENDING
+
+
+class _Call:
+    """A SimPy-schedulable event that calls fn(arg) (cheaper than a Process or Timeout)."""
+
+    __slots__ = ("callbacks", "_ok", "_value", "fn", "arg")
+
+    def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
+        self.callbacks = [_dispatch]
+        self._ok = True
+        self._value = None
+        self.fn = fn
+        self.arg = arg
+
+
+def _dispatch(ev: _Call) -> None:
+    ev.fn(ev.arg)
+
+
+class LbNode:
+    """An LB: its data-plane core and the time-ordered buffer of client->server packets of
+    flows whose server is already known."""
+
+    def __init__(self, idx: int, dp: DataPlane) -> None:
+        self.idx = idx
+        self.dp = dp
+        self.buf: list[tuple[float, int, Request, int, int, Packet | None]] = []
+        self.misrouted = 0
+        self.flushed = 0
+
+    def flush(self, now_s: float) -> None:
+        """Hand the core every buffered packet stamped <= now_s, in time order, in one batch."""
+        buf = self.buf
+        if not buf or buf[0][0] > now_s:
+            return
+        pop = heapq.heappop
+        items = []
+        while buf and buf[0][0] <= now_s:
+            items.append(pop(buf))
+        out = self.dp.process_batch([e[0] for e in items], [e[2].key for e in items],
+                                    [e[3] for e in items], [e[4] for e in items])
+        self.flushed += len(items)
+        for e, s in zip(items, out):
+            if s != e[2].server:
+                self.misrouted += 1
+            if e[5] is not None:
+                e[5].server = s
+
+
+class Simulation:
+    """One run. ``dataplanes[k]`` is LB k's core (already configured with servers and static
+    weights); ``servers`` default to :class:`PsServer` from the graph attributes."""
+
+    def __init__(self, cfg: ExperimentConfig, graph: nx.Graph, source: TrafficSource,
+                 dataplanes: Sequence[DataPlane], controller: Controller, *,
+                 rng: np.random.Generator, ecmp_salt: int,
+                 server_factory: Callable[..., Any] | None = None,
+                 log_packets: bool = False) -> None:
+        self.cfg = cfg
+        self.env = simpy.Environment()
+        self._queue = self.env._queue  # heap of (t, priority, eid, event); see schedule()
+        self._eid = 0
+        self.end_s = cfg.duration_s
+        self.source = source
+        self.controller = controller
+        self.rng = rng
+        self.salt = ecmp_salt
+        self.close_fin = cfg.traffic.close == "fin"
+        self.req_bytes = cfg.traffic.request_bytes
+        self.resp_bytes = cfg.traffic.response_bytes
+        self.log_packets = log_packets
+        self.packets: list[Packet] = []
+        self.n_packets = 0
+        self.requests: list[Request] = []
+        self._exhausted = False
+        self._last_t0 = -1.0
+
+        servers = sorted((n for n, k in graph.nodes(data="kind") if k == "server"),
+                         key=lambda n: int(n[1:]))
+        lbs = sorted((n for n, k in graph.nodes(data="kind") if k == "lb"), key=lambda n: int(n[2:]))
+        clients = sorted((n for n, k in graph.nodes(data="kind") if k == "client"),
+                         key=lambda n: int(n[1:]))
+        self.server_names, self.lb_names, self.client_names = servers, lbs, clients
+        self.n_servers, self.n_lbs, self.n_clients = len(servers), len(lbs), len(clients)
+        if len(dataplanes) != self.n_lbs:
+            raise ValueError(f"{len(dataplanes)} data planes for {self.n_lbs} LBs")
+        self.lbs = [LbNode(k, dp) for k, dp in enumerate(dataplanes)]
+        make = server_factory or PsServer
+        self.servers = [make(i, graph.nodes[n]["cores"], graph.nodes[n]["workers"],
+                             graph.nodes[n]["backlog"], self.schedule, self._on_done, self._on_drop)
+                        for i, n in enumerate(servers)]
+
+        links = build_links(graph)
+        self.links = links
+        self.p_cl = [[path_between(graph, links, c, lb, ("server", "lb")) for lb in lbs] for c in clients]
+        self.p_ls = [[path_between(graph, links, lb, s, ("client", "lb")) for s in servers] for lb in lbs]
+        self.p_sc = [[path_between(graph, links, s, c, ("lb",)) for c in clients] for s in servers]
+
+        self._ports = [int(p) for p in rng.integers(0, EPHEMERAL_N, self.n_clients)]
+        self._ips = [client_ip(c) for c in range(self.n_clients)]
+        self._cli_draws: list[int] = []
+        self.steps: dict[str, list[np.ndarray]] = {}
+        self.events = 0
+
+    # -- scheduling --------------------------------------------------------------------------
+    def schedule(self, t_s: float, fn: Callable[[Any], None], arg: Any = None) -> None:
+        """Run fn(arg) at simulated time t_s (>= now). Pushed straight onto SimPy's event heap
+        with the exact time (env.schedule would add a delay to now and round)."""
+        self._eid += 1
+        heapq.heappush(self._queue, (t_s if t_s > self.env._now else self.env._now, 1,
+                                     self._eid, _Call(fn, arg)))
+
+    def now(self) -> float:
+        return self.env._now
+
+    # -- packets -----------------------------------------------------------------------------
+    def _log(self, req: Request, src: int, dst: int, sport: int, dport: int, flags: int,
+             payload: int, t_send: float, t_lb: float, t_recv: float) -> Packet:
+        p = Packet(req.id, src, dst, sport, dport, flags, HEADER_BYTES + payload, payload,
+                   t_send, t_lb, t_recv, req.lb, req.server)
+        self.packets.append(p)
+        return p
+
+    def _to_server(self, req: Request, t_send: float, flags: int, payload: int) -> float:
+        """A client->server packet of a flow whose server is known: client->LB links, LB buffer,
+        LB->server links. Returns the arrival time at the server."""
+        size = HEADER_BYTES + payload
+        t_lb = self.p_cl[req.client][req.lb].send(t_send, size, RTO_S)
+        t_srv = self.p_ls[req.lb][req.server].send(t_lb, size, RTO_S)
+        p = None
+        if self.log_packets:
+            ip, port = req.key[0], req.key[2]
+            p = self._log(req, ip, VIP, port, VIP_PORT, flags, payload, t_send, t_lb, t_srv)
+        lb = self.lbs[req.lb]
+        self._eid += 1
+        heapq.heappush(lb.buf, (t_lb, self._eid, req, flags, size, p))
+        self.n_packets += 1
+        return t_srv
+
+    def _to_client(self, req: Request, t_send: float, flags: int, payload: int, size: int = 0) -> float:
+        size = size or HEADER_BYTES + payload
+        t = self.p_sc[req.server][req.client].send(t_send, size, RTO_S)
+        if self.log_packets:
+            self._log(req, VIP, req.key[0], VIP_PORT, req.key[2], flags, payload, t_send, math.nan, t)
+        self.n_packets += 1
+        return t
+
+    # -- arrivals ----------------------------------------------------------------------------
+    def _client(self) -> int:
+        if self.n_clients == 1:
+            return 0
+        if not self._cli_draws:
+            self._cli_draws = self.rng.integers(0, self.n_clients, 4096).tolist()
+        return self._cli_draws.pop()
+
+    def _generate(self) -> None:
+        """Create the next request, send its SYN and schedule its arrival at the LB."""
+        nxt = self.source.next_request()
+        if nxt is None or nxt[0] > self.end_s:
+            self._exhausted = True
+            return
+        t0, work = nxt
+        self._last_t0 = t0
+        c = self._client()
+        port = EPHEMERAL_LO + self._ports[c]
+        self._ports[c] = (self._ports[c] + 1) % EPHEMERAL_N
+        key = (self._ips[c], VIP, port, VIP_PORT)
+        lb = key_hash((key[0], key[1] ^ self.salt, port, VIP_PORT)) % self.n_lbs
+        req = Request(len(self.requests), c, key, lb, t0, work)
+        self.requests.append(req)
+        t_lb = self.p_cl[c][lb].send(t0, SYN_BYTES, RTO_SYN_S)
+        self.schedule(t_lb, self._on_syn_lb, req)
+
+    def _pump(self, now: float) -> None:
+        """Keep one request generated ahead of time (SYNs are generated at or before their send
+        time, so their LB events are never in the past when inter-arrivals exceed path delays)."""
+        while not self._exhausted and self._last_t0 <= now:
+            self._generate()
+
+    # -- handlers ----------------------------------------------------------------------------
+    def _on_syn_lb(self, req: Request) -> None:
+        now = self.env._now
+        lb = self.lbs[req.lb]
+        lb.flush(now)
+        forced = self.controller.force(now, req.lb)
+        s = lb.dp.process(now, req.key, SYN, SYN_BYTES, forced)
+        if s < 0:  # no eligible server: the LB drops the SYN
+            req.status = DROPPED
+            req.t_done = now
+        else:
+            req.server = s
+            t_srv = self.p_ls[req.lb][s].send(now, SYN_BYTES, RTO_SYN_S)
+            if self.log_packets:
+                self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, SYN_BYTES - HEADER_BYTES,
+                          req.t0, now, t_srv)
+            self.schedule(t_srv, self._on_syn_srv, req)
+        self.n_packets += 1
+        self._pump(now)
+
+    def _on_syn_srv(self, req: Request) -> None:
+        now = self.env._now
+        if not self.servers[req.server].admit(req, now):
+            req.status = DROPPED
+            req.t_done = self._to_client(req, now, RST | ACK, 0)
+            return
+        t_sa = self._to_client(req, now, SYN | ACK, SYN_BYTES - HEADER_BYTES, SYN_BYTES)
+        t_req = self._to_server(req, t_sa, ACK, 0)
+        left = self.req_bytes
+        while left > 0:
+            seg = MSS if left > MSS else left
+            left -= seg
+            t_req = self._to_server(req, t_sa, (PSH | ACK) if left == 0 else ACK, seg)
+        self.schedule(t_req, self._on_req_srv, req)
+
+    def _on_req_srv(self, req: Request) -> None:
+        if req.status == PENDING:
+            self.servers[req.server].request_arrived(req, self.env._now)
+
+    def _on_done(self, req: Request, now: float) -> None:
+        """The server finished req's CPU work at ``now``: response, client ACKs, close."""
+        left = self.resp_bytes
+        t_last = now
+        i = 0
+        while left > 0:
+            seg = MSS if left > MSS else left
+            left -= seg
+            t_arr = self._to_client(req, now, (PSH | ACK) if left == 0 else ACK, seg)
+            if t_arr > t_last:
+                t_last = t_arr
+            i += 1
+            if i % 2 == 0 or left == 0:  # delayed ACK: every 2nd segment, and the last
+                self._to_server(req, t_arr, ACK, 0)
+        req.t_done = t_last
+        req.status = COMPLETED
+        if self.close_fin:
+            t_srv = self._to_server(req, t_last, FIN | ACK, 0)
+            t_cli = self._to_client(req, t_srv, FIN | ACK, 0)
+            self._to_server(req, t_cli, ACK, 0)
+        else:
+            self._to_server(req, t_last, RST | ACK, 0)
+
+    def _on_drop(self, req: Request, now: float) -> None:
+        """The server failed with req admitted: it is reset."""
+        req.status = DROPPED
+        req.t_done = self._to_client(req, now, RST | ACK, 0)
+
+    # -- LB steps ----------------------------------------------------------------------------
+    def _on_step(self, k: int) -> None:
+        now = self.env._now
+        n = self.n_servers
+        for lb in self.lbs:
+            lb.flush(now)
+            dp = lb.dp
+            feats = {"n_flow_on": np.array([dp.n_flow_on(i) for i in range(n)], dtype=float)}
+            for kind, name in ((RES_FLOW_DURATION, "fd"), (RES_FCT, "fct")):
+                stats = np.full((n, 5), np.nan)
+                for i in range(n):
+                    r = dp.reservoir(i, kind)
+                    if len(r):
+                        stats[i] = _summarise(r, now)
+                for j, s in enumerate(("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s")):
+                    feats[f"{name}_{s}"] = stats[:, j]
+            w = self.controller.on_step(now, lb.idx, feats)
+            if w is not None:
+                dp.set_weights(w)
+            feats["weight"] = np.asarray(dp.get_weights(), dtype=float)[:n]
+            feats["t_s"] = np.full(n, now)
+            feats["lb"] = np.full(n, lb.idx)
+            feats["server"] = np.arange(n)
+            for key, val in feats.items():
+                self.steps.setdefault(key, []).append(val)
+            expire = getattr(dp, "expire", None)
+            if expire is not None:
+                expire(now)
+            publish_frame(lb.idx, now, feats)
+        if now + self.cfg.lb.step_s <= self.end_s + 1e-12:
+            self.schedule(now + self.cfg.lb.step_s, self._on_step, k + 1)
+
+    # -- run ---------------------------------------------------------------------------------
+    def run(self, progress: Callable[[float], None] | None = None) -> None:
+        """Run until duration_s; ``progress(t_s)`` is called about every 1 % of the run."""
+        cfg = self.cfg
+        self.schedule(cfg.lb.step_s, self._on_step, 1)
+        self.schedule(cfg.warmup_s, self._reset_stats, None)
+        for ev in cfg.events:
+            self.schedule(ev.at_s, self._apply_event, ev)
+        self.controller.start(self)
+        self._pump(0.0)
+        if progress is not None:
+            tick = self.end_s / 100
+
+            def _progress(t: float) -> None:
+                progress(t)
+                if t + tick <= self.end_s:
+                    self.schedule(t + tick, _progress, t + tick)
+            self.schedule(tick, _progress, tick)
+        env = self.env
+        queue = self._queue
+        step = env.step
+        end = self.end_s
+        n = 0
+        while queue and queue[0][0] <= end:
+            step()
+            n += 1
+        env._now = end
+        self.events = n
+        for lb in self.lbs:
+            lb.flush(end)
+        for s in self.servers:
+            s.close_stats(end)
+
+    def _reset_stats(self, _: Any) -> None:
+        for s in self.servers:
+            s.reset_stats(self.env._now)
+
+    def _apply_event(self, ev: Any) -> None:
+        srv = self.servers[ev.server]
+        now = self.env._now
+        if ev.kind == "capacity":
+            srv.set_cores(ev.cores, now)
+        elif ev.kind == "fail":
+            srv.fail(now)
+        else:
+            srv.recover(now)
+        log.info("t=%.3f s: server %d %s", now, ev.server, ev.kind)
+
+
+def _summarise(r: np.ndarray, now_s: float) -> np.ndarray:
+    """(mean, p90, std, decayed mean, decayed p90) of reservoir samples r[:, (t, value)].
+
+    Decayed statistics weight a sample of age a = now - t by DECAY**a (0.9 per second):
+    weighted mean sum(w v)/sum(w), and the weighted 90th percentile (smallest v whose
+    cumulative weight reaches 90 % of the total)."""
+    v = r[:, 1]
+    w = DECAY ** (now_s - r[:, 0])
+    order = np.argsort(v, kind="stable")
+    vs = v[order]
+    cw = np.cumsum(w[order])
+    dp90 = vs[min(int(np.searchsorted(cw, 0.9 * cw[-1])), len(vs) - 1)]
+    return np.array([v.mean(), np.quantile(v, 0.9), v.std(), float(w @ v / cw[-1]), dp90])
+
+
+def publish_frame(lb: int, t_s: float, features: dict[str, np.ndarray]) -> None:
+    """Publish one LB's step features as an shm frame (simulator/shm.py, when available).
+
+    Placeholder until the shm protocol module lands: does nothing."""
+    return None

@@ -1,0 +1,107 @@
+"""Links and paths from the topology graph, with FIFO departure times computed arithmetically.
+
+A directed :class:`Link` (one per direction of a graph edge) is a drop-tail FIFO with bandwidth
+``bps``, propagation ``delay_s`` and room for ``qcap`` packets (in transmission + waiting).
+A packet offered at time t departs at ``max(t, last_departure) + size*8/bps`` and arrives
+``delay_s`` later; it is dropped when ``qcap`` packets are still in the link at t. No SimPy
+event is needed per hop. Packets are offered in generation order, which is time order except
+for packets generated ahead of time (a request's SYN is generated up to one inter-arrival early;
+ACK trains up to one RTT early): such an earlier-stamped packet is then served behind the
+later one -- a sub-microsecond distortion on the uncongested links of the presets.
+
+A :class:`Path` is a list of links; :func:`deliver` sends a packet along it and, when a copy is
+dropped, retransmits it from the source after ``rto_s`` (TCP's retransmission timer), counting
+the drop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import networkx as nx
+
+__all__ = ["Link", "Path", "build_links", "path_between"]
+
+
+class Link:
+    """One direction of a graph edge."""
+
+    __slots__ = ("u", "v", "bps", "delay_s", "qcap", "last", "q", "drops", "packets")
+
+    def __init__(self, u: str, v: str, bandwidth_bps: float, delay_s: float, queue_pkts: int) -> None:
+        self.u = u
+        self.v = v
+        self.bps = float(bandwidth_bps)
+        self.delay_s = float(delay_s)
+        self.qcap = int(queue_pkts)
+        self.last = float("-inf")  # departure time of the last accepted packet
+        self.q: deque[float] = deque()  # departure times of packets possibly still in the link
+        self.drops = 0
+        self.packets = 0
+
+    def send(self, t_s: float, size: int) -> float:
+        """Offer a packet of ``size`` bytes at ``t_s``; return its arrival time at ``v`` or -1.0
+        if the queue is full (drop-tail)."""
+        q = self.q
+        if t_s >= self.last:
+            q.clear()
+            start = t_s
+        else:
+            while q[0] <= t_s:
+                q.popleft()
+            if len(q) >= self.qcap:
+                self.drops += 1
+                return -1.0
+            start = self.last
+        self.packets += 1
+        d = start + size * 8.0 / self.bps
+        self.last = d
+        q.append(d)
+        return d + self.delay_s
+
+
+class Path:
+    """Links from one node to another, in order. ``delay_s`` = sum of propagation delays."""
+
+    __slots__ = ("links", "delay_s", "drops")
+
+    def __init__(self, links: list[Link]) -> None:
+        self.links = links
+        self.delay_s = sum(lk.delay_s for lk in links)
+        self.drops = 0
+
+    def send(self, t_s: float, size: int, rto_s: float) -> float:
+        """Deliver one packet sent at ``t_s``; returns the arrival time of the first copy that
+        gets through (a dropped copy is resent ``rto_s`` after its send time)."""
+        while True:
+            t = t_s
+            for lk in self.links:
+                t = lk.send(t, size)
+                if t < 0.0:
+                    break
+            else:
+                return t
+            self.drops += 1
+            t_s += rto_s
+
+
+def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
+    """One Link per direction of every edge, from the edge attributes of topologies/schema.py."""
+    links: dict[tuple[str, str], Link] = {}
+    for u, v, a in g.edges(data=True):
+        for x, y in ((u, v), (v, u)):
+            links[(x, y)] = Link(x, y, a["bandwidth_bps"], a["delay_s"], a["queue_pkts"])
+    return links
+
+
+def path_between(g: nx.Graph, links: dict[tuple[str, str], Link], src: str, dst: str,
+                 avoid_kinds: tuple[str, ...] = ()) -> Path:
+    """Shortest path by ``delay_s`` (ties: fewest hops, then networkx order) from src to dst,
+    optionally not passing through nodes of the given kinds (other than src/dst)."""
+    if avoid_kinds:
+        keep = [n for n, k in g.nodes(data="kind") if k not in avoid_kinds or n in (src, dst)]
+        h = g.subgraph(keep)
+    else:
+        h = g
+    nodes = nx.shortest_path(h, src, dst, weight=lambda u, v, a: a["delay_s"] + 1e-12)
+    return Path([links[(a, b)] for a, b in zip(nodes, nodes[1:])])

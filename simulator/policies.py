@@ -1,0 +1,147 @@
+"""Load-balancing policies (controllers) on top of the data-plane core.
+
+Each policy names the core policy the LBs run, the static weights given to the core, and may
+set weights every step or force the server of a new flow (oracles, simulator only).
+
+===========  =====================================================================================
+policy       rule
+===========  =====================================================================================
+ecmp         core ECMP: hash of the 5-tuple into equal buckets; all weights 1
+wcmp         core WCMP: weighted random (alias table) with static weights w_i = cores_i
+awcmp        core WCMP, weights from probes: every ``probe_interval_s`` each server's busy
+             workers b_i are read; the answer arrives after a delay U(lo, hi)
+             (``probe_delay_s``) and sets w_i = cores_i / (b_i + 1); the vector (normalised
+             to sum 1) is written to every LB
+lsq          core LSQ: argmin over servers of the LB's local n_flow_on (ties at random)
+sed          core SED: argmin (n_flow_on + 1) / w_i with static w_i = cores_i
+lsq2, sed2   LSQ / SED between two distinct random servers (power of two choices)
+gsq          oracle: argmin of the true number of requests at the server (in service + waiting,
+             all LBs together), ties at random
+gsed         oracle: argmin (n_i + 1) / cores_i on the true counts n_i, ties at random
+srt          oracle: argmin of true remaining CPU work per core, sum(remaining work) / cores_i
+agent        a learned policy: not available yet (raises UserError)
+===========  =====================================================================================
+
+Oracles force the choice through the core's forced-server argument, so the core still tracks
+the flow and its features exactly as for any other policy. Failed servers are skipped by oracles
+(they read true state); core policies do not know about failures (no health checks).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import numpy as np
+
+from simulator.config import PolicyConfig, UserError
+
+__all__ = ["StaticPolicy", "AwcmpPolicy", "OraclePolicy", "make_policy", "CORE_POLICY"]
+
+CORE_POLICY = {"ecmp": "ecmp", "wcmp": "wcmp", "awcmp": "wcmp", "lsq": "lsq", "sed": "sed",
+               "lsq2": "lsq2", "sed2": "sed2", "gsq": "ecmp", "gsed": "ecmp", "srt": "ecmp"}
+
+
+class StaticPolicy:
+    """A core policy with static weights (ecmp: all 1; others: cores)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.core_policy = CORE_POLICY[name]
+
+    def static_weights(self, cores: Sequence[float]) -> list[float]:
+        if self.core_policy == "ecmp":
+            return [1.0] * len(cores)
+        return [float(c) for c in cores]
+
+    def start(self, sim: Any) -> None:
+        return None
+
+    def force(self, now_s: float, lb: int) -> int:
+        return -1
+
+    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Sequence[float] | None:
+        return None
+
+
+class AwcmpPolicy(StaticPolicy):
+    """Active WCMP: periodic probes of busy workers, w_i = cores_i / (busy_i + 1)."""
+
+    def __init__(self, cfg: PolicyConfig, rng: random.Random) -> None:
+        super().__init__("awcmp")
+        self.interval_s = cfg.probe_interval_s
+        self.lo, self.hi = cfg.probe_delay_s
+        if not 0 <= self.lo <= self.hi:
+            raise UserError(f"policy.probe_delay_s must be 0 <= lo <= hi, got {cfg.probe_delay_s}")
+        self.rng = rng
+        self.sim: Any = None
+        self.w: list[float] = []
+
+    def start(self, sim: Any) -> None:
+        self.sim = sim
+        self.w = [s.cores for s in sim.servers]
+        sim.schedule(0.0, self._probe_all, None)
+
+    def _probe_all(self, _: Any) -> None:
+        sim = self.sim
+        now = sim.now()
+        for i, srv in enumerate(sim.servers):
+            answer = (i, srv.cores / (srv.busy_workers() + 1))
+            sim.schedule(now + self.rng.uniform(self.lo, self.hi), self._answer, answer)
+        sim.schedule(now + self.interval_s, self._probe_all, None)
+
+    def _answer(self, answer: tuple[int, float]) -> None:
+        i, w = answer
+        self.w[i] = w
+        total = sum(self.w)
+        norm = [x / total for x in self.w]
+        for lb in self.sim.lbs:
+            lb.dp.set_weights(norm)
+
+
+class OraclePolicy(StaticPolicy):
+    """gsq / gsed / srt: force the new-flow choice from true server state."""
+
+    def __init__(self, name: str, rng: random.Random) -> None:
+        super().__init__(name)
+        self.rng = rng
+        self.sim: Any = None
+
+    def start(self, sim: Any) -> None:
+        self.sim = sim
+
+    def force(self, now_s: float, lb: int) -> int:
+        best = float("inf")
+        cands: list[int] = []
+        name = self.name
+        for i, srv in enumerate(self.sim.servers):
+            if srv.failed:
+                continue
+            if name == "gsq":
+                score = float(srv.n_requests())
+            elif name == "gsed":
+                score = (srv.n_requests() + 1) / srv.cores
+            else:
+                score = srv.remaining_work_s(now_s) / srv.cores
+            if score < best:
+                best = score
+                cands = [i]
+            elif score == best:
+                cands.append(i)
+        if not cands:
+            return -1
+        return cands[0] if len(cands) == 1 else cands[self.rng.randrange(len(cands))]
+
+
+def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:
+    """The controller for ``cfg.name``; UserError for names that cannot run."""
+    name = cfg.name
+    if name == "agent":
+        raise UserError("policy 'agent' is not available yet")
+    if name == "awcmp":
+        return AwcmpPolicy(cfg, rng)
+    if name in ("gsq", "gsed", "srt"):
+        return OraclePolicy(name, rng)
+    if name in CORE_POLICY:
+        return StaticPolicy(name)
+    raise UserError(f"unknown policy {name!r}; known: {', '.join(sorted(CORE_POLICY))}, agent")

@@ -1,0 +1,133 @@
+"""Interfaces between the parts of a simulated (or hardware-in-the-loop) run.
+
+The simulated implementations live in :mod:`simulator`; real ones (a VPP data plane, real
+servers, a TRex traffic source) implement the same Protocols in ``hil/`` and are passed to
+:class:`simulator.model.Simulation` instead -- the model has no mode flags.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = ["FlowKey", "TrafficSource", "DataPlane", "Server", "ServerPool", "Controller",
+           "RES_FLOW_DURATION", "RES_FCT"]
+
+#: (src_ip, dst_ip, src_port, dst_port) of a TCP flow, IPv4 addresses as ints (proto is TCP).
+FlowKey = tuple[int, int, int, int]
+
+RES_FLOW_DURATION = 0  #: reservoir of flow durations (sampled on ACKs of established flows)
+RES_FCT = 1  #: reservoir of flow completion times (sampled on FIN/RST)
+
+
+@runtime_checkable
+class TrafficSource(Protocol):
+    """Request arrivals in time order."""
+
+    def next_request(self) -> tuple[float, float] | None:
+        """The next request as (t_send_s, work_s): client send time and CPU seconds of work
+        on one core; None when the source is exhausted. Times never decrease."""
+        ...
+
+
+@runtime_checkable
+class DataPlane(Protocol):
+    """What an LB node needs from its data-plane core (vpp_plugin/core/lb_rl_core.h).
+
+    Server indices are 0..n-1 (topology order). Packets must be given in time order."""
+
+    def process(self, now_s: float, key: FlowKey, flags: int, length: int, forced: int = -1) -> int:
+        """Process one client->server packet; return the server index (negative: no server).
+        A SYN that starts a flow goes to ``forced`` when >= 0, else to the policy's choice."""
+        ...
+
+    def process_batch(self, now_s: Sequence[float], keys: Sequence[FlowKey], flags: Sequence[int],
+                      lengths: Sequence[int]) -> Sequence[int]:
+        """Process packets in time order (policy choice for any new flow); servers chosen."""
+        ...
+
+    def set_weights(self, weights: Sequence[float]) -> int:
+        """Validate and apply weights to new flows; returns the LB_RL_W_* verdict (0 = ok)."""
+        ...
+
+    def use_static_weights(self) -> None: ...
+
+    def get_weights(self) -> np.ndarray: ...
+
+    def n_flow_on(self, idx: int) -> int:
+        """Established, not yet closed flows of server idx (as the data plane counts them)."""
+        ...
+
+    def reservoir(self, idx: int, kind: int) -> np.ndarray:
+        """Filled reservoir samples of server idx, shape (n, 2): columns (t_s, value_s)."""
+        ...
+
+    def server_remove(self, idx: int) -> None: ...
+
+    def server_drain(self, idx: int, on: bool) -> None: ...
+
+
+class Server(Protocol):
+    """A backend that admits connections and serves requests (CPU work)."""
+
+    cores: float
+    workers: int
+    backlog: int
+    failed: bool
+
+    def admit(self, req: object, now_s: float) -> bool:
+        """A SYN arrives: accept (a worker or a backlog slot is taken) or refuse (False)."""
+        ...
+
+    def request_arrived(self, req: object, now_s: float) -> None:
+        """The request segment(s) of an admitted connection arrived: its CPU work may start."""
+        ...
+
+    def n_requests(self) -> int:
+        """True number of admitted connections at the server (in service + waiting)."""
+        ...
+
+    def remaining_work_s(self, now_s: float) -> float:
+        """True remaining CPU seconds at now_s of every admitted connection."""
+        ...
+
+    def busy_workers(self) -> int: ...
+
+    def set_cores(self, cores: float, now_s: float) -> None: ...
+
+    def fail(self, now_s: float) -> None: ...
+
+    def recover(self, now_s: float) -> None: ...
+
+
+class ServerPool(Protocol):
+    """The servers of a run, index 0..n-1."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: int) -> Server: ...
+
+
+class Controller(Protocol):
+    """A load-balancing policy on top of the data plane: sets weights and may force choices.
+
+    ``core_policy`` names the data-plane policy the LBs run (ecmp|wcmp|lsq|sed|lsq2|sed2) and
+    ``static_weights`` the weights given at server_add."""
+
+    core_policy: str
+
+    def static_weights(self, cores: Sequence[float]) -> list[float]: ...
+
+    def start(self, sim: object) -> None:
+        """Called once before the run; may schedule its own periodic work on ``sim``."""
+        ...
+
+    def force(self, now_s: float, lb: int) -> int:
+        """Server a new flow at LB ``lb`` must go to, or -1 to let the data plane choose."""
+        ...
+
+    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Sequence[float] | None:
+        """Called every lb.step_s per LB with the step's features (arrays over servers);
+        returns new weights or None to keep the current ones."""
+        ...

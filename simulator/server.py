@@ -1,0 +1,198 @@
+"""Simulated backend servers (Apache-like): cores, workers, backlog, processor sharing.
+
+Model of one server:
+
+* A SYN that arrives (``admit``) takes a free worker, else a backlog slot (FIFO), else it is
+  refused (the client gets a RST; the request counts as dropped). A failed server refuses all.
+* A worker that holds a connection whose request has not arrived yet is busy but uses no CPU.
+  When the request arrives (``request_arrived``) on a connection holding a worker, its CPU work
+  starts; on a connection in the backlog, it waits for a worker (FIFO).
+* The CPU is shared by the n requests in CPU service (processor sharing): each progresses at
+  rate min(1, cores / n) CPU-seconds per second. workers=1, cores=1 is a FIFO M/./1 queue;
+  workers=c, cores=c is M/./c; many workers on 1 core is processor sharing.
+* Implementation: a virtual time V (service attained by every job in CPU service, in CPU
+  seconds) advances at the common rate; each job finishes at V_start + work, kept in a heap, so an
+  arrival or departure costs O(log n) and the server owns ONE pending completion timer
+  (stale timers are recognised by a token and ignored).
+* ``fail``: every admitted connection (in service, waiting or awaiting its request) is dropped;
+  new SYNs are refused until ``recover``. ``set_cores`` changes capacity at once.
+
+Statistics are time integrals since ``reset_stats``: ``mean_jobs`` = time-average number of
+requests at the server (request arrived, not yet completed: in CPU service + waiting for a
+worker); ``busy_fraction`` = time-average of min(n_cpu, cores) / cores.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Any, Callable
+
+__all__ = ["PsServer"]
+
+Schedule = Callable[[float, Callable[[Any], None], Any], None]
+
+
+class PsServer:
+    """One server. ``schedule(t_s, fn, arg)`` runs fn(arg) at simulated time t_s;
+    ``on_done(req, t_s)`` / ``on_drop(req, t_s)`` report each admitted request's fate."""
+
+    def __init__(self, idx: int, cores: float, workers: int, backlog: int, schedule: Schedule,
+                 on_done: Callable[[Any, float], None], on_drop: Callable[[Any, float], None]) -> None:
+        self.idx = idx
+        self.cores = float(cores)
+        self.workers = workers
+        self.backlog = backlog
+        self.failed = False
+        self._schedule = schedule
+        self._on_done = on_done
+        self._on_drop = on_drop
+        self._busy_workers = 0
+        self._waitq: deque[Any] = deque()  # connections waiting for a worker
+        self._awaiting: dict[int, Any] = {}  # id -> connection holding a worker, request not here
+        self._heap: list[tuple[float, int, Any]] = []  # (v_finish, seq, req) in CPU service
+        self._seq = 0
+        self._v = 0.0
+        self._rate = 0.0
+        self._t = 0.0
+        self._n_jobs = 0  # requests at the server (arrived, not completed)
+        self._token = 0
+        self._timer_t = -1.0
+        self.completed = 0
+        self.refused = 0
+        self.jobs_area = 0.0
+        self.busy_area = 0.0
+        self.stats_t0 = 0.0
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _advance(self, now: float) -> None:
+        dt = now - self._t
+        if dt > 0:
+            n = len(self._heap)
+            if n:
+                self._v += dt * self._rate
+                self.busy_area += dt * (n if n < self.cores else self.cores) / self.cores
+            self.jobs_area += dt * self._n_jobs
+            self._t = now
+
+    def _rearm(self, now: float) -> None:
+        heap = self._heap
+        n = len(heap)
+        if not n:
+            self._rate = 0.0
+            self._token += 1
+            self._timer_t = -1.0
+            return
+        c = self.cores
+        self._rate = rate = 1.0 if n <= c else c / n
+        t_next = now + (heap[0][0] - self._v) / rate
+        if t_next != self._timer_t:
+            self._token += 1
+            self._timer_t = t_next
+            self._schedule(t_next, self._on_timer, self._token)
+
+    def _on_timer(self, token: int) -> None:
+        if token != self._token:
+            return
+        now = self._timer_t
+        self._advance(now)
+        heap = self._heap
+        _, _, req = heapq.heappop(heap)  # the head is due by construction
+        done = [req]
+        v_eps = self._v + 1e-12 * (1.0 + self._v)
+        while heap and heap[0][0] <= v_eps:
+            done.append(heapq.heappop(heap)[2])
+        for r in done:
+            self._finish(r, now)
+        self._rearm(now)
+        for r in done:
+            self._on_done(r, now)
+
+    def _finish(self, req: Any, now: float) -> None:
+        self._n_jobs -= 1
+        self._busy_workers -= 1
+        self.completed += 1
+        req.t_srv_done = now
+        waitq = self._waitq
+        while waitq and self._busy_workers < self.workers:
+            nxt = waitq.popleft()
+            self._busy_workers += 1
+            if nxt.t_srv_arrive >= 0:
+                self._start(nxt)
+            else:
+                self._awaiting[nxt.id] = nxt
+
+    def _start(self, req: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (self._v + req.work_s, self._seq, req))
+
+    # -- Server protocol -------------------------------------------------------------------------
+    def admit(self, req: Any, now_s: float) -> bool:
+        if self.failed:
+            self.refused += 1
+            return False
+        if self._busy_workers < self.workers:
+            self._busy_workers += 1
+            self._awaiting[req.id] = req
+            return True
+        if len(self._waitq) < self.backlog:
+            self._waitq.append(req)
+            return True
+        self.refused += 1
+        return False
+
+    def request_arrived(self, req: Any, now_s: float) -> None:
+        self._advance(now_s)
+        self._n_jobs += 1
+        req.t_srv_arrive = now_s
+        if self._awaiting.pop(req.id, None) is not None:
+            self._start(req)
+            self._rearm(now_s)
+
+    def n_requests(self) -> int:
+        return self._busy_workers + len(self._waitq)
+
+    def busy_workers(self) -> int:
+        return self._busy_workers
+
+    def n_in_cpu(self) -> int:
+        return len(self._heap)
+
+    def remaining_work_s(self, now_s: float) -> float:
+        v = self._v + (self._rate * (now_s - self._t) if self._heap else 0.0)
+        rem = sum(vf - v for vf, _, _ in self._heap)
+        rem += sum(r.work_s for r in self._waitq)
+        rem += sum(r.work_s for r in self._awaiting.values())
+        return rem
+
+    def set_cores(self, cores: float, now_s: float) -> None:
+        self._advance(now_s)
+        self.cores = float(cores)
+        self._rearm(now_s)
+
+    def fail(self, now_s: float) -> None:
+        self._advance(now_s)
+        self.failed = True
+        victims = [r for _, _, r in self._heap] + list(self._waitq) + list(self._awaiting.values())
+        self._n_jobs -= len(self._heap) + sum(1 for r in self._waitq if r.t_srv_arrive >= 0)
+        self._heap.clear()
+        self._waitq.clear()
+        self._awaiting.clear()
+        self._busy_workers = 0
+        self._rearm(now_s)
+        for r in victims:
+            self._on_drop(r, now_s)
+
+    def recover(self, now_s: float) -> None:
+        self.failed = False
+
+    # -- statistics ------------------------------------------------------------------------------
+    def reset_stats(self, now_s: float) -> None:
+        self._advance(now_s)
+        self.jobs_area = 0.0
+        self.busy_area = 0.0
+        self.completed = 0
+        self.stats_t0 = now_s
+
+    def close_stats(self, now_s: float) -> None:
+        self._advance(now_s)
