@@ -5,6 +5,8 @@
  * macros.
  */
 #include <vnet/vnet.h>
+#include <vpp/api/types.h>
+#include <vnet/format_fns.h>
 #include <vnet/ip/ip_types_api.h>
 #include <vlibapi/api.h>
 #include <vlibmemory/api.h>
@@ -57,7 +59,7 @@ vl_api_lb_rl_conf_get_t_handler (vl_api_lb_rl_conf_get_t *mp)
   int rv = 0;
 
   REPLY_MACRO2_END (VL_API_LB_RL_CONF_GET_REPLY, ({
-		      rmp->policy = lbm->policy;
+		      rmp->policy = (vl_api_lb_rl_policy_t) lbm->policy;
 		      rmp->flow_timeout_s = lbm->flow_timeout_s;
 		      rmp->step_s = lbm->step_s;
 		      rmp->fallback_s = lbm->fallback_s;
@@ -139,7 +141,7 @@ lb_rl_send_vip_details (vl_api_registration_t *reg, u32 context,
   REPLY_MACRO_DETAILS4_END (VL_API_LB_RL_VIP_DETAILS, reg, context, ({
 			      rmp->vip_index = vip - lbm->vips;
 			      ip_prefix_encode (&vip->prefix, &rmp->pfx);
-			      rmp->encap = vip->encap;
+			      rmp->encap = (vl_api_lb_rl_encap_t) vip->encap;
 			      rmp->n_as = vip->n_as;
 			      rmp->tracked_flows = c.tracked_flows;
 			      if (vip->shm)

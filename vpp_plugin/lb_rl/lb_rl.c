@@ -51,15 +51,15 @@ format_lb_rl_dpo (u8 *s, va_list *va)
 		 pool_elt_at_index (lbm->vips, index), 0);
 }
 
-const static dpo_vft_t lb_rl_dpo_vft = {
+static const dpo_vft_t lb_rl_dpo_vft = {
   .dv_lock = lb_rl_dpo_lock,
   .dv_unlock = lb_rl_dpo_unlock,
   .dv_format = format_lb_rl_dpo,
 };
 
-const static char *const lb_rl_dpo_ip4_nodes[] = { "lb_rl4", NULL };
-const static char *const lb_rl_dpo_ip6_nodes[] = { "lb_rl6", NULL };
-const static char *const *const lb_rl_dpo_nodes[DPO_PROTO_NUM] = {
+static const char *const lb_rl_dpo_ip4_nodes[] = { "lb_rl4", NULL };
+static const char *const lb_rl_dpo_ip6_nodes[] = { "lb_rl6", NULL };
+static const char *const *const lb_rl_dpo_nodes[DPO_PROTO_NUM] = {
   [DPO_PROTO_IP4] = lb_rl_dpo_ip4_nodes,
   [DPO_PROTO_IP6] = lb_rl_dpo_ip6_nodes,
 };
