@@ -197,7 +197,8 @@ class Simulation:
     # -- packets -----------------------------------------------------------------------------
     def _log(self, req: Request, src: int, dst: int, sport: int, dport: int, flags: int,
              payload: int, t_send: float, t_lb: float, t_recv: float) -> Packet:
-        p = Packet(req.id, src, dst, sport, dport, flags, HEADER_BYTES + payload, payload,
+        size = SYN_BYTES if flags & SYN else HEADER_BYTES + payload
+        p = Packet(req.id, src, dst, sport, dport, flags, size, payload,
                    t_send, t_lb, t_recv, req.lb, req.server)
         self.packets.append(p)
         return p
@@ -272,8 +273,7 @@ class Simulation:
             req.server = s
             t_srv = self.p_ls[req.lb][s].send(now, SYN_BYTES, RTO_SYN_S)
             if self.log_packets:
-                self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, SYN_BYTES - HEADER_BYTES,
-                          req.t0, now, t_srv)
+                self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, 0, req.t0, now, t_srv)
             self.schedule(t_srv, self._on_syn_srv, req)
         self.n_packets += 1
         self._pump(now)
@@ -284,7 +284,7 @@ class Simulation:
             req.status = DROPPED
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
-        t_sa = self._to_client(req, now, SYN | ACK, SYN_BYTES - HEADER_BYTES, SYN_BYTES)
+        t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
         t_req = self._to_server(req, t_sa, ACK, 0)
         left = self.req_bytes
         while left > 0:
