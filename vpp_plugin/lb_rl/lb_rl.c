@@ -707,9 +707,12 @@ lb_rl_vip_publish (lb_rl_vip_t *vip, f64 now, f64 wall)
   if (vec_len (vip->ctx_by_thread) == 1)
     return lb_rl_shm_publish (vip->shm, vip->ctx_by_thread[0], now, wall, 0);
 
-  f = lb_rl_shm_out_begin (vip->shm);
+  f = lb_rl_shm_out_begin (vip->shm, 0);
   if (!f)
     return LB_RL_SHM_E_ROLE;
+  /* everything after the commit word and checksum starts at zero */
+  clib_memset ((u8 *) f + LB_RL_SHM_PAYLOAD_OFFSET, 0,
+	       h->out_frame_stride - LB_RL_SHM_PAYLOAD_OFFSET);
   lb_rl_vip_counters (vip, &c);
   lb_rl_get_weights (vip->ctx_by_thread[0], w);
   lb_rl_shm_status (vip->shm, &st);
