@@ -112,11 +112,13 @@ def _server_labels(run: RunData, servers: Sequence[int]) -> dict[int, str]:
 
 def server_load(runs: Sequence[RunData]) -> Figure | None:
     """Flows on each server over time (``n_flow_on`` summed over LBs at each step), one panel per
-    run. None if no run has steps with ``t_s``, ``server`` and ``n_flow_on``."""
-    usable = [r for r in runs if {"t_s", "server", "n_flow_on"} <= set(r.steps.columns) and not r.steps.empty]
+    policy (its first run). None if no run has steps with ``t_s``, ``server`` and ``n_flow_on``."""
+    usable = []
     for r in runs:
-        if r not in usable:
+        if not {"t_s", "server", "n_flow_on"} <= set(r.steps.columns) or r.steps.empty:
             log.warning("%s: steps lack t_s/server/n_flow_on; no load plot for it", r.path)
+        elif all(r.label != u.label for u in usable):  # one panel per policy: its first run
+            usable.append(r)
     if not usable:
         return None
     fig = Figure(figsize=(9, 2.6 * len(usable) + 0.6), layout="constrained")

@@ -1,6 +1,5 @@
 """Fixtures for CLI tests.
 
-`fake_sim` swaps the simulator for the FAKE in fake_simulator.py (CLI plumbing tests only);
 `no_sim` makes any attempt to run the simulator fail the test (for inputs that must be rejected
 before a run starts); `real_sim` skips unless the real simulator (simulator.run) is present.
 """
@@ -13,15 +12,9 @@ from typing import Any
 import pytest
 
 import experiments.runs
-from fake_simulator import fake_run_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "experiments" / "configs"
-
-
-@pytest.fixture
-def fake_sim(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(experiments.runs, "default_runner", lambda: fake_run_experiment)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Run-contract files written by `marllb sim run` / `sweep` / `plot`, with the FAKE simulator.
+"""Run-contract files written by `marllb sim run` / `sweep` / `plot` (real simulator, short runs).
 
-These check the CLI plumbing (file names, keys, config round trip, plots); the real simulator's
+These check the CLI plumbing (file names, keys, config round trip, plots); the simulator's
 numbers are checked in test_golden_runs.py.
 """
 
@@ -19,7 +19,7 @@ from experiments.runs import OUTPUT_FILES, _json_safe, load_run
 from simulator.config import load_config
 from simulator.results import PER_SERVER_KEYS, SUMMARY_KEYS
 
-pytestmark = pytest.mark.usefixtures("fake_sim")
+pytestmark = pytest.mark.usefixtures("real_sim")
 
 
 def test_sim_run_writes_contract_files(tmp_path: Path, quickstart: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,10 +108,10 @@ def test_json_safe_turns_nan_into_null() -> None:
 def test_summary_missing_contract_key_is_a_bug_not_a_user_error(tmp_path: Path, quickstart: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import experiments.runs
-    from fake_simulator import fake_run_experiment
+    from simulator.run import run_experiment
 
     def broken(cfg, **kw):  # type: ignore[no-untyped-def]
-        res = fake_run_experiment(cfg, **kw)
+        res = run_experiment(cfg, **kw)
         del res.summary["jain_fairness"]
         return res
 
