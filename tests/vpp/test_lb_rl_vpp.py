@@ -1,0 +1,436 @@
+"""lb_rl inside a real VPP: build the plugin against $VPP_PREFIX, start VPP with
+af_packet interfaces on veth pairs in network namespaces, send TCP flows with
+scapy and check stickiness, weight application (CLI, binary API, shm msg_in),
+shm msg_out frames, fallback, and CLI/API output.
+
+Topology (addresses from 198.18.0.0/15 only):
+
+    ns lbrl-c: c0 198.18.0.2/24 --veth-- vc0 : VPP host-vc0 198.18.0.1/24
+    VPP host-vsw 198.18.1.1/24 --veth-- vsw-br : bridge lbrl-br (root ns)
+    ns lbrl-s<i>: e0 198.18.1.1<i>/24 --veth-- vs<i>-br : bridge lbrl-br
+    each server: gre1 (local 198.18.1.1<i> remote 198.18.1.1), no VIP
+      => the kernel decapsulates (gre1 rx counters) and drops (no replies).
+
+Truth used: a VPP pcap of host-vsw TX parsed with scapy (outer destination =
+server, inner TCP source port = flow), the servers' kernel gre1 counters, and
+the msg_out frames read with the C shm reader (simulator._lbcore).
+
+Marked ``vpp``; skips with the reason when VPP_PREFIX is unset, not root, no
+``ip netns``, or scapy/simulator._lbcore missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.vpp
+
+ROOT = Path(__file__).resolve().parents[2]
+VIP = "198.18.100.1"
+VIP_PFX = f"{VIP}/32"
+LB_SRC = "198.18.1.1"
+SERVERS = ["198.18.1.11", "198.18.1.12", "198.18.1.13"]
+STEP_S = 0.1
+FALLBACK_S = 1.0
+
+
+def _skip_reason() -> str | None:
+    if not os.environ.get("VPP_PREFIX"):
+        return "VPP_PREFIX unset (point it at a VPP install with headers and vppapigen)"
+    prefix = Path(os.environ["VPP_PREFIX"])
+    if not (prefix / "include" / "vppinfra" / "clib.h").exists() or not (prefix / "bin" / "vpp").exists():
+        return f"VPP_PREFIX={prefix} has no include/vppinfra/clib.h or bin/vpp (not a VPP install)"
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, af_packet)"
+    if shutil.which("ip") is None:
+        return "iproute2 'ip' not found"
+    try:
+        import scapy.all  # noqa: F401
+    except ImportError:
+        return "scapy not installed"
+    try:
+        from simulator._lbcore import lib  # noqa: F401
+    except ImportError:
+        return "simulator._lbcore (cffi core binding) not built"
+    return None
+
+
+if (_reason := _skip_reason()) is not None:
+    pytest.skip(_reason, allow_module_level=True)
+
+from hil import vpp as hv  # noqa: E402
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    r = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def nsx(ns: str, *argv: str, check: bool = True) -> str:
+    return sh("ip", "netns", "exec", ns, *argv, check=check)
+
+
+# --------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build and install lb_rl with vpp_plugin/CMakeLists.txt into a temp prefix."""
+    prefix = Path(os.environ["VPP_PREFIX"])
+    build = tmp_path_factory.mktemp("lb_rl_build")
+    inst = tmp_path_factory.mktemp("lb_rl_inst")
+    env = {**os.environ, "PATH": f"{prefix}/bin:/usr/bin:{os.environ.get('PATH', '')}"}
+    for argv in (
+        ["cmake", "-S", str(ROOT / "vpp_plugin"), "-B", str(build), f"-DVPP_PREFIX={prefix}",
+         f"-DCMAKE_INSTALL_PREFIX={inst}"],
+        ["cmake", "--build", str(build), "-j2"],
+        ["cmake", "--install", str(build)],
+    ):
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        assert r.returncode == 0, f"{' '.join(argv)}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        assert "warning:" not in r.stdout + r.stderr, r.stdout + r.stderr
+    so = next(inst.glob("lib/**/vpp_plugins/lb_rl_plugin.so"))
+    assert next(inst.glob("share/vpp/api/**/lb_rl.api.json"))
+    return inst
+
+
+@pytest.fixture(scope="module")
+def topo() -> object:
+    """Namespaces, veths and the bridge; always torn down."""
+    cmds: list[list[str]] = [
+        ["ip", "netns", "add", "lbrl-c"],
+        ["ip", "link", "add", "vc0", "type", "veth", "peer", "name", "c0", "netns", "lbrl-c"],
+        ["ip", "link", "add", "lbrl-br", "type", "bridge"],
+        ["ip", "link", "add", "vsw", "type", "veth", "peer", "name", "vsw-br"],
+        ["ip", "link", "set", "vsw-br", "master", "lbrl-br"],
+    ]
+    for i, _ in enumerate(SERVERS, 1):
+        cmds += [
+            ["ip", "netns", "add", f"lbrl-s{i}"],
+            ["ip", "link", "add", f"vs{i}-br", "type", "veth", "peer", "name", "e0", "netns", f"lbrl-s{i}"],
+            ["ip", "link", "set", f"vs{i}-br", "master", "lbrl-br"],
+            ["ip", "link", "set", f"vs{i}-br", "up"],
+        ]
+    try:
+        for c in cmds:
+            sh(*c)
+        for dev in ("vc0", "vsw", "vsw-br", "lbrl-br"):
+            sh("ip", "link", "set", dev, "up")
+        nsx("lbrl-c", "ip", "link", "set", "lo", "up")
+        nsx("lbrl-c", "ip", "addr", "add", "198.18.0.2/24", "dev", "c0")
+        nsx("lbrl-c", "ip", "link", "set", "c0", "up")
+        nsx("lbrl-c", "ip", "route", "add", "198.18.100.0/24", "via", "198.18.0.1")
+        for i, addr in enumerate(SERVERS, 1):
+            ns = f"lbrl-s{i}"
+            nsx(ns, "ip", "link", "set", "lo", "up")
+            nsx(ns, "ip", "addr", "add", f"{addr}/24", "dev", "e0")
+            nsx(ns, "ip", "link", "set", "e0", "up")
+            nsx(ns, "ip", "link", "add", "gre1", "type", "gre", "local", addr, "remote", LB_SRC)
+            nsx(ns, "ip", "link", "set", "gre1", "up")
+        yield None
+    finally:
+        for i, _ in enumerate(SERVERS, 1):
+            sh("ip", "netns", "del", f"lbrl-s{i}", check=False)
+            sh("ip", "link", "del", f"vs{i}-br", check=False)
+        sh("ip", "netns", "del", "lbrl-c", check=False)
+        for dev in ("vc0", "vsw", "lbrl-br"):
+            sh("ip", "link", "del", dev, check=False)
+
+
+@pytest.fixture(scope="module")
+def vppi(plugin: Path, topo: object, tmp_path_factory: pytest.TempPathFactory):
+    run = tmp_path_factory.mktemp("vpp_run")
+    cli = run / "startup.cli"
+    cli.write_text(textwrap.dedent(f"""\
+        create host-interface name vc0
+        create host-interface name vsw
+        set interface ip address host-vc0 198.18.0.1/24
+        set interface ip address host-vsw {LB_SRC}/24
+        set interface state host-vc0 up
+        set interface state host-vsw up
+        """))
+    prefix = Path(os.environ["VPP_PREFIX"])
+    plugin_dir = next(plugin.glob("lib/**/vpp_plugins"))
+    paths = hv.VppPaths.from_env(run)
+    proc = hv.VppProcess(paths, ROOT / "vpp_plugin" / "startup" / "af_packet.conf", run,
+                         plugin_dir=str(plugin_dir), startup_cli=str(cli), api_prefix=f"lbrl{os.getpid()}")
+    # the API JSON of the plugin lives in the temp prefix: expose it to papi
+    api_dir = prefix / "share" / "vpp" / "api" / "plugins"
+    link = api_dir / "lb_rl.api.json"
+    created_link = False
+    if api_dir.is_dir() and not link.exists():
+        link.symlink_to(next(plugin.glob("share/vpp/api/**/lb_rl.api.json")))
+        created_link = True
+    proc.start()
+    try:
+        yield proc, paths, run
+    finally:
+        proc.stop()
+        if created_link:
+            link.unlink()
+        print((run / "vpp.log").read_text()[-3000:] if (run / "vpp.log").exists() else "")
+
+
+@pytest.fixture(scope="module")
+def lb(vppi) -> hv.LbRlVpp:
+    _, paths, run = vppi
+    c = hv.LbRlVpp(hv.CliTransport(paths))
+    # static neighbors: no packet is lost to ARP resolution
+    for i, addr in enumerate(SERVERS, 1):
+        mac = json.loads(nsx(f"lbrl-s{i}", "ip", "-j", "link", "show", "e0"))[0]["address"]
+        c.t.cli(f"set ip neighbor host-vsw {addr} {mac} static")
+    c.conf(ip4_src=LB_SRC, policy="sed", step_s=STEP_S, fallback_s=FALLBACK_S)
+    c.add_vip(VIP_PFX, "gre4")
+    for s in SERVERS:
+        c.add_as(VIP_PFX, s, 1.0)
+    return c
+
+
+# --------------------------------------------------------------------------
+# traffic helpers
+# --------------------------------------------------------------------------
+
+SENDER = textwrap.dedent("""\
+    import json, sys
+    from scapy.all import IP, TCP, Raw, send, conf
+    conf.verb = 0
+    spec = json.load(sys.stdin)
+    pkts = []
+    for f in spec["flows"]:
+        seq = 1000
+        for flags in f["flags"]:
+            p = IP(src="198.18.0.2", dst=spec["vip"]) / TCP(sport=f["sport"], dport=80, flags=flags, seq=seq, ack=1)
+            if "P" in flags:
+                p = p / Raw(b"x" * 100)
+            pkts.append(p)
+            seq += 1
+    send(pkts, inter=0.001)
+    """)
+
+OPEN = ["S", "A"]
+DATA = ["PA", "PA", "PA"]
+CLOSE = ["FA"]
+
+
+def send_flows(flows: list[tuple[int, list[str]]]) -> None:
+    spec = {"vip": VIP, "flows": [{"sport": s, "flags": fl} for s, fl in flows]}
+    r = subprocess.run(["ip", "netns", "exec", "lbrl-c", sys.executable, "-c", SENDER],
+                       input=json.dumps(spec), capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def gre_rx() -> list[int]:
+    out = []
+    for i, _ in enumerate(SERVERS, 1):
+        j = json.loads(nsx(f"lbrl-s{i}", "ip", "-s", "-j", "link", "show", "gre1"))
+        out.append(int(j[0]["stats64"]["rx"]["packets"]))
+    return out
+
+
+class Capture:
+    """VPP pcap of host-vsw TX: {sport: set(server addr)} and packet count."""
+
+    def __init__(self, lb: hv.LbRlVpp, run: Path, name: str) -> None:
+        self.lb, self.path = lb, Path("/tmp") / f"lbrl_{name}_{os.getpid()}.pcap"
+
+    def __enter__(self) -> "Capture":
+        self.lb.t.cli(f"pcap trace tx max 100000 intfc host-vsw file {self.path.name}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lb.t.cli("pcap trace off")
+
+    def flows(self) -> tuple[dict[int, set[str]], int]:
+        from scapy.all import GRE, IP, TCP, rdpcap
+
+        by_flow: dict[int, set[str]] = {}
+        n = 0
+        for p in rdpcap(str(self.path)):
+            if GRE not in p:
+                continue
+            outer = p[IP]
+            inner = p[GRE].payload
+            assert outer.src == LB_SRC and outer.proto == 47
+            assert inner[IP].dst == VIP
+            by_flow.setdefault(inner[TCP].sport, set()).add(outer.dst)
+            n += 1
+        self.path.unlink(missing_ok=True)
+        return by_flow, n
+
+
+def server_of_index(lb: hv.LbRlVpp) -> dict[int, str]:
+    """Server index -> address from `show lb_rl weights`."""
+    out = {}
+    for line in lb.show("weights").splitlines():
+        parts = line.split()
+        if parts[:1] == ["server"]:
+            out[int(parts[1])] = parts[2]
+    return out
+
+
+# --------------------------------------------------------------------------
+# tests
+# --------------------------------------------------------------------------
+
+
+def test_cli_show(lb: hv.LbRlVpp) -> None:
+    text = lb.show("vips", verbose=True)
+    assert f"{VIP_PFX} encap gre4 servers 3 policy sed" in text
+    assert server_of_index(lb) == {0: SERVERS[0], 1: SERVERS[1], 2: SERVERS[2]}
+    with pytest.raises(hv.VppError):
+        lb.t.cli("lb_rl vip 198.18.100.1/32 encap vxlan")
+    with pytest.raises(hv.VppError):
+        lb.t.cli("lb_rl as 198.18.100.1/32 2001:db8::1")  # wrong family for gre4
+
+
+def test_stickiness_and_decap(lb: hv.LbRlVpp, vppi) -> None:
+    _, _, run = vppi
+    before = gre_rx()
+    sports = list(range(20000, 20030))
+    with Capture(lb, run, "sticky") as cap:
+        send_flows([(s, OPEN + DATA + CLOSE) for s in sports])
+        time.sleep(0.5)
+    by_flow, n = cap.flows()
+    assert n == len(sports) * 6
+    assert sorted(by_flow) == sports
+    assert all(len(v) == 1 for v in by_flow.values()), by_flow   # every flow on one server
+    used = {next(iter(v)) for v in by_flow.values()}
+    assert len(used) >= 2   # equal weights, SED ties broken at random
+    after = gre_rx()
+    assert sum(after) - sum(before) == n   # the kernels decapsulated every packet
+    errors = lb.node_errors("lb_rl4")
+    assert errors.get(("lb_rl4", "packets load-balanced"), 0) >= n
+
+
+def test_weights_via_cli_apply_to_new_flows_only(lb: hv.LbRlVpp, vppi) -> None:
+    _, _, run = vppi
+    idx = server_of_index(lb)
+    lb.set_weights(VIP_PFX, [1.0, 0.0, 0.0])
+    with Capture(lb, run, "w0") as cap:
+        send_flows([(21000, OPEN)])          # long flow opened on server 0
+        lb.set_weights(VIP_PFX, [0.0, 1.0, 0.0])
+        send_flows([(s, OPEN + CLOSE) for s in range(21001, 21011)] + [(21000, DATA)])
+        time.sleep(0.3)
+    by_flow, _ = cap.flows()
+    assert by_flow[21000] == {idx[0]}          # established flow stays
+    for s in range(21001, 21011):
+        assert by_flow[s] == {idx[1]}, (s, by_flow[s])
+    with pytest.raises(hv.VppError):
+        lb.set_weights(VIP_PFX, [0.0, 0.0, 0.0])   # all zero: rejected
+    send_flows([(21000, CLOSE)])
+
+
+def _read_frame(path: str) -> dict:
+    from simulator._lbcore import ffi, lib
+
+    h = ffi.new("lb_rl_shm_t **")
+    assert lib.lb_rl_shm_open(path.encode(), ffi.NULL, lib.LB_RL_SHM_ROLE_READER, h) == 0
+    try:
+        hdr = lib.lb_rl_shm_header(h[0])
+        buf = ffi.new("uint8_t[]", hdr.out_frame_stride)
+        f = ffi.cast("lb_rl_shm_out_frame_t *", buf)
+        assert lib.lb_rl_shm_read_out(h[0], f, hdr.out_frame_stride) == 0
+        servers = []
+        for i in range(3):
+            s = lib.lb_rl_shm_frame_server(h[0], f, i)
+            servers.append({"n_flow_on": s.n_flow_on, "packets": s.packets, "weight": s.weight,
+                            "fill_fd": s.fill[0]})
+        return {"seq": f.seq, "packets": f.packets, "active": f.active, "fallback": f.fallback_active,
+                "in_seq_applied": f.in_seq_applied, "servers": servers}
+    finally:
+        lib.lb_rl_shm_close(h[0])
+
+
+def _write_weights(path: str, w: list[float]) -> int:
+    from simulator._lbcore import ffi, lib
+
+    h = ffi.new("lb_rl_shm_t **")
+    assert lib.lb_rl_shm_open(path.encode(), ffi.NULL, lib.LB_RL_SHM_ROLE_AGENT, h) == 0
+    try:
+        seq = ffi.new("uint64_t *")
+        arr = ffi.new("double[]", w)
+        assert lib.lb_rl_shm_write_weights(h[0], arr, len(w), time.monotonic(), time.time(), seq) == 0
+        return int(seq[0])
+    finally:
+        lib.lb_rl_shm_close(h[0])
+
+
+def test_shm_frames_weights_and_fallback(lb: hv.LbRlVpp, vppi) -> None:
+    _, _, run = vppi
+    path = str(run / "lb_rl_vip0")
+    assert Path(path).exists()
+    idx = server_of_index(lb)
+    lb.set_weights(VIP_PFX, [1.0, 1.0, 1.0])
+
+    # msg_out: open 4 flows (no FIN) and see n_flow_on in the next frame
+    with Capture(lb, run, "shm_open") as cap:
+        send_flows([(s, OPEN) for s in range(22000, 22004)])
+        time.sleep(3 * STEP_S)
+    by_flow, _ = cap.flows()
+    fr = _read_frame(path)
+    want = [sum(1 for v in by_flow.values() if v == {idx[i]}) for i in range(3)]
+    assert [s["n_flow_on"] for s in fr["servers"]] == want
+    assert fr["active"] == 0b111
+    f1 = _read_frame(path)["seq"]
+    time.sleep(3 * STEP_S)
+    assert _read_frame(path)["seq"] > f1      # frames keep coming every step
+
+    # msg_in: weights [0, 0, 1] -> new flows on server 2, within ~2 steps
+    seq = _write_weights(path, [0.0, 0.0, 1.0])
+    time.sleep(3 * STEP_S)
+    fr = _read_frame(path)
+    assert fr["in_seq_applied"] == seq and fr["fallback"] == 0
+    assert [s["weight"] for s in fr["servers"]] == [0.0, 0.0, 1.0]
+    with Capture(lb, run, "shm_w") as cap:
+        send_flows([(s, OPEN + CLOSE) for s in range(22100, 22110)])
+        time.sleep(0.3)
+    by_flow, _ = cap.flows()
+    assert all(v == {idx[2]} for v in by_flow.values()), by_flow
+
+    # agent silent for longer than the fallback: static weights (1, 1, 1) again
+    time.sleep(FALLBACK_S + 4 * STEP_S)
+    fr = _read_frame(path)
+    assert fr["fallback"] == 1
+    assert [s["weight"] for s in fr["servers"]] == [1.0, 1.0, 1.0]
+    shm_text = lb.show("shm")
+    assert "fallback-active 1" in shm_text
+    send_flows([(s, CLOSE) for s in range(22000, 22004)])
+
+
+def test_binary_api(vppi, lb: hv.LbRlVpp) -> None:
+    try:
+        import vpp_papi  # noqa: F401
+    except ImportError:
+        pytest.skip("vpp_papi not installed (pip install <vpp>/src/vpp-api/python)")
+    _, paths, _ = vppi
+    api = hv.LbRlVpp(hv.PapiTransport(paths))
+    try:
+        vips = api.vips()
+        assert [(v.prefix, v.encap, v.n_as) for v in vips] == [(VIP_PFX, "gre4", 3)]
+        servers = api.servers(VIP_PFX)
+        assert [(s.server_index, s.address) for s in servers] == [(i, a) for i, a in enumerate(SERVERS)]
+        assert sum(s.packets for s in servers) == api.stats(VIP_PFX)["packets"]
+        api.add_vip("198.18.100.2/32", "gre4")
+        api.add_as("198.18.100.2/32", "198.18.1.11", 2.0)
+        got = api.servers("198.18.100.2/32")
+        assert [(s.address, s.static_weight) for s in got] == [("198.18.1.11", 2.0)]
+        with pytest.raises(hv.VppError):
+            api.del_vip("198.18.100.2/32")       # still has a server
+        api.del_as("198.18.100.2/32", "198.18.1.11")
+        api.del_vip("198.18.100.2/32")
+        assert len(api.vips()) == 1
+    finally:
+        api.close()
