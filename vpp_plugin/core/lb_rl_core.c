@@ -3,11 +3,15 @@
  * data-plane core. The per-packet path is in lb_rl_flow.c, the weight tables
  * and policies in lb_rl_tables.c / lb_rl_policy.c.
  */
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE (Linux); harmless elsewhere */
 #define _POSIX_C_SOURCE 200112L
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "lb_rl_hash.h"
 #include "lb_rl_internal.h"
@@ -69,6 +73,24 @@ lb_rl_config_check (const lb_rl_config_t *cfg)
   return NULL;
 }
 
+/* Flow-table memory: 64-byte aligned; tables of 2 MiB or more are 2 MiB aligned and
+ * advised as transparent huge pages where available, because a lookup is one
+ * random access into table_size * 64 bytes and 4 KiB pages would add a TLB miss
+ * to most of them. */
+static void *
+lb_rl_alloc_table (size_t bytes)
+{
+  void *p = NULL;
+  size_t align = bytes >= (2u << 20) ? (2u << 20) : 64;
+  if (posix_memalign (&p, align, bytes) != 0)
+    return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (align == (2u << 20))
+    (void) madvise (p, bytes, MADV_HUGEPAGE);
+#endif
+  return p;
+}
+
 lb_rl_ctx_t *
 lb_rl_create (const lb_rl_config_t *cfg)
 {
@@ -89,9 +111,7 @@ lb_rl_create (const lb_rl_config_t *cfg)
   ctx->ecmp_mask = cfg->ecmp_buckets - 1;
   ctx->probe = cfg->table_size < LB_RL_PROBE_LEN ? cfg->table_size : LB_RL_PROBE_LEN;
   ctx->tags = calloc (cfg->table_size, sizeof (uint32_t));
-  if (posix_memalign (&flows, 64, (size_t) cfg->table_size * sizeof (lb_rl_flow_t)) != 0)
-    flows = NULL;
-  ctx->flows = flows;
+  ctx->flows = flows = lb_rl_alloc_table ((size_t) cfg->table_size * sizeof (lb_rl_flow_t));
   nres = (size_t) cfg->max_servers * LB_RL_N_RES * cfg->reservoir_size;
   ctx->res = calloc (nres, sizeof (lb_rl_sample_t));
   ctx->wtab[0].ecmp = malloc (cfg->ecmp_buckets);
@@ -146,6 +166,7 @@ lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
   /* A (re-)added server starts afresh: counters and reservoirs reset. Entries
    * of an earlier incarnation carry an older generation and count as lost. */
   memset (&ctx->sc[idx], 0, sizeof ctx->sc[idx]);
+  ctx->n_on[idx] = 0;
   ctx->res_filled[idx][0] = ctx->res_filled[idx][1] = 0;
   ctx->gen[idx]++;
   ctx->present |= bit;
@@ -170,7 +191,7 @@ lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx)
   ctx->cur_w[idx] = 0.0;
   ctx->static_w[idx] = 0.0;
   /* Its flows are gone: the gauge drops now, entries are freed lazily. */
-  ctx->sc[idx].n_flow_on = 0;
+  ctx->n_on[idx] = 0;
   ctx->gen[idx]++;
   lb_rl_tables_rebuild (ctx);
   return LB_RL_OK;
@@ -276,6 +297,7 @@ lb_rl_server_counters (const lb_rl_ctx_t *ctx, uint32_t idx, lb_rl_server_counte
   if (idx >= ctx->cfg.max_servers)
     return LB_RL_E_INVALID;
   *out = ctx->sc[idx];
+  out->n_flow_on = ctx->n_on[idx];
   return LB_RL_OK;
 }
 

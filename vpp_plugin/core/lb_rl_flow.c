@@ -38,7 +38,7 @@ lb_rl_flow_timeout (lb_rl_ctx_t *ctx, uint32_t s, double now)
   lb_rl_flow_t *e = &ctx->flows[s];
   if (e->state == LB_RL_FLOW_EST)
     {
-      ctx->sc[e->server].n_flow_on--;
+      ctx->n_on[e->server]--;
       ctx->sc[e->server].n_flow_timeout++;
       lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, e->last_seen - e->first_seen);
     }
@@ -128,7 +128,7 @@ found:
     {
       if (e->state == LB_RL_FLOW_EST)
 	{
-	  ctx->sc[e->server].n_flow_on--;
+	  ctx->n_on[e->server]--;
 	  ctx->sc[e->server].n_flow_closed++;
 	  lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, now - e->first_seen);
 	}
@@ -141,7 +141,7 @@ found:
       else
 	{
 	  e->state = LB_RL_FLOW_EST;
-	  ctx->sc[e->server].n_flow_on++;
+	  ctx->n_on[e->server]++;
 	}
     }
   return lb_rl_forward (ctx, e->server, len);

@@ -78,7 +78,10 @@ struct lb_rl_ctx
   double static_w[LB_RL_MAX_SERVERS];
   double cur_w[LB_RL_MAX_SERVERS]; /* weights in force (0 for absent servers) */
 
-  lb_rl_server_counters_t sc[LB_RL_MAX_SERVERS];
+  /* n_flow_on gauges, contiguous (8 cache lines) so LSQ/SED scans stay cheap;
+   * sc[i].n_flow_on is filled from here by lb_rl_server_counters. */
+  int64_t n_on[LB_RL_MAX_SERVERS];
+  lb_rl_server_counters_t sc[LB_RL_MAX_SERVERS]; /* n_flow_on unused here */
   lb_rl_counters_t c;
 
   uint32_t res_filled[LB_RL_MAX_SERVERS][LB_RL_N_RES];

@@ -16,7 +16,7 @@ lb_rl_argmin_lsq (lb_rl_ctx_t *ctx, const lb_rl_wtab_t *t)
   for (j = 0; j < t->n_elig; j++)
     {
       uint8_t s = t->elig[j];
-      int64_t q = ctx->sc[s].n_flow_on;
+      int64_t q = ctx->n_on[s];
       if (q < best)
 	{
 	  best = q;
@@ -37,7 +37,7 @@ lb_rl_argmin_sed (lb_rl_ctx_t *ctx, const lb_rl_wtab_t *t)
   for (j = 0; j < t->n_elig; j++)
     {
       uint8_t s = t->elig[j];
-      double q = (double) (ctx->sc[s].n_flow_on + 1) * t->inv_w[s];
+      double q = (double) (ctx->n_on[s] + 1) * t->inv_w[s];
       if (j == 0 || q < best)
 	{
 	  best = q;
@@ -90,8 +90,8 @@ lb_rl_policy_choose (lb_rl_ctx_t *ctx, uint64_t hash)
 	if (n == 1)
 	  return t->elig[0];
 	lb_rl_two_choices (ctx, t, &a, &b);
-	qa = ctx->sc[a].n_flow_on;
-	qb = ctx->sc[b].n_flow_on;
+	qa = ctx->n_on[a];
+	qb = ctx->n_on[b];
 	if (qa != qb)
 	  return qa < qb ? a : b;
 	return (lb_rl_rng_next (&ctx->rng) >> 63) ? a : b;
@@ -102,8 +102,8 @@ lb_rl_policy_choose (lb_rl_ctx_t *ctx, uint64_t hash)
 	if (n == 1)
 	  return t->elig[0];
 	lb_rl_two_choices (ctx, t, &a, &b);
-	qa = (double) (ctx->sc[a].n_flow_on + 1) * t->inv_w[a];
-	qb = (double) (ctx->sc[b].n_flow_on + 1) * t->inv_w[b];
+	qa = (double) (ctx->n_on[a] + 1) * t->inv_w[a];
+	qb = (double) (ctx->n_on[b] + 1) * t->inv_w[b];
 	if (qa != qb)
 	  return qa < qb ? a : b;
 	return (lb_rl_rng_next (&ctx->rng) >> 63) ? a : b;

@@ -372,7 +372,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	  {
 	    lb_rl_counters_t c;
 	    lb_rl_vip_counters (vip, &c);
-	    vlib_cli_output (vm, "vip %u %U\n%U", vip - lbm->vips,
+	    vlib_cli_output (vm, "vip %u %U\n%U", (u32) (vip - lbm->vips),
 			     format_fib_prefix, &vip->prefix,
 			     format_lb_rl_counters, &c, 2);
 	    for (i = 0; i < LB_RL_MAX_SERVERS; i++)
@@ -384,7 +384,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	    break;
 	  }
 	case SHOW_WEIGHTS:
-	  vlib_cli_output (vm, "vip %u %U policy %U", vip - lbm->vips,
+	  vlib_cli_output (vm, "vip %u %U policy %U", (u32) (vip - lbm->vips),
 			   format_fib_prefix, &vip->prefix,
 			   format_lb_rl_policy,
 			   lb_rl_get_config (vip->ctx_by_thread[0])->policy);
@@ -396,7 +396,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
 			       0);
 	  break;
 	case SHOW_FLOWS:
-	  vlib_cli_output (vm, "vip %u %U", vip - lbm->vips,
+	  vlib_cli_output (vm, "vip %u %U", (u32) (vip - lbm->vips),
 			   format_fib_prefix, &vip->prefix);
 	  vec_foreach_index (t, vip->ctx_by_thread)
 	    {
@@ -424,7 +424,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	case SHOW_SHM:
 	  {
 	    lb_rl_shm_status_t st;
-	    vlib_cli_output (vm, "vip %u %U shm %s", vip - lbm->vips,
+	    vlib_cli_output (vm, "vip %u %U shm %s", (u32) (vip - lbm->vips),
 			     format_fib_prefix, &vip->prefix,
 			     vip->shm ? (char *) vip->shm_path : "(off)");
 	    if (vip->shm_last_error)

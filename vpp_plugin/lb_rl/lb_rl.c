@@ -240,7 +240,8 @@ format_lb_rl_vip (u8 *s, va_list *args)
   lb_rl_main_t *lbm = &lb_rl_main;
   const lb_rl_config_t *cfg = lb_rl_get_config (vip->ctx_by_thread[0]);
 
-  s = format (s, "vip %u %U encap %U servers %u policy %U", vip - lbm->vips,
+  s = format (s, "vip %u %U encap %U servers %u policy %U",
+	      (u32) (vip - lbm->vips),
 	      format_fib_prefix, &vip->prefix, format_lb_rl_encap, vip->encap,
 	      vip->n_as, format_lb_rl_policy, cfg->policy);
   if (verbose)

@@ -11,7 +11,12 @@
  *   write-in PATH N                    agent: N msg_in frames, full speed
  *   read-out PATH LAST_SEQ TIMEOUT_S   read msg_out until seq >= LAST_SEQ
  *   read-in PATH LAST_SEQ TIMEOUT_S    read msg_in until seq >= LAST_SEQ
- *   selftest PATH N                    fork: C writer vs C reader, both directions
+ *   read-out-unsafe PATH LAST_SEQ TIMEOUT_S
+ *                                      negative control: copy the latest msg_out slot
+ *                                      WITHOUT the seqlock and count the copies that
+ *                                      the checksum / pattern expose as torn
+ *   selftest PATH N                    fork: C writer vs C reader, both directions,
+ *                                      then the unsafe reader (reported, not judged)
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -224,6 +229,50 @@ cmd_read (const char *path, int is_out, uint64_t last_seq, double timeout_s)
   return clean ? 0 : 1;
 }
 
+/* Negative control: what a reader without the seqlock would see. */
+static int
+cmd_read_unsafe (const char *path, uint64_t last_seq, double timeout_s)
+{
+  lb_rl_shm_t *shm;
+  lb_rl_shm_header_t *h;
+  lb_rl_shm_out_frame_t *f;
+  uint64_t stride, latest, reads = 0, torn_cs = 0, torn_pat = 0, zero = 0;
+  const uint8_t *ring;
+  double t0;
+  if (!open_or_die (path, LB_RL_SHM_ROLE_READER, &shm))
+    return 1;
+  h = lb_rl_shm_header (shm);
+  stride = h->out_frame_stride;
+  ring = (const uint8_t *) h + h->out_ring_offset;
+  f = malloc (stride);
+  t0 = mono_now ();
+  do
+    {
+      latest = __atomic_load_n (&h->out_seq_latest, __ATOMIC_ACQUIRE);
+      if (!latest)
+	continue;
+      memcpy (f, ring + (latest % h->out_ring_len) * stride, stride);
+      reads++;
+      if (f->seq == 0)
+	{
+	  zero++;
+	  continue;
+	}
+      if (lb_rl_shm_checksum (f, stride, f->seq) != f->checksum)
+	torn_cs++;
+      if (lb_rl_shm_pattern_check_out (shm, f))
+	torn_pat++;
+    }
+  while (latest < last_seq && mono_now () - t0 < timeout_s);
+  printf ("{\"unsafe_reads\": %llu, \"unsafe_in_progress\": %llu, "
+	  "\"unsafe_checksum_torn\": %llu, \"unsafe_pattern_torn\": %llu}\n",
+	  (unsigned long long) reads, (unsigned long long) zero, (unsigned long long) torn_cs,
+	  (unsigned long long) torn_pat);
+  free (f);
+  lb_rl_shm_close (shm);
+  return 0;
+}
+
 static int
 selftest_dir (const char *path, int is_out, uint64_t n)
 {
@@ -234,7 +283,7 @@ selftest_dir (const char *path, int is_out, uint64_t n)
   /* the writer continues from whatever the region holds: read the target first */
   if (!open_or_die (path, LB_RL_SHM_ROLE_READER, &shm))
     return 1;
-  target = (is_out ? lb_rl_shm_header (shm)->out_seq_latest
+  target = (is_out >= 1 ? lb_rl_shm_header (shm)->out_seq_latest
 		   : lb_rl_shm_header (shm)->in_seq_latest)
 	   + n;
   lb_rl_shm_close (shm);
@@ -243,8 +292,8 @@ selftest_dir (const char *path, int is_out, uint64_t n)
   if (pid < 0)
     return 1;
   if (pid == 0)
-    _exit (is_out ? cmd_write_out (path, n) : cmd_write_in (path, n));
-  rc = cmd_read (path, is_out, target, 60.0);
+    _exit (is_out >= 1 ? cmd_write_out (path, n) : cmd_write_in (path, n));
+  rc = is_out == 2 ? cmd_read_unsafe (path, target, 60.0) : cmd_read (path, is_out, target, 60.0);
   fflush (stdout);
   if (waitpid (pid, &status, 0) != pid || !WIFEXITED (status) || WEXITSTATUS (status) != 0)
     rc = 1;
@@ -254,13 +303,15 @@ selftest_dir (const char *path, int is_out, uint64_t n)
 static int
 cmd_selftest (const char *path, uint64_t n)
 {
-  char *args[4] = { "2", "4", "4", "4" };
+  /* smallest ring: the writer comes back to the slot being read soonest */
+  char *args[4] = { "2", "4", "2", "2" };
   int rc;
   unlink (path);
   if (cmd_create (path, args))
     return 1;
   rc = selftest_dir (path, 1, n);
   rc |= selftest_dir (path, 0, n);
+  rc |= selftest_dir (path, 2, n);
   unlink (path);
   return rc;
 }
@@ -271,7 +322,8 @@ usage (const char *prog)
   fprintf (stderr,
 	   "usage: %s create PATH S K OUT_RING IN_RING | check PATH | write-out PATH N |\n"
 	   "       write-in PATH N | read-out PATH LAST_SEQ TIMEOUT_S |\n"
-	   "       read-in PATH LAST_SEQ TIMEOUT_S | selftest PATH N\n",
+	   "       read-in PATH LAST_SEQ TIMEOUT_S | read-out-unsafe PATH LAST_SEQ TIMEOUT_S |\n"
+	   "       selftest PATH N\n",
 	   prog);
   return 2;
 }
@@ -296,6 +348,8 @@ main (int argc, char **argv)
     return cmd_read (path, 1, strtoull (argv[3], NULL, 10), atof (argv[4]));
   if (!strcmp (cmd, "read-in") && argc == 5)
     return cmd_read (path, 0, strtoull (argv[3], NULL, 10), atof (argv[4]));
+  if (!strcmp (cmd, "read-out-unsafe") && argc == 5)
+    return cmd_read_unsafe (path, strtoull (argv[3], NULL, 10), atof (argv[4]));
   if (!strcmp (cmd, "selftest") && argc == 4)
     return cmd_selftest (path, strtoull (argv[3], NULL, 10));
   return usage (argv[0]);
