@@ -331,11 +331,9 @@ class VppTransport(Protocol):
     def close(self) -> None: ...
 
 
-#: First lines of the plugin's and VLIB's CLI error replies.
-_CLI_ERROR = re.compile(
-    r"^(unknown input|parse error|missing |(show )?lb_rl [a-z ]+: |weights rejected|"
-    r"[a-z_ ]+: (unknown input|parse error|missing))"
-)
+#: First line of an error reply: VLIB's unknown-command text, or lb_rl's
+#: errors, which all start with "lb_rl: " or "lb_rl <command>: ".
+_CLI_ERROR = re.compile(r"^(unknown input|lb_rl( [a-z_]+)*: )")
 
 
 class CliTransport:

@@ -241,9 +241,21 @@ def test_imports_without_vpp_papi_and_fails_clearly() -> None:
     assert r.stdout.startswith("ERR vpp_papi is not installed")
 
 
+def test_every_cli_error_message_is_detected() -> None:
+    """Every clib_error_return text in cli.c must be recognised as an error."""
+    text = CLI_C.read_text()
+    msgs = re.findall(r'clib_error_return\s*\(\s*0,\s*"([^"]*)"', text)
+    assert len(msgs) > 10
+    for m in msgs:
+        m = m.replace("%s", "lb_rl vip")
+        assert vpp._looks_like_cli_error(m), m
+
+
 def test_cli_error_detection() -> None:
     assert vpp._looks_like_cli_error("lb_rl vip: already exists")
     assert vpp._looks_like_cli_error("unknown input `foo'")
-    assert vpp._looks_like_cli_error("parse error: 'bar'")
+    assert vpp._looks_like_cli_error("lb_rl: parse error: 'bar'")
+    assert vpp._looks_like_cli_error("lb_rl as: server address family does not match")
+    assert not vpp._looks_like_cli_error("conf policy sed timeout 40.000s")
     assert not vpp._looks_like_cli_error("vip 0")
     assert not vpp._looks_like_cli_error("")

@@ -36,7 +36,7 @@
 #define LB_RL_E_NOMEM -5
 
 /* Flow-table probe bound: a flow lives within PROBE_LEN slots of its home slot. */
-#define LB_RL_PROBE_LEN 8
+#define LB_RL_PROBE_LEN 16
 
 /* Flow states reported by lb_rl_flow_get. */
 #define LB_RL_FLOW_NONE 0   /* no entry (or a freed one) */

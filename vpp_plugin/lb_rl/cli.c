@@ -58,7 +58,7 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
   u32 vip_index;
 
   if (!unformat_user (input, unformat_line_input, line_input))
-    return clib_error_return (0, "missing <prefix>");
+    return clib_error_return (0, "lb_rl: missing <prefix>");
 
   while (unformat_check_input (line_input) != UNFORMAT_END_OF_INPUT)
     {
@@ -72,14 +72,14 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	del = 1;
       else
 	{
-	  error = clib_error_return (0, "parse error: '%U'",
+	  error = clib_error_return (0, "lb_rl: parse error: '%U'",
 				     format_unformat_error, line_input);
 	  goto done;
 	}
     }
   if (!have_pfx)
     {
-      error = clib_error_return (0, "missing <prefix> (a.b.c.d/len or "
+      error = clib_error_return (0, "lb_rl: missing <prefix> (a.b.c.d/len or "
 				    "x::y/len)");
       goto done;
     }
@@ -119,10 +119,10 @@ lb_rl_as_command_fn (vlib_main_t *vm, unformat_input_t *input,
   int del = 0;
 
   if (!unformat_user (input, unformat_line_input, line_input))
-    return clib_error_return (0, "missing <vip-prefix>");
+    return clib_error_return (0, "lb_rl: missing <vip-prefix>");
   if (!unformat (line_input, "%U", unformat_lb_rl_prefix, &vip_pfx))
     {
-      error = clib_error_return (0, "missing <vip-prefix>: '%U'",
+      error = clib_error_return (0, "lb_rl: missing <vip-prefix>: '%U'",
 				 format_unformat_error, line_input);
       goto done;
     }
@@ -136,14 +136,14 @@ lb_rl_as_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	vec_add1 (addrs, addr);
       else
 	{
-	  error = clib_error_return (0, "parse error: '%U'",
+	  error = clib_error_return (0, "lb_rl: parse error: '%U'",
 				     format_unformat_error, line_input);
 	  goto done;
 	}
     }
   if (!vec_len (addrs))
     {
-      error = clib_error_return (0, "missing server <address>");
+      error = clib_error_return (0, "lb_rl: missing server <address>");
       goto done;
     }
   vec_foreach (a, addrs)
@@ -181,7 +181,7 @@ lb_rl_conf_command_fn (vlib_main_t *vm, unformat_input_t *input,
   u8 *shm_dir = 0;
 
   if (!unformat_user (input, unformat_line_input, line_input))
-    return clib_error_return (0, "missing arguments, see 'help lb_rl conf'");
+    return clib_error_return (0, "lb_rl: missing arguments, see 'help lb_rl conf'");
   while (unformat_check_input (line_input) != UNFORMAT_END_OF_INPUT)
     {
       if (unformat (line_input, "policy %U", unformat_lb_rl_policy, &policy))
@@ -190,7 +190,7 @@ lb_rl_conf_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	{
 	  if (timeout_s <= 0)
 	    {
-	      error = clib_error_return (0, "timeout must be > 0 s");
+	      error = clib_error_return (0, "lb_rl: timeout must be > 0 s");
 	      goto done;
 	    }
 	}
@@ -198,7 +198,7 @@ lb_rl_conf_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	{
 	  if (step_s <= 0)
 	    {
-	      error = clib_error_return (0, "step must be > 0 s");
+	      error = clib_error_return (0, "lb_rl: step must be > 0 s");
 	      goto done;
 	    }
 	}
@@ -206,7 +206,7 @@ lb_rl_conf_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	{
 	  if (fallback_s < 0)
 	    {
-	      error = clib_error_return (0, "fallback must be >= 0 s "
+	      error = clib_error_return (0, "lb_rl: fallback must be >= 0 s "
 					    "(0 disables it)");
 	      goto done;
 	    }
@@ -221,7 +221,7 @@ lb_rl_conf_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	;
       else
 	{
-	  error = clib_error_return (0, "parse error: '%U'",
+	  error = clib_error_return (0, "lb_rl: parse error: '%U'",
 				     format_unformat_error, line_input);
 	  goto done;
 	}
@@ -257,10 +257,10 @@ lb_rl_weights_command_fn (vlib_main_t *vm, unformat_input_t *input,
   int verdict = LB_RL_W_OK, rv;
 
   if (!unformat_user (input, unformat_line_input, line_input))
-    return clib_error_return (0, "missing <vip-prefix>");
+    return clib_error_return (0, "lb_rl: missing <vip-prefix>");
   if (!unformat (line_input, "%U", unformat_lb_rl_prefix, &vip_pfx))
     {
-      error = clib_error_return (0, "missing <vip-prefix>: '%U'",
+      error = clib_error_return (0, "lb_rl: missing <vip-prefix>: '%U'",
 				 format_unformat_error, line_input);
       goto done;
     }
@@ -270,20 +270,20 @@ lb_rl_weights_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	vec_add1 (ws, w);
       else
 	{
-	  error = clib_error_return (0, "parse error: '%U'",
+	  error = clib_error_return (0, "lb_rl: parse error: '%U'",
 				     format_unformat_error, line_input);
 	  goto done;
 	}
     }
   if (!vec_len (ws) || vec_len (ws) > LB_RL_MAX_SERVERS)
     {
-      error = clib_error_return (0, "give 1..%u weights, one per server "
+      error = clib_error_return (0, "lb_rl: give 1..%u weights, one per server "
 				    "index", LB_RL_MAX_SERVERS);
       goto done;
     }
   rv = lb_rl_vip_set_weights (&vip_pfx, ws, vec_len (ws), &verdict);
   if (rv == VNET_API_ERROR_INVALID_VALUE)
-    error = clib_error_return (0, "weights rejected (verdict %d: 1 "
+    error = clib_error_return (0, "lb_rl: weights rejected (verdict %d: 1 "
 				  "non-finite, 2 negative, 3 all zero, 4 "
 				  "weight for absent server, 5 bad count)",
 			       verdict);
@@ -310,7 +310,7 @@ lb_rl_show_conf (vlib_main_t *vm)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   vlib_cli_output (vm,
-		   "lb_rl conf: policy %U timeout %.3fs step %.3fs fallback "
+		   "conf policy %U timeout %.3fs step %.3fs fallback "
 		   "%.3fs ip4-src %U ip6-src %U shm-dir %s",
 		   format_lb_rl_policy, lbm->policy, lbm->flow_timeout_s,
 		   lbm->step_s, lbm->fallback_s, format_ip4_address,
@@ -352,7 +352,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
       else if (unformat (input, "verbose"))
 	verbose = 1;
       else
-	return clib_error_return (0, "parse error: '%U'",
+	return clib_error_return (0, "lb_rl: parse error: '%U'",
 				  format_unformat_error, input);
     }
 
