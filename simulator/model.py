@@ -334,11 +334,7 @@ class Simulation:
             dp = lb.dp
             feats = {"n_flow_on": np.array([dp.n_flow_on(i) for i in range(n)], dtype=float)}
             for kind, name in ((RES_FLOW_DURATION, "fd"), (RES_FCT, "fct")):
-                stats = np.full((n, 5), np.nan)
-                for i in range(n):
-                    r = dp.reservoir(i, kind)
-                    if len(r):
-                        stats[i] = _summarise(r, now)
+                stats = summarise([dp.reservoir(i, kind) for i in range(n)], now)
                 for j, s in enumerate(("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s")):
                     feats[f"{name}_{s}"] = stats[:, j]
             w = self.controller.on_step(now, lb.idx, feats)
@@ -406,19 +402,46 @@ class Simulation:
         log.info("t=%.3f s: server %d %s", now, ev.server, ev.kind)
 
 
-def _summarise(r: np.ndarray, now_s: float) -> np.ndarray:
-    """(mean, p90, std, decayed mean, decayed p90) of reservoir samples r[:, (t, value)].
+def summarise(reservoirs: list[np.ndarray], now_s: float) -> np.ndarray:
+    """Per-server (mean, p90, std, decayed mean, decayed p90) of reservoir samples, shape (n, 5);
+    NaN for an empty reservoir. ``reservoirs[i]`` has rows (t_s, value_s).
 
-    Decayed statistics weight a sample of age a = now - t by DECAY**a (0.9 per second):
-    weighted mean sum(w v)/sum(w), and the weighted 90th percentile (smallest v whose
-    cumulative weight reaches 90 % of the total)."""
-    v = r[:, 1]
-    w = DECAY ** (now_s - r[:, 0])
-    order = np.argsort(v, kind="stable")
-    vs = v[order]
-    cw = np.cumsum(w[order])
-    dp90 = vs[min(int(np.searchsorted(cw, 0.9 * cw[-1])), len(vs) - 1)]
-    return np.array([v.mean(), np.quantile(v, 0.9), v.std(), float(w @ v / cw[-1]), dp90])
+    p90 interpolates linearly between order statistics (numpy's default quantile). Decayed
+    statistics weight a sample of age a = now - t by DECAY**a (0.9 per second): weighted mean
+    sum(w v) / sum(w), and the weighted 90th percentile = the smallest value whose cumulative
+    weight (values ascending) reaches 90 % of the total. Vectorised over servers."""
+    n = len(reservoirs)
+    cnt = np.array([len(r) for r in reservoirs])
+    k = int(cnt.max()) if n else 0
+    out = np.full((n, 5), np.nan)
+    if k == 0:
+        return out
+    v = np.full((n, k), np.nan)
+    t = np.full((n, k), -np.inf)
+    for i, r in enumerate(reservoirs):
+        if len(r):
+            v[i, : len(r)] = r[:, 1]
+            t[i, : len(r)] = r[:, 0]
+    has = cnt > 0
+    c = np.maximum(cnt, 1)
+    order = np.argsort(v, axis=1, kind="stable")  # NaN padding sorts last
+    vs = np.take_along_axis(v, order, axis=1)
+    vz = np.where(np.isnan(v), 0.0, v)
+    mean = vz.sum(axis=1) / c
+    var = (np.where(np.isnan(v), 0.0, (v - mean[:, None]) ** 2)).sum(axis=1) / c
+    h = (c - 1) * 0.9
+    lo = np.floor(h).astype(int)
+    hi = np.minimum(lo + 1, c - 1)
+    rows = np.arange(n)
+    p90 = vs[rows, lo] + (h - lo) * (vs[rows, hi] - vs[rows, lo])
+    w = DECAY ** (now_s - t)  # 0 for padding (t = -inf)
+    wsum = w.sum(axis=1)
+    dmean = (w * vz).sum(axis=1) / np.where(wsum > 0, wsum, 1.0)
+    cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+    idx = np.minimum((cw < 0.9 * cw[:, -1:]).sum(axis=1), c - 1)
+    dp90 = vs[rows, idx]
+    out[has] = np.stack([mean, p90, np.sqrt(var), dmean, dp90], axis=1)[has]
+    return out
 
 
 def publish_frame(lb: int, t_s: float, features: dict[str, np.ndarray]) -> None:
