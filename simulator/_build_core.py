@@ -46,18 +46,20 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
-def make_ffibuilder() -> FFI:
-    """Build the FFI description: cdef from the headers, sources = vpp_plugin/core/*.c."""
+def make_ffibuilder(absolute: bool = False) -> FFI:
+    """Build the FFI description: cdef from the headers, sources = vpp_plugin/core/*.c
+    (paths relative to the current directory for setuptools, or absolute)."""
+    rel = str if absolute else _rel
     ffi = FFI()
     present = [h for h in HEADERS if (CORE_DIR / h).exists()]
     for h in present:
         ffi.cdef(header_for_cdef(CORE_DIR / h))
-    sources = sorted(_rel(p) for p in CORE_DIR.glob("*.c"))
+    sources = sorted(rel(p) for p in CORE_DIR.glob("*.c"))
     ffi.set_source(
         "simulator._lbcore",
         "".join(f'#include "{h}"\n' for h in present),
         sources=sources,
-        include_dirs=[_rel(CORE_DIR)],
+        include_dirs=[rel(CORE_DIR)],
         extra_compile_args=["-O2", "-std=c99", "-Wall"],
         libraries=["m"],
     )
@@ -67,11 +69,9 @@ def make_ffibuilder() -> FFI:
 ffibuilder = make_ffibuilder()
 
 if __name__ == "__main__":
-    # In-place build without pip; drop older builds so only one _lbcore*.so can be imported.
-    os.chdir(ROOT)
+    # In-place build without pip; afterwards only the new _lbcore*.so is left importable.
+    tmp = ROOT / "build" / "cffi"
+    built = Path(make_ffibuilder(absolute=True).compile(tmpdir=str(tmp), verbose=False))
     for old in (ROOT / "simulator").glob("_lbcore*.so"):
         old.unlink()
-    ffibuilder = make_ffibuilder()
-    ffibuilder.compile(tmpdir=str(ROOT / "build" / "cffi"), verbose=False)
-    for built in (ROOT / "build" / "cffi" / "simulator").glob("_lbcore*.so"):
-        built.replace(ROOT / "simulator" / built.name)
+    built.replace(ROOT / "simulator" / built.name)
