@@ -1,0 +1,330 @@
+"""QMIX with recurrent agents, factored per-server heads and TD(lambda) targets.
+
+Reference: Rashid et al. 2018 (QMIX); CIKM'22 MARLLB (arXiv 2201.11727) RLB-QMIX.  Read top to bottom:
+config, the mixer (pure nn.Module), TD(lambda), the agent network use, the deployable policy, the learner.
+
+Agents
+------
+One `RecurrentHeadNet` (2 FC -> GRU -> 2 FC) is shared by all LBs.  Its input at step t is the LB's
+observation, the one-hot of the LB's previous action (H*A) and the one-hot agent id (N), so agents can
+still behave differently.  Its output is a table of per-head utilities q_h(tau, level).
+
+Factorised agent utility
+------------------------
+An LB's action is a level for each of H servers: 6^H joint actions (6^24 at large scale), so a joint-action
+Q table is infeasible.  The agent utility is the *mean over heads*,
+    Q_i(tau, a) = (1/H) sum_h q_h(tau, a_h),
+which makes the greedy joint action the per-head argmax (exact, O(H*A)) and keeps Q_i on the scale of one
+head whatever H.  The cost is that interactions between the levels of different servers of one LB are not
+represented inside Q_i (the mixer still sees the LB utilities together with the global state).
+
+Mixer and targets
+-----------------
+Q_tot = mixer(Q_1..Q_N, state) with hypernetwork weights made non-negative by abs(), hence
+dQ_tot/dQ_i >= 0 (monotonic).  Targets are TD(lambda) returns (gamma 0.99, lambda 0.6) computed on the
+target networks, with double-Q action selection (greedy levels from the online agent network evaluated by
+the target network).  Targets are refreshed by a hard copy every `target_update_interval` updates
+(default 25 = once per episode at 25 updates/episode, matching the original code which reloaded its model,
+hence its targets, every episode) or by Polyak averaging when `target_tau > 0`.
+Team reward = mean of the LBs' rewards (paper: global reward = mean of LB rewards).
+
+Exploration
+-----------
+epsilon-greedy per head: each server's level is independently uniform with probability epsilon.  epsilon
+anneals linearly from `epsilon_start` to `epsilon_finish` over `epsilon_anneal_episodes` *episodes*
+(indexed by episode, not by env step, so it is independent of how rollouts are spread over workers).
+
+Shape legend
+------------
+B batch of episodes, T steps (T+1 observation rows), N agents (LBs), O observation size, S state size,
+H heads (servers), A = 6 levels, I = O + H*A + N agent-network input, E mixer embedding size,
+Hd hidden units.  Suffixes: ``q_BTNHA``, ``qtot_BT``, ``w1_BNE``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.common.checkpoint import load_checkpoint, save_checkpoint
+from agents.common.nets import RecurrentHeadNet, prev_action_onehot
+from agents.common.replay import Episode, EpisodeReplayBuffer
+from agents.common.returns import td_lambda_targets
+from agents.common.spaces import N_LEVELS, EnvSignature
+
+__all__ = ["QmixConfig", "QMixer", "td_lambda_targets", "QmixPolicy", "QmixAgent", "ALGO"]
+
+log = logging.getLogger(__name__)
+ALGO = "qmix"
+
+
+# ------------------------------------------------------------------------------------------------
+# CONFIG
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class QmixConfig:
+    """Hyperparameters; defaults are the CIKM'22 moderate-scale values (Table 2, §8) unless noted."""
+
+    step_s: float = 0.25
+    """Decision period the agent was trained with (informational; the env owns the clock)."""
+    hidden: int = 128
+    """Hidden units of the agent network layers and GRU (paper: 128 moderate, 512 large)."""
+    mixer_embed: int = 32
+    """Mixer embedding size E (EPyMARL default; the original code used 128)."""
+    hypernet_hidden: int = 64
+    """Hidden units of the 2-layer hypernetworks producing mixer weights."""
+    lr: float = 1e-3
+    """Adam learning rate of agent network + mixer (paper: 1e-3 moderate, 3e-4 large)."""
+    gamma: float = 0.99
+    """Discount per step."""
+    td_lambda: float = 0.6
+    """lambda of the TD(lambda) return."""
+    batch_episodes: int = 12
+    """Episodes per gradient update."""
+    buffer_episodes: int = 3000
+    """Replay capacity in episodes."""
+    updates_per_episode: int = 25
+    """Gradient updates per collected episode."""
+    learning_starts_episodes: int = 25
+    """Updates start once the buffer holds more than this many episodes."""
+    target_update_interval: int = 25
+    """Hard target copy every this many updates (used when target_tau == 0)."""
+    target_tau: float = 0.0
+    """Polyak factor per update; > 0 replaces the periodic hard copy."""
+    double_q: bool = True
+    """Select target actions with the online network (double Q-learning)."""
+    epsilon_start: float = 1.0
+    """Initial per-head exploration probability."""
+    epsilon_finish: float = 0.05
+    """Final per-head exploration probability."""
+    epsilon_anneal_episodes: int = 50
+    """Episodes over which epsilon decreases linearly."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before learning."""
+    grad_clip: float = 10.0
+    """Max global gradient norm (0 disables)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# MIXER: monotonic hypernetwork mixing (pure module)
+# ------------------------------------------------------------------------------------------------
+class QMixer(nn.Module):
+    """Q_tot(q_1..q_N, s) = w2(s) . ELU(q @ W1(s) + b1(s)) + V(s), with W1, w2 >= 0 elementwise.
+
+    Non-negative mixing weights (abs of hypernetwork outputs) and a monotone activation make Q_tot
+    non-decreasing in every agent utility, so per-agent greedy actions maximise Q_tot.
+    """
+
+    def __init__(self, n_agents: int, state_dim: int, embed: int, hyper_hidden: int) -> None:
+        super().__init__()
+        self.n_agents, self.embed = n_agents, embed
+        self.hyper_w1 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(),
+                                      nn.Linear(hyper_hidden, n_agents * embed))
+        self.hyper_b1 = nn.Linear(state_dim, embed)
+        self.hyper_w2 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, embed))
+        self.value = nn.Sequential(nn.Linear(state_dim, embed), nn.ReLU(), nn.Linear(embed, 1))
+
+    def forward(self, q_BTN: torch.Tensor, state_BTS: torch.Tensor) -> torch.Tensor:
+        """Per-agent utilities q_BTN and states state_BTS -> qtot_BT."""
+        B, T, N = q_BTN.shape
+        s_XS = state_BTS.reshape(B * T, -1)
+        w1_XNE = self.hyper_w1(s_XS).abs().view(B * T, N, self.embed)
+        b1_X1E = self.hyper_b1(s_XS).view(B * T, 1, self.embed)
+        hidden_X1E = F.elu(torch.bmm(q_BTN.reshape(B * T, 1, N), w1_XNE) + b1_X1E)
+        w2_XE1 = self.hyper_w2(s_XS).abs().view(B * T, self.embed, 1)
+        qtot_X = torch.bmm(hidden_X1E, w2_XE1).view(B * T) + self.value(s_XS).view(B * T)
+        return qtot_X.view(B, T)
+
+
+def _agent_inputs(obs_BTNO: torch.Tensor, actions_BTNH: torch.Tensor) -> torch.Tensor:
+    """Agent-network input for T+1 steps: [obs, previous-action one-hot, agent-id one-hot] -> x_BTNI."""
+    B, T1, N, O = obs_BTNO.shape
+    H = actions_BTNH.shape[-1]
+    prev_BTNX = prev_action_onehot(actions_BTNH.permute(0, 2, 1, 3).reshape(B * N, T1 - 1, H), N_LEVELS)
+    prev_BTNX = prev_BTNX.view(B, N, T1, H * N_LEVELS).permute(0, 2, 1, 3)
+    ids_BTNN = torch.eye(N).expand(B, T1, N, N)
+    return torch.cat([obs_BTNO, prev_BTNX, ids_BTNN], dim=-1)
+
+
+def _run_agents(net: RecurrentHeadNet, x_BTNI: torch.Tensor) -> torch.Tensor:
+    """Unroll the shared agent network over every agent's sequence -> q_BTNHA."""
+    B, T1, N, I = x_BTNI.shape
+    q_XTHA, _ = net(x_BTNI.permute(0, 2, 1, 3).reshape(B * N, T1, I))
+    return q_XTHA.view(B, N, T1, net.n_heads, net.n_actions).permute(0, 2, 1, 3, 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# POLICY: deployable decentralised execution
+# ------------------------------------------------------------------------------------------------
+class QmixPolicy:
+    """Shared agent network + per-agent GRU state; implements `agents.common.policy.Policy`.
+
+    Greedy = per-head argmax of q_h; exploration = per-head epsilon-greedy with a numpy Generator seeded
+    by `reset(seed)`.  Each agent uses only its own observation (decentralised execution); agents absent
+    from `obs_by_agent` keep their state.
+    """
+
+    def __init__(self, signature: EnvSignature, net: RecurrentHeadNet, epsilon: float = 0.0) -> None:
+        self.signature, self.net, self.epsilon = signature, net, epsilon
+        self._rng = np.random.default_rng(0)
+        N = signature.n_agents
+        self._ids_N1N = torch.eye(N).view(N, 1, N)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        N, H = self.signature.n_agents, self.signature.n_servers
+        self._h_1NHd = torch.zeros(1, N, self.net.hidden)
+        self._prev_NX = torch.zeros(N, H * N_LEVELS)
+
+    def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
+        sig = self.signature
+        idx = [i for i, a in enumerate(sig.agents) if a in obs_by_agent]
+        if not idx:
+            return {}
+        obs_KO = torch.from_numpy(np.stack([np.asarray(obs_by_agent[sig.agents[i]], np.float32) for i in idx]))
+        with torch.inference_mode():
+            x_K1I = torch.cat([obs_KO.unsqueeze(1), self._prev_NX[idx].unsqueeze(1), self._ids_N1N[idx]], dim=-1)
+            q_K1HA, h_1KHd = self.net(x_K1I, self._h_1NHd[:, idx])
+            self._h_1NHd[:, idx] = h_1KHd
+            a_KH = q_K1HA[:, 0].argmax(-1).numpy()
+        if not deterministic and self.epsilon > 0:
+            explore_KH = self._rng.random(a_KH.shape) < self.epsilon
+            a_KH = np.where(explore_KH, self._rng.integers(0, N_LEVELS, a_KH.shape), a_KH)
+        self._prev_NX[idx] = F.one_hot(torch.from_numpy(a_KH), N_LEVELS).float().view(len(idx), -1)
+        return {sig.agents[i]: sig.encode_action(a_KH[k]) for k, i in enumerate(idx)}
+
+
+# ------------------------------------------------------------------------------------------------
+# LEARNER
+# ------------------------------------------------------------------------------------------------
+class QmixAgent:
+    """Trainable QMIX over a multi-LB env signature.
+
+    Lifecycle: `behaviour_policy(i)` -> collect episode i -> `add_episode` -> `update()` x
+    `config.updates_per_episode` when `ready()` -> `save`.  `load` restores everything needed to resume.
+    """
+
+    algo = ALGO
+
+    def __init__(self, config: QmixConfig, signature: EnvSignature, seed: int = 0) -> None:
+        self.config, self.signature, self.seed = config, signature, seed
+        torch.manual_seed(seed)
+        N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
+        self.net = RecurrentHeadNet(O + H * N_LEVELS + N, H, N_LEVELS, config.hidden)
+        self.mixer = QMixer(N, signature.state_dim, config.mixer_embed, config.hypernet_hidden)
+        self.net_targ = copy.deepcopy(self.net).requires_grad_(False)
+        self.mixer_targ = copy.deepcopy(self.mixer).requires_grad_(False)
+        self.params = [*self.net.parameters(), *self.mixer.parameters()]
+        self.opt = torch.optim.Adam(self.params, lr=config.lr)
+        self.buffer = EpisodeReplayBuffer(config.buffer_episodes, np.random.default_rng(seed))
+        self.episodes_seen = 0
+        self.updates_done = 0
+
+    # -- acting ---------------------------------------------------------------------------------
+    def epsilon(self, episode_index: int) -> float:
+        """Linear schedule over episodes."""
+        c = self.config
+        frac = min(1.0, episode_index / max(1, c.epsilon_anneal_episodes))
+        return c.epsilon_start + frac * (c.epsilon_finish - c.epsilon_start)
+
+    def greedy_policy(self) -> QmixPolicy:
+        """A policy sharing this agent's network (sees later updates)."""
+        return QmixPolicy(self.signature, self.net)
+
+    def behaviour_policy(self, episode_index: int) -> QmixPolicy:
+        """A frozen copy for collecting episode `episode_index` with its epsilon."""
+        return QmixPolicy(self.signature, copy.deepcopy(self.net), self.epsilon(episode_index))
+
+    # -- learning -------------------------------------------------------------------------------
+    def add_episode(self, episode: Episode) -> None:
+        self.buffer.add(episode)
+        self.episodes_seen += 1
+
+    def ready(self) -> bool:
+        return len(self.buffer) > self.config.learning_starts_episodes
+
+    def update(self) -> dict[str, float]:
+        """One gradient step on a sampled batch of episodes (masked MSE to TD(lambda) targets)."""
+        cfg = self.config
+        b = self.buffer.sample(cfg.batch_episodes)
+        obs_BTNO = torch.from_numpy(b.obs_BTNO)
+        state_BTS = torch.from_numpy(b.state_BTS)
+        act_BTNH = torch.from_numpy(b.actions_BTNH)
+        rew_BT = torch.from_numpy(b.rewards_BTN).mean(-1) * cfg.reward_scale
+        term_BT, mask_BT = torch.from_numpy(b.terminated_BT), torch.from_numpy(b.mask_BT)
+
+        x_BTNI = _agent_inputs(obs_BTNO, act_BTNH)  # T+1 rows
+        q_BTNHA = _run_agents(self.net, x_BTNI)
+        qa_BTN = q_BTNHA[:, :-1].gather(-1, act_BTNH.unsqueeze(-1)).squeeze(-1).mean(-1)
+        qtot_BT = self.mixer(qa_BTN, state_BTS[:, :-1])
+
+        with torch.no_grad():
+            qt_BTNHA = _run_agents(self.net_targ, x_BTNI)
+            greedy_BTNH = (q_BTNHA if cfg.double_q else qt_BTNHA).argmax(-1, keepdim=True)
+            qt_BTN = qt_BTNHA.gather(-1, greedy_BTNH).squeeze(-1).mean(-1)
+            qtot_targ_BT1 = self.mixer_targ(qt_BTN, state_BTS)
+            target_BT = td_lambda_targets(rew_BT, term_BT, mask_BT, qtot_targ_BT1, cfg.gamma, cfg.td_lambda)
+
+        n_valid = mask_BT.sum().clamp(min=1.0)
+        td_BT = (qtot_BT - target_BT) * mask_BT
+        loss = (td_BT ** 2).sum() / n_valid
+        self.opt.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        self.opt.step()
+        self.updates_done += 1
+        self._update_targets()
+        return {"losses/td": loss.item(), "losses/grad_norm": float(grad_norm),
+                "charts/q_tot_mean": ((qtot_BT * mask_BT).sum() / n_valid).item()}
+
+    def _update_targets(self) -> None:
+        cfg = self.config
+        pairs = ((self.net, self.net_targ), (self.mixer, self.mixer_targ))
+        with torch.no_grad():
+            if cfg.target_tau > 0:
+                for src, dst in pairs:
+                    for p, pt in zip(src.parameters(), dst.parameters()):
+                        pt.mul_(1.0 - cfg.target_tau).add_(p, alpha=cfg.target_tau)
+            elif self.updates_done % cfg.target_update_interval == 0:
+                for src, dst in pairs:
+                    dst.load_state_dict(src.state_dict())
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write config, signature, networks, targets, optimizer and counters (resumable)."""
+        state = {
+            "net": self.net.state_dict(), "mixer": self.mixer.state_dict(),
+            "net_targ": self.net_targ.state_dict(), "mixer_targ": self.mixer_targ.state_dict(),
+            "opt": self.opt.state_dict(), "episodes_seen": self.episodes_seen,
+            "updates_done": self.updates_done, "seed": self.seed,
+            "buffer_rng": json.dumps(self.buffer.rng.bit_generator.state),
+        }
+        save_checkpoint(path, algo=ALGO, config=asdict(self.config), signature=self.signature, state=state)
+
+    @classmethod
+    def load(cls, path: str | Path, expected: EnvSignature | None = None) -> "QmixAgent":
+        """Restore an agent; raises `SignatureMismatchError` if `expected` differs from the checkpoint."""
+        ck = load_checkpoint(path, expected, algo=ALGO)
+        st = ck["state"]
+        agent = cls(QmixConfig(**ck["config"]), ck["signature"], seed=st["seed"])
+        for name in ("net", "mixer", "net_targ", "mixer_targ", "opt"):
+            getattr(agent, name).load_state_dict(st[name])
+        agent.episodes_seen, agent.updates_done = st["episodes_seen"], st["updates_done"]
+        agent.buffer.rng.bit_generator.state = json.loads(st["buffer_rng"])
+        return agent
+
+    @staticmethod
+    def load_policy(path: str | Path, expected: EnvSignature | None = None) -> QmixPolicy:
+        """Deployment: the greedy policy of a checkpoint."""
+        return QmixAgent.load(path, expected).greedy_policy()

@@ -1,0 +1,345 @@
+"""SAC-GRU: discrete soft actor-critic with a multi-head categorical policy and recurrent networks.
+
+Reference: CIKM'22 MARLLB (arXiv 2201.11727) RLB-I-SAC / RLB-S-SAC; discrete SAC as in Christodoulou
+2019 ("Soft Actor-Critic for Discrete Action Settings").  Read top to bottom: config, networks, the
+learner (one SAC over one observation stream), the deployable policy, and the agent that maps a
+multi-LB env onto learners.
+
+Modes
+-----
+* ``independent`` (I-SAC): one learner per LB, each with its own networks, its own observation, its own
+  reward; no parameter or information sharing, so each LB could train on its own machine.
+* ``single`` (S-SAC): one learner for all LBs: its observation is the concatenation of every LB's
+  observation (in `possible_agents` order), its heads are all (LB, server) pairs (N*H heads, LB-major),
+  its reward is the mean of the LBs' rewards; the action is split back per LB.
+
+Multi-head factorisation
+------------------------
+The joint action of one learner is a level per head (6^H joint actions, infeasible to enumerate).  The
+policy factorises, pi(a|tau) = prod_h pi_h(a_h|tau), and the critic is an additive decomposition
+Q(tau, a) = mean_h Q_h(tau, a_h) (each critic outputs an H x A table).  Then both the soft state value
+    V(tau) = mean_h E_{pi_h}[Q_h] - alpha * sum_h E_{pi_h}[log pi_h]
+and the policy objective are exact sums over heads — no sampling of joint actions is needed.  As usual in
+discrete SAC, the twin minimum is taken elementwise over the (head, action) tables.
+
+Entropy target
+--------------
+The paper uses "-|A|" (continuous-SAC heuristic).  Here |A| is read as the number of action dimensions
+(heads), so ``target_entropy_mode="paper"`` gives a target of -H for the summed per-head entropies.
+Categorical entropy is never negative, so this target makes alpha decay monotonically: exploration is
+annealed toward greedy at a rate set by `alpha_lr`.  ``"ratio"`` instead targets a fraction of the maximum
+entropy, ratio * H * log(A) (Christodoulou 2019 used 0.98), which keeps alpha adaptive.
+
+Shape legend
+------------
+B batch of episodes, T steps (T+1 observation rows), O observation size, H heads (servers, or LBs x
+servers in S-SAC), A = 6 weight levels per head, I = O + H*A network input (observation + previous
+action one-hot), Hd hidden units.  Suffixes: ``q_BTHA``, ``logp_BTHA``, ``mask_BT``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agents.common.checkpoint import load_checkpoint, save_checkpoint
+from agents.common.nets import RecurrentHeadNet, prev_action_onehot
+from agents.common.replay import Episode, EpisodeBatch, EpisodeReplayBuffer
+from agents.common.returns import td_lambda_targets
+from agents.common.spaces import N_LEVELS, EnvSignature
+
+__all__ = ["SacGruConfig", "SacGruAgent", "SacGruPolicy", "ALGO"]
+
+log = logging.getLogger(__name__)
+ALGO = "sac_gru"
+
+
+# ------------------------------------------------------------------------------------------------
+# CONFIG
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class SacGruConfig:
+    """Hyperparameters; defaults are the CIKM'22 moderate-scale values (Table 2) unless noted."""
+
+    mode: Literal["independent", "single"] = "independent"
+    """I-SAC (one learner per LB) or S-SAC (one learner over all LBs)."""
+    step_s: float = 0.25
+    """Decision period the agent was trained with (informational; the env owns the clock)."""
+    hidden: int = 128
+    """Hidden units of every layer and the GRU (paper: 128 moderate, 512 large)."""
+    lr: float = 1e-3
+    """Adam learning rate of the critics and the policy (paper: 1e-3 moderate, 3e-4 large)."""
+    alpha_lr: float = 1e-3
+    """Adam learning rate of log(alpha)."""
+    alpha_init: float = 0.05
+    """Initial entropy temperature (ours: rewards are O(0.1-1), so alpha=1 would swamp them)."""
+    target_entropy_mode: Literal["paper", "ratio"] = "paper"
+    """'paper': target = -H (-|A| with |A| = heads); 'ratio': target = ratio * H * log(A)."""
+    target_entropy_ratio: float = 0.5
+    """Fraction of the maximum entropy used when target_entropy_mode='ratio'."""
+    gamma: float = 0.99
+    """Discount per step."""
+    td_lambda: float = 0.0
+    """lambda of the critic target; 0 = the one-step soft target of standard SAC (paper).  > 0 uses
+    TD(lambda) over the stored sequence with soft values V_targ as bootstrap, without off-policy correction
+    and without entropy bonuses inside the lambda tail (an approximation, as in QMIX's TD(lambda))."""
+    tau: float = 0.01
+    """Polyak factor of the target critics, applied after every update (original code: 1e-2)."""
+    batch_episodes: int = 12
+    """Episodes per gradient update."""
+    buffer_episodes: int = 3000
+    """Replay capacity in episodes."""
+    updates_per_episode: int = 25
+    """Gradient updates per collected episode."""
+    learning_starts_episodes: int = 25
+    """Updates start once the buffer holds more than this many episodes."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before learning."""
+    grad_clip: float = 10.0
+    """Max global gradient norm per network (0 disables)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# LEARNER: one discrete SAC over one observation stream (networks + update)
+# ------------------------------------------------------------------------------------------------
+class _SacLearner(nn.Module):
+    def __init__(self, obs_dim: int, n_heads: int, cfg: SacGruConfig) -> None:
+        super().__init__()
+        self.obs_dim, self.n_heads, self.cfg = obs_dim, n_heads, cfg
+        in_dim = obs_dim + n_heads * N_LEVELS
+        self.actor = RecurrentHeadNet(in_dim, n_heads, N_LEVELS, cfg.hidden)
+        self.q1 = RecurrentHeadNet(in_dim, n_heads, N_LEVELS, cfg.hidden)
+        self.q2 = RecurrentHeadNet(in_dim, n_heads, N_LEVELS, cfg.hidden)
+        self.q1_targ = copy.deepcopy(self.q1).requires_grad_(False)
+        self.q2_targ = copy.deepcopy(self.q2).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(float(np.log(cfg.alpha_init))))
+        if cfg.target_entropy_mode == "paper":
+            self.target_entropy = -float(n_heads)
+        else:
+            self.target_entropy = cfg.target_entropy_ratio * n_heads * float(np.log(N_LEVELS))
+        self.opt_q = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.lr)
+        self.opt_pi = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.opt_alpha = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+
+    def update(self, obs_BTO: torch.Tensor, actions_BTH: torch.Tensor, rewards_BT: torch.Tensor,
+               terminated_BT: torch.Tensor, mask_BT: torch.Tensor) -> dict[str, float]:
+        """One gradient step of critics, policy and temperature on a padded batch of sequences."""
+        cfg = self.cfg
+        H = self.n_heads
+        x_BTI = torch.cat([obs_BTO, prev_action_onehot(actions_BTH, N_LEVELS)], dim=-1)  # T+1 rows
+        n_valid = mask_BT.sum().clamp(min=1.0)
+        alpha = self.log_alpha.exp().detach()
+
+        # critic targets: y_t = r_t + gamma (1 - term_t) V_targ(tau_{t+1})  (lambda = 0)
+        with torch.no_grad():
+            logits_BTHA, _ = self.actor(x_BTI)
+            logp_BTHA = F.log_softmax(logits_BTHA, dim=-1)
+            p_BTHA = logp_BTHA.exp()
+            qt_BTHA = torch.min(self.q1_targ(x_BTI)[0], self.q2_targ(x_BTI)[0])
+            v_BT = (p_BTHA * qt_BTHA).sum(-1).mean(-1) - alpha * (p_BTHA * logp_BTHA).sum(-1).sum(-1)
+            y_BT = td_lambda_targets(cfg.reward_scale * rewards_BT, terminated_BT, mask_BT, v_BT,
+                                     cfg.gamma, cfg.td_lambda)
+
+        a_BTH1 = actions_BTH.unsqueeze(-1)
+        q1_BTHA, _ = self.q1(x_BTI)
+        q2_BTHA, _ = self.q2(x_BTI)
+        q1_BT = q1_BTHA[:, :-1].gather(-1, a_BTH1).squeeze(-1).mean(-1)
+        q2_BT = q2_BTHA[:, :-1].gather(-1, a_BTH1).squeeze(-1).mean(-1)
+        loss_q = (((q1_BT - y_BT) ** 2 + (q2_BT - y_BT) ** 2) * mask_BT).sum() / n_valid
+        self.opt_q.zero_grad()
+        loss_q.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_([*self.q1.parameters(), *self.q2.parameters()], cfg.grad_clip)
+        self.opt_q.step()
+
+        # policy: minimise E[ sum_h E_{pi_h}[alpha log pi_h - min(Q1_h, Q2_h) / H] ]
+        logits_BTHA, _ = self.actor(x_BTI[:, :-1])
+        logp_BTHA = F.log_softmax(logits_BTHA, dim=-1)
+        p_BTHA = logp_BTHA.exp()
+        qmin_BTHA = torch.min(q1_BTHA[:, :-1], q2_BTHA[:, :-1]).detach()
+        loss_pi_BT = (p_BTHA * (alpha * logp_BTHA - qmin_BTHA / H)).sum(-1).sum(-1)
+        loss_pi = (loss_pi_BT * mask_BT).sum() / n_valid
+        self.opt_pi.zero_grad()
+        loss_pi.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+        self.opt_pi.step()
+
+        # temperature: raise alpha when entropy < target, lower it otherwise
+        entropy_BT = -(p_BTHA * logp_BTHA).sum(-1).sum(-1).detach()
+        loss_alpha = (self.log_alpha * (entropy_BT - self.target_entropy) * mask_BT).sum() / n_valid
+        self.opt_alpha.zero_grad()
+        loss_alpha.backward()
+        self.opt_alpha.step()
+
+        with torch.no_grad():
+            for net, targ in ((self.q1, self.q1_targ), (self.q2, self.q2_targ)):
+                for p, pt in zip(net.parameters(), targ.parameters()):
+                    pt.mul_(1.0 - cfg.tau).add_(p, alpha=cfg.tau)
+        return {"losses/q": loss_q.item(), "losses/policy": loss_pi.item(), "losses/alpha": loss_alpha.item(),
+                "charts/alpha": self.log_alpha.exp().item(),
+                "charts/entropy": (entropy_BT * mask_BT).sum().item() / n_valid.item(),
+                "charts/q_mean": (q1_BT * mask_BT).sum().item() / n_valid.item()}
+
+    def optim_state(self) -> dict:
+        return {"opt_q": self.opt_q.state_dict(), "opt_pi": self.opt_pi.state_dict(),
+                "opt_alpha": self.opt_alpha.state_dict()}
+
+    def load_optim_state(self, st: dict) -> None:
+        self.opt_q.load_state_dict(st["opt_q"])
+        self.opt_pi.load_state_dict(st["opt_pi"])
+        self.opt_alpha.load_state_dict(st["opt_alpha"])
+
+
+# ------------------------------------------------------------------------------------------------
+# POLICY: deployable actor(s) with GRU state (act under inference_mode)
+# ------------------------------------------------------------------------------------------------
+class SacGruPolicy:
+    """Actor networks plus recurrent state; implements `agents.common.policy.Policy`.
+
+    Each *unit* is one actor and the agents it decides for (one agent per unit in I-SAC; all agents in
+    one unit in S-SAC, whose observation is their concatenation).  `deterministic=True` takes the most
+    probable level per head; otherwise levels are sampled with a torch Generator seeded by `reset(seed)`.
+    """
+
+    def __init__(self, signature: EnvSignature, actors: list[RecurrentHeadNet], units: list[list[str]]) -> None:
+        self.signature = signature
+        self.actors = actors
+        self.units = units
+        self._gen = torch.Generator().manual_seed(0)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self._gen.manual_seed(seed)
+        self._h = [None] * len(self.actors)
+        self._prev = [torch.zeros(1, 1, a.n_heads * N_LEVELS) for a in self.actors]
+
+    def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        H = self.signature.n_servers
+        with torch.inference_mode():
+            for u, (actor, names) in enumerate(zip(self.actors, self.units)):
+                if not all(n in obs_by_agent for n in names):
+                    continue
+                obs_O = np.concatenate([np.asarray(obs_by_agent[n], np.float32) for n in names])
+                x_11I = torch.cat([torch.from_numpy(obs_O).view(1, 1, -1), self._prev[u]], dim=-1)
+                logits_11HA, self._h[u] = actor(x_11I, self._h[u])
+                logits_HA = logits_11HA[0, 0]
+                if deterministic:
+                    a_H = logits_HA.argmax(-1)
+                else:
+                    a_H = torch.multinomial(F.softmax(logits_HA, -1), 1, generator=self._gen).squeeze(-1)
+                self._prev[u] = F.one_hot(a_H, N_LEVELS).float().view(1, 1, -1)
+                levels = a_H.numpy()
+                for i, n in enumerate(names):
+                    out[n] = self.signature.encode_action(levels[i * H:(i + 1) * H])
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# AGENT: env-level data -> learners; replay; checkpoints
+# ------------------------------------------------------------------------------------------------
+class SacGruAgent:
+    """Trainable SAC-GRU over a multi-LB env signature (see module docstring for the two modes).
+
+    Lifecycle: `behaviour_policy(i)` -> collect episode i -> `add_episode` -> `update()` x
+    `config.updates_per_episode` when `ready()` -> `save`.  `load` restores everything needed to resume.
+    """
+
+    algo = ALGO
+
+    def __init__(self, config: SacGruConfig, signature: EnvSignature, seed: int = 0) -> None:
+        self.config, self.signature, self.seed = config, signature, seed
+        torch.manual_seed(seed)
+        N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
+        if config.mode == "independent":
+            self.units = [[a] for a in signature.agents]
+            self.learners = [_SacLearner(O, H, config) for _ in range(N)]
+        elif config.mode == "single":
+            self.units = [list(signature.agents)]
+            self.learners = [_SacLearner(N * O, N * H, config)]
+        else:
+            raise ValueError(f"unknown SAC mode {config.mode!r}")
+        self.buffer = EpisodeReplayBuffer(config.buffer_episodes, np.random.default_rng(seed))
+        self.episodes_seen = 0
+        self.updates_done = 0
+
+    # -- acting ---------------------------------------------------------------------------------
+    def greedy_policy(self) -> SacGruPolicy:
+        """A policy sharing this agent's actor networks (sees later updates)."""
+        return SacGruPolicy(self.signature, [lr.actor for lr in self.learners], self.units)
+
+    def behaviour_policy(self, episode_index: int) -> SacGruPolicy:
+        """A frozen copy of the actors for collecting episode `episode_index` (sampled actions)."""
+        return SacGruPolicy(self.signature, [copy.deepcopy(lr.actor) for lr in self.learners], self.units)
+
+    # -- learning -------------------------------------------------------------------------------
+    def add_episode(self, episode: Episode) -> None:
+        self.buffer.add(episode)
+        self.episodes_seen += 1
+
+    def ready(self) -> bool:
+        return len(self.buffer) > self.config.learning_starts_episodes
+
+    def update(self) -> dict[str, float]:
+        """One gradient step of every learner on one sampled batch; returns mean scalars."""
+        b = self.buffer.sample(self.config.batch_episodes)
+        stats: dict[str, list[float]] = {}
+        for i, learner in enumerate(self.learners):
+            obs_BTO, act_BTH, rew_BT = self._unit_view(b, i)
+            s = learner.update(obs_BTO, act_BTH, rew_BT, torch.from_numpy(b.terminated_BT),
+                               torch.from_numpy(b.mask_BT))
+            for k, v in s.items():
+                stats.setdefault(k, []).append(v)
+        self.updates_done += 1
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    def _unit_view(self, b: EpisodeBatch, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.config.mode == "independent":
+            return (torch.from_numpy(b.obs_BTNO[:, :, i]), torch.from_numpy(b.actions_BTNH[:, :, i]),
+                    torch.from_numpy(b.rewards_BTN[:, :, i]))
+        B, T1, N, O = b.obs_BTNO.shape
+        return (torch.from_numpy(b.obs_BTNO.reshape(B, T1, N * O)),
+                torch.from_numpy(b.actions_BTNH.reshape(B, T1 - 1, -1)),
+                torch.from_numpy(b.rewards_BTN.mean(axis=2)))
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write config, signature, all networks, optimizers and counters (resumable)."""
+        state = {
+            "learners": [lr.state_dict() for lr in self.learners],
+            "optims": [lr.optim_state() for lr in self.learners],
+            "episodes_seen": self.episodes_seen,
+            "updates_done": self.updates_done,
+            "seed": self.seed,
+            "buffer_rng": json.dumps(self.buffer.rng.bit_generator.state),
+        }
+        save_checkpoint(path, algo=ALGO, config=asdict(self.config), signature=self.signature, state=state)
+
+    @classmethod
+    def load(cls, path: str | Path, expected: EnvSignature | None = None) -> "SacGruAgent":
+        """Restore an agent; raises `SignatureMismatchError` if `expected` differs from the checkpoint."""
+        ck = load_checkpoint(path, expected, algo=ALGO)
+        st = ck["state"]
+        agent = cls(SacGruConfig(**ck["config"]), ck["signature"], seed=st["seed"])
+        for lr, sd, osd in zip(agent.learners, st["learners"], st["optims"]):
+            lr.load_state_dict(sd)
+            lr.load_optim_state(osd)
+        agent.episodes_seen, agent.updates_done = st["episodes_seen"], st["updates_done"]
+        agent.buffer.rng.bit_generator.state = json.loads(st["buffer_rng"])
+        return agent
+
+    @staticmethod
+    def load_policy(path: str | Path, expected: EnvSignature | None = None) -> SacGruPolicy:
+        """Deployment: the greedy policy of a checkpoint (no optimizers kept alive)."""
+        return SacGruAgent.load(path, expected).greedy_policy()

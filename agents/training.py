@@ -1,0 +1,256 @@
+"""Env-agnostic training pieces: collect an episode, the training loop, parallel rollouts, checkpoints.
+
+Works with any learner that has the SAC-GRU / QMIX agent interface (`behaviour_policy(i)`,
+`add_episode`, `ready`, `update`, `save`, `load`, `episodes_seen`) and any env that is a PettingZoo
+ParallelEnv (a Gymnasium env is wrapped by `GymAsParallel`).
+
+Determinism: episode `i` is collected with seed `episode_seed(seed, i)` (env reset and exploration
+noise) by a frozen snapshot of the policy taken before its round.  Rounds contain
+`episodes_per_round` episodes whatever the number of workers, episodes are added to replay in index
+order, and updates run only in the main process, so the same seed gives the same parameters with 0, 1 or
+k workers.  Workers run torch with one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from agents.common.logs import CsvLogger
+from agents.common.replay import Episode, EpisodeReplayBuffer
+from agents.common.seeding import episode_seed, seed_everything
+from agents.common.spaces import EnvSignature
+
+__all__ = ["GymAsParallel", "collect_episode", "make_agent", "train", "TrainResult", "load_agent"]
+
+log = logging.getLogger(__name__)
+
+
+class GymAsParallel:
+    """Present a single-LB Gymnasium env as a one-agent parallel env (agent ``"lb0"``; state = obs)."""
+
+    agent = "lb0"
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.possible_agents = [self.agent]
+        self.agents: list[str] = []
+        self._obs: np.ndarray | None = None
+
+    def observation_space(self, agent: str) -> Any:
+        return self.env.observation_space
+
+    def action_space(self, agent: str) -> Any:
+        return self.env.action_space
+
+    def state(self) -> np.ndarray:
+        assert self._obs is not None
+        return np.asarray(self._obs, np.float32)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self._obs, info = self.env.reset(seed=seed, options=options)
+        self.agents = [self.agent]
+        return {self.agent: self._obs}, {self.agent: info}
+
+    def step(self, actions: dict):
+        self._obs, r, term, trunc, info = self.env.step(actions[self.agent])
+        if term or trunc:
+            self.agents = []
+        a = self.agent
+        return {a: self._obs}, {a: r}, {a: term}, {a: trunc}, {a: info}
+
+
+def _as_parallel(env: Any) -> Any:
+    return env if hasattr(env, "possible_agents") else GymAsParallel(env)
+
+
+def _state(env: Any, obs: dict[str, np.ndarray], sig: EnvSignature) -> np.ndarray:
+    if hasattr(env, "state") and callable(env.state):
+        try:
+            return np.asarray(env.state(), np.float32).reshape(-1)
+        except NotImplementedError:
+            pass
+    return np.concatenate([np.asarray(obs[a], np.float32) for a in sig.agents])
+
+
+def collect_episode(env: Any, policy: Any, seed: int, deterministic: bool = False,
+                    max_steps: int = 1_000_000) -> Episode:
+    """Run one episode of `policy` on `env` reset with `seed`; exploration noise is seeded with `seed`.
+
+    All agents must be alive for the whole episode (LBs do not leave mid-episode); the episode ends when
+    the env removes its agents (termination or truncation).  `terminated` is True only if every agent
+    terminated (a true end, not a time limit).  Raw env actions are decoded back to levels for replay.
+    """
+    env = _as_parallel(env)
+    sig: EnvSignature = policy.signature
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed=seed)
+    obs_rows = [np.stack([np.asarray(obs[a], np.float32) for a in sig.agents])]
+    state_rows = [_state(env, obs, sig)]
+    act_rows, rew_rows = [], []
+    terminated = False
+    costs: list[float] = []
+    for _ in range(max_steps):
+        actions = policy.act(obs, deterministic=deterministic)
+        obs, rewards, terms, truncs, infos = env.step(actions)
+        act_rows.append(np.stack([sig.decode_action(actions[a]) for a in sig.agents]))
+        rew_rows.append(np.asarray([rewards[a] for a in sig.agents], np.float32))
+        obs_rows.append(np.stack([np.asarray(obs[a], np.float32) for a in sig.agents]))
+        state_rows.append(_state(env, obs, sig))
+        info0 = infos.get(sig.agents[0], {}) if infos else {}
+        if isinstance(info0, dict) and "cost" in info0:
+            costs.append(float(info0["cost"]))
+        if any(terms.values()) or any(truncs.values()) or not env.agents:
+            terminated = all(terms.get(a, False) for a in sig.agents)
+            break
+    info: dict[str, Any] = {}
+    if costs:
+        info["mean_cost"] = float(np.mean(costs))
+    return Episode(np.stack(obs_rows), np.stack(state_rows), np.stack(act_rows).astype(np.int64),
+                   np.stack(rew_rows), terminated, seed, info)
+
+
+# ------------------------------------------------------------------------------------------------
+# agent registry (by config type)
+# ------------------------------------------------------------------------------------------------
+def make_agent(config: Any, signature: EnvSignature, seed: int) -> Any:
+    """Build the agent matching the config dataclass (SacGruConfig or QmixConfig)."""
+    from agents.qmix import QmixAgent, QmixConfig
+    from agents.sac_gru import SacGruAgent, SacGruConfig
+
+    if isinstance(config, SacGruConfig):
+        return SacGruAgent(config, signature, seed)
+    if isinstance(config, QmixConfig):
+        return QmixAgent(config, signature, seed)
+    raise TypeError(f"no agent for config type {type(config).__name__}")
+
+
+def load_agent(path: str | Path, expected: EnvSignature | None = None) -> Any:
+    """Load a trainable agent of whatever algorithm the checkpoint holds."""
+    from agents.common.checkpoint import load_checkpoint
+    from agents.qmix import QmixAgent
+    from agents.sac_gru import SacGruAgent
+
+    algo = load_checkpoint(path)["algo"]
+    cls = {SacGruAgent.algo: SacGruAgent, QmixAgent.algo: QmixAgent}.get(algo)
+    if cls is None:
+        raise ValueError(f"unknown algorithm {algo!r} in {path}")
+    return cls.load(path, expected)
+
+
+# ------------------------------------------------------------------------------------------------
+# parallel rollouts (spawned worker processes, one env each)
+# ------------------------------------------------------------------------------------------------
+_WORKER_ENV: Any = None
+
+
+def _worker_init(env_fn: Callable[[], Any]) -> None:
+    global _WORKER_ENV
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_ENV = env_fn()
+
+
+def _worker_collect(args: tuple[Any, int]) -> Episode:
+    policy, seed = args
+    return collect_episode(_WORKER_ENV, policy, seed)
+
+
+@dataclass
+class TrainResult:
+    agent: Any
+    returns: list[float] = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: int = 0,
+          run_dir: str | Path | None = None, workers: int = 0, episodes_per_round: int = 1,
+          checkpoint_every: int = 10, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train an agent for `n_episodes` collected episodes in total (counting resumed ones).
+
+    env_fn: picklable zero-argument factory of the env (called once here, once per worker).
+    run_dir: if given: ``scalars.csv`` (charts/..., losses/...), ``config.json``, ``last.pt`` (agent) and
+        ``replay.npz`` every `checkpoint_every` episodes and at the end.
+    workers: 0 collects in this process; k > 0 uses a spawn pool of k processes.
+    episodes_per_round: episodes collected with one policy snapshot before updating (>= workers for
+        full parallelism); each episode adds `updates_per_episode` updates once the agent is ready.
+    resume: continue from ``run_dir/last.pt`` and ``run_dir/replay.npz`` if they exist.
+    """
+    seed_everything(seed)
+    env = _as_parallel(env_fn())
+    signature = EnvSignature.from_env(env)
+    run_path = Path(run_dir) if run_dir is not None else None
+    agent = None
+    if resume and run_path is not None and (run_path / "last.pt").exists():
+        agent = load_agent(run_path / "last.pt", signature)
+        agent.buffer = EpisodeReplayBuffer.load(run_path / "replay.npz")
+        log.info("resumed %s at episode %d", run_path, agent.episodes_seen)
+    if agent is None:
+        agent = make_agent(agent_cfg, signature, seed)
+    logger = CsvLogger(run_path) if run_path is not None else None
+    if logger is not None:
+        logger.hyperparameters({"algo": agent.algo, "seed": seed, "n_episodes": n_episodes,
+                                "workers": workers, "episodes_per_round": episodes_per_round,
+                                **asdict(agent.config), "signature": signature.to_dict()})
+
+    def checkpoint() -> None:
+        if run_path is not None:
+            agent.save(run_path / "last.pt")
+            agent.buffer.save(run_path / "replay.npz")
+
+    pool = None
+    if workers > 0:
+        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(env_fn,))
+    result = TrainResult(agent, run_dir=run_path)
+    from rich.progress import Progress
+
+    try:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task(f"train {agent.algo}", total=n_episodes, completed=agent.episodes_seen)
+            while agent.episodes_seen < n_episodes:
+                first = agent.episodes_seen
+                idx = list(range(first, min(first + episodes_per_round, n_episodes)))
+                jobs = [(agent.behaviour_policy(i), episode_seed(seed, i)) for i in idx]
+                t0 = time.perf_counter()
+                if pool is None:
+                    episodes = [collect_episode(env, p, s) for p, s in jobs]
+                else:
+                    episodes = pool.map(_worker_collect, jobs)
+                t_collect = time.perf_counter() - t0
+                losses: dict[str, list[float]] = {}
+                for i, ep in zip(idx, episodes):
+                    agent.add_episode(ep)
+                    result.returns.append(ep.total_reward())
+                    if logger is not None:
+                        scal = {"charts/episode_return": ep.total_reward(), "charts/episode_length": ep.length}
+                        scal.update({f"charts/{k}": v for k, v in ep.info.items()})
+                        eps = getattr(agent, "epsilon", None)
+                        if callable(eps):
+                            scal["charts/epsilon"] = eps(i)
+                        logger.log(i, scal)
+                    if agent.ready():
+                        for _ in range(agent.config.updates_per_episode):
+                            for k, v in agent.update().items():
+                                losses.setdefault(k, []).append(v)
+                if logger is not None:
+                    scal = {k: float(np.mean(v)) for k, v in losses.items()}
+                    scal["charts/collect_s"] = t_collect
+                    logger.log(idx[-1], scal)
+                if run_path is not None and (agent.episodes_seen % checkpoint_every < len(idx)
+                                             or agent.episodes_seen >= n_episodes):
+                    checkpoint()
+                bar.update(task, completed=agent.episodes_seen)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        if logger is not None:
+            logger.close()
+    return result
