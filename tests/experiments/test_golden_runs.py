@@ -121,6 +121,9 @@ def test_same_seed_same_bytes_other_seed_differs(tiny_run: tuple[Path, dict[str,
     out, s = tiny_run
     again = run(tmp_path / "again", *TINY, fresh_process=True)
     assert without_wall(again) == without_wall(s)
+    for table in ("requests", "steps"):  # readable diff first, then the bytes
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again" / f"{table}.parquet"),
+                                      pd.read_parquet(out / f"{table}.parquet"))
     assert (tmp_path / "again" / "requests.parquet").read_bytes() == (out / "requests.parquet").read_bytes()
     assert (tmp_path / "again" / "steps.parquet").read_bytes() == (out / "steps.parquet").read_bytes()
     other = run(tmp_path / "other", *TINY, "--set", "seed=8")
