@@ -93,6 +93,8 @@ LB_RL_SHM_PIN (lb_rl_shm_in_frame_t, n, 32);
 LB_RL_SHM_PIN (lb_rl_shm_in_frame_t, weights, 64);
 
 #define LB_RL_SHM_GOLDEN 0x9E3779B97F4A7C15ULL
+/* Writers refuse to continue a sequence at or beyond 2^63 (only a corrupt region has one). */
+#define LB_RL_SHM_SEQ_LIMIT (1ULL << 63)
 
 struct lb_rl_shm
 {
@@ -421,6 +423,13 @@ lb_rl_shm_attach (void *base, uint64_t size, int role, lb_rl_shm_t **out)
 	  v = lb_rl_shm_load_acq (&lb_rl_shm_out_slot (s, i)->seq);
 	  m = v > m ? v : m;
 	}
+      if (m >= LB_RL_SHM_SEQ_LIMIT)
+	{
+	  free (s);
+	  return lb_rl_shm_fail (LB_RL_SHM_E_HEADER,
+				 "msg_out sequence %llu is beyond 2^63: corrupt region",
+				 (unsigned long long) m);
+	}
       s->out_next = m + 1;
       s->in_seen = h->status.in_seq_seen;
       s->fallback_timeout_s = h->status.fallback_timeout_s;
@@ -439,6 +448,13 @@ lb_rl_shm_attach (void *base, uint64_t size, int role, lb_rl_shm_t **out)
 	}
       v = lb_rl_shm_load_acq (&h->status.in_seq_seen);
       m = v > m ? v : m;
+      if (m >= LB_RL_SHM_SEQ_LIMIT)
+	{
+	  free (s);
+	  return lb_rl_shm_fail (LB_RL_SHM_E_HEADER,
+				 "msg_in sequence %llu is beyond 2^63: corrupt region",
+				 (unsigned long long) m);
+	}
       s->in_next = m + 1;
       h->agent_pid = (int64_t) getpid ();
       h->agent_start_wall_s = lb_rl_shm_wall_now ();

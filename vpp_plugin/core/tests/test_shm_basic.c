@@ -679,6 +679,15 @@ test_seq_restart (void)
   /* a restarted data plane does not re-apply the frame it already examined */
   CHECK_EQ (lb_rl_shm_poll_in (dp, ctx, 7, 0), LB_RL_SHM_POLL_NONE);
   lb_rl_shm_close (dp);
+  /* a corrupt sequence near 2^64 would wrap to 0: writers refuse, readers still attach */
+  h->out_seq_latest = 1ULL << 63;
+  h->in_seq_latest = ~0ULL;
+  CHECK_EQ (lb_rl_shm_attach (mem, size, LB_RL_SHM_ROLE_DATAPLANE, &dp), LB_RL_SHM_E_HEADER);
+  CHECK (strstr (lb_rl_shm_last_error (), "msg_out sequence") != NULL);
+  CHECK_EQ (lb_rl_shm_attach (mem, size, LB_RL_SHM_ROLE_AGENT, &ag), LB_RL_SHM_E_HEADER);
+  CHECK (strstr (lb_rl_shm_last_error (), "msg_in sequence") != NULL);
+  CHECK_EQ (lb_rl_shm_attach (mem, size, LB_RL_SHM_ROLE_READER, &dp), LB_RL_SHM_OK);
+  lb_rl_shm_close (dp);
   lb_rl_destroy (ctx);
   free (mem);
 }

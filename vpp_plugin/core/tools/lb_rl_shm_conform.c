@@ -7,7 +7,8 @@
  *
  *   create PATH S K OUT_RING IN_RING   create+format PATH (fails if it exists)
  *   check PATH                         attach as a reader: {"rc", "error"}
- *   write-out PATH N                   data plane: N msg_out frames, full speed
+ *   write-out PATH N [MIN_S]           data plane: N msg_out frames at full speed (and
+ *                                      on past N until MIN_S seconds have passed)
  *   write-in PATH N                    agent: N msg_in frames, full speed
  *   read-out PATH LAST_SEQ TIMEOUT_S   read msg_out until seq >= LAST_SEQ
  *   read-in PATH LAST_SEQ TIMEOUT_S    read msg_in until seq >= LAST_SEQ
@@ -83,7 +84,7 @@ cmd_check (const char *path)
 }
 
 static int
-cmd_write_out (const char *path, uint64_t n)
+cmd_write_out (const char *path, uint64_t n, double min_s)
 {
   lb_rl_shm_t *shm;
   lb_rl_shm_out_frame_t *f;
@@ -92,7 +93,7 @@ cmd_write_out (const char *path, uint64_t n)
   if (!open_or_die (path, LB_RL_SHM_ROLE_DATAPLANE, &shm))
     return 1;
   t0 = mono_now ();
-  for (i = 0; i < n; i++)
+  for (i = 0; i < n || (min_s > 0 && ((i & 1023) || mono_now () - t0 < min_s)); i++)
     {
       f = lb_rl_shm_out_begin (shm, &seq);
       if (!first)
@@ -103,8 +104,8 @@ cmd_write_out (const char *path, uint64_t n)
   dt = mono_now () - t0;
   printf ("{\"frames\": %llu, \"first_seq\": %llu, \"last_seq\": %llu, \"seconds\": %.6f, "
 	  "\"frames_per_s\": %.1f}\n",
-	  (unsigned long long) n, (unsigned long long) first, (unsigned long long) seq, dt,
-	  dt > 0 ? (double) n / dt : 0.0);
+	  (unsigned long long) i, (unsigned long long) first, (unsigned long long) seq, dt,
+	  dt > 0 ? (double) i / dt : 0.0);
   lb_rl_shm_close (shm);
   return 0;
 }
@@ -292,7 +293,7 @@ selftest_dir (const char *path, int is_out, uint64_t n)
   if (pid < 0)
     return 1;
   if (pid == 0)
-    _exit (is_out >= 1 ? cmd_write_out (path, n) : cmd_write_in (path, n));
+    _exit (is_out >= 1 ? cmd_write_out (path, n, 0) : cmd_write_in (path, n));
   rc = is_out == 2 ? cmd_read_unsafe (path, target, 60.0) : cmd_read (path, is_out, target, 60.0);
   fflush (stdout);
   if (waitpid (pid, &status, 0) != pid || !WIFEXITED (status) || WEXITSTATUS (status) != 0)
@@ -320,7 +321,7 @@ static int
 usage (const char *prog)
 {
   fprintf (stderr,
-	   "usage: %s create PATH S K OUT_RING IN_RING | check PATH | write-out PATH N |\n"
+	   "usage: %s create PATH S K OUT_RING IN_RING | check PATH | write-out PATH N [MIN_S] |\n"
 	   "       write-in PATH N | read-out PATH LAST_SEQ TIMEOUT_S |\n"
 	   "       read-in PATH LAST_SEQ TIMEOUT_S | read-out-unsafe PATH LAST_SEQ TIMEOUT_S |\n"
 	   "       selftest PATH N\n",
@@ -340,8 +341,8 @@ main (int argc, char **argv)
     return cmd_create (path, argv + 3);
   if (!strcmp (cmd, "check") && argc == 3)
     return cmd_check (path);
-  if (!strcmp (cmd, "write-out") && argc == 4)
-    return cmd_write_out (path, strtoull (argv[3], NULL, 10));
+  if (!strcmp (cmd, "write-out") && (argc == 4 || argc == 5))
+    return cmd_write_out (path, strtoull (argv[3], NULL, 10), argc == 5 ? atof (argv[4]) : 0);
   if (!strcmp (cmd, "write-in") && argc == 4)
     return cmd_write_in (path, strtoull (argv[3], NULL, 10));
   if (!strcmp (cmd, "read-out") && argc == 5)
