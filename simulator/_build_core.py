@@ -74,4 +74,7 @@ if __name__ == "__main__":
     built = Path(make_ffibuilder(absolute=True).compile(tmpdir=str(tmp), verbose=False))
     for old in (ROOT / "simulator").glob("_lbcore*.so"):
         old.unlink()
-    built.replace(ROOT / "simulator" / built.name)
+    # cffi compiles against the limited API (Py_LIMITED_API) like the setuptools build, so use
+    # the same .abi3.so name: a later `pip install -e .` then replaces this file, never hides
+    # behind it (a .cpython-3xx-*.so would be imported first).
+    built.replace(ROOT / "simulator" / "_lbcore.abi3.so")

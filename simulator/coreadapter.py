@@ -36,6 +36,16 @@ def pack_key(key: FlowKey) -> bytes:
     return _KEY.pack(_FFFF, src.to_bytes(4, "big"), _FFFF, dst.to_bytes(4, "big"), sp, dp, 6)
 
 
+class _KeyCache(dict):
+    """FlowKey -> packed lb_rl_5tuple_t bytes, filled on first use."""
+
+    def __missing__(self, key: FlowKey) -> bytes:
+        if len(self) >= _CACHE_MAX:
+            self.clear()
+        b = self[key] = pack_key(key)
+        return b
+
+
 class CoreDataPlane:
     """One LB's C core. Server indices 0..n-1; times in seconds; lengths in bytes."""
 
@@ -61,19 +71,11 @@ class CoreDataPlane:
         self._ctx = ffi.gc(ctx, lib.lb_rl_destroy)
         self.n = n_servers
         self.K = lb.reservoir_size
-        self._keys: dict[FlowKey, bytes] = {}
+        self._keys = _KeyCache()
         self._cnt = ffi.new("lb_rl_server_counters_t *")
         self._res = ffi.new("lb_rl_sample_t[]", self.K)
         self._res_np = np.frombuffer(ffi.buffer(self._res), dtype=np.float64).reshape(self.K, 2)
         self._w = ffi.new("double[]", n_servers)
-
-    def _key(self, key: FlowKey) -> bytes:
-        b = self._keys.get(key)
-        if b is None:
-            if len(self._keys) >= _CACHE_MAX:
-                self._keys.clear()
-            b = self._keys[key] = pack_key(key)
-        return b
 
     # -- servers and weights -----------------------------------------------------------------
     def server_add(self, idx: int, weight: float) -> None:
@@ -117,14 +119,13 @@ class CoreDataPlane:
 
     # -- fast path ---------------------------------------------------------------------------
     def process(self, now_s: float, key: FlowKey, flags: int, length: int, forced: int = -1) -> int:
-        kp = ffi.from_buffer("lb_rl_5tuple_t *", self._key(key))
+        kp = ffi.from_buffer("lb_rl_5tuple_t *", self._keys[key])
         return int(lib.lb_rl_process_ex(self._ctx, now_s, kp, flags, length, forced))
 
     def process_batch(self, now_s: Sequence[float], keys: Sequence[FlowKey], flags: Sequence[int],
                       lengths: Sequence[int]) -> list[int]:
         n = len(now_s)
-        kf = self._key
-        kb = b"".join([kf(k) for k in keys])
+        kb = b"".join(map(self._keys.__getitem__, keys))
         t = array("d", now_s)
         fl = bytes(flags)
         ln = array("I", lengths)

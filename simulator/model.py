@@ -3,7 +3,8 @@
 Life of a request (a TCP-like flow, MSS 1460; every packet is modelled, see below):
 
 1. the client sends a SYN at ``t_arrive``; the edge router picks the LB by a salted hash of
-   the 5-tuple (ECMP); the SYN crosses the client->LB links;
+   the 5-tuple (ECMP; CPython's tuple-of-ints hash, not randomised, so reproducible); the SYN
+   crosses the client->LB links;
 2. **event** SYN at the LB: the LB hands the core every buffered packet stamped earlier (one
    ``process_batch``), then the SYN itself; the core (or the controller, for oracle policies)
    picks the server; the SYN crosses the LB->server links;
@@ -43,7 +44,6 @@ from simulator.config import ExperimentConfig
 from simulator.network import Path, build_links, path_between
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import RES_FCT, RES_FLOW_DURATION, Controller, DataPlane, TrafficSource
-from simulator.pycore import key_hash
 from simulator.server import PsServer
 
 __all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES"]
@@ -100,32 +100,58 @@ def _dispatch(ev: _Call) -> None:
 
 class LbNode:
     """An LB: its data-plane core and the time-ordered buffer of client->server packets of
-    flows whose server is already known."""
+    flows whose server is already known. The buffer is a heap of trains (a request's
+    back-to-back packets, e.g. its ACK train): (t_next, seq, req, t_lb list, flags list,
+    sizes list, Packet list or None, index of the next unflushed packet)."""
 
     def __init__(self, idx: int, dp: DataPlane) -> None:
         self.idx = idx
         self.dp = dp
-        self.buf: list[tuple[float, int, Request, int, int, Packet | None]] = []
+        self.buf: list[tuple] = []
         self.misrouted = 0
         self.flushed = 0
 
     def flush(self, now_s: float) -> None:
-        """Hand the core every buffered packet stamped <= now_s, in time order, in one batch."""
+        """Hand the core every buffered packet stamped <= now_s, in time order (ties: train
+        order), in one process_batch call."""
         buf = self.buf
         if not buf or buf[0][0] > now_s:
             return
-        pop = heapq.heappop
-        items = []
+        pop, push = heapq.heappop, heapq.heappush
+        parts = []
         while buf and buf[0][0] <= now_s:
-            items.append(pop(buf))
-        out = self.dp.process_batch([e[0] for e in items], [e[2].key for e in items],
-                                    [e[3] for e in items], [e[4] for e in items])
-        self.flushed += len(items)
-        for e, s in zip(items, out):
-            if s != e[2].server:
+            e = pop(buf)
+            ts = e[3]
+            i = j = e[7]
+            n = len(ts)
+            while j < n and ts[j] <= now_s:
+                j += 1
+            parts.append((e, i, j))
+            if j < n:
+                push(buf, (ts[j], e[1], e[2], ts, e[4], e[5], e[6], j))
+        if len(parts) == 1:
+            e, i, j = parts[0]
+            req = e[2]
+            times, flags, sizes = e[3][i:j], e[4][i:j], e[5][i:j]
+            keys = [req.key] * (j - i)
+            reqs = [req] * (j - i)
+            pk = e[6][i:j] if e[6] is not None else None
+        else:
+            order = sorted((e[3][k], e[1], k, e) for e, i, j in parts for k in range(i, j))
+            times = [o[0] for o in order]
+            flags = [o[3][4][o[2]] for o in order]
+            sizes = [o[3][5][o[2]] for o in order]
+            reqs = [o[3][2] for o in order]
+            keys = [r.key for r in reqs]
+            pk = [o[3][6][o[2]] for o in order] if order[0][3][6] is not None else None
+        out = self.dp.process_batch(times, keys, flags, sizes)
+        self.flushed += len(out)
+        for r, s in zip(reqs, out):
+            if s != r.server:
                 self.misrouted += 1
-            if e[5] is not None:
-                e[5].server = s
+        if pk is not None:
+            for p, s in zip(pk, out):
+                p.server = s
 
 
 class Simulation:
@@ -180,6 +206,17 @@ class Simulation:
         self._ports = [int(p) for p in rng.integers(0, EPHEMERAL_N, self.n_clients)]
         self._ips = [client_ip(c) for c in range(self.n_clients)]
         self._cli_draws: list[int] = []
+        self._expire_every = max(1, round(1.0 / cfg.lb.step_s))  # sweep idle flows about once a second
+        # per-run packet templates: request segments, response segments, client ACK indices
+        self._req_payloads = [0] + _segments(self.req_bytes)
+        self._req_flags = [ACK] * (len(self._req_payloads) - 1) + [PSH | ACK]
+        self._resp_payloads = _segments(self.resp_bytes)
+        self._resp_sizes = [HEADER_BYTES + x for x in self._resp_payloads]
+        self._resp_flags = [ACK] * (len(self._resp_payloads) - 1) + [PSH | ACK]
+        n_resp = len(self._resp_payloads)
+        # delayed ACK: every 2nd segment, and the last one
+        self._ack_idx = [i for i in range(n_resp) if i % 2 == 1 or i == n_resp - 1]
+        self._ack_flags = {k: [ACK] * (k - 1) + [RST | ACK] for k in range(1, n_resp + 2)}
         self.steps: dict[str, list[np.ndarray]] = {}
         self.events = 0
 
@@ -203,20 +240,26 @@ class Simulation:
         self.packets.append(p)
         return p
 
-    def _to_server(self, req: Request, t_send: float, flags: int, payload: int) -> float:
-        """A client->server packet of a flow whose server is known: client->LB links, LB buffer,
-        LB->server links. Returns the arrival time at the server."""
-        size = HEADER_BYTES + payload
-        t_lb = self.p_cl[req.client][req.lb].send(t_send, size, RTO_S)
-        t_srv = self.p_ls[req.lb][req.server].send(t_lb, size, RTO_S)
-        p = None
+    def _to_server(self, req: Request, times: list[float], flags: list[int],
+                   payloads: list[int]) -> list[float]:
+        """A train of client->server packets of a flow whose server is known: client->LB
+        links, the LB's buffer (to be flushed to the core in time order), LB->server links.
+        Returns the arrival times at the server."""
+        sizes = [HEADER_BYTES + x for x in payloads]
+        t_lb = self.p_cl[req.client][req.lb].send_train(times, sizes, RTO_S)
+        t_srv = self.p_ls[req.lb][req.server].send_train(t_lb, sizes, RTO_S)
+        if any(a > b for a, b in zip(t_lb, t_lb[1:])):  # a retransmission reordered the train
+            order = sorted(range(len(t_lb)), key=t_lb.__getitem__)
+            times, flags, payloads, sizes, t_lb, t_srv = ([x[i] for i in order] for x in
+                                                           (times, flags, payloads, sizes, t_lb, t_srv))
+        pk = None
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
-            p = self._log(req, ip, VIP, port, VIP_PORT, flags, payload, t_send, t_lb, t_srv)
-        lb = self.lbs[req.lb]
+            pk = [self._log(req, ip, VIP, port, VIP_PORT, f, x, ts, tl, tv)
+                  for f, x, ts, tl, tv in zip(flags, payloads, times, t_lb, t_srv)]
         self._eid += 1
-        heapq.heappush(lb.buf, (t_lb, self._eid, req, flags, size, p))
-        self.n_packets += 1
+        heapq.heappush(self.lbs[req.lb].buf, (t_lb[0], self._eid, req, t_lb, flags, sizes, pk, 0))
+        self.n_packets += len(times)
         return t_srv
 
     def _to_client(self, req: Request, t_send: float, flags: int, payload: int, size: int = 0) -> float:
@@ -247,7 +290,7 @@ class Simulation:
         port = EPHEMERAL_LO + self._ports[c]
         self._ports[c] = (self._ports[c] + 1) % EPHEMERAL_N
         key = (self._ips[c], VIP, port, VIP_PORT)
-        lb = key_hash((key[0], key[1] ^ self.salt, port, VIP_PORT)) % self.n_lbs
+        lb = hash((key[0], port, self.salt)) % self.n_lbs if self.n_lbs > 1 else 0
         req = Request(len(self.requests), c, key, lb, t0, work)
         self.requests.append(req)
         t_lb = self.p_cl[c][lb].send(t0, SYN_BYTES, RTO_SYN_S)
@@ -285,13 +328,8 @@ class Simulation:
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
         t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
-        t_req = self._to_server(req, t_sa, ACK, 0)
-        left = self.req_bytes
-        while left > 0:
-            seg = MSS if left > MSS else left
-            left -= seg
-            t_req = self._to_server(req, t_sa, (PSH | ACK) if left == 0 else ACK, seg)
-        self.schedule(t_req, self._on_req_srv, req)
+        t_req = self._to_server(req, [t_sa] * len(self._req_flags), self._req_flags, self._req_payloads)
+        self.schedule(t_req[-1] if len(t_req) < 3 else max(t_req), self._on_req_srv, req)
 
     def _on_req_srv(self, req: Request) -> None:
         if req.status == PENDING:
@@ -299,26 +337,27 @@ class Simulation:
 
     def _on_done(self, req: Request, now: float) -> None:
         """The server finished req's CPU work at ``now``: response, client ACKs, close."""
-        left = self.resp_bytes
-        t_last = now
-        i = 0
-        while left > 0:
-            seg = MSS if left > MSS else left
-            left -= seg
-            t_arr = self._to_client(req, now, (PSH | ACK) if left == 0 else ACK, seg)
-            if t_arr > t_last:
-                t_last = t_arr
-            i += 1
-            if i % 2 == 0 or left == 0:  # delayed ACK: every 2nd segment, and the last
-                self._to_server(req, t_arr, ACK, 0)
+        n = len(self._resp_sizes)
+        arr = self.p_sc[req.server][req.client].send_train([now] * n, self._resp_sizes, RTO_S)
+        self.n_packets += n
+        if self.log_packets:
+            ip, port = req.key[0], req.key[2]
+            for f, x, t in zip(self._resp_flags, self._resp_payloads, arr):
+                self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, t)
+        t_last = max(arr)
+        acks = [arr[i] for i in self._ack_idx]
+        if any(a > b for a, b in zip(acks, acks[1:])):
+            acks.sort()
         req.t_done = t_last
         req.status = COMPLETED
         if self.close_fin:
-            t_srv = self._to_server(req, t_last, FIN | ACK, 0)
+            self._to_server(req, acks, [ACK] * len(acks), [0] * len(acks))
+            t_srv = self._to_server(req, [t_last], [FIN | ACK], [0])[0]
             t_cli = self._to_client(req, t_srv, FIN | ACK, 0)
-            self._to_server(req, t_cli, ACK, 0)
+            self._to_server(req, [t_cli], [ACK], [0])
         else:
-            self._to_server(req, t_last, RST | ACK, 0)
+            acks.append(t_last)
+            self._to_server(req, acks, self._ack_flags[len(acks)], [0] * len(acks))
 
     def _on_drop(self, req: Request, now: float) -> None:
         """The server failed with req admitted: it is reset."""
@@ -347,7 +386,7 @@ class Simulation:
             for key, val in feats.items():
                 self.steps.setdefault(key, []).append(val)
             expire = getattr(dp, "expire", None)
-            if expire is not None:
+            if expire is not None and k % self._expire_every == 0:
                 expire(now)
             publish_frame(lb.idx, now, feats)
         if now + self.cfg.lb.step_s <= self.end_s + 1e-12:
@@ -442,6 +481,11 @@ def summarise(reservoirs: list[np.ndarray], now_s: float) -> np.ndarray:
     dp90 = vs[rows, idx]
     out[has] = np.stack([mean, p90, np.sqrt(var), dmean, dp90], axis=1)[has]
     return out
+
+
+def _segments(nbytes: int) -> list[int]:
+    """Payload sizes of nbytes cut into MSS segments."""
+    return [MSS] * (nbytes // MSS) + ([nbytes % MSS] if nbytes % MSS else [])
 
 
 def publish_frame(lb: int, t_s: float, features: dict[str, np.ndarray]) -> None:

@@ -85,6 +85,49 @@ class Path:
             t_s += rto_s
 
 
+    def send_train(self, times: list[float], sizes: list[int], rto_s: float) -> list[float]:
+        """Deliver packets sent at ``times`` (non-decreasing) with ``sizes``; returns their
+        arrival times. Same FIFO arithmetic as :meth:`send`, one pass per link (the hot path:
+        response trains, ACK trains); a dropped copy is resent ``rto_s`` after its send time."""
+        ts = times
+        dropped = False
+        for lk in self.links:
+            bps = lk.bps
+            dly = lk.delay_s
+            q = lk.q
+            last = lk.last
+            qcap = lk.qcap
+            out = []
+            for t, size in zip(ts, sizes):
+                if t < 0.0:
+                    out.append(-1.0)
+                    continue
+                if t >= last:
+                    q.clear()
+                    start = t
+                else:
+                    while q[0] <= t:
+                        q.popleft()
+                    if len(q) >= qcap:
+                        lk.drops += 1
+                        dropped = True
+                        out.append(-1.0)
+                        continue
+                    start = last
+                last = start + size * 8.0 / bps
+                q.append(last)
+                out.append(last + dly)
+            lk.packets += len(out)
+            lk.last = last
+            ts = out
+        if dropped:
+            for i, t in enumerate(ts):
+                if t < 0.0:
+                    self.drops += 1
+                    ts[i] = self.send(times[i] + rto_s, sizes[i], rto_s)
+        return ts
+
+
 def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
     """One Link per direction of every edge, from the edge attributes of topologies/schema.py."""
     links: dict[tuple[str, str], Link] = {}

@@ -26,6 +26,7 @@ def run_reference(cores: Sequence[float], rate_per_s: float, mean_job_s: float, 
     n_on = [0] * len(cores)
     w = [float(c) for c in cores]
     jcts: list[float] = []
+    arrived = [0]
 
     def request(work: float):
         t0 = env.now
@@ -47,12 +48,13 @@ def run_reference(cores: Sequence[float], rate_per_s: float, mean_job_s: float, 
         while True:
             yield env.timeout(gaps[i])
             env.process(request(works[i]))
+            arrived[0] += 1
             i += 1
 
     env.process(clients())
     t = time.perf_counter()
     env.run(until=duration_s)
     wall = time.perf_counter() - t
-    n = int(duration_s * rate_per_s)
+    n = arrived[0]
     return {"requests": float(n), "completed": float(len(jcts)), "jct_mean_s": float(np.mean(jcts)),
             "wall_s": wall, "requests_per_s": n / wall}

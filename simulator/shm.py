@@ -78,6 +78,7 @@ N_RES = 2  # LB_RL_N_RES
 RES_FLOW_DURATION = 0
 RES_FCT = 1
 GOLDEN = 0x9E3779B97F4A7C15
+SEQ_LIMIT = 1 << 63  # writers refuse to continue a sequence at or beyond this
 _MASK64 = (1 << 64) - 1
 
 # error codes (LB_RL_SHM_E_*), used as ShmError.code
@@ -427,7 +428,13 @@ class ShmRegion:
         self.checksum_failures = 0  # copies with a stable seq but a bad checksum (retried)
         self._in_next = 0
         if role == "agent":
-            self._in_next = self._max_in_seq() + 1
+            m = self._max_in_seq()
+            if m >= SEQ_LIMIT:
+                self.close()
+                raise ShmError(
+                    f"{name}: msg_in sequence {m} is beyond 2^63: corrupt region", E_HEADER
+                )
+            self._in_next = m + 1
             self._header["agent_pid"] = os.getpid()
             self._header["agent_start_wall_s"] = time.time()
 

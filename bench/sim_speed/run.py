@@ -1,0 +1,88 @@
+"""Simulator speed benchmark (not a test): `moderate` at ~700 flows/s for 60 s simulated.
+
+Prints simulated seconds per wall second, events/s, packets/s and requests/s of the packet-level
+model, and the requests/s of the minimal plain-SimPy flow-level reference model
+(simulator/reference.py) measured in the same run, with the ratio; writes JSON
+(bench/out/sim_speed.json by default). Jobs are exp with mean 0.025 s so that 700 flows/s is
+~0.875 of the 20 cores of `moderate`.
+
+    python bench/sim_speed/run.py [--duration 60] [--rate 700] [--profile] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import platform
+import pstats
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from simulator.config import ExperimentConfig  # noqa: E402
+from simulator.reference import run_reference  # noqa: E402
+from simulator.run import run_experiment  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--rate", type=float, default=700.0)
+    ap.add_argument("--mean-job", type=float, default=0.025)
+    ap.add_argument("--policy", default="sed")
+    ap.add_argument("--repeat", type=int, default=2, help="take the fastest of N runs of each model")
+    ap.add_argument("--profile", action="store_true", help="print a cProfile of one model run")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "sim_speed.json"))
+    a = ap.parse_args()
+    cfg = ExperimentConfig.model_validate({
+        "name": "sim_speed", "seed": 1, "duration_s": a.duration, "topology": {"preset": "moderate"},
+        "traffic": {"rate": a.rate, "job": {"dist": "exp", "mean_s": a.mean_job}},
+        "policy": {"name": a.policy}})
+    best = None
+    for _ in range(a.repeat):
+        t = time.perf_counter()
+        r = run_experiment(cfg, progress=False)
+        wall = time.perf_counter() - t
+        if best is None or wall < best[0]:
+            best = (wall, r.summary)
+    wall, s = best
+    ref = min((run_reference([2, 2, 2, 2, 4, 4, 4], a.rate, a.mean_job, a.duration, seed=1)
+               for _ in range(a.repeat)), key=lambda x: x["wall_s"])
+    out = {
+        "config": {"preset": "moderate", "rate": a.rate, "mean_job_s": a.mean_job,
+                   "duration_s": a.duration, "policy": a.policy},
+        "core": s["core"],
+        "wall_s": wall,
+        "sim_s_per_wall_s": a.duration / wall,
+        "events_per_s": s["events"] / wall,
+        "packets_per_s": s["packets"] / wall,
+        "requests_per_s": s["arrived"] / wall,
+        "requests": s["arrived"], "events": s["events"], "packets": s["packets"],
+        "events_per_request": s["events"] / s["arrived"],
+        "packets_per_request": s["packets"] / s["arrived"],
+        "reference_requests_per_s": ref["requests_per_s"],
+        "reference_wall_s": ref["wall_s"],
+        "ratio_vs_reference": (s["arrived"] / wall) / ref["requests_per_s"],
+        "targets": {"sim_s_per_wall_s": 60.0, "ratio_vs_reference": 1.0},
+        "python": platform.python_version(), "machine": platform.machine(),
+    }
+    for k, v in out.items():
+        if isinstance(v, float):
+            print(f"{k:28s} {v:,.2f}")
+        elif not isinstance(v, dict):
+            print(f"{k:28s} {v}")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {a.out}")
+    if a.profile:
+        prof = cProfile.Profile()
+        prof.runcall(run_experiment, cfg, progress=False)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+
+
+if __name__ == "__main__":
+    main()
