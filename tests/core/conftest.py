@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +13,17 @@ CORE_DIR = ROOT / "vpp_plugin" / "core"
 
 
 def _stale_reason() -> str | None:
-    """Name the first core source newer than the built extension, if any."""
-    built = sorted((ROOT / "simulator").glob("_lbcore*.so"))
-    if not built:
-        return None  # installed elsewhere (non-editable); nothing to compare
-    so_mtime = max(p.stat().st_mtime for p in built)
+    """Name the first core source newer than the extension module Python would import."""
+    spec = importlib.util.find_spec("simulator._lbcore")
+    if spec is None or spec.origin is None:
+        return "simulator._lbcore is not built: run `pip install -e .`"
+    built = Path(spec.origin)
+    if CORE_DIR.parent.parent not in built.parents:
+        return None  # a non-editable install elsewhere: nothing to compare with
+    so_mtime = built.stat().st_mtime
     for src in sorted(CORE_DIR.glob("*.[ch]")):
         if src.stat().st_mtime > so_mtime:
-            return f"{src.name} is newer than the built simulator/_lbcore: run `pip install -e .`"
+            return f"{src.name} is newer than {built.name}: run `pip install -e .`"
     return None
 
 
