@@ -13,16 +13,33 @@ CORE = ROOT / "vpp_plugin" / "core"
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
 
 
-def build_tool(name: str, out_dir: Path, cc: str = "gcc", extra: list[str] | None = None) -> Path:
-    """Compile vpp_plugin/core/*.c + tools/<name>.c into out_dir/<name>; skip if impossible."""
-    if shutil.which(cc) is None:
-        pytest.skip(f"{cc} not installed: cannot build the C side of the shm tests")
-    core_sources = sorted(CORE.glob("*.c"))
+def _core_lib(out_dir: Path, cc: str) -> Path:
+    """Compile vpp_plugin/core/*.c once into out_dir/liblb_rl_core.a."""
+    lib = out_dir / "liblb_rl_core.a"
+    if lib.exists():
+        return lib
+    objs = []
+    for src in sorted(CORE.glob("*.c")):
+        obj = out_dir / (src.stem + ".o")
+        cmd = [cc, *CFLAGS, "-I", str(CORE), "-c", str(src), "-o", str(obj)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"building {src.name} failed:\n{' '.join(cmd)}\n{res.stderr}")
+        objs.append(str(obj))
+    subprocess.run(["ar", "rcs", str(lib), *objs], check=True)
+    return lib
+
+
+def build_tool(name: str, out_dir: Path, cc: str = "gcc") -> Path:
+    """Build vpp_plugin/core/tools/<name>.c against the core into out_dir; skip if impossible."""
+    if shutil.which(cc) is None or shutil.which("ar") is None:
+        pytest.skip(f"{cc}/ar not installed: cannot build the C side of the shm tests")
     if not (CORE / "lb_rl_core.c").exists():
         pytest.skip("vpp_plugin/core/lb_rl_core.c is absent: the C core is not built yet")
+    lib = _core_lib(out_dir, cc)
     out = out_dir / name
-    cmd = [cc, *CFLAGS, *(extra or []), "-I", str(CORE), "-I", str(CORE / "tools"),
-           *map(str, core_sources), str(CORE / "tools" / f"{name}.c"), "-lm", "-o", str(out)]
+    cmd = [cc, *CFLAGS, "-I", str(CORE), "-I", str(CORE / "tools"),
+           str(CORE / "tools" / f"{name}.c"), str(lib), "-lm", "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"building {name} failed:\n{' '.join(cmd)}\n{res.stderr}")

@@ -126,6 +126,12 @@ def test_agent_seq_continues_across_restarts() -> None:
     r = ShmRegion.from_buffer(buf)
     assert r.write_weights([1.0], 0.0) == 42
     r.close()
+    # a corrupt sequence near 2^64 would wrap: the agent refuses, a reader attaches
+    buf[120:128] = (2**64 - 1).to_bytes(8, "little")
+    with pytest.raises(ShmError, match="beyond 2\\^63") as e:
+        ShmRegion.from_buffer(buf)
+    assert e.value.code == shm.E_HEADER
+    ShmRegion.from_buffer(buf, role="reader").close()
 
 
 # ---- files ----
