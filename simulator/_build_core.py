@@ -60,6 +60,7 @@ def make_ffibuilder(absolute: bool = False) -> FFI:
         "".join(f'#include "{h}"\n' for h in present),
         sources=sources,
         include_dirs=[rel(CORE_DIR)],
+        depends=sorted(rel(p) for p in CORE_DIR.glob("*.h")),  # rebuild when a header changes
         extra_compile_args=["-O2", "-std=c99", "-Wall"],
         libraries=["m"],
     )

@@ -191,6 +191,9 @@ def test_untracked_miss_is_hash_forwarded() -> None:
     assert s == core.ecmp_bucket(core.key_hash(k) & 1023)
     assert core.counters()["untracked_miss"] == 1
     assert core.flow(k)[0] == FlowState.NONE
+    # a plain tuple (src_ip_u32, dst_ip_u32, sport, dport, proto) names the same flow
+    assert core.process(1.1, (0x0A0000AA, 0x0A010001, 7777, 80, 6), ACK, 100) == s
+    assert core.key_hash((0x0A0000AA, 0x0A010001, 7777, 80, 6)) == core.key_hash(k)
 
 
 def test_weights_verdicts_and_last_good() -> None:
@@ -246,7 +249,7 @@ def test_config_errors_and_policy_names() -> None:
 
 def test_wcmp_matches_weights(rng: np.random.Generator) -> None:
     """Chi-square goodness of fit of 100k WCMP decisions to the weights (reject if p < 1e-4)."""
-    from scipy import stats
+    stats = pytest.importorskip("scipy.stats", reason="scipy (dev extra) not installed")
 
     w = np.array([0.5, 1.0, 2.0, 4.0, 1.5])
     core = DataPlaneCore(5, table_size=1 << 19, policy="wcmp", seed=11)
