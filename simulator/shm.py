@@ -410,6 +410,9 @@ class ShmRegion:
         if u8.ctypes.data % 8:
             del u8
             raise ShmError(f"{name}: region is not 8-byte aligned", E_ARG)
+        if role == "agent" and not u8.flags.writeable:
+            del u8
+            raise ShmError(f"{name}: buffer is read-only; attach with role='reader'", E_ARG)
         self._u8 = u8
         hdr = self._u8[:HEADER_SIZE].view(HEADER_DTYPE)[0]
         self.max_servers = int(hdr["max_servers"])

@@ -250,3 +250,44 @@ def test_python_writer_c_reader_small(c_tools: dict[str, Path], tmp_path: Path) 
     res = conform(tool, "read-in", p, 6, 5.0)
     assert not res["clean"] and res["torn"] == 1, res
     r.close()
+
+
+def test_python_agent_c_dataplane(c_tools: dict[str, Path], tmp_path: Path) -> None:
+    """A Python agent's weights go through the real C poll path; Python sees the verdicts."""
+    tool = c_tools["lb_rl_shm_conform"]
+    p = tmp_path / "region"
+    agent = ShmRegion.create(p, 4, 3)  # servers 0..2 will be present, 3 absent
+
+    def dataplane(t1: float, t2: float) -> dict:
+        return conform(tool, "dataplane", p, 3, t1, t2)
+
+    # accepted: weights in force and in the published frame; status says so
+    seq = agent.write_weights([0.5, 2.0, 1.0], now_s=1.0)
+    d = dataplane(10.0, 10.1)
+    assert (d["poll1"], d["poll2"]) == (1, 0)  # APPLIED, then NONE
+    assert d["weights"] == [0.5, 2.0, 1.0, 0.0]
+    st = agent.status()
+    assert st.in_seq_applied == seq and st.weights_accepted == 1 and st.last_verdict == shm.W_OK
+    assert st.last_accept_time_s == 10.0
+    f = agent.latest_out()
+    assert f is not None and f.seq == d["out_seq"] and f.in_seq_applied == seq
+    assert f.servers["weight"].tolist() == [0.5, 2.0, 1.0, 0.0] and f.active == 0b111
+    # each invalid vector is rejected with its verdict; the data plane keeps its (static) weights
+    cases = [([float("nan"), 1, 1], shm.W_NONFINITE), ([1, -1, 1], shm.W_NEGATIVE),
+             ([0, 0, 0], shm.W_ALL_ZERO), ([1, 1, 1, 1], shm.W_ABSENT_SERVER),
+             ([1, 1, 1, 0, 1], shm.W_BAD_COUNT), ([], shm.W_BAD_COUNT)]
+    for i, (w, verdict) in enumerate(cases):
+        agent.write_weights(w, now_s=2.0 + i)
+        d = dataplane(20.0, 20.1)
+        assert d["poll1"] == 2, (w, d)  # REJECTED
+        assert d["weights"] == [1.0, 2.0, 3.0, 0.0]  # this fresh context's static weights
+        st = agent.status()
+        assert st.last_verdict == verdict, (w, st)
+        assert st.weights_rejected == i + 1 and st.in_seq_applied == seq
+    # silent agent: the default 1 s timeout from the first poll puts static weights in force
+    d = dataplane(30.0, 31.0)
+    assert (d["poll1"], d["poll2"]) == (0, 3)  # NONE, FALLBACK
+    st = agent.status()
+    assert st.fallback_active and st.fallback_count == 1
+    assert agent.latest_out().fallback_active
+    agent.close()

@@ -16,6 +16,10 @@
  *                                      negative control: copy the latest msg_out slot
  *                                      WITHOUT the seqlock and count the copies that
  *                                      the checksum / pattern expose as torn
+ *   dataplane PATH N_PRESENT T1 T2     a real core context with servers 0..N_PRESENT-1
+ *                                      (static weight 1 + i): poll msg_in at host time
+ *                                      T1 and T2, publish one frame at T2, print the
+ *                                      poll results and the weights in force
  *   selftest PATH N                    fork: C writer vs C reader, both directions,
  *                                      then the unsafe reader (reported, not judged)
  */
@@ -318,13 +322,49 @@ cmd_selftest (const char *path, uint64_t n)
 }
 
 static int
+cmd_dataplane (const char *path, uint32_t n_present, double t1, double t2)
+{
+  lb_rl_shm_t *shm;
+  lb_rl_config_t cfg;
+  lb_rl_ctx_t *ctx;
+  double w[LB_RL_MAX_SERVERS];
+  uint64_t seq = 0;
+  uint32_t i, S;
+  int p1, p2, rc;
+  if (!open_or_die (path, LB_RL_SHM_ROLE_DATAPLANE, &shm))
+    return 1;
+  S = lb_rl_shm_header (shm)->max_servers;
+  lb_rl_config_default (&cfg);
+  cfg.max_servers = S;
+  cfg.table_size = 1024;
+  cfg.reservoir_size = lb_rl_shm_header (shm)->reservoir_slots;
+  ctx = lb_rl_create (&cfg);
+  if (!ctx)
+    return 1;
+  for (i = 0; i < n_present && i < S; i++)
+    lb_rl_server_add (ctx, i, 1.0 + i);
+  p1 = lb_rl_shm_poll_in (shm, ctx, t1, t1);
+  p2 = lb_rl_shm_poll_in (shm, ctx, t2, t2);
+  rc = lb_rl_shm_publish (shm, ctx, t2, t2, &seq);
+  lb_rl_get_weights (ctx, w);
+  printf ("{\"poll1\": %d, \"poll2\": %d, \"publish\": %d, \"out_seq\": %llu, \"weights\": [",
+	  p1, p2, rc, (unsigned long long) seq);
+  for (i = 0; i < S; i++)
+    printf ("%s%.17g", i ? ", " : "", w[i]);
+  printf ("]}\n");
+  lb_rl_destroy (ctx);
+  lb_rl_shm_close (shm);
+  return rc ? 1 : 0;
+}
+
+static int
 usage (const char *prog)
 {
   fprintf (stderr,
 	   "usage: %s create PATH S K OUT_RING IN_RING | check PATH | write-out PATH N [MIN_S] |\n"
 	   "       write-in PATH N | read-out PATH LAST_SEQ TIMEOUT_S |\n"
 	   "       read-in PATH LAST_SEQ TIMEOUT_S | read-out-unsafe PATH LAST_SEQ TIMEOUT_S |\n"
-	   "       selftest PATH N\n",
+	   "       dataplane PATH N_PRESENT T1 T2 | selftest PATH N\n",
 	   prog);
   return 2;
 }
@@ -351,6 +391,9 @@ main (int argc, char **argv)
     return cmd_read (path, 0, strtoull (argv[3], NULL, 10), atof (argv[4]));
   if (!strcmp (cmd, "read-out-unsafe") && argc == 5)
     return cmd_read_unsafe (path, strtoull (argv[3], NULL, 10), atof (argv[4]));
+  if (!strcmp (cmd, "dataplane") && argc == 6)
+    return cmd_dataplane (path, (uint32_t) strtoul (argv[3], NULL, 10), atof (argv[4]),
+			  atof (argv[5]));
   if (!strcmp (cmd, "selftest") && argc == 4)
     return cmd_selftest (path, strtoull (argv[3], NULL, 10));
   return usage (argv[0]);
