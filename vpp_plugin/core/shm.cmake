@@ -14,9 +14,9 @@ foreach(_tool lb_rl_shm_layout lb_rl_shm_conform)
   target_link_libraries(${_tool} PRIVATE lb_rl_core)
 endforeach()
 
-# C writer process -> C reader process, both directions, 10^6 frames each.
+# C writer process -> C reader process, both directions, 3*10^6 frames each (~1-2 s each).
 add_test(NAME shm_conform_c_c
-         COMMAND lb_rl_shm_conform selftest ${CMAKE_CURRENT_BINARY_DIR}/shm_conform_region 1000000)
+         COMMAND lb_rl_shm_conform selftest ${CMAKE_CURRENT_BINARY_DIR}/shm_conform_region 3000000)
 set_tests_properties(shm_conform_c_c PROPERTIES TIMEOUT 120)
 add_test(NAME shm_layout_json COMMAND lb_rl_shm_layout 7 9 3 5)
 
