@@ -6,7 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
+import pytest
+
+stats = pytest.importorskip("scipy.stats", reason="scipy (dev extra) is needed for the confidence intervals")
 
 from simulator.config import ExperimentConfig
 
