@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -96,3 +97,49 @@ class ToyLBParallelEnv(ParallelEnv):
 def make_toy(n_lbs: int = 1, action: str = "discrete", horizon: int = 40) -> ToyLBParallelEnv:
     """Picklable factory (for spawn workers)."""
     return ToyLBParallelEnv(n_lbs=n_lbs, action=action, horizon=horizon)
+
+
+
+class ToyLBGymEnv(gym.Env):
+    """Single-LB Gymnasium view of the toy (same dynamics, the one LB's reward)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, action: str = "discrete", horizon: int = 40) -> None:
+        self._p = ToyLBParallelEnv(n_lbs=1, action=action, horizon=horizon)
+        self.observation_space = self._p.observation_space("lb0")
+        self.action_space = self._p.action_space("lb0")
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        obs, infos = self._p.reset(seed=seed, options=options)
+        return obs["lb0"], infos["lb0"]
+
+    def step(self, action):
+        o, r, te, tr, i = self._p.step({"lb0": action})
+        return o["lb0"], r["lb0"], te["lb0"], tr["lb0"], i["lb0"]
+
+
+def evaluate(policy, n_episodes: int = 20, seed0: int = 10_000, **env_kw) -> tuple[float, np.ndarray]:
+    """Mean per-step cost of `policy` (greedy) on held-out seeds and the mean weight level per server."""
+    from agents.training import collect_episode
+
+    costs, levels = [], []
+    for s in range(n_episodes):
+        ep = collect_episode(ToyLBParallelEnv(**env_kw), policy, seed0 + s, deterministic=True)
+        costs.append(ep.info["mean_cost"])
+        levels.append(ep.actions_TNH.reshape(-1, ep.actions_TNH.shape[-1]).mean(axis=0))
+    return float(np.mean(costs)), np.mean(levels, axis=0)
+
+
+class ConstantLevels:
+    """Fixed weight levels for every LB (level 0 everywhere = equal weights = ECMP-like)."""
+
+    def __init__(self, signature, levels) -> None:
+        self.signature, self.levels = signature, np.asarray(levels)
+
+    def reset(self, seed=None) -> None:
+        pass
+
+    def act(self, obs_by_agent, deterministic=True):
+        return {a: self.signature.encode_action(self.levels) for a in obs_by_agent}
