@@ -5,7 +5,6 @@
  * macros.
  */
 #include <vnet/vnet.h>
-#include <vpp/api/types.h>
 #include <vnet/format_fns.h>
 #include <vnet/ip/ip_types_api.h>
 #include <vlibapi/api.h>
