@@ -11,7 +11,8 @@ Region = header (256 B) | msg_out ring | msg_in ring; little-endian; times are f
 Commit protocol (seqlock, one writer per direction, the writer never blocks):
   writer: frame.seq = 0; write payload and checksum; frame.seq = seq; header.<ring>_seq_latest = seq.
   reader: latest = header.<ring>_seq_latest; s1 = frame.seq; copy; s2 = frame.seq; retry unless
-          s1 == s2 >= latest, then verify the checksum (retry on mismatch, bounded).
+          s1 == s2 == latest, then verify the checksum (retry on mismatch, bounded). Taking only
+          the frame ``latest`` names keeps the seqs a reader returns non-decreasing.
 
 Memory-ordering assumption: a read or write of one aligned u64 through a numpy view is a single
 8-byte load/store (true for numpy's item access on x86-64 and aarch64), and on x86-64 (TSO) loads
@@ -596,7 +597,7 @@ class ShmRegion:
                 return None
             w0 = (ring_off + (latest % n_ring) * stride) // 8
             s1 = int(u64[w0])
-            if s1 == 0 or s1 < latest or s1 % n_ring != latest % n_ring:
+            if s1 != latest:  # being rewritten (0), lapped or corrupt: only what latest names
                 self.retries += 1
                 continue
             words = u64[w0 : w0 + stride // 8].copy()

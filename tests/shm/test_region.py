@@ -85,8 +85,8 @@ def test_write_weights_layout_and_checksum() -> None:
 
 
 def test_corrupt_frame_is_never_returned() -> None:
-    buf = bytearray(shm.region_size(2, 2))
-    r = ShmRegion.format_buffer(buf, 2, 2)
+    buf = bytearray(shm.region_size(2, 2, 2, 2))
+    r = ShmRegion.format_buffer(buf, 2, 2, 2, 2)
     seq = r.write_weights([1.0, 1.0], 0.0)
     off = r.in_ring_offset + (seq % r.in_ring_len) * shm.IN_FRAME_SIZE
     buf[off + 64] ^= 1  # flip a bit of weights[0]
@@ -94,6 +94,16 @@ def test_corrupt_frame_is_never_returned() -> None:
         r.latest_in()
     assert e.value.code == shm.E_CHECKSUM
     buf[off + 64] ^= 1
+    # only the frame in_seq_latest names: a newer seq in that slot (lapped) is not taken
+    assert r.write_weights([2.0], 0.0) == seq + 1
+    assert r.write_weights([3.0], 0.0) == seq + 2  # same slot as seq (ring of 2)
+    buf[120:128] = seq.to_bytes(8, "little")
+    with pytest.raises(ShmError, match="kept changing"):
+        r.latest_in()
+    buf[120:128] = (seq + 1).to_bytes(8, "little")
+    assert r.latest_in().weights.tolist() == [2.0]
+    buf[120:128] = (seq + 2).to_bytes(8, "little")
+    off = r.in_ring_offset + ((seq + 2) % r.in_ring_len) * shm.IN_FRAME_SIZE
     buf[off : off + 8] = (0).to_bytes(8, "little")  # caught mid-write forever
     with pytest.raises(ShmError, match="kept changing") as e:
         r.latest_in()

@@ -768,7 +768,7 @@ static int
 lb_rl_shm_read_frame (lb_rl_shm_t *shm, const uint64_t *latest_p, int is_out, void *dst,
 		      uint64_t size)
 {
-  uint64_t latest, s1, s2, ring = is_out ? shm->out_len : shm->in_len;
+  uint64_t latest, s1, s2;
   uint64_t cs_fail_seq = 0;
   const uint64_t *seqp;
   const void *src;
@@ -782,8 +782,10 @@ lb_rl_shm_read_frame (lb_rl_shm_t *shm, const uint64_t *latest_p, int is_out, vo
 		   : (const void *) lb_rl_shm_in_slot (shm, latest);
       seqp = (const uint64_t *) src;
       s1 = lb_rl_shm_load_acq (seqp);
-      /* 0: being rewritten; < latest: stale; other slot: not ours (corrupt) */
-      if (s1 == 0 || s1 < latest || s1 % ring != latest % ring)
+      /* exactly the frame latest names: 0 = being rewritten, anything else =
+       * lapped (a newer frame whose latest update we have not seen yet: taking
+       * it would let a later read return an older seq) or corrupt */
+      if (s1 != latest)
 	{
 	  shm->stats.retries++;
 	  continue;

@@ -383,7 +383,16 @@ test_publish_read (void)
     slot[200] ^= 0x10;
     CHECK_EQ (lb_rl_shm_read_out (rd, f, lb_rl_shm_header (rd)->out_frame_stride), 0);
   }
-  /* a frame caught mid-write (seq 0) is never returned */
+  /* only the frame latest names is returned: slot 9 % 4 holds seq 9, a latest of 5
+   * names the same slot, and taking 9 there could let a later read go back to 6 */
+  lb_rl_shm_header (dp)->out_seq_latest = 5;
+  CHECK_EQ (lb_rl_shm_read_out (rd, f, lb_rl_shm_header (rd)->out_frame_stride),
+	    LB_RL_SHM_E_BUSY);
+  lb_rl_shm_header (dp)->out_seq_latest = 8;
+  CHECK_EQ (lb_rl_shm_read_out (rd, f, lb_rl_shm_header (rd)->out_frame_stride), 0);
+  CHECK_EQ (f->seq, 8);
+  lb_rl_shm_header (dp)->out_seq_latest = 9;
+    /* a frame caught mid-write (seq 0) is never returned */
   {
     lb_rl_shm_out_frame_t *slot
       = (lb_rl_shm_out_frame_t *) ((uint8_t *) mem + 256
