@@ -5,8 +5,9 @@
  * accessed with the gcc/clang __atomic builtins, which are available in C99
  * mode (the C11 <stdatomic.h> is not). Writer: seq = 0 (relaxed), release
  * fence, payload stores, checksum, seq = final (release), latest = final
- * (release). Reader: s1 = seq (acquire), copy, acquire fence, s2 = seq
- * (relaxed), retry unless s1 == s2 != 0, then verify the checksum. The copy
+ * (release). Reader: latest (acquire), s1 = seq of latest's slot (acquire),
+ * copy, acquire fence, s2 = seq (relaxed), retry unless s1 == s2 == latest,
+ * then verify the checksum. The copy
  * races with a lapping writer by design (as in every seqlock); the seq recheck
  * and the checksum reject such copies.
  *
