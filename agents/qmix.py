@@ -177,31 +177,38 @@ class QmixPolicy:
         self.signature, self.net, self.epsilon = signature, net, epsilon
         self._rng = np.random.default_rng(0)
         N = signature.n_agents
-        self._ids_N1N = torch.eye(N).view(N, 1, N)
+        self._ids_NN = np.eye(N, dtype=np.float32)
+        self._eye_A = np.eye(N_LEVELS, dtype=np.float32)
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         N, H = self.signature.n_agents, self.signature.n_servers
-        self._h_1NHd = torch.zeros(1, N, self.net.hidden)
-        self._prev_NX = torch.zeros(N, H * N_LEVELS)
+        with torch.inference_mode():
+            self._h_NHd = torch.zeros(N, self.net.hidden)
+        self._prev_NX = np.zeros((N, H * N_LEVELS), np.float32)
 
     def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
         sig = self.signature
         idx = [i for i, a in enumerate(sig.agents) if a in obs_by_agent]
         if not idx:
             return {}
-        obs_KO = torch.from_numpy(np.stack([np.asarray(obs_by_agent[sig.agents[i]], np.float32) for i in idx]))
+        everyone = len(idx) == sig.n_agents  # fast path: no gather/scatter of recurrent state
+        obs_KO = np.stack([np.asarray(obs_by_agent[sig.agents[i]], np.float32) for i in idx])
+        x_KI = np.concatenate([obs_KO, self._prev_NX[idx], self._ids_NN[idx]], axis=1)
         with torch.inference_mode():
-            x_K1I = torch.cat([obs_KO.unsqueeze(1), self._prev_NX[idx].unsqueeze(1), self._ids_N1N[idx]], dim=-1)
-            q_K1HA, h_1KHd = self.net(x_K1I, self._h_1NHd[:, idx])
-            self._h_1NHd[:, idx] = h_1KHd
-            a_KH = q_K1HA[:, 0].argmax(-1).numpy()
+            h_KHd = self._h_NHd if everyone else self._h_NHd[idx]
+            q_KHA, h_KHd = self.net.step(torch.from_numpy(x_KI), h_KHd)
+            if everyone:
+                self._h_NHd = h_KHd
+            else:
+                self._h_NHd[idx] = h_KHd
+            a_KH = q_KHA.argmax(-1).numpy()
         if not deterministic and self.epsilon > 0:
             explore_KH = self._rng.random(a_KH.shape) < self.epsilon
             a_KH = np.where(explore_KH, self._rng.integers(0, N_LEVELS, a_KH.shape), a_KH)
-        self._prev_NX[idx] = F.one_hot(torch.from_numpy(a_KH), N_LEVELS).float().view(len(idx), -1)
+        self._prev_NX[idx] = self._eye_A[a_KH].reshape(len(idx), -1)
         return {sig.agents[i]: sig.encode_action(a_KH[k]) for k, i in enumerate(idx)}
 
 

@@ -216,13 +216,15 @@ class SacGruPolicy:
         self.actors = actors
         self.units = units
         self._gen = torch.Generator().manual_seed(0)
+        self._eye_A = np.eye(N_LEVELS, dtype=np.float32)
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
             self._gen.manual_seed(seed)
-        self._h = [None] * len(self.actors)
-        self._prev = [torch.zeros(1, 1, a.n_heads * N_LEVELS) for a in self.actors]
+        with torch.inference_mode():
+            self._h = [torch.zeros(1, a.hidden) for a in self.actors]
+        self._prev = [np.zeros(a.n_heads * N_LEVELS, np.float32) for a in self.actors]
 
     def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -232,15 +234,15 @@ class SacGruPolicy:
                 if not all(n in obs_by_agent for n in names):
                     continue
                 obs_O = np.concatenate([np.asarray(obs_by_agent[n], np.float32) for n in names])
-                x_11I = torch.cat([torch.from_numpy(obs_O).view(1, 1, -1), self._prev[u]], dim=-1)
-                logits_11HA, self._h[u] = actor(x_11I, self._h[u])
-                logits_HA = logits_11HA[0, 0]
+                x_1I = torch.from_numpy(np.concatenate([obs_O, self._prev[u]])).view(1, -1)
+                logits_1HA, self._h[u] = actor.step(x_1I, self._h[u])
+                logits_HA = logits_1HA[0]
                 if deterministic:
                     a_H = logits_HA.argmax(-1)
                 else:
                     a_H = torch.multinomial(F.softmax(logits_HA, -1), 1, generator=self._gen).squeeze(-1)
-                self._prev[u] = F.one_hot(a_H, N_LEVELS).float().view(1, 1, -1)
                 levels = a_H.numpy()
+                self._prev[u] = self._eye_A[levels].reshape(-1)
                 for i, n in enumerate(names):
                     out[n] = self.signature.encode_action(levels[i * H:(i + 1) * H])
         return out
