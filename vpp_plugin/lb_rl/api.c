@@ -1,8 +1,8 @@
 /*
  * api.c - binary API of the lb_rl plugin. Handlers decode the message
  * (network byte order in, f64 native), call the action function of lb_rl.c
- * and reply; replies are built in host order and converted by the *_END
- * macros.
+ * and reply; reply fields are converted to network order here (f64 stays
+ * native, as vpp_papi expects).
  */
 #include <vnet/vnet.h>
 #include <vnet/format_fns.h>
@@ -57,7 +57,7 @@ vl_api_lb_rl_conf_get_t_handler (vl_api_lb_rl_conf_get_t *mp)
   vl_api_lb_rl_conf_get_reply_t *rmp;
   int rv = 0;
 
-  REPLY_MACRO2_END (VL_API_LB_RL_CONF_GET_REPLY, ({
+  REPLY_MACRO2 (VL_API_LB_RL_CONF_GET_REPLY, ({
 		      rmp->policy = (vl_api_lb_rl_policy_t) lbm->policy;
 		      rmp->flow_timeout_s = lbm->flow_timeout_s;
 		      rmp->step_s = lbm->step_s;
@@ -137,12 +137,12 @@ lb_rl_send_vip_details (vl_api_registration_t *reg, u32 context,
   lb_rl_counters_t c;
 
   lb_rl_vip_counters (vip, &c);
-  REPLY_MACRO_DETAILS4_END (VL_API_LB_RL_VIP_DETAILS, reg, context, ({
-			      rmp->vip_index = vip - lbm->vips;
+  REPLY_MACRO_DETAILS4 (VL_API_LB_RL_VIP_DETAILS, reg, context, ({
+			      rmp->vip_index = htonl (vip - lbm->vips);
 			      ip_prefix_encode (&vip->prefix, &rmp->pfx);
 			      rmp->encap = (vl_api_lb_rl_encap_t) vip->encap;
-			      rmp->n_as = vip->n_as;
-			      rmp->tracked_flows = c.tracked_flows;
+			      rmp->n_as = htonl (vip->n_as);
+			      rmp->tracked_flows = htonl (c.tracked_flows);
 			      if (vip->shm)
 				strncpy ((char *) rmp->shm_path,
 					 (char *) vip->shm_path,
@@ -173,18 +173,18 @@ lb_rl_send_as_details (vl_api_registration_t *reg, u32 context,
   lb_rl_server_counters_t c;
 
   lb_rl_vip_server_counters (vip, as->server_index, &c);
-  REPLY_MACRO_DETAILS4_END (VL_API_LB_RL_AS_DETAILS, reg, context, ({
-			      rmp->vip_index = vip - lbm->vips;
-			      rmp->server_index = as->server_index;
+  REPLY_MACRO_DETAILS4 (VL_API_LB_RL_AS_DETAILS, reg, context, ({
+			      rmp->vip_index = htonl (vip - lbm->vips);
+			      rmp->server_index = htonl (as->server_index);
 			      ip_address_encode (&as->address, IP46_TYPE_ANY,
 						 &rmp->as_address);
 			      rmp->static_weight = as->static_weight;
 			      rmp->weight = w[as->server_index];
-			      rmp->n_flow_on = c.n_flow_on;
-			      rmp->n_flow_new = c.n_flow_new;
-			      rmp->n_flow_closed = c.n_flow_closed;
-			      rmp->packets = c.packets;
-			      rmp->bytes = c.bytes;
+			      rmp->n_flow_on = htonl ((i32) c.n_flow_on);
+			      rmp->n_flow_new = clib_host_to_net_u64 (c.n_flow_new);
+			      rmp->n_flow_closed = clib_host_to_net_u64 (c.n_flow_closed);
+			      rmp->packets = clib_host_to_net_u64 (c.packets);
+			      rmp->bytes = clib_host_to_net_u64 (c.bytes);
 			    }));
 }
 
@@ -234,19 +234,20 @@ vl_api_lb_rl_stats_get_t_handler (vl_api_lb_rl_stats_get_t *mp)
       if (vip->shm)
 	lb_rl_shm_status (vip->shm, &st);
     }
-  REPLY_MACRO2_END (VL_API_LB_RL_STATS_GET_REPLY, ({
-		      rmp->packets = c.packets;
-		      rmp->new_flows = c.new_flows;
-		      rmp->untracked_full = c.untracked_full;
-		      rmp->untracked_miss = c.untracked_miss;
-		      rmp->flows_lost = c.flows_lost;
-		      rmp->timeouts = c.timeouts;
-		      rmp->no_server = c.no_server;
-		      rmp->weight_updates = c.weight_updates;
-		      rmp->weight_rejects = c.weight_rejects;
-		      rmp->tracked_flows = c.tracked_flows;
-		      rmp->shm_frames_out = vip ? vip->shm_frames_out : 0;
-		      rmp->shm_frames_in = st.weights_accepted;
+  REPLY_MACRO2 (VL_API_LB_RL_STATS_GET_REPLY, ({
+		      rmp->packets = clib_host_to_net_u64 (c.packets);
+		      rmp->new_flows = clib_host_to_net_u64 (c.new_flows);
+		      rmp->untracked_full = clib_host_to_net_u64 (c.untracked_full);
+		      rmp->untracked_miss = clib_host_to_net_u64 (c.untracked_miss);
+		      rmp->flows_lost = clib_host_to_net_u64 (c.flows_lost);
+		      rmp->timeouts = clib_host_to_net_u64 (c.timeouts);
+		      rmp->no_server = clib_host_to_net_u64 (c.no_server);
+		      rmp->weight_updates = clib_host_to_net_u64 (c.weight_updates);
+		      rmp->weight_rejects = clib_host_to_net_u64 (c.weight_rejects);
+		      rmp->tracked_flows = htonl (c.tracked_flows);
+		      rmp->shm_frames_out =
+			clib_host_to_net_u64 (vip ? vip->shm_frames_out : 0);
+		      rmp->shm_frames_in = clib_host_to_net_u64 (st.weights_accepted);
 		      rmp->shm_fallback = st.fallback_active != 0;
 		    }));
 }
