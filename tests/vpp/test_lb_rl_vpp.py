@@ -156,8 +156,10 @@ def topo() -> object:
             sh("ip", "link", "del", dev, check=False)
 
 
-@pytest.fixture(scope="module")
-def vppi(plugin: Path, topo: object, tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=[0, 1], ids=["main-only", "1-worker"])
+def vppi(request: pytest.FixtureRequest, plugin: Path, topo: object, tmp_path_factory: pytest.TempPathFactory):
+    """VPP with no worker (main thread forwards) and with one worker (the
+    plugin then aggregates two core contexts and copies weights to both)."""
     run = tmp_path_factory.mktemp("vpp_run")
     cli = run / "startup.cli"
     cli.write_text(textwrap.dedent(f"""\
@@ -172,7 +174,8 @@ def vppi(plugin: Path, topo: object, tmp_path_factory: pytest.TempPathFactory):
     plugin_dir = next(plugin.glob("lib/**/vpp_plugins"))
     paths = hv.VppPaths.from_env(run)
     proc = hv.VppProcess(paths, ROOT / "vpp_plugin" / "startup" / "af_packet.conf", run,
-                         plugin_dir=str(plugin_dir), startup_cli=str(cli), api_prefix=f"lbrl{os.getpid()}")
+                         plugin_dir=str(plugin_dir), startup_cli=str(cli), api_prefix=f"lbrl{os.getpid()}",
+                         workers=str(request.param))
     # the API JSON of the plugin lives in the temp prefix: expose it to papi
     api_dir = prefix / "share" / "vpp" / "api" / "plugins"
     link = api_dir / "lb_rl.api.json"
@@ -198,6 +201,9 @@ def lb(vppi) -> hv.LbRlVpp:
     deadline = time.monotonic() + 15
     while "host-vsw" not in c.t.cli("show interface") and time.monotonic() < deadline:
         time.sleep(0.2)
+    # a previous VPP had other interface MACs: forget them
+    for ns in ["lbrl-c"] + [f"lbrl-s{i}" for i in range(1, len(SERVERS) + 1)]:
+        nsx(ns, "ip", "neigh", "flush", "all")
     # let VPP learn the servers' MACs (it learns the sender of an ARP request
     # for its own address), so no test packet is lost to ARP resolution
     for i, _ in enumerate(SERVERS, 1):
@@ -318,7 +324,10 @@ def server_of_index(lb: hv.LbRlVpp) -> dict[int, str]:
 # --------------------------------------------------------------------------
 
 
-def test_cli_show(lb: hv.LbRlVpp) -> None:
+def test_cli_show(lb: hv.LbRlVpp, vppi) -> None:
+    n_threads = 1 + int(vppi[0].subst["workers"])
+    flows = lb.show("flows")
+    assert [f"thread {t} " in flows for t in range(n_threads + 1)] == [True] * n_threads + [False]
     text = lb.show("vips", verbose=True)
     assert f"{VIP_PFX} encap gre4 servers 3 policy sed" in text
     assert server_of_index(lb) == {0: SERVERS[0], 1: SERVERS[1], 2: SERVERS[2]}
