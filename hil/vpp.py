@@ -331,9 +331,14 @@ class VppTransport(Protocol):
     def close(self) -> None: ...
 
 
-#: First line of an error reply: VLIB's unknown-command text, or lb_rl's
-#: errors, which all start with "lb_rl: " or "lb_rl <command>: ".
-_CLI_ERROR = re.compile(r"^(unknown input|lb_rl( [a-z_]+)*: )")
+#: First line of an error reply: VLIB's unknown-command text, lb_rl's errors
+#: (all start with "lb_rl: " or "lb_rl <command>: "), and the common
+#: "<command>: unknown input|failed ..." form of other VPP commands (a
+#: heuristic: VPP has no error status on its CLI socket).
+_CLI_ERROR = re.compile(
+    r"^(unknown input|lb_rl( [a-z_]+)*: |"
+    r"[a-z][a-z0-9 _-]*: (unknown input|failed|parse error|invalid|missing|no such|unknown))"
+)
 
 
 class CliTransport:

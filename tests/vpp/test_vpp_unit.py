@@ -257,5 +257,8 @@ def test_cli_error_detection() -> None:
     assert vpp._looks_like_cli_error("lb_rl: parse error: 'bar'")
     assert vpp._looks_like_cli_error("lb_rl as: server address family does not match")
     assert not vpp._looks_like_cli_error("conf policy sed timeout 40.000s")
+    # real replies of other VPP commands seen in VPP 26.10
+    assert vpp._looks_like_cli_error("packet-generator new: failed to parse packet data from `'")
+    assert vpp._looks_like_cli_error("packet-generator enable-stream: unknown input `syn'")
     assert not vpp._looks_like_cli_error("vip 0")
     assert not vpp._looks_like_cli_error("")
