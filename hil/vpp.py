@@ -554,14 +554,13 @@ class LbRlVpp:
         """Error counters, e.g. ``node_errors("lb_rl4")``."""
         return parse_node_errors(self.t.cli("show errors"), node)
 
-    def attach_shm(self, path: str | os.PathLike[str]) -> Any:
-        """Attach to a VIP's shm region as the agent (simulator.shm)."""
-        from simulator import shm  # imported lazily: hil depends on simulator
+    def attach_shm(self, path: str | os.PathLike[str], role: str = "agent") -> Any:
+        """Attach to a VIP's shm region (``show lb_rl shm`` / :meth:`vips`
+        give the path) as ``"agent"`` (writes weights) or ``"reader"``;
+        returns a :class:`simulator.shm.ShmRegion`."""
+        from simulator.shm import ShmRegion  # lazily: hil depends on simulator
 
-        opener = getattr(shm, "open_region", None) or getattr(shm, "ShmRegion", None)
-        if opener is None:
-            raise VppError("simulator.shm has no open_region/ShmRegion")
-        return opener(str(path))
+        return ShmRegion.open(path, role=role)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.t.close()

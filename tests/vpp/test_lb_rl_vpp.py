@@ -429,6 +429,11 @@ def test_shm_frames_weights_and_fallback(lb: hv.LbRlVpp, vppi) -> None:
     want = [sum(1 for v in by_flow.values() if v == {idx[i]}) for i in range(3)]
     assert [s["n_flow_on"] for s in fr["servers"]] == want
     assert fr["active"] == 0b111
+    # the Python mirror of the layout (simulator.shm) reads the same frame
+    with lb.attach_shm(path, role="reader") as region:
+        py = region.latest_out()
+    assert py is not None and py.seq >= fr["seq"] and py.present == [0, 1, 2]
+    assert [int(x) for x in py.servers["n_flow_on"][:3]] == want
     f1 = _read_frame(path)["seq"]
     time.sleep(3 * STEP_S)
     assert _read_frame(path)["seq"] > f1      # frames keep coming every step
@@ -460,6 +465,14 @@ def test_shm_frames_weights_and_fallback(lb: hv.LbRlVpp, vppi) -> None:
     assert sorted(by_flow) == list(range(22100, 22110))
     assert all(v == {idx[2]} for v in by_flow.values()), by_flow
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)   # agent seq strictly increases
+
+    # the Python agent (simulator.shm via hil.vpp) is an equally valid writer
+    with lb.attach_shm(path, role="agent") as region:
+        seq_py = region.write_weights([0.0, 1.0, 0.0], now_s=time.monotonic())
+    time.sleep(3 * STEP_S)
+    fr = _read_frame(path)
+    assert fr["in_seq_applied"] == seq_py and seq_py > max(seqs)
+    assert [s["weight"] for s in fr["servers"]] == [0.0, 1.0, 0.0]
 
     # agent silent for longer than the fallback: static weights (1, 1, 1) again
     time.sleep(FALLBACK_S + 4 * STEP_S)
