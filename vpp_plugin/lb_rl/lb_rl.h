@@ -39,17 +39,19 @@
 /** Expired flow entries freed per context per process tick. */
 #define LB_RL_EXPIRE_BUDGET 4096
 
-/** Node error counters (per packet outcomes of the lb_rl nodes). */
+/** Node counters (per packet outcomes of the lb_rl nodes):
+ *  symbol, name (stats segment), description, severity. */
 #define foreach_lb_rl_error                                                   \
-  _ (FORWARDED, "packets load-balanced")                                      \
-  _ (NO_SERVER, "no eligible server (dropped)")                               \
-  _ (NOT_TCP_UDP, "neither TCP nor UDP (hashed on addresses)")                \
-  _ (FRAGMENT, "IP fragment (hashed on addresses)")                           \
-  _ (NO_VIP, "stale VIP index (dropped)")
+  _ (FORWARDED, forwarded, "packets load-balanced", INFO)                     \
+  _ (NO_SERVER, no_server, "no eligible server (dropped)", ERROR)             \
+  _ (NOT_TCP_UDP, not_tcp_udp, "neither TCP nor UDP (hashed on addresses)",  \
+     INFO)                                                                    \
+  _ (FRAGMENT, fragment, "IP fragment (hashed on addresses)", INFO)           \
+  _ (NO_VIP, no_vip, "stale VIP index (dropped)", ERROR)
 
 typedef enum
 {
-#define _(sym, str) LB_RL_ERROR_##sym,
+#define _(sym, name, str, sev) LB_RL_ERROR_##sym,
   foreach_lb_rl_error
 #undef _
     LB_RL_N_ERROR,

@@ -36,8 +36,9 @@ typedef struct
 } lb_rl_trace_t;
 
 #ifndef CLIB_MARCH_VARIANT
-static char *lb_rl_error_strings[] = {
-#define _(sym, string) string,
+static vlib_error_desc_t lb_rl_error_counters[] = {
+#define _(sym, n, str, sev)                                                   \
+  { .name = #n, .desc = str, .severity = VL_COUNTER_SEVERITY_##sev },
   foreach_lb_rl_error
 #undef _
 };
@@ -306,7 +307,7 @@ VLIB_REGISTER_NODE (lb_rl4_node) = {
   .format_trace = format_lb_rl_trace,
   .type = VLIB_NODE_TYPE_INTERNAL,
   .n_errors = LB_RL_N_ERROR,
-  .error_strings = lb_rl_error_strings,
+  .error_counters = lb_rl_error_counters,
   .n_next_nodes = LB_RL_N_NEXT,
   .next_nodes = {
     [LB_RL_NEXT_DROP] = "error-drop",
@@ -321,7 +322,7 @@ VLIB_REGISTER_NODE (lb_rl6_node) = {
   .format_trace = format_lb_rl_trace,
   .type = VLIB_NODE_TYPE_INTERNAL,
   .n_errors = LB_RL_N_ERROR,
-  .error_strings = lb_rl_error_strings,
+  .error_counters = lb_rl_error_counters,
   .n_next_nodes = LB_RL_N_NEXT,
   .next_nodes = {
     [LB_RL_NEXT_DROP] = "error-drop",
