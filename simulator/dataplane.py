@@ -13,6 +13,8 @@ build them with ``make_keys``.
 
 Lifecycle: create, ``add_server`` each backend, optionally ``set_weights``/``set_policy``,
 then feed client->server packets in time order with ``process`` or (fast) ``process_batch``;
+or, as the simulator does, give the core a table of flow keys once (``set_key_table``) and feed
+packets by key index with ``process_idx`` / ``process_batch_idx`` (no key bytes per packet);
 call ``expire`` now and then to sweep idle flows; read ``counters``/``server_counters``/
 ``reservoir``. A core is single-threaded: one instance per simulated LB.
 """
@@ -202,6 +204,10 @@ class DataPlaneCore:
         self.reservoir_size = reservoir_size
         self._key1 = ffi.new("lb_rl_5tuple_t *")
         self._wbuf = ffi.new("double[]", max_servers)
+        self._sc = ffi.new("lb_rl_server_counters_t *")
+        self._ktab_arr: np.ndarray | None = None
+        self._ktab: Any = None
+        self._ktab_n = 0
 
     # --- servers -------------------------------------------------------------------------
 
@@ -326,6 +332,90 @@ class DataPlaneCore:
         )
         return out
 
+    def set_key_table(self, keys: np.ndarray) -> None:
+        """Use ``keys`` (KEY_DTYPE[m], e.g. from ``make_keys``) as the flow-key table of
+        ``process_idx`` / ``process_batch_idx``. The array is referenced, not copied: keep its
+        contents fixed while packets refer to them. Several cores may share one table."""
+        arr = np.asarray(keys)
+        if arr.dtype != KEY_DTYPE or arr.ndim != 1 or not arr.flags.c_contiguous or arr.size == 0:
+            raise ValueError("set_key_table: need a non-empty C-contiguous 1-D KEY_DTYPE array")
+        self._ktab_arr = arr
+        self._ktab = ffi.cast("lb_rl_5tuple_t *", ffi.from_buffer(arr))
+        self._ktab_n = arr.size
+
+    def process_idx(self, now: float, i: int, flags: int, length: int, forced: int = -1) -> int:
+        """``process`` for the key ``table[i]`` of ``set_key_table``; returns the server index
+        or -2 (no server). Raises IndexError when i is outside the table."""
+        if not 0 <= i < self._ktab_n:
+            raise IndexError(f"key index {i} outside the key table of {self._ktab_n}")
+        return lib.lb_rl_process_ex(self.ctx, now, self._ktab + i, flags, length, forced)
+
+    def process_batch_idx(
+        self,
+        now_s: Any,
+        key_idx: Any,
+        flags: Any,
+        lengths: Any,
+        forced: Any = None,
+        out: Any = None,
+    ) -> Any:
+        """Process n packets in order with one C call (``lb_rl_process_batch_idx``); packet j
+        has key ``table[key_idx[j]]``. Identical to n ``process_idx`` calls.
+
+        Buffers are passed to C without copying when they have the C type: ``now_s`` float64
+        (``array('d')`` or numpy), ``key_idx`` uint32 (``array('I')`` or numpy uint32),
+        ``flags`` uint8 (bytes, ``array('B')``, numpy), ``lengths`` uint32, ``forced`` int32
+        or None (-1 = policy). Writes the servers chosen (-2 = no server) into ``out`` (int32,
+        length >= n; allocated as numpy int32 when None) and returns it. Raises ValueError on
+        length/width mismatches and IndexError on an index outside the key table."""
+        n = len(now_s)
+        if len(key_idx) != n or len(flags) != n or len(lengths) != n:
+            raise ValueError("process_batch_idx: now_s, key_idx, flags and lengths differ in length")
+        if self._ktab is None:
+            raise DataPlaneError("process_batch_idx: no key table (call set_key_table first)")
+        if out is None:
+            out = np.empty(n, dtype=np.int32)
+        if n == 0:
+            return out
+        if isinstance(key_idx, np.ndarray) and key_idx.dtype != np.uint32:
+            if key_idx.size and key_idx.min() < 0:
+                raise IndexError("process_batch_idx: negative key index")
+            key_idx = np.ascontiguousarray(key_idx, dtype=np.uint32)
+        if isinstance(now_s, np.ndarray):
+            now_s = np.ascontiguousarray(now_s, dtype=np.float64)
+        if isinstance(lengths, np.ndarray):
+            lengths = np.ascontiguousarray(lengths, dtype=np.uint32)
+        if isinstance(flags, np.ndarray):
+            flags = np.ascontiguousarray(flags, dtype=np.uint8)
+        if (getattr(now_s, "itemsize", 0) != 8 or getattr(key_idx, "itemsize", 0) != 4
+                or getattr(lengths, "itemsize", 0) != 4 or getattr(flags, "itemsize", 1) != 1
+                or getattr(out, "itemsize", 0) != 4 or len(out) < n):
+            raise ValueError("process_batch_idx: buffers must be float64, uint32, uint8, uint32, "
+                             "int32 (out, length >= n)")
+        kmax = key_idx.max() if isinstance(key_idx, np.ndarray) else max(key_idx)
+        if kmax >= self._ktab_n:
+            raise IndexError(f"process_batch_idx: key index outside the key table of {self._ktab_n}")
+        if forced is None:
+            forced_p = ffi.NULL
+        else:
+            if isinstance(forced, np.ndarray):
+                forced = np.ascontiguousarray(forced, dtype=np.int32)
+            if len(forced) != n or getattr(forced, "itemsize", 0) != 4:
+                raise ValueError("process_batch_idx: forced must be int32 of length n")
+            forced_p = ffi.from_buffer("int32_t[]", forced)
+        lib.lb_rl_process_batch_idx(
+            self.ctx,
+            n,
+            ffi.from_buffer("double[]", now_s),
+            self._ktab,
+            ffi.from_buffer("uint32_t[]", key_idx),
+            ffi.from_buffer("uint8_t[]", flags),
+            ffi.from_buffer("uint32_t[]", lengths),
+            forced_p,
+            ffi.from_buffer("int32_t[]", out, require_writable=True),
+        )
+        return out
+
     def expire(self, now: float, budget: int = 1 << 30) -> int:
         """Free up to ``budget`` entries idle past the timeout (ending their flows: n_flow_on
         -1 and an FCT sample if established), closed past the linger, or of removed servers;
@@ -349,6 +439,15 @@ class DataPlaneCore:
             "n_samples_flow_duration": c.n_samples[lib.LB_RL_RES_FLOW_DURATION],
             "n_samples_fct": c.n_samples[lib.LB_RL_RES_FCT],
         }
+
+    def n_flow_on(self) -> np.ndarray:
+        """``n_flow_on`` of every server index, int64[max_servers] (0 for absent servers)."""
+        c = self._sc
+        out = np.zeros(self.max_servers, dtype=np.int64)
+        for i in range(self.max_servers):
+            if lib.lb_rl_server_counters(self.ctx, i, c) == lib.LB_RL_OK:
+                out[i] = c.n_flow_on
+        return out
 
     def counters(self) -> dict[str, int]:
         """Context-wide counters (``lb_rl_counters_t``) as a dict."""

@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+from array import array
 from typing import Any, Callable, Sequence
 
 import networkx as nx
@@ -63,14 +64,15 @@ FEATURES = tuple(f"{r}_{s}" for r in ("fd", "fct") for s in ("mean_s", "p90_s", 
 class Request:
     """One request/flow. Times in simulated seconds (-1.0 = not reached)."""
 
-    __slots__ = ("id", "client", "key", "lb", "server", "t0", "work_s", "t_srv_arrive",
+    __slots__ = ("id", "client", "key", "kidx", "lb", "server", "t0", "work_s", "t_srv_arrive",
                  "t_srv_done", "t_done", "status")
 
-    def __init__(self, rid: int, client: int, key: tuple[int, int, int, int], lb: int,
+    def __init__(self, rid: int, client: int, key: tuple[int, int, int, int], kidx: int, lb: int,
                  t0: float, work_s: float) -> None:
         self.id = rid
         self.client = client
         self.key = key
+        self.kidx = kidx  # row of the flow's key in the simulation's key table
         self.lb = lb
         self.server = -1
         self.t0 = t0
@@ -133,7 +135,7 @@ class LbNode:
             e, i, j = parts[0]
             req = e[2]
             times, flags, sizes = e[3][i:j], e[4][i:j], e[5][i:j]
-            keys = [req.key] * (j - i)
+            kidx = [req.kidx] * (j - i)
             reqs = [req] * (j - i)
             pk = e[6][i:j] if e[6] is not None else None
         else:
@@ -142,9 +144,10 @@ class LbNode:
             flags = [o[3][4][o[2]] for o in order]
             sizes = [o[3][5][o[2]] for o in order]
             reqs = [o[3][2] for o in order]
-            keys = [r.key for r in reqs]
+            kidx = [r.kidx for r in reqs]
             pk = [o[3][6][o[2]] for o in order] if order[0][3][6] is not None else None
-        out = self.dp.process_batch(times, keys, flags, sizes)
+        out = self.dp.process_batch_idx(array("d", times), array("I", kidx), bytes(flags),
+                                        array("I", sizes), out=array("i", bytes(4 * len(times))))
         self.flushed += len(out)
         for r, s in zip(reqs, out):
             if s != r.server:
@@ -205,6 +208,15 @@ class Simulation:
 
         self._ports = [int(p) for p in rng.integers(0, EPHEMERAL_N, self.n_clients)]
         self._ips = [client_ip(c) for c in range(self.n_clients)]
+        from simulator.dataplane import make_keys  # the C binding: imported once a core exists
+
+        # every flow key a client can use (row c * EPHEMERAL_N + port offset), built once and
+        # shared by the LB cores: packets then carry a row index instead of key bytes
+        self.key_table = make_keys(np.repeat(np.array(self._ips, dtype=np.uint64), EPHEMERAL_N),
+                                   VIP, np.tile(np.arange(EPHEMERAL_LO, EPHEMERAL_LO + EPHEMERAL_N),
+                                                self.n_clients), VIP_PORT)
+        for lb in self.lbs:
+            lb.dp.set_key_table(self.key_table)
         self._cli_draws: list[int] = []
         self._expire_every = max(1, round(1.0 / cfg.lb.step_s))  # sweep idle flows about once a second
         # per-run packet templates: request segments, response segments, client ACK indices
@@ -287,11 +299,12 @@ class Simulation:
         t0, work = nxt
         self._last_t0 = t0
         c = self._client()
-        port = EPHEMERAL_LO + self._ports[c]
-        self._ports[c] = (self._ports[c] + 1) % EPHEMERAL_N
+        off = self._ports[c]
+        port = EPHEMERAL_LO + off
+        self._ports[c] = (off + 1) % EPHEMERAL_N
         key = (self._ips[c], VIP, port, VIP_PORT)
         lb = hash((key[0], port, self.salt)) % self.n_lbs if self.n_lbs > 1 else 0
-        req = Request(len(self.requests), c, key, lb, t0, work)
+        req = Request(len(self.requests), c, key, c * EPHEMERAL_N + off, lb, t0, work)
         self.requests.append(req)
         t_lb = self.p_cl[c][lb].send(t0, SYN_BYTES, RTO_SYN_S)
         self.schedule(t_lb, self._on_syn_lb, req)
@@ -308,7 +321,7 @@ class Simulation:
         lb = self.lbs[req.lb]
         lb.flush(now)
         forced = self.controller.force(now, req.lb)
-        s = lb.dp.process(now, req.key, SYN, SYN_BYTES, forced)
+        s = lb.dp.process_idx(now, req.kidx, SYN, SYN_BYTES, forced)
         if s < 0:  # no eligible server: the LB drops the SYN
             req.status = DROPPED
             req.t_done = now
@@ -371,23 +384,22 @@ class Simulation:
         for lb in self.lbs:
             lb.flush(now)
             dp = lb.dp
-            feats = {"n_flow_on": np.array([dp.n_flow_on(i) for i in range(n)], dtype=float)}
+            feats = {"n_flow_on": dp.n_flow_on()[:n].astype(float)}
             for kind, name in ((RES_FLOW_DURATION, "fd"), (RES_FCT, "fct")):
-                stats = summarise([dp.reservoir(i, kind) for i in range(n)], now)
+                stats = summarise([np.column_stack(dp.reservoir(i, kind)) for i in range(n)], now)
                 for j, s in enumerate(("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s")):
                     feats[f"{name}_{s}"] = stats[:, j]
             w = self.controller.on_step(now, lb.idx, feats)
             if w is not None:
                 dp.set_weights(w)
-            feats["weight"] = np.asarray(dp.get_weights(), dtype=float)[:n]
+            feats["weight"] = dp.weights[:n]
             feats["t_s"] = np.full(n, now)
             feats["lb"] = np.full(n, lb.idx)
             feats["server"] = np.arange(n)
             for key, val in feats.items():
                 self.steps.setdefault(key, []).append(val)
-            expire = getattr(dp, "expire", None)
-            if expire is not None and k % self._expire_every == 0:
-                expire(now)
+            if k % self._expire_every == 0:
+                dp.expire(now)
             publish_frame(lb.idx, now, feats)
         if now + self.cfg.lb.step_s <= self.end_s + 1e-12:
             self.schedule(now + self.cfg.lb.step_s, self._on_step, k + 1)

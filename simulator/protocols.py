@@ -7,7 +7,7 @@ servers, a TRex traffic source) implement the same Protocols in ``hil/`` and are
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -33,39 +33,54 @@ class TrafficSource(Protocol):
 
 @runtime_checkable
 class DataPlane(Protocol):
-    """What an LB node needs from its data-plane core (vpp_plugin/core/lb_rl_core.h).
+    """What an LB node needs from its data-plane core (vpp_plugin/core/lb_rl_core.h); the
+    simulator's implementation is :class:`simulator.dataplane.DataPlaneCore` (the C core).
 
-    Server indices are 0..n-1 (topology order). Packets must be given in time order."""
+    Server indices are 0..n-1 (topology order). Packets must be given in time order. Flow keys
+    live in one table given once (``set_key_table``); packets name their flow by row index."""
 
-    def process(self, now_s: float, key: FlowKey, flags: int, length: int, forced: int = -1) -> int:
-        """Process one client->server packet; return the server index (negative: no server).
-        A SYN that starts a flow goes to ``forced`` when >= 0, else to the policy's choice."""
+    def add_server(self, i: int, static_weight: float = 1.0) -> None: ...
+
+    def remove_server(self, i: int) -> None: ...
+
+    def drain(self, i: int, on: bool = True) -> None: ...
+
+    def set_key_table(self, keys: np.ndarray) -> None:
+        """Flow keys (KEY_DTYPE rows) that ``process_idx``/``process_batch_idx`` index."""
         ...
 
-    def process_batch(self, now_s: Sequence[float], keys: Sequence[FlowKey], flags: Sequence[int],
-                      lengths: Sequence[int]) -> Sequence[int]:
-        """Process packets in time order (policy choice for any new flow); servers chosen."""
+    def process_idx(self, now: float, i: int, flags: int, length: int, forced: int = -1) -> int:
+        """Process one client->server packet of flow ``i``; return the server index (negative:
+        no server). A SYN that starts a flow goes to ``forced`` when >= 0, else to the policy."""
         ...
 
-    def set_weights(self, weights: Sequence[float]) -> int:
+    def process_batch_idx(self, now_s: Any, key_idx: Any, flags: Any, lengths: Any,
+                          forced: Any = None, out: Any = None) -> Any:
+        """Process packets in time order with one call; servers chosen, written into ``out``."""
+        ...
+
+    def expire(self, now: float, budget: int = 1 << 30) -> int:
+        """Sweep idle/closed flow entries; returns how many were freed."""
+        ...
+
+    def set_weights(self, w: Any) -> int:
         """Validate and apply weights to new flows; returns the LB_RL_W_* verdict (0 = ok)."""
         ...
 
     def use_static_weights(self) -> None: ...
 
-    def get_weights(self) -> np.ndarray: ...
-
-    def n_flow_on(self, idx: int) -> int:
-        """Established, not yet closed flows of server idx (as the data plane counts them)."""
+    @property
+    def weights(self) -> np.ndarray:
+        """Weights in force, one per server index."""
         ...
 
-    def reservoir(self, idx: int, kind: int) -> np.ndarray:
-        """Filled reservoir samples of server idx, shape (n, 2): columns (t_s, value_s)."""
+    def n_flow_on(self) -> np.ndarray:
+        """Established, not yet closed flows of every server (as the data plane counts them)."""
         ...
 
-    def server_remove(self, idx: int) -> None: ...
-
-    def server_drain(self, idx: int, on: bool) -> None: ...
+    def reservoir(self, i: int, kind: "str | int") -> tuple[np.ndarray, np.ndarray]:
+        """Filled reservoir samples of server i: (t_s, value_s) arrays."""
+        ...
 
 
 class Server(Protocol):

@@ -21,7 +21,6 @@ from simulator.config import ExperimentConfig, LbConfig, UserError
 from simulator.model import COMPLETED, DROPPED, FEATURES, Simulation
 from simulator.policies import make_policy
 from simulator.protocols import DataPlane
-from simulator.pycore import PyCore
 from simulator.results import SimResult
 from simulator.traffic import make_source
 
@@ -38,15 +37,16 @@ def build_graph(cfg: ExperimentConfig) -> Any:
 
 
 def make_dataplane(n_servers: int, core_policy: str, lb: LbConfig, seed: int) -> DataPlane:
-    """One LB's data-plane core: the C core through its binding when built, else PyCore."""
+    """One LB's data-plane core: the C core (vpp_plugin/core) through its cffi binding
+    :class:`simulator.dataplane.DataPlaneCore` -- there is no other implementation. Raises
+    UserError telling how to build it when the compiled module is missing."""
     try:
-        from simulator.coreadapter import CoreDataPlane  # C core (simulator/dataplane.py)
-    except ImportError:
-        CoreDataPlane = None  # noqa: N806
-    if CoreDataPlane is not None and CoreDataPlane.available():
-        return CoreDataPlane(n_servers, core_policy, lb, seed)
-    return PyCore(n_servers, core_policy, reservoir_size=lb.reservoir_size,
-                  sample_prob=lb.sample_prob, flow_timeout_s=lb.flow_timeout_s, seed=seed)
+        from simulator.dataplane import DataPlaneCore
+    except ImportError as exc:
+        raise UserError(str(exc)) from None
+    return DataPlaneCore(n_servers, table_size=lb.table_size, reservoir_size=lb.reservoir_size,
+                         sample_prob=lb.sample_prob, flow_timeout_s=lb.flow_timeout_s,
+                         policy=core_policy, seed=seed)
 
 
 def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
@@ -68,7 +68,7 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
     for k in range(n_lbs):
         dp = factory(len(servers), policy.core_policy, cfg.lb, int(core_seeds[k]))
         for i, w in enumerate(weights):
-            dp.server_add(i, w)
+            dp.add_server(i, w)
         dps.append(dp)
     salt = int(s_salt.generate_state(1)[0])
     return Simulation(cfg, graph, source, dps, policy, rng=np.random.default_rng(s_cli),

@@ -174,6 +174,13 @@ int32_t lb_rl_process_ex (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *ke
 void lb_rl_process_batch (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
 			  const lb_rl_5tuple_t *keys, const uint8_t *tcp_flags,
 			  const uint32_t *len, const int32_t *forced, int32_t *out_server);
+/* Batch with keys by index: packet i's key is key_table[key_idx[i]] (the key bytes of a
+ * flow are the same for all its packets, so a caller keeps one table of flow keys and
+ * passes indices). Otherwise identical to lb_rl_process_batch. */
+void lb_rl_process_batch_idx (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
+			      const lb_rl_5tuple_t *key_table, const uint32_t *key_idx,
+			      const uint8_t *tcp_flags, const uint32_t *len,
+			      const int32_t *forced, int32_t *out_server);
 /* Free up to budget expired entries (idle > flow_timeout_s); returns how many. */
 uint32_t lb_rl_expire (lb_rl_ctx_t *ctx, double now, uint32_t budget);
 

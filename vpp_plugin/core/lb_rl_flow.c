@@ -257,6 +257,40 @@ lb_rl_process_batch (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
     }
 }
 
+void
+lb_rl_process_batch_idx (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
+			 const lb_rl_5tuple_t *key_table, const uint32_t *key_idx,
+			 const uint8_t *tcp_flags, const uint32_t *len, const int32_t *forced,
+			 int32_t *out_server)
+{
+  /* Same ordering and look-ahead as lb_rl_process_batch, keys gathered by index. */
+  uint64_t hs[LB_RL_BATCH_AHEAD];
+  uint32_t i, pre = n < LB_RL_BATCH_AHEAD ? n : LB_RL_BATCH_AHEAD;
+  for (i = 0; i < pre; i++)
+    {
+      uint64_t h = lb_rl_hash_5tuple (&key_table[key_idx[i]]);
+      uint32_t home = (uint32_t) h & ctx->table_mask;
+      hs[i] = h;
+      LB_RL_PREFETCH (&ctx->tags[home]);
+      LB_RL_PREFETCH (&ctx->flows[home]);
+    }
+  for (i = 0; i < n; i++)
+    {
+      uint64_t h = hs[i % LB_RL_BATCH_AHEAD];
+      uint32_t ahead = i + LB_RL_BATCH_AHEAD;
+      if (ahead < n)
+	{
+	  uint64_t ha = lb_rl_hash_5tuple (&key_table[key_idx[ahead]]);
+	  uint32_t home = (uint32_t) ha & ctx->table_mask;
+	  hs[ahead % LB_RL_BATCH_AHEAD] = ha;
+	  LB_RL_PREFETCH (&ctx->tags[home]);
+	  LB_RL_PREFETCH (&ctx->flows[home]);
+	}
+      out_server[i] = lb_rl_process_hashed (ctx, now[i], &key_table[key_idx[i]], h,
+					    tcp_flags[i], len[i], forced ? forced[i] : -1);
+    }
+}
+
 uint32_t
 lb_rl_expire (lb_rl_ctx_t *ctx, double now, uint32_t budget)
 {
