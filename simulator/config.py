@@ -146,6 +146,9 @@ class LbConfig(_Strict):
     sample_prob: float = Field(1.0, gt=0, le=1)
     flow_timeout_s: float = Field(40.0, gt=0)
     table_size: int = Field(1 << 16, ge=2)
+    shm_dir: str | None = Field(
+        None, description="also write each LB's shm region to the file <shm_dir>/lb<k>.shm (k = 1..) "
+        "for an agent in another process; default: regions in memory only")
 
     @model_validator(mode="after")
     def _pow2(self) -> "LbConfig":

@@ -46,6 +46,7 @@ __all__ = [
     "SAMPLE_DTYPE",
     "make_keys",
     "DataPlaneCore",
+    "ShmPublisher",
 ]
 
 
@@ -487,3 +488,78 @@ class DataPlaneCore:
     def ecmp_bucket(self, b: int) -> int:
         """Server in ECMP bucket ``b`` of the active table (-1 if none eligible)."""
         return lib.lb_rl_ecmp_bucket(self.ctx, b)
+
+
+class ShmPublisher:
+    """One LB's shm region (``lb_rl_shm.h``) with the DATAPLANE role: ``publish`` writes the
+    state of a :class:`DataPlaneCore` (per-server counters, weights, reservoir snapshots) as
+    one msg_out frame with the C writer ``lb_rl_shm_publish`` -- the code VPP runs.
+
+    The region lives in process memory (``path=None``; ``buffer`` exposes its bytes, e.g. for
+    ``simulator.shm.ShmRegion.from_buffer``) or in the file ``path`` (created and formatted if
+    absent, attached if present with the same layout), which an agent in another process can
+    open. Layout: ``core.max_servers`` servers, ``core.reservoir_size`` slots (at most 128),
+    rings of ``ring_len`` frames. Raises DataPlaneError naming the problem."""
+
+    def __init__(self, core: DataPlaneCore, path: str | None = None, ring_len: int = 4) -> None:
+        self.core = core
+        self.path = path
+        p = ffi.new("lb_rl_shm_params_t *")
+        lib.lb_rl_shm_params_default(p)
+        p.max_servers = core.max_servers
+        p.reservoir_slots = core.reservoir_size
+        p.out_ring_len = ring_len
+        p.in_ring_len = ring_len
+        size = lib.lb_rl_shm_size(p)
+        if size == 0:
+            raise DataPlaneError(
+                f"shm layout out of range: {core.max_servers} servers, {core.reservoir_size} "
+                f"reservoir slots (at most {lib.LB_RL_SHM_MAX_RES_SLOTS}), ring {ring_len}")
+        self.size = int(size)
+        out = ffi.new("lb_rl_shm_t **")
+        if path is None:
+            self._mem = ffi.new("uint64_t[]", (self.size + 7) // 8)  # 8-byte aligned, zeroed
+            self._check(lib.lb_rl_shm_format(self._mem, self.size, p), "format")
+            self._check(lib.lb_rl_shm_attach(self._mem, self.size, lib.LB_RL_SHM_ROLE_DATAPLANE,
+                                             out), "attach")
+        else:
+            self._mem = None
+            self._check(lib.lb_rl_shm_open(str(path).encode(), p, lib.LB_RL_SHM_ROLE_DATAPLANE,
+                                           out), f"open {path}")
+        self._shm = out[0]
+        self._seq = ffi.new("uint64_t *")
+
+    @staticmethod
+    def _check(rc: int, what: str) -> None:
+        if rc != 0:
+            msg = ffi.string(lib.lb_rl_shm_last_error()).decode(errors="replace")
+            raise DataPlaneError(f"shm {what}: {ffi.string(lib.lb_rl_shm_strerror(rc)).decode()}"
+                                 f"{': ' + msg if msg else ''}")
+
+    @property
+    def buffer(self) -> Any:
+        """The in-memory region's bytes (a cffi buffer; None for a file region)."""
+        return None if self._mem is None else ffi.buffer(self._mem, self.size)
+
+    def publish(self, now_s: float, wall_s: float = 0.0) -> int:
+        """Publish the core's state at time ``now_s`` (s, the data plane's clock) as the next
+        msg_out frame; ``wall_s`` is stored as the frame's wall clock. Returns the frame's seq
+        (1, 2, ...)."""
+        if self._shm is None:
+            raise DataPlaneError("shm publish: region is closed")
+        self._check(lib.lb_rl_shm_publish(self._shm, self.core.ctx, now_s, wall_s, self._seq),
+                    "publish")
+        return int(self._seq[0])
+
+    def close(self) -> None:
+        """Detach (and unmap a file region). Idempotent. An in-memory region's bytes stay
+        readable while this object lives."""
+        if self._shm is not None:
+            lib.lb_rl_shm_close(self._shm)
+            self._shm = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import time
 from array import array
 from typing import Any, Callable, Sequence
 
@@ -41,10 +42,11 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from simulator.config import ExperimentConfig
+from simulator.config import ExperimentConfig, UserError
+from simulator.features import FEATURE_NAMES, as_dict, frame_features
 from simulator.network import Path, build_links, path_between
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
-from simulator.protocols import RES_FCT, RES_FLOW_DURATION, Controller, DataPlane, TrafficSource
+from simulator.protocols import Controller, DataPlane, TrafficSource
 from simulator.server import PsServer
 
 __all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES"]
@@ -56,9 +58,8 @@ SYN_BYTES = HEADER_BYTES + 20  # SYN / SYN-ACK carry TCP options
 RTO_SYN_S = 1.0  # initial SYN retransmission timeout (RFC 6298)
 RTO_S = 0.2  # Linux minimum RTO, for other segments
 EPHEMERAL_LO, EPHEMERAL_N = 32768, 60999 - 32768 + 1
-DECAY = 0.9  # per second of sample age, for the decayed features
 #: per-server features recorded every LB step (reservoir summaries in seconds)
-FEATURES = tuple(f"{r}_{s}" for r in ("fd", "fct") for s in ("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s"))
+FEATURES = FEATURE_NAMES[1:]
 
 
 class Request:
@@ -109,6 +110,8 @@ class LbNode:
     def __init__(self, idx: int, dp: DataPlane) -> None:
         self.idx = idx
         self.dp = dp
+        self.shm: Any = None  # its ShmPublisher (the region it publishes frames into)
+        self.reader: Any = None  # a simulator.shm.ShmRegion reader on the same region
         self.buf: list[tuple] = []
         self.misrouted = 0
         self.flushed = 0
@@ -217,6 +220,7 @@ class Simulation:
                                                 self.n_clients), VIP_PORT)
         for lb in self.lbs:
             lb.dp.set_key_table(self.key_table)
+        self._open_shm(cfg.lb.shm_dir)
         self._cli_draws: list[int] = []
         self._expire_every = max(1, round(1.0 / cfg.lb.step_s))  # sweep idle flows about once a second
         # per-run packet templates: request segments, response segments, client ACK indices
@@ -378,21 +382,40 @@ class Simulation:
         req.t_done = self._to_client(req, now, RST | ACK, 0)
 
     # -- LB steps ----------------------------------------------------------------------------
+    def _open_shm(self, shm_dir: str | None) -> None:
+        """One shm region per LB: in memory, or the file <shm_dir>/lb<k>.shm when asked."""
+        from pathlib import Path
+
+        from simulator.dataplane import DataPlaneError, ShmPublisher
+        from simulator.shm import ShmRegion
+
+        if shm_dir is not None:
+            Path(shm_dir).mkdir(parents=True, exist_ok=True)
+        for lb in self.lbs:
+            path = None if shm_dir is None else str(Path(shm_dir) / f"{self.lb_names[lb.idx]}.shm")
+            try:
+                lb.shm = ShmPublisher(lb.dp, path)  # type: ignore[arg-type]
+            except DataPlaneError as exc:
+                raise UserError(f"lb.shm_dir: {exc}") from None
+            lb.reader = (ShmRegion.from_buffer(lb.shm.buffer, role="reader") if path is None
+                         else ShmRegion.open(path, role="reader"))
+
     def _on_step(self, k: int) -> None:
+        """Every lb.step_s, per LB: hand the core the buffered packets, publish its state as an
+        shm frame, compute the features from the frame (what a real agent sees), let the
+        controller set weights, record the step, and sweep idle flows about once a second."""
         now = self.env._now
         n = self.n_servers
         for lb in self.lbs:
             lb.flush(now)
             dp = lb.dp
-            feats = {"n_flow_on": dp.n_flow_on()[:n].astype(float)}
-            for kind, name in ((RES_FLOW_DURATION, "fd"), (RES_FCT, "fct")):
-                stats = summarise([np.column_stack(dp.reservoir(i, kind)) for i in range(n)], now)
-                for j, s in enumerate(("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s")):
-                    feats[f"{name}_{s}"] = stats[:, j]
+            lb.shm.publish(now, time.time())
+            frame = lb.reader.latest_out()
+            feats = as_dict(frame_features(frame, n))
             w = self.controller.on_step(now, lb.idx, feats)
             if w is not None:
                 dp.set_weights(w)
-            feats["weight"] = dp.weights[:n]
+            feats["weight"] = dp.weights[:n]  # in force from now on (after the controller)
             feats["t_s"] = np.full(n, now)
             feats["lb"] = np.full(n, lb.idx)
             feats["server"] = np.arange(n)
@@ -400,7 +423,6 @@ class Simulation:
                 self.steps.setdefault(key, []).append(val)
             if k % self._expire_every == 0:
                 dp.expire(now)
-            publish_frame(lb.idx, now, feats)
         if now + self.cfg.lb.step_s <= self.end_s + 1e-12:
             self.schedule(now + self.cfg.lb.step_s, self._on_step, k + 1)
 
@@ -453,55 +475,6 @@ class Simulation:
         log.info("t=%.3f s: server %d %s", now, ev.server, ev.kind)
 
 
-def summarise(reservoirs: list[np.ndarray], now_s: float) -> np.ndarray:
-    """Per-server (mean, p90, std, decayed mean, decayed p90) of reservoir samples, shape (n, 5);
-    NaN for an empty reservoir. ``reservoirs[i]`` has rows (t_s, value_s).
-
-    p90 interpolates linearly between order statistics (numpy's default quantile). Decayed
-    statistics weight a sample of age a = now - t by DECAY**a (0.9 per second): weighted mean
-    sum(w v) / sum(w), and the weighted 90th percentile = the smallest value whose cumulative
-    weight (values ascending) reaches 90 % of the total. Vectorised over servers."""
-    n = len(reservoirs)
-    cnt = np.array([len(r) for r in reservoirs])
-    k = int(cnt.max()) if n else 0
-    out = np.full((n, 5), np.nan)
-    if k == 0:
-        return out
-    v = np.full((n, k), np.nan)
-    t = np.full((n, k), -np.inf)
-    for i, r in enumerate(reservoirs):
-        if len(r):
-            v[i, : len(r)] = r[:, 1]
-            t[i, : len(r)] = r[:, 0]
-    has = cnt > 0
-    c = np.maximum(cnt, 1)
-    order = np.argsort(v, axis=1, kind="stable")  # NaN padding sorts last
-    vs = np.take_along_axis(v, order, axis=1)
-    vz = np.where(np.isnan(v), 0.0, v)
-    mean = vz.sum(axis=1) / c
-    var = (np.where(np.isnan(v), 0.0, (v - mean[:, None]) ** 2)).sum(axis=1) / c
-    h = (c - 1) * 0.9
-    lo = np.floor(h).astype(int)
-    hi = np.minimum(lo + 1, c - 1)
-    rows = np.arange(n)
-    p90 = vs[rows, lo] + (h - lo) * (vs[rows, hi] - vs[rows, lo])
-    w = DECAY ** (now_s - t)  # 0 for padding (t = -inf)
-    wsum = w.sum(axis=1)
-    dmean = (w * vz).sum(axis=1) / np.where(wsum > 0, wsum, 1.0)
-    cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
-    idx = np.minimum((cw < 0.9 * cw[:, -1:]).sum(axis=1), c - 1)
-    dp90 = vs[rows, idx]
-    out[has] = np.stack([mean, p90, np.sqrt(var), dmean, dp90], axis=1)[has]
-    return out
-
-
 def _segments(nbytes: int) -> list[int]:
     """Payload sizes of nbytes cut into MSS segments."""
     return [MSS] * (nbytes // MSS) + ([nbytes % MSS] if nbytes % MSS else [])
-
-
-def publish_frame(lb: int, t_s: float, features: dict[str, np.ndarray]) -> None:
-    """Publish one LB's step features as an shm frame (simulator/shm.py, when available).
-
-    Placeholder until the shm protocol module lands: does nothing."""
-    return None

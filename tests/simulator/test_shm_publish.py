@@ -1,0 +1,147 @@
+"""Each LB publishes its state every lb.step_s as an shm frame (C writer), read back here with the
+independent pure-Python reader simulator/shm.py and compared with the core's own counters at
+that instant; the steps table's features are the frame's; a file region when lb.shm_dir is set.
+The feature function is checked against a slow per-server computation written from its
+definition."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from simulator.config import ExperimentConfig
+from simulator.features import FEATURE_NAMES, frame_features, server_features
+from simulator.run import build_simulation, collect
+from simulator.shm import ShmRegion
+
+STEP_S = 0.25
+
+
+def _cfg(**lb) -> ExperimentConfig:
+    return ExperimentConfig.model_validate({
+        "seed": 5, "duration_s": 3.0, "topology": {"preset": "moderate"},
+        "traffic": {"load": 0.8, "job": {"mean_s": 0.05}},
+        "policy": {"name": "sed"}, "lb": {"step_s": STEP_S, "reservoir_size": 16, **lb}})
+
+
+class _Checker:
+    """Wraps the run's controller; at every step (right after the frame is published) reads
+    the region with simulator.shm and compares it with the core."""
+
+    def __init__(self, sim, inner) -> None:
+        self.sim, self.inner = sim, inner
+        self.core_policy = inner.core_policy
+        self.readers = [ShmRegion.from_buffer(lb.shm.buffer, role="reader") for lb in sim.lbs]
+        self.seen: list[tuple[int, float, int]] = []
+        self.max_fill = 0
+
+    def static_weights(self, cores):
+        return self.inner.static_weights(cores)
+
+    def start(self, sim) -> None:
+        self.inner.start(sim)
+
+    def force(self, now_s: float, lb: int) -> int:
+        return self.inner.force(now_s, lb)
+
+    def on_step(self, now_s: float, lb: int, feats: dict[str, np.ndarray]):
+        f = self.readers[lb].latest_out()
+        dp = self.sim.lbs[lb].dp
+        n = self.sim.n_servers
+        assert f is not None and f.time_s == now_s
+        self.seen.append((lb, now_s, f.seq))
+        assert f.active == (1 << n) - 1
+        assert f.counters["packets"] == dp.counters()["packets"]
+        for i in range(n):
+            c = dp.server_counters(i)
+            sv = f.servers[i]
+            assert sv["n_flow_on"] == c["n_flow_on"]
+            assert sv["packets"] == c["packets"] and sv["bytes"] == c["bytes"]
+            assert sv["n_flow_new"] == c["n_flow_new"]
+            for kind, name in ((0, "flow_duration"), (1, "fct")):
+                t, v = dp.reservoir(i, name)
+                assert sv["fill"][kind] == len(t) == min(16, c[f"n_samples_{name}"])
+                r = f.reservoir(i, kind)
+                assert np.array_equal(r[:, 0], t) and np.array_equal(r[:, 1], v)
+                self.max_fill = max(self.max_fill, len(t))
+        assert np.array_equal(f.servers["weight"][:n], dp.weights[:n])
+        # the features handed to the controller are the frame's
+        assert np.array_equal(feats["n_flow_on"], f.servers["n_flow_on"][:n].astype(float))
+        m = frame_features(f, n)
+        for j, name in enumerate(FEATURE_NAMES):
+            assert np.array_equal(feats[name], m[:, j], equal_nan=True), name
+        return self.inner.on_step(now_s, lb, feats)
+
+
+def test_frames_match_the_core_every_step() -> None:
+    sim = build_simulation(_cfg())
+    chk = _Checker(sim, sim.controller)
+    sim.controller = chk
+    sim.run()
+    n_steps = int(round(3.0 / STEP_S))
+    assert len(chk.seen) == n_steps * sim.n_lbs
+    for k in range(sim.n_lbs):
+        seqs = [s for lb, _, s in chk.seen if lb == k]
+        times = [t for lb, t, _ in chk.seen if lb == k]
+        assert seqs == list(range(1, n_steps + 1))
+        assert times == pytest.approx([STEP_S * (i + 1) for i in range(n_steps)])
+    assert chk.max_fill == 16  # reservoirs did fill up
+    steps = collect(sim, 0.0).steps
+    assert len(steps) == n_steps * sim.n_lbs * sim.n_servers
+    assert steps["n_flow_on"].max() > 0
+
+
+def test_file_region_when_asked(tmp_path) -> None:
+    sim = build_simulation(_cfg(shm_dir=str(tmp_path)))
+    sim.run()
+    for k, name in enumerate(sim.lb_names):
+        with ShmRegion.open(tmp_path / f"{name}.shm", role="reader") as r:
+            f = r.latest_out()
+            assert f.seq == 12 and f.time_s == pytest.approx(3.0)
+            dp = sim.lbs[k].dp
+            assert [int(x) for x in f.servers["n_flow_on"][: sim.n_servers]] == [
+                dp.server_counters(i)["n_flow_on"] for i in range(sim.n_servers)]
+            assert r.max_servers == sim.n_servers and r.reservoir_slots == 16
+
+
+def _slow_stats(t: np.ndarray, v: np.ndarray, now: float) -> list[float]:
+    if len(v) == 0:
+        return [math.nan] * 5
+    w = 0.9 ** (now - t)
+    order = np.argsort(v, kind="stable")
+    acc, dp90 = 0.0, math.nan
+    for j in order:  # smallest value whose cumulative weight reaches 90 % of the total
+        acc += w[j]
+        if acc >= 0.9 * w.sum() * (1 - 1e-12):
+            dp90 = v[j]
+            break
+    return [v.mean(), float(np.quantile(v, 0.9)), v.std(), float((w * v).sum() / w.sum()), dp90]
+
+
+def test_features_from_definitions() -> None:
+    rng = np.random.default_rng(3)
+    n_s, k, now = 5, 12, 10.0
+    samples = np.zeros((n_s, 2, k, 2))
+    fill = rng.integers(0, k + 1, (n_s, 2))
+    fill[0, 0] = 0
+    fill[1, 1] = 1
+    fill[2, 0] = k
+    for s in range(n_s):
+        for r in range(2):
+            samples[s, r, : fill[s, r], 0] = now - rng.uniform(0, 8, fill[s, r])
+            samples[s, r, : fill[s, r], 1] = rng.lognormal(-2, 1, fill[s, r])
+    n_on = rng.integers(0, 30, n_s)
+    got = server_features(n_on, samples, fill, now)
+    assert got.shape == (n_s, len(FEATURE_NAMES))
+    for s in range(n_s):
+        want = [float(n_on[s])]
+        for r in range(2):
+            want += _slow_stats(samples[s, r, : fill[s, r], 0], samples[s, r, : fill[s, r], 1], now)
+        np.testing.assert_allclose(got[s], want, rtol=1e-12, equal_nan=True)
+    # decay favours recent samples: an old large value moves the decayed mean less than the mean
+    samples2 = np.zeros((1, 2, 2, 2))
+    samples2[0, 0] = [[now - 20.0, 1.0], [now, 0.1]]
+    f = server_features([0], samples2, [[2, 0]], now)[0]
+    assert f[1] == pytest.approx(0.55) and f[4] == pytest.approx((0.9 ** 20 + 0.1) / (0.9 ** 20 + 1))
