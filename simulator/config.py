@@ -23,6 +23,7 @@ __all__ = [
     "PolicyConfig",
     "LbConfig",
     "EventConfig",
+    "BackgroundConfig",
     "ExperimentConfig",
     "POLICY_NAMES",
     "load_config",
@@ -172,6 +173,20 @@ class EventConfig(_Strict):
         return self
 
 
+class BackgroundConfig(_Strict):
+    """Co-located background load on servers (as MARLLB's colocate.py: bursts of 30 s busy every
+    45 s): alternating on/off periods; while on, ``fraction`` of each chosen server's cores is
+    taken away from the requests (a capacity change of the processor-sharing server)."""
+
+    servers: list[int] | None = Field(None, description="server indices (0-based); default all")
+    fraction: float = Field(0.5, gt=0, lt=1, description="share of the cores taken while on")
+    on_s: float = Field(30.0, gt=0, description="mean length of a busy burst")
+    off_s: float = Field(15.0, ge=0, description="mean gap between bursts; 0 = always on")
+    dist: Literal["exp", "deterministic"] = Field(
+        "exp", description="period lengths: exponential with those means (each server "
+        "independent, starting in its stationary on/off state) or fixed (all start off at t=0)")
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
@@ -182,6 +197,7 @@ class ExperimentConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     lb: LbConfig = Field(default_factory=LbConfig)
     events: list[EventConfig] = Field(default_factory=list)
+    background: BackgroundConfig | None = Field(None, description="co-located load; default none")
 
     @model_validator(mode="after")
     def _warmup_inside(self) -> "ExperimentConfig":

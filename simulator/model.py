@@ -168,7 +168,7 @@ class Simulation:
                  dataplanes: Sequence[DataPlane], controller: Controller, *,
                  rng: np.random.Generator, ecmp_salt: int,
                  server_factory: Callable[..., Any] | None = None,
-                 log_packets: bool = False) -> None:
+                 log_packets: bool = False, bg_rng: np.random.Generator | None = None) -> None:
         self.cfg = cfg
         self.env = simpy.Environment()
         self._queue = self.env._queue  # heap of (t, priority, eid, event); see schedule()
@@ -177,6 +177,7 @@ class Simulation:
         self.source = source
         self.controller = controller
         self.rng = rng
+        self.bg_rng = bg_rng if bg_rng is not None else np.random.default_rng(0)
         self.salt = ecmp_salt
         self.close_fin = cfg.traffic.close == "fin"
         self.req_bytes = cfg.traffic.request_bytes
@@ -434,6 +435,7 @@ class Simulation:
         self.schedule(cfg.warmup_s, self._reset_stats, None)
         for ev in cfg.events:
             self.schedule(ev.at_s, self._apply_event, ev)
+        self._start_background()
         self.controller.start(self)
         self._pump(0.0)
         if progress is not None:
@@ -458,6 +460,32 @@ class Simulation:
             lb.flush(end)
         for s in self.servers:
             s.close_stats(end)
+
+    def _start_background(self) -> None:
+        """Co-located load (cfg.background): per chosen server an on/off chain of periods."""
+        bg = self.cfg.background
+        if bg is None:
+            return
+        idx = list(range(self.n_servers)) if bg.servers is None else bg.servers
+        for i in idx:
+            if not 0 <= i < self.n_servers:
+                raise UserError(f"background.servers: no server {i} (the topology has "
+                                f"{self.n_servers}, indices 0..{self.n_servers - 1})")
+        for i in idx:
+            if bg.off_s == 0:
+                self.servers[i].set_background(bg.fraction, 0.0)
+                continue
+            on = bg.dist == "exp" and self.bg_rng.random() < bg.on_s / (bg.on_s + bg.off_s)
+            self.schedule(0.0, self._bg_toggle, (i, on))
+
+    def _bg_toggle(self, arg: tuple[int, bool]) -> None:
+        i, on = arg
+        bg = self.cfg.background
+        now = self.env._now
+        self.servers[i].set_background(bg.fraction if on else 0.0, now)
+        mean = bg.on_s if on else bg.off_s
+        d = self.bg_rng.exponential(mean) if bg.dist == "exp" else mean
+        self.schedule(now + d, self._bg_toggle, (i, not on))
 
     def _reset_stats(self, _: Any) -> None:
         for s in self.servers:

@@ -17,8 +17,9 @@ sed          core SED: argmin (n_flow_on + 1) / w_i with static w_i = cores_i
 lsq2, sed2   LSQ / SED between two distinct random servers (power of two choices)
 gsq          oracle: argmin of the true number of requests at the server (in service + waiting,
              all LBs together), ties at random
-gsed         oracle: argmin (n_i + 1) / cores_i on the true counts n_i, ties at random
-srt          oracle: argmin of true remaining CPU work per core, sum(remaining work) / cores_i
+gsed         oracle: argmin (n_i + 1) / c_i on the true counts n_i, ties at random
+srt          oracle: argmin of true remaining CPU work per core, sum(remaining work) / c_i
+             (oracles use the true capacity c_i = cores_i minus co-located background load)
 agent        a learned policy: not available yet (raises UserError)
 ===========  =====================================================================================
 
@@ -120,9 +121,9 @@ class OraclePolicy(StaticPolicy):
             if name == "gsq":
                 score = float(srv.n_requests())
             elif name == "gsed":
-                score = (srv.n_requests() + 1) / srv.cores
+                score = (srv.n_requests() + 1) / srv.capacity
             else:
-                score = srv.remaining_work_s(now_s) / srv.cores
+                score = srv.remaining_work_s(now_s) / srv.capacity
             if score < best:
                 best = score
                 cands = [i]

@@ -87,6 +87,7 @@ class Server(Protocol):
     """A backend that admits connections and serves requests (CPU work)."""
 
     cores: float
+    capacity: float  #: cores the requests share now (cores minus co-located background load)
     workers: int
     backlog: int
     failed: bool
@@ -110,6 +111,10 @@ class Server(Protocol):
     def busy_workers(self) -> int: ...
 
     def set_cores(self, cores: float, now_s: float) -> None: ...
+
+    def set_background(self, fraction: float, now_s: float) -> None:
+        """Co-located load takes ``fraction`` of the cores from now on (0 = none)."""
+        ...
 
     def fail(self, now_s: float) -> None: ...
 

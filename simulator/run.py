@@ -1,8 +1,8 @@
 """Entry point of one simulated experiment: config in, :class:`SimResult` out.
 
 Seeding: ``numpy.random.SeedSequence(cfg.seed).spawn`` gives independent streams for arrivals,
-job sizes, clients/ports, the edge router's ECMP salt, each LB core's seed and the policy's
-tie-breaking/probe delays. Same config and seed => identical requests and summary (except
+job sizes, clients/ports, the edge router's ECMP salt, each LB core's seed, the policy's
+tie-breaking/probe delays and the background-load periods. Same config and seed => identical requests and summary (except
 ``wall_s``).
 """
 
@@ -53,7 +53,7 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
                      dataplane_factory: Callable[..., DataPlane] | None = None) -> Simulation:
     """Wire a Simulation from the config (graph, traffic, policy, cores); not yet run."""
     root = np.random.SeedSequence(cfg.seed)
-    s_arr, s_size, s_cli, s_salt, s_core, s_pol = root.spawn(6)
+    s_arr, s_size, s_cli, s_salt, s_core, s_pol, s_bg = root.spawn(7)
     policy = make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
     graph = build_graph(cfg)
     servers = sorted((n for n, k in graph.nodes(data="kind") if k == "server"), key=lambda n: int(n[1:]))
@@ -72,7 +72,7 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
         dps.append(dp)
     salt = int(s_salt.generate_state(1)[0])
     return Simulation(cfg, graph, source, dps, policy, rng=np.random.default_rng(s_cli),
-                      ecmp_salt=salt, log_packets=log_packets)
+                      ecmp_salt=salt, log_packets=log_packets, bg_rng=np.random.default_rng(s_bg))
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None,

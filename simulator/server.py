@@ -16,10 +16,14 @@ Model of one server:
   (stale timers are recognised by a token and ignored).
 * ``fail``: every admitted connection (in service, waiting or awaiting its request) is dropped;
   new SYNs are refused until ``recover``. ``set_cores`` changes capacity at once.
+* Co-located background load (``set_background``): a fraction f of the cores is taken by another
+  tenant, so the requests share ``capacity`` = cores * (1 - f) (each still at most one core):
+  with workers=1, cores=1 and a constant f the server is an M/M/1 queue of rate mu (1 - f).
 
 Statistics are time integrals since ``reset_stats``: ``mean_jobs`` = time-average number of
 requests at the server (request arrived, not yet completed: in CPU service + waiting for a
-worker); ``busy_fraction`` = time-average of min(n_cpu, cores) / cores.
+worker); ``busy_fraction`` = time-average of min(n_cpu, capacity) / cores (the share of the
+machine the service uses; background load is not counted).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class PsServer:
                  on_done: Callable[[Any, float], None], on_drop: Callable[[Any, float], None]) -> None:
         self.idx = idx
         self.cores = float(cores)
+        self.background = 0.0  # fraction of the cores taken by co-located load
+        self.capacity = self.cores  # cores * (1 - background): what the requests share
         self.workers = workers
         self.backlog = backlog
         self.failed = False
@@ -71,7 +77,8 @@ class PsServer:
             n = len(self._heap)
             if n:
                 self._v += dt * self._rate
-                self.busy_area += dt * (n if n < self.cores else self.cores) / self.cores
+                c = self.capacity
+                self.busy_area += dt * (n if n < c else c) / self.cores
             self.jobs_area += dt * self._n_jobs
             self._t = now
 
@@ -83,7 +90,7 @@ class PsServer:
             self._token += 1
             self._timer_t = -1.0
             return
-        c = self.cores
+        c = self.capacity
         self._rate = rate = 1.0 if n <= c else c / n
         t_next = now + (heap[0][0] - self._v) / rate
         if t_next != self._timer_t:
@@ -168,6 +175,16 @@ class PsServer:
     def set_cores(self, cores: float, now_s: float) -> None:
         self._advance(now_s)
         self.cores = float(cores)
+        self.capacity = self.cores * (1.0 - self.background)
+        self._rearm(now_s)
+
+    def set_background(self, fraction: float, now_s: float) -> None:
+        """From now_s on, co-located load takes ``fraction`` (0 <= f < 1) of the cores."""
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"background fraction must be in [0, 1), got {fraction}")
+        self._advance(now_s)
+        self.background = float(fraction)
+        self.capacity = self.cores * (1.0 - self.background)
         self._rearm(now_s)
 
     def fail(self, now_s: float) -> None:
