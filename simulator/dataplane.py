@@ -209,6 +209,7 @@ class DataPlaneCore:
         self._ktab_arr: np.ndarray | None = None
         self._ktab: Any = None
         self._ktab_n = 0
+        self._cap = 0  # capacity of the C buffers of process_packets
 
     # --- servers -------------------------------------------------------------------------
 
@@ -416,6 +417,35 @@ class DataPlaneCore:
             ffi.from_buffer("int32_t[]", out, require_writable=True),
         )
         return out
+
+    def process_packets(self, now_s: Any, key_idx: Any, flags: Any, lengths: Any) -> list[int]:
+        """``process_batch_idx`` (policy choice for any new flow) for Python sequences (lists,
+        tuples of floats/ints): copied into C buffers owned by this core (grown as needed) and
+        handed to C in one call; returns the servers chosen as a list. The simulator's LB uses
+        this for every flush of its packet buffer. Raises IndexError on a key index outside the
+        table and OverflowError/TypeError on values that do not fit the C types."""
+        n = len(now_s)
+        if n == 0:
+            return []
+        if n > self._cap:
+            cap = max(n, 2 * self._cap, 256)
+            self._b_t = ffi.new("double[]", cap)
+            self._b_k = ffi.new("uint32_t[]", cap)
+            self._b_f = ffi.new("uint8_t[]", cap)
+            self._b_l = ffi.new("uint32_t[]", cap)
+            self._b_o = ffi.new("int32_t[]", cap)
+            self._cap = cap
+        if self._ktab is None:
+            raise DataPlaneError("process_packets: no key table (call set_key_table first)")
+        if max(key_idx) >= self._ktab_n:
+            raise IndexError(f"process_packets: key index outside the key table of {self._ktab_n}")
+        self._b_t[0:n] = now_s
+        self._b_k[0:n] = key_idx
+        self._b_f[0:n] = flags
+        self._b_l[0:n] = lengths
+        lib.lb_rl_process_batch_idx(self.ctx, n, self._b_t, self._ktab, self._b_k, self._b_f,
+                                    self._b_l, ffi.NULL, self._b_o)
+        return ffi.unpack(self._b_o, n)
 
     def expire(self, now: float, budget: int = 1 << 30) -> int:
         """Free up to ``budget`` entries idle past the timeout (ending their flows: n_flow_on

@@ -84,28 +84,12 @@ class Request:
         self.status = PENDING
 
 
-class _Call:
-    """A SimPy-schedulable event that calls fn(arg) (cheaper than a Process or Timeout)."""
-
-    __slots__ = ("callbacks", "_ok", "_value", "fn", "arg")
-
-    def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
-        self.callbacks = [_dispatch]
-        self._ok = True
-        self._value = None
-        self.fn = fn
-        self.arg = arg
-
-
-def _dispatch(ev: _Call) -> None:
-    ev.fn(ev.arg)
-
-
 class LbNode:
-    """An LB: its data-plane core and the time-ordered buffer of client->server packets of
-    flows whose server is already known. The buffer is a heap of trains (a request's
-    back-to-back packets, e.g. its ACK train): (t_next, seq, req, t_lb list, flags list,
-    sizes list, Packet list or None, index of the next unflushed packet)."""
+    """An LB: its data-plane core, its shm region and the time-ordered buffer of
+    client->server packets of flows whose server is already known. The buffer is a heap of
+    trains (a request's back-to-back packets, e.g. its ACK train), entries
+    ``(t_first, seq, t_last, req, times, flags, sizes, packets or None, i0)``: packets
+    ``i0..`` of the train are still to be handed to the core; times are LB arrival times."""
 
     def __init__(self, idx: int, dp: DataPlane) -> None:
         self.idx = idx
@@ -118,46 +102,80 @@ class LbNode:
 
     def flush(self, now_s: float) -> None:
         """Hand the core every buffered packet stamped <= now_s, in time order (ties: train
-        order), in one process_batch call."""
+        order), in one call."""
         buf = self.buf
         if not buf or buf[0][0] > now_s:
             return
-        pop, push = heapq.heappop, heapq.heappush
+        pop = heapq.heappop
         parts = []
         while buf and buf[0][0] <= now_s:
             e = pop(buf)
-            ts = e[3]
-            i = j = e[7]
-            n = len(ts)
-            while j < n and ts[j] <= now_s:
-                j += 1
+            i = e[8]
+            ts = e[4]
+            if e[2] <= now_s:
+                j = len(ts)
+            else:  # part of the train is due: the rest goes back
+                j = i + 1
+                while ts[j] <= now_s:
+                    j += 1
+                heapq.heappush(buf, (ts[j], e[1], e[2], e[3], ts, e[5], e[6], e[7], j))
             parts.append((e, i, j))
-            if j < n:
-                push(buf, (ts[j], e[1], e[2], ts, e[4], e[5], e[6], j))
+        dp = self.dp
         if len(parts) == 1:
             e, i, j = parts[0]
-            req = e[2]
-            times, flags, sizes = e[3][i:j], e[4][i:j], e[5][i:j]
-            kidx = [req.kidx] * (j - i)
-            reqs = [req] * (j - i)
-            pk = e[6][i:j] if e[6] is not None else None
+            req = e[3]
+            n = j - i
+            if i == 0 and j == len(e[4]):
+                out = dp.process_packets(e[4], [req.kidx] * n, e[5], e[6])
+            else:
+                out = dp.process_packets(e[4][i:j], [req.kidx] * n, e[5][i:j], e[6][i:j])
+            ok = out.count(req.server)
+            if ok != n:
+                self.misrouted += n - ok
+            if e[7] is not None:
+                for pk, srv in zip(e[7][i:j], out):
+                    pk.server = srv
+            self.flushed += n
+            return
+        prev = -1.0
+        for e, i, j in parts:  # heap order is time order unless two trains overlap
+            if e[4][i] <= prev:
+                break
+            prev = e[4][j - 1]
         else:
-            order = sorted((e[3][k], e[1], k, e) for e, i, j in parts for k in range(i, j))
-            times = [o[0] for o in order]
-            flags = [o[3][4][o[2]] for o in order]
-            sizes = [o[3][5][o[2]] for o in order]
-            reqs = [o[3][2] for o in order]
-            kidx = [r.kidx for r in reqs]
-            pk = [o[3][6][o[2]] for o in order] if order[0][3][6] is not None else None
-        out = self.dp.process_batch_idx(array("d", times), array("I", kidx), bytes(flags),
-                                        array("I", sizes), out=array("i", bytes(4 * len(times))))
-        self.flushed += len(out)
-        for r, s in zip(reqs, out):
-            if s != r.server:
+            times: list[float] = []
+            kidx: list[int] = []
+            flags: list[int] = []
+            sizes: list[int] = []
+            for e, i, j in parts:
+                times += e[4][i:j]
+                kidx += [e[3].kidx] * (j - i)
+                flags += e[5][i:j]
+                sizes += e[6][i:j]
+            out = dp.process_packets(times, kidx, flags, sizes)
+            k = 0
+            for e, i, j in parts:
+                n = j - i
+                seg = out[k:k + n]
+                ok = seg.count(e[3].server)
+                if ok != n:
+                    self.misrouted += n - ok
+                if e[7] is not None:
+                    for pk, srv in zip(e[7][i:j], seg):
+                        pk.server = srv
+                k += n
+            self.flushed += k
+            return
+        order = sorted((e[4][k], e[1], k, e) for e, i, j in parts for k in range(i, j))
+        out = dp.process_packets([o[0] for o in order], [o[3][3].kidx for o in order],
+                                 [o[3][5][o[2]] for o in order], [o[3][6][o[2]] for o in order])
+        for o, srv in zip(order, out):
+            e = o[3]
+            if srv != e[3].server:
                 self.misrouted += 1
-        if pk is not None:
-            for p, s in zip(pk, out):
-                p.server = s
+            if e[7] is not None:
+                e[7][o[2]].server = srv
+        self.flushed += len(out)
 
 
 class Simulation:
@@ -171,7 +189,7 @@ class Simulation:
                  log_packets: bool = False, bg_rng: np.random.Generator | None = None) -> None:
         self.cfg = cfg
         self.env = simpy.Environment()
-        self._queue = self.env._queue  # heap of (t, priority, eid, event); see schedule()
+        self._q: list[tuple[float, int, Callable[[Any], None], Any]] = []  # see schedule()
         self._eid = 0
         self.end_s = cfg.duration_s
         self.source = source
@@ -224,26 +242,32 @@ class Simulation:
         self._open_shm(cfg.lb.shm_dir)
         self._cli_draws: list[int] = []
         self._expire_every = max(1, round(1.0 / cfg.lb.step_s))  # sweep idle flows about once a second
-        # per-run packet templates: request segments, response segments, client ACK indices
-        self._req_payloads = [0] + _segments(self.req_bytes)
-        self._req_flags = [ACK] * (len(self._req_payloads) - 1) + [PSH | ACK]
+        # per-run packet templates (tuples, shared by all requests): the client's ACK and
+        # request segments, the response segments, the client's delayed ACKs and RST
+        req_payloads = [0] + _segments(self.req_bytes)
+        self._n_req = len(req_payloads)
+        self._req_sizes = tuple(HEADER_BYTES + x for x in req_payloads)
+        self._req_flags = (ACK,) * (self._n_req - 1) + (PSH | ACK,)
         self._resp_payloads = _segments(self.resp_bytes)
-        self._resp_sizes = [HEADER_BYTES + x for x in self._resp_payloads]
-        self._resp_flags = [ACK] * (len(self._resp_payloads) - 1) + [PSH | ACK]
-        n_resp = len(self._resp_payloads)
-        # delayed ACK: every 2nd segment, and the last one
+        self._n_resp = n_resp = len(self._resp_payloads)
+        self._resp_sizes = tuple(HEADER_BYTES + x for x in self._resp_payloads)
+        self._resp_flags = (ACK,) * (n_resp - 1) + (PSH | ACK,)
+        # delayed ACK: every 2nd segment, and the last one; then RST|ACK (close: rst)
         self._ack_idx = [i for i in range(n_resp) if i % 2 == 1 or i == n_resp - 1]
-        self._ack_flags = {k: [ACK] * (k - 1) + [RST | ACK] for k in range(1, n_resp + 2)}
+        n_ack = len(self._ack_idx) + 1
+        self._ack_flags = (ACK,) * (n_ack - 1) + (RST | ACK,)
+        self._ack_sizes = (HEADER_BYTES,) * n_ack
         self.steps: dict[str, list[np.ndarray]] = {}
         self.events = 0
 
     # -- scheduling --------------------------------------------------------------------------
     def schedule(self, t_s: float, fn: Callable[[Any], None], arg: Any = None) -> None:
-        """Run fn(arg) at simulated time t_s (>= now). Pushed straight onto SimPy's event heap
-        with the exact time (env.schedule would add a delay to now and round)."""
+        """Run fn(arg) at simulated time t_s (times in the past run now). Calls live in the
+        simulation's own heap (t, seq, fn, arg), served together with SimPy's event queue in
+        time order (:meth:`run`), so SimPy processes (e.g. of a controller) still work."""
         self._eid += 1
-        heapq.heappush(self._queue, (t_s if t_s > self.env._now else self.env._now, 1,
-                                     self._eid, _Call(fn, arg)))
+        now = self.env._now
+        heapq.heappush(self._q, (t_s if t_s > now else now, self._eid, fn, arg))
 
     def now(self) -> float:
         return self.env._now
@@ -257,25 +281,27 @@ class Simulation:
         self.packets.append(p)
         return p
 
-    def _to_server(self, req: Request, times: list[float], flags: list[int],
-                   payloads: list[int]) -> list[float]:
+    def _to_server(self, req: Request, times: list[float], flags: Sequence[int],
+                   sizes: Sequence[int]) -> list[float]:
         """A train of client->server packets of a flow whose server is known: client->LB
         links, the LB's buffer (to be flushed to the core in time order), LB->server links.
         Returns the arrival times at the server."""
-        sizes = [HEADER_BYTES + x for x in payloads]
-        t_lb = self.p_cl[req.client][req.lb].send_train(times, sizes, RTO_S)
-        t_srv = self.p_ls[req.lb][req.server].send_train(t_lb, sizes, RTO_S)
-        if any(a > b for a, b in zip(t_lb, t_lb[1:])):  # a retransmission reordered the train
+        p1 = self.p_cl[req.client][req.lb]
+        t_lb = p1.send_train(times, sizes, RTO_S)
+        p2 = self.p_ls[req.lb][req.server]
+        t_srv = p2.send_train(t_lb, sizes, RTO_S)
+        if p1.reordered and any(a > b for a, b in zip(t_lb, t_lb[1:])):
             order = sorted(range(len(t_lb)), key=t_lb.__getitem__)
-            times, flags, payloads, sizes, t_lb, t_srv = ([x[i] for i in order] for x in
-                                                           (times, flags, payloads, sizes, t_lb, t_srv))
+            times, flags, sizes, t_lb, t_srv = ([x[i] for i in order] for x in
+                                                 (times, flags, sizes, t_lb, t_srv))
         pk = None
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
-            pk = [self._log(req, ip, VIP, port, VIP_PORT, f, x, ts, tl, tv)
-                  for f, x, ts, tl, tv in zip(flags, payloads, times, t_lb, t_srv)]
+            pk = [self._log(req, ip, VIP, port, VIP_PORT, f, x - HEADER_BYTES, ts, tl, tv)
+                  for f, x, ts, tl, tv in zip(flags, sizes, times, t_lb, t_srv)]
         self._eid += 1
-        heapq.heappush(self.lbs[req.lb].buf, (t_lb[0], self._eid, req, t_lb, flags, sizes, pk, 0))
+        heapq.heappush(self.lbs[req.lb].buf,
+                       (t_lb[0], self._eid, t_lb[-1], req, t_lb, flags, sizes, pk, 0))
         self.n_packets += len(times)
         return t_srv
 
@@ -288,13 +314,6 @@ class Simulation:
         return t
 
     # -- arrivals ----------------------------------------------------------------------------
-    def _client(self) -> int:
-        if self.n_clients == 1:
-            return 0
-        if not self._cli_draws:
-            self._cli_draws = self.rng.integers(0, self.n_clients, 4096).tolist()
-        return self._cli_draws.pop()
-
     def _generate(self) -> None:
         """Create the next request, send its SYN and schedule its arrival at the LB."""
         nxt = self.source.next_request()
@@ -303,13 +322,19 @@ class Simulation:
             return
         t0, work = nxt
         self._last_t0 = t0
-        c = self._client()
+        if self.n_clients == 1:
+            c = 0
+        else:
+            if not self._cli_draws:
+                self._cli_draws = self.rng.integers(0, self.n_clients, 4096).tolist()
+            c = self._cli_draws.pop()
         off = self._ports[c]
         port = EPHEMERAL_LO + off
-        self._ports[c] = (off + 1) % EPHEMERAL_N
-        key = (self._ips[c], VIP, port, VIP_PORT)
-        lb = hash((key[0], port, self.salt)) % self.n_lbs if self.n_lbs > 1 else 0
-        req = Request(len(self.requests), c, key, c * EPHEMERAL_N + off, lb, t0, work)
+        self._ports[c] = off + 1 if off + 1 < EPHEMERAL_N else 0
+        ip = self._ips[c]
+        lb = hash((ip, port, self.salt)) % self.n_lbs if self.n_lbs > 1 else 0
+        req = Request(len(self.requests), c, (ip, VIP, port, VIP_PORT), c * EPHEMERAL_N + off,
+                      lb, t0, work)
         self.requests.append(req)
         t_lb = self.p_cl[c][lb].send(t0, SYN_BYTES, RTO_SYN_S)
         self.schedule(t_lb, self._on_syn_lb, req)
@@ -324,9 +349,9 @@ class Simulation:
     def _on_syn_lb(self, req: Request) -> None:
         now = self.env._now
         lb = self.lbs[req.lb]
-        lb.flush(now)
-        forced = self.controller.force(now, req.lb)
-        s = lb.dp.process_idx(now, req.kidx, SYN, SYN_BYTES, forced)
+        if lb.buf and lb.buf[0][0] <= now:
+            lb.flush(now)
+        s = lb.dp.process_idx(now, req.kidx, SYN, SYN_BYTES, self.controller.force(now, req.lb))
         if s < 0:  # no eligible server: the LB drops the SYN
             req.status = DROPPED
             req.t_done = now
@@ -337,7 +362,8 @@ class Simulation:
                 self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, 0, req.t0, now, t_srv)
             self.schedule(t_srv, self._on_syn_srv, req)
         self.n_packets += 1
-        self._pump(now)
+        if not self._exhausted and self._last_t0 <= now:
+            self._pump(now)
 
     def _on_syn_srv(self, req: Request) -> None:
         now = self.env._now
@@ -346,8 +372,8 @@ class Simulation:
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
         t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
-        t_req = self._to_server(req, [t_sa] * len(self._req_flags), self._req_flags, self._req_payloads)
-        self.schedule(t_req[-1] if len(t_req) < 3 else max(t_req), self._on_req_srv, req)
+        t_req = self._to_server(req, [t_sa] * self._n_req, self._req_flags, self._req_sizes)
+        self.schedule(max(t_req), self._on_req_srv, req)
 
     def _on_req_srv(self, req: Request) -> None:
         if req.status == PENDING:
@@ -355,27 +381,30 @@ class Simulation:
 
     def _on_done(self, req: Request, now: float) -> None:
         """The server finished req's CPU work at ``now``: response, client ACKs, close."""
-        n = len(self._resp_sizes)
-        arr = self.p_sc[req.server][req.client].send_train([now] * n, self._resp_sizes, RTO_S)
-        self.n_packets += n
+        path = self.p_sc[req.server][req.client]
+        arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
+        self.n_packets += self._n_resp
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
             for f, x, t in zip(self._resp_flags, self._resp_payloads, arr):
                 self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, t)
-        t_last = max(arr)
         acks = [arr[i] for i in self._ack_idx]
-        if any(a > b for a, b in zip(acks, acks[1:])):
+        if path.reordered:
+            t_last = max(arr)
             acks.sort()
+        else:
+            t_last = arr[-1]
         req.t_done = t_last
         req.status = COMPLETED
         if self.close_fin:
-            self._to_server(req, acks, [ACK] * len(acks), [0] * len(acks))
-            t_srv = self._to_server(req, [t_last], [FIN | ACK], [0])[0]
+            n = len(acks)
+            self._to_server(req, acks, (ACK,) * n, (HEADER_BYTES,) * n)
+            t_srv = self._to_server(req, [t_last], (FIN | ACK,), (HEADER_BYTES,))[0]
             t_cli = self._to_client(req, t_srv, FIN | ACK, 0)
-            self._to_server(req, [t_cli], [ACK], [0])
+            self._to_server(req, [t_cli], (ACK,), (HEADER_BYTES,))
         else:
             acks.append(t_last)
-            self._to_server(req, acks, self._ack_flags[len(acks)], [0] * len(acks))
+            self._to_server(req, acks, self._ack_flags, self._ack_sizes)
 
     def _on_drop(self, req: Request, now: float) -> None:
         """The server failed with req admitted: it is reset."""
@@ -447,12 +476,23 @@ class Simulation:
                     self.schedule(t + tick, _progress, t + tick)
             self.schedule(tick, _progress, tick)
         env = self.env
-        queue = self._queue
-        step = env.step
+        q = self._q
+        sq = env._queue  # SimPy's own events (processes of controllers, if any)
+        pop = heapq.heappop
         end = self.end_s
         n = 0
-        while queue and queue[0][0] <= end:
-            step()
+        while True:
+            if sq and (not q or sq[0][0] < q[0][0]):
+                if sq[0][0] > end:
+                    break
+                env.step()
+                n += 1
+                continue
+            if not q or q[0][0] > end:
+                break
+            t, _, fn, arg = pop(q)
+            env._now = t
+            fn(arg)
             n += 1
         env._now = end
         self.events = n

@@ -24,17 +24,23 @@ __all__ = ["Link", "Path", "build_links", "path_between"]
 
 
 class Link:
-    """One direction of a graph edge."""
+    """One direction of a graph edge.
 
-    __slots__ = ("u", "v", "bps", "delay_s", "qcap", "last", "q", "drops", "packets")
+    State: ``last`` = departure time of the last accepted packet; ``q`` = departure times of
+    accepted packets, oldest first, possibly including some that already left (they are only
+    pruned when the count could reach ``qcap``: fewer than ``qcap`` entries => fewer than
+    ``qcap`` packets in the link => no drop, so the drop-tail decision is exact)."""
+
+    __slots__ = ("u", "v", "bps", "k8", "delay_s", "qcap", "last", "q", "drops", "packets")
 
     def __init__(self, u: str, v: str, bandwidth_bps: float, delay_s: float, queue_pkts: int) -> None:
         self.u = u
         self.v = v
         self.bps = float(bandwidth_bps)
+        self.k8 = 8.0 / self.bps  # transmission seconds per byte
         self.delay_s = float(delay_s)
         self.qcap = int(queue_pkts)
-        self.last = float("-inf")  # departure time of the last accepted packet
+        self.last = 0.0  # departure time of the last accepted packet (0 before any; times >= 0)
         self.q: deque[float] = deque()  # departure times of packets possibly still in the link
         self.drops = 0
         self.packets = 0
@@ -44,82 +50,106 @@ class Link:
         if the queue is full (drop-tail)."""
         q = self.q
         if t_s >= self.last:
-            q.clear()
+            if len(q) >= self.qcap:
+                q.clear()
             start = t_s
         else:
-            while q[0] <= t_s:
-                q.popleft()
             if len(q) >= self.qcap:
-                self.drops += 1
-                return -1.0
+                while q[0] <= t_s:
+                    q.popleft()
+                if len(q) >= self.qcap:
+                    self.drops += 1
+                    return -1.0
             start = self.last
         self.packets += 1
-        d = start + size * 8.0 / self.bps
+        d = start + size * self.k8
         self.last = d
         q.append(d)
         return d + self.delay_s
 
 
 class Path:
-    """Links from one node to another, in order. ``delay_s`` = sum of propagation delays."""
+    """Links from one node to another, in order. ``delay_s`` = sum of propagation delays.
+    ``reordered`` is set by :meth:`send_train` when a drop and retransmission may have put the
+    arrivals out of order (otherwise FIFO links keep a non-decreasing train in order)."""
 
-    __slots__ = ("links", "delay_s", "drops")
+    __slots__ = ("links", "delay_s", "drops", "reordered")
 
     def __init__(self, links: list[Link]) -> None:
         self.links = links
         self.delay_s = sum(lk.delay_s for lk in links)
         self.drops = 0
+        self.reordered = False
 
     def send(self, t_s: float, size: int, rto_s: float) -> float:
         """Deliver one packet sent at ``t_s``; returns the arrival time of the first copy that
-        gets through (a dropped copy is resent ``rto_s`` after its send time)."""
+        gets through (a dropped copy is resent ``rto_s`` after its send time). Same arithmetic
+        as :meth:`Link.send` on every link, inlined (hot path)."""
         while True:
             t = t_s
             for lk in self.links:
-                t = lk.send(t, size)
-                if t < 0.0:
-                    break
+                q = lk.q
+                last = lk.last
+                if t >= last:
+                    if len(q) >= lk.qcap:
+                        q.clear()
+                    d = t + size * lk.k8
+                else:
+                    if len(q) >= lk.qcap:
+                        while q[0] <= t:
+                            q.popleft()
+                        if len(q) >= lk.qcap:
+                            lk.drops += 1
+                            break
+                    d = last + size * lk.k8
+                q.append(d)
+                lk.last = d
+                lk.packets += 1
+                t = d + lk.delay_s
             else:
                 return t
             self.drops += 1
             t_s += rto_s
 
-
-    def send_train(self, times: list[float], sizes: list[int], rto_s: float) -> list[float]:
+    def send_train(self, times: list[float], sizes: list[int] | tuple[int, ...],
+                   rto_s: float) -> list[float]:
         """Deliver packets sent at ``times`` (non-decreasing) with ``sizes``; returns their
         arrival times. Same FIFO arithmetic as :meth:`send`, one pass per link (the hot path:
-        response trains, ACK trains); a dropped copy is resent ``rto_s`` after its send time."""
+        response trains, ACK trains); a dropped copy is resent ``rto_s`` after its send time
+        (then ``reordered`` is set)."""
         ts = times
         dropped = False
         for lk in self.links:
-            bps = lk.bps
+            k8 = lk.k8
             dly = lk.delay_s
             q = lk.q
             last = lk.last
             qcap = lk.qcap
             out = []
             for t, size in zip(ts, sizes):
-                if t < 0.0:
+                if t >= last:
+                    if len(q) >= qcap:
+                        q.clear()
+                    last = t + size * k8
+                elif t < 0.0:  # dropped on an earlier link
                     out.append(-1.0)
                     continue
-                if t >= last:
-                    q.clear()
-                    start = t
                 else:
-                    while q[0] <= t:
-                        q.popleft()
                     if len(q) >= qcap:
-                        lk.drops += 1
-                        dropped = True
-                        out.append(-1.0)
-                        continue
-                    start = last
-                last = start + size * 8.0 / bps
+                        while q[0] <= t:
+                            q.popleft()
+                        if len(q) >= qcap:
+                            lk.drops += 1
+                            dropped = True
+                            out.append(-1.0)
+                            continue
+                    last += size * k8
                 q.append(last)
                 out.append(last + dly)
             lk.packets += len(out)
             lk.last = last
             ts = out
+        self.reordered = dropped
         if dropped:
             for i, t in enumerate(ts):
                 if t < 0.0:
