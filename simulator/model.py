@@ -44,7 +44,7 @@ import simpy
 
 from simulator.config import ExperimentConfig, UserError
 from simulator.features import FEATURE_NAMES, as_dict, frame_features
-from simulator.network import Path, build_links, path_between
+from simulator.network import Path, Template, build_links, path_between
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
 from simulator.server import PsServer
@@ -257,6 +257,8 @@ class Simulation:
         n_ack = len(self._ack_idx) + 1
         self._ack_flags = (ACK,) * (n_ack - 1) + (RST | ACK,)
         self._ack_sizes = (HEADER_BYTES,) * n_ack
+        self._tm_req: dict[tuple[int, int, int], tuple[Template, Template]] = {}
+        self._tm_resp: dict[tuple[int, int, int], tuple[Template, Template, Template]] = {}
         self.steps: dict[str, list[np.ndarray]] = {}
         self.events = 0
 
@@ -305,6 +307,51 @@ class Simulation:
         self.n_packets += len(times)
         return t_srv
 
+    def _to_server_tm(self, req: Request, base: float, tms: tuple[Template, Template],
+                      flags: Sequence[int], sizes: Sequence[int]) -> list[float]:
+        """:meth:`_to_server` for a train of fixed shape sent at ``base`` + offsets: the
+        precomputed templates ``tms`` (client->LB, LB->server) when the links are idle (the
+        common case), else the link-by-link arithmetic. Returns the arrival times at the server."""
+        tm1, tm2 = tms
+        t_lb = self.p_cl[req.client][req.lb].send_template(base, tm1)
+        if t_lb is None:
+            return self._to_server(req, [base + x for x in tm1.send], flags, sizes)
+        p2 = self.p_ls[req.lb][req.server]
+        t_srv = p2.send_template(base, tm2)
+        if t_srv is None:
+            t_srv = p2.send_train(t_lb, sizes, RTO_S)
+        pk = None
+        if self.log_packets:
+            ip, port = req.key[0], req.key[2]
+            pk = [self._log(req, ip, VIP, port, VIP_PORT, f, x - HEADER_BYTES, base + ts, tl, tv)
+                  for f, x, ts, tl, tv in zip(flags, sizes, tm1.send, t_lb, t_srv)]
+        self._eid += 1
+        heapq.heappush(self.lbs[req.lb].buf,
+                       (t_lb[0], self._eid, t_lb[-1], req, t_lb, flags, sizes, pk, 0))
+        self.n_packets += tm1.n
+        return t_srv
+
+    def _req_templates(self, c: int, lb: int, s: int) -> tuple[Template, Template]:
+        """Templates of the client's ACK + request segments (sent together) c -> lb -> s."""
+        key = (c, lb, s)
+        tms = self._tm_req.get(key)
+        if tms is None:
+            tm1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
+            tms = self._tm_req[key] = (tm1, Template(self.p_ls[lb][s], tm1.arr, self._req_sizes))
+        return tms
+
+    def _resp_templates(self, s: int, c: int, lb: int) -> tuple[Template, Template, Template]:
+        """Templates of the response s -> c (all segments sent at once) and of the client's
+        delayed ACKs + RST that it triggers, c -> lb -> s (offsets from the same base)."""
+        key = (s, c, lb)
+        tms = self._tm_resp.get(key)
+        if tms is None:
+            tm = Template(self.p_sc[s][c], (0.0,) * self._n_resp, self._resp_sizes)
+            acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
+            tm1 = Template(self.p_cl[c][lb], acks, self._ack_sizes)
+            tms = self._tm_resp[key] = (tm, tm1, Template(self.p_ls[lb][s], tm1.arr, self._ack_sizes))
+        return tms
+
     def _to_client(self, req: Request, t_send: float, flags: int, payload: int, size: int = 0) -> float:
         size = size or HEADER_BYTES + payload
         t = self.p_sc[req.server][req.client].send(t_send, size, RTO_S)
@@ -336,14 +383,14 @@ class Simulation:
         req = Request(len(self.requests), c, (ip, VIP, port, VIP_PORT), c * EPHEMERAL_N + off,
                       lb, t0, work)
         self.requests.append(req)
-        t_lb = self.p_cl[c][lb].send(t0, SYN_BYTES, RTO_SYN_S)
-        self.schedule(t_lb, self._on_syn_lb, req)
+        self.schedule(t0, self._on_send_syn, req)
 
-    def _pump(self, now: float) -> None:
-        """Keep one request generated ahead of time (SYNs are generated at or before their send
-        time, so their LB events are never in the past when inter-arrivals exceed path delays)."""
-        while not self._exhausted and self._last_t0 <= now:
-            self._generate()
+    def _on_send_syn(self, req: Request) -> None:
+        """The client sends req's SYN now (its links see it at its own time, never ahead of
+        other packets) and the next request is drawn."""
+        t_lb = self.p_cl[req.client][req.lb].send(req.t0, SYN_BYTES, RTO_SYN_S)
+        self.schedule(t_lb, self._on_syn_lb, req)
+        self._generate()
 
     # -- handlers ----------------------------------------------------------------------------
     def _on_syn_lb(self, req: Request) -> None:
@@ -362,8 +409,6 @@ class Simulation:
                 self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, 0, req.t0, now, t_srv)
             self.schedule(t_srv, self._on_syn_srv, req)
         self.n_packets += 1
-        if not self._exhausted and self._last_t0 <= now:
-            self._pump(now)
 
     def _on_syn_srv(self, req: Request) -> None:
         now = self.env._now
@@ -372,7 +417,8 @@ class Simulation:
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
         t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
-        t_req = self._to_server(req, [t_sa] * self._n_req, self._req_flags, self._req_sizes)
+        t_req = self._to_server_tm(req, t_sa, self._req_templates(req.client, req.lb, req.server),
+                                   self._req_flags, self._req_sizes)
         self.schedule(max(t_req), self._on_req_srv, req)
 
     def _on_req_srv(self, req: Request) -> None:
@@ -382,7 +428,11 @@ class Simulation:
     def _on_done(self, req: Request, now: float) -> None:
         """The server finished req's CPU work at ``now``: response, client ACKs, close."""
         path = self.p_sc[req.server][req.client]
-        arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
+        tms = self._resp_templates(req.server, req.client, req.lb)
+        arr = path.send_template(now, tms[0])
+        if arr is None:
+            arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
+            tms = None
         self.n_packets += self._n_resp
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
@@ -402,6 +452,8 @@ class Simulation:
             t_srv = self._to_server(req, [t_last], (FIN | ACK,), (HEADER_BYTES,))[0]
             t_cli = self._to_client(req, t_srv, FIN | ACK, 0)
             self._to_server(req, [t_cli], (ACK,), (HEADER_BYTES,))
+        elif tms is not None:  # the ACK train has the template's shape
+            self._to_server_tm(req, now, tms[1:], self._ack_flags, self._ack_sizes)
         else:
             acks.append(t_last)
             self._to_server(req, acks, self._ack_flags, self._ack_sizes)
@@ -466,7 +518,7 @@ class Simulation:
             self.schedule(ev.at_s, self._apply_event, ev)
         self._start_background()
         self.controller.start(self)
-        self._pump(0.0)
+        self._generate()
         if progress is not None:
             tick = self.end_s / 100
 

@@ -17,10 +17,11 @@ the drop.
 from __future__ import annotations
 
 from collections import deque
+from typing import Sequence
 
 import networkx as nx
 
-__all__ = ["Link", "Path", "build_links", "path_between"]
+__all__ = ["Link", "Path", "Template", "build_links", "path_between"]
 
 
 class Link:
@@ -156,6 +157,58 @@ class Path:
                     self.drops += 1
                     ts[i] = self.send(times[i] + rto_s, sizes[i], rto_s)
         return ts
+
+    def send_template(self, base_s: float, tm: "Template") -> list[float] | None:
+        """Send the train of template ``tm`` at ``base_s`` if every link is idle when the
+        train's first packet reaches it and has room for the whole train (then no packet can
+        be dropped); returns the arrival times at the path end, or None (nothing sent: use
+        :meth:`send_train`)."""
+        links = self.links
+        n = tm.n
+        for lk, f in zip(links, tm.first):
+            if lk.last > base_s + f or n > lk.qcap:
+                return None
+        for lk, d in zip(links, tm.deps):
+            q = lk.q
+            if len(q) + n > lk.qcap:
+                q.clear()  # every entry left before the train (lk.last <= its first arrival)
+            q.extend([base_s + x for x in d])
+            lk.last = q[-1]
+            lk.packets += n
+        self.reordered = False
+        return [base_s + x for x in tm.arr]
+
+
+class Template:
+    """A train of fixed shape on one path, precomputed on idle links: packets sent at
+    ``base + send_offs[i]`` with ``sizes[i]``. When every link of the path is idle (``last`` <=
+    the train's first arrival there) the FIFO arithmetic of the train no longer depends on the
+    past, so its departures are ``base + deps[j][i]`` on link j and its arrivals at the path end
+    ``base + arr[i]``: :meth:`Path.send_template` applies that in O(links) Python steps plus C-level
+    list building instead of O(links x packets) (same results up to float rounding of the sums)."""
+
+    __slots__ = ("n", "send", "first", "deps", "arr")
+
+    def __init__(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> None:
+        ts = [float(x) for x in send_offs]
+        if any(a > b for a, b in zip(ts, ts[1:])):
+            raise ValueError("template send offsets must be non-decreasing")
+        self.n = len(ts)
+        self.send = tuple(ts)
+        first, deps = [], []
+        for lk in path.links:
+            first.append(ts[0])
+            last = float("-inf")
+            d, out = [], []
+            for t, size in zip(ts, sizes):
+                last = (t if t >= last else last) + size * lk.k8
+                d.append(last)
+                out.append(last + lk.delay_s)
+            deps.append(tuple(d))
+            ts = out
+        self.first = tuple(first)
+        self.deps = tuple(deps)
+        self.arr = tuple(ts)
 
 
 def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
