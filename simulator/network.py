@@ -32,7 +32,8 @@ class Link:
     pruned when the count could reach ``qcap``: fewer than ``qcap`` entries => fewer than
     ``qcap`` packets in the link => no drop, so the drop-tail decision is exact)."""
 
-    __slots__ = ("u", "v", "bps", "k8", "delay_s", "qcap", "last", "q", "drops", "packets")
+    __slots__ = ("u", "v", "bps", "k8", "delay_s", "qcap", "last", "q", "tqb", "tqd", "tqn",
+                 "drops", "packets")
 
     def __init__(self, u: str, v: str, bandwidth_bps: float, delay_s: float, queue_pkts: int) -> None:
         self.u = u
@@ -43,19 +44,33 @@ class Link:
         self.qcap = int(queue_pkts)
         self.last = 0.0  # departure time of the last accepted packet (0 before any; times >= 0)
         self.q: deque[float] = deque()  # departure times of packets possibly still in the link
+        # the last template train (Path.send_template), kept lazily: its departures are
+        # tqb + tqd[i], older than every entry of q; tqn = len(tqd), 0 when none
+        self.tqb = 0.0
+        self.tqd: tuple[float, ...] = ()
+        self.tqn = 0
         self.drops = 0
         self.packets = 0
+
+    def materialise(self) -> None:
+        """Put the lazily kept template departures into ``q`` (slow path only)."""
+        if self.tqn:
+            b = self.tqb
+            self.q.extendleft([b + x for x in reversed(self.tqd)])
+            self.tqn = 0
 
     def send(self, t_s: float, size: int) -> float:
         """Offer a packet of ``size`` bytes at ``t_s``; return its arrival time at ``v`` or -1.0
         if the queue is full (drop-tail)."""
         q = self.q
         if t_s >= self.last:
-            if len(q) >= self.qcap:
+            if len(q) + self.tqn >= self.qcap:
                 q.clear()
+                self.tqn = 0
             start = t_s
         else:
-            if len(q) >= self.qcap:
+            if len(q) + self.tqn >= self.qcap:
+                self.materialise()
                 while q[0] <= t_s:
                     q.popleft()
                 if len(q) >= self.qcap:
@@ -92,11 +107,13 @@ class Path:
                 q = lk.q
                 last = lk.last
                 if t >= last:
-                    if len(q) >= lk.qcap:
+                    if len(q) + lk.tqn >= lk.qcap:
                         q.clear()
+                        lk.tqn = 0
                     d = t + size * lk.k8
                 else:
-                    if len(q) >= lk.qcap:
+                    if len(q) + lk.tqn >= lk.qcap:
+                        lk.materialise()
                         while q[0] <= t:
                             q.popleft()
                         if len(q) >= lk.qcap:
@@ -126,6 +143,8 @@ class Path:
             q = lk.q
             last = lk.last
             qcap = lk.qcap
+            if lk.tqn:
+                lk.materialise()
             out = []
             for t, size in zip(ts, sizes):
                 if t >= last:
@@ -164,16 +183,22 @@ class Path:
         be dropped); returns the arrival times at the path end, or None (nothing sent: use
         :meth:`send_train`)."""
         links = self.links
-        n = tm.n
+        if not tm.fits:
+            return None
         for lk, f in zip(links, tm.first):
-            if lk.last > base_s + f or n > lk.qcap:
+            if lk.last > base_s + f:
                 return None
+        n = tm.n
         for lk, d in zip(links, tm.deps):
+            # every packet the link holds left before the train arrives (lk.last <= its first
+            # arrival): the link now holds just the train, kept lazily (Link.materialise)
             q = lk.q
-            if len(q) + n > lk.qcap:
-                q.clear()  # every entry left before the train (lk.last <= its first arrival)
-            q.extend([base_s + x for x in d])
-            lk.last = q[-1]
+            if q:
+                q.clear()
+            lk.tqb = base_s
+            lk.tqd = d
+            lk.tqn = n
+            lk.last = base_s + d[-1]
             lk.packets += n
         self.reordered = False
         return [base_s + x for x in tm.arr]
@@ -187,7 +212,7 @@ class Template:
     ``base + arr[i]``: :meth:`Path.send_template` applies that in O(links) Python steps plus C-level
     list building instead of O(links x packets) (same results up to float rounding of the sums)."""
 
-    __slots__ = ("n", "send", "first", "deps", "arr")
+    __slots__ = ("n", "send", "first", "deps", "arr", "fits")
 
     def __init__(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> None:
         ts = [float(x) for x in send_offs]
@@ -206,6 +231,7 @@ class Template:
                 out.append(last + lk.delay_s)
             deps.append(tuple(d))
             ts = out
+        self.fits = all(self.n <= lk.qcap for lk in path.links)  # no drop possible
         self.first = tuple(first)
         self.deps = tuple(deps)
         self.arr = tuple(ts)
