@@ -44,7 +44,7 @@ import simpy
 
 from simulator.config import ExperimentConfig, UserError
 from simulator.features import FEATURE_NAMES, as_dict, frame_features
-from simulator.network import Path, Template, build_links, path_between
+from simulator.network import Chain, Path, Template, build_links, path_between, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
 from simulator.server import PsServer
@@ -331,26 +331,47 @@ class Simulation:
         self.n_packets += tm1.n
         return t_srv
 
-    def _req_templates(self, c: int, lb: int, s: int) -> tuple[Template, Template]:
-        """Templates of the client's ACK + request segments (sent together) c -> lb -> s."""
+    def _req_templates(self, c: int, lb: int, s: int) -> tuple:
+        """Templates of the client's ACK + request segments (sent together) c -> lb -> s:
+        (client->LB template, LB->server template, their Chain, last arrival offset)."""
         key = (c, lb, s)
         tms = self._tm_req.get(key)
         if tms is None:
             tm1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
-            tms = self._tm_req[key] = (tm1, Template(self.p_ls[lb][s], tm1.arr, self._req_sizes))
+            tm2 = Template(self.p_ls[lb][s], tm1.arr, self._req_sizes)
+            ch = Chain([(self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr))
         return tms
 
-    def _resp_templates(self, s: int, c: int, lb: int) -> tuple[Template, Template, Template]:
+    def _resp_templates(self, s: int, c: int, lb: int) -> tuple:
         """Templates of the response s -> c (all segments sent at once) and of the client's
-        delayed ACKs + RST that it triggers, c -> lb -> s (offsets from the same base)."""
+        delayed ACKs + RST that it triggers, c -> lb -> s (offsets from the same base):
+        (response, ACKs client->LB, ACKs LB->server, the Chain of all three)."""
         key = (s, c, lb)
         tms = self._tm_resp.get(key)
         if tms is None:
             tm = Template(self.p_sc[s][c], (0.0,) * self._n_resp, self._resp_sizes)
             acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
             tm1 = Template(self.p_cl[c][lb], acks, self._ack_sizes)
-            tms = self._tm_resp[key] = (tm, tm1, Template(self.p_ls[lb][s], tm1.arr, self._ack_sizes))
+            tm2 = Template(self.p_ls[lb][s], tm1.arr, self._ack_sizes)
+            ch = Chain([(self.p_sc[s][c], tm), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            tms = self._tm_resp[key] = (tm, tm1, tm2, ch)
         return tms
+
+    def _buffer_tm(self, req: Request, base: float, tm1: Template, tm2: Template,
+                   flags: Sequence[int], sizes: Sequence[int]) -> None:
+        """Push a template train that was sent at ``base`` (client->LB tm1, LB->server tm2)
+        into its LB's buffer (and the packet log)."""
+        t_lb = [base + x for x in tm1.arr]
+        pk = None
+        if self.log_packets:
+            ip, port = req.key[0], req.key[2]
+            pk = [self._log(req, ip, VIP, port, VIP_PORT, f, x - HEADER_BYTES, base + ts, tl, base + tv)
+                  for f, x, ts, tl, tv in zip(flags, sizes, tm1.send, t_lb, tm2.arr)]
+        self._eid += 1
+        heapq.heappush(self.lbs[req.lb].buf,
+                       (t_lb[0], self._eid, t_lb[-1], req, t_lb, flags, sizes, pk, 0))
+        self.n_packets += tm1.n
 
     def _to_client(self, req: Request, t_send: float, flags: int, payload: int, size: int = 0) -> float:
         size = size or HEADER_BYTES + payload
@@ -417,9 +438,13 @@ class Simulation:
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
         t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
-        t_req = self._to_server_tm(req, t_sa, self._req_templates(req.client, req.lb, req.server),
-                                   self._req_flags, self._req_sizes)
-        self.schedule(max(t_req), self._on_req_srv, req)
+        tms = self._req_templates(req.client, req.lb, req.server)
+        if send_chain(t_sa, tms[2]):
+            self._buffer_tm(req, t_sa, tms[0], tms[1], self._req_flags, self._req_sizes)
+            t_req = t_sa + tms[3]
+        else:
+            t_req = max(self._to_server_tm(req, t_sa, tms[:2], self._req_flags, self._req_sizes))
+        self.schedule(t_req, self._on_req_srv, req)
 
     def _on_req_srv(self, req: Request) -> None:
         if req.status == PENDING:
@@ -427,8 +452,18 @@ class Simulation:
 
     def _on_done(self, req: Request, now: float) -> None:
         """The server finished req's CPU work at ``now``: response, client ACKs, close."""
-        path = self.p_sc[req.server][req.client]
         tms = self._resp_templates(req.server, req.client, req.lb)
+        if not self.close_fin and send_chain(now, tms[3]):  # response + ACKs on idle links
+            self.n_packets += self._n_resp
+            req.t_done = now + tms[0].arr[-1]
+            req.status = COMPLETED
+            if self.log_packets:
+                ip, port = req.key[0], req.key[2]
+                for f, x, t in zip(self._resp_flags, self._resp_payloads, tms[0].arr):
+                    self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, now + t)
+            self._buffer_tm(req, now, tms[1], tms[2], self._ack_flags, self._ack_sizes)
+            return
+        path = self.p_sc[req.server][req.client]
         arr = path.send_template(now, tms[0])
         if arr is None:
             arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)

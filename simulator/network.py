@@ -21,7 +21,7 @@ from typing import Sequence
 
 import networkx as nx
 
-__all__ = ["Link", "Path", "Template", "build_links", "path_between"]
+__all__ = ["Link", "Path", "Template", "Chain", "send_chain", "build_links", "path_between"]
 
 
 class Link:
@@ -235,6 +235,45 @@ class Template:
         self.first = tuple(first)
         self.deps = tuple(deps)
         self.arr = tuple(ts)
+
+
+class Chain:
+    """Template trains on several paths sent from one base time (e.g. a response s->c and
+    the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none."""
+
+    __slots__ = ("paths", "links", "first", "deps", "ns", "ok")
+
+    def __init__(self, steps: Sequence[tuple["Path", "Template"]]) -> None:
+        self.paths = [p for p, _ in steps]
+        self.links = [lk for p, _ in steps for lk in p.links]
+        self.first = [f for _, tm in steps for f in tm.first]
+        self.deps = [d for _, tm in steps for d in tm.deps]
+        self.ns = [tm.n for p, tm in steps for _ in p.links]
+        # all or nothing needs each directed link at most once (else the trains interact)
+        self.ok = (all(tm.fits for _, tm in steps)
+                   and len({id(lk) for lk in self.links}) == len(self.links))
+
+
+def send_chain(base_s: float, ch: Chain) -> bool:
+    """Send every train of ``ch`` at ``base_s`` as :meth:`Path.send_template` would, if all
+    links are idle at their train's first arrival; returns False (nothing sent) otherwise."""
+    if not ch.ok:
+        return False
+    for lk, f in zip(ch.links, ch.first):
+        if lk.last > base_s + f:
+            return False
+    for lk, d, n in zip(ch.links, ch.deps, ch.ns):
+        q = lk.q
+        if q:
+            q.clear()
+        lk.tqb = base_s
+        lk.tqd = d
+        lk.tqn = n
+        lk.last = base_s + d[-1]
+        lk.packets += n
+    for p in ch.paths:
+        p.reordered = False
+    return True
 
 
 def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
