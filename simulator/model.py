@@ -332,15 +332,21 @@ class Simulation:
         return t_srv
 
     def _req_templates(self, c: int, lb: int, s: int) -> tuple:
-        """Templates of the client's ACK + request segments (sent together) c -> lb -> s:
-        (client->LB template, LB->server template, their Chain, last arrival offset)."""
+        """Templates of the server's SYN-ACK s -> c and the client's ACK + request segments
+        (sent together on its arrival) c -> lb -> s, from the SYN-ACK's send time:
+        (client->LB, LB->server, the Chain of all three, request arrival offset, SYN-ACK
+        arrival offset, (client->LB, LB->server) from the SYN-ACK's arrival instead)."""
         key = (c, lb, s)
         tms = self._tm_req.get(key)
         if tms is None:
-            tm1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
+            sa = Template(self.p_sc[s][c], (0.0,), (SYN_BYTES,))
+            t_sa = sa.arr[0]
+            tm1 = Template(self.p_cl[c][lb], (t_sa,) * self._n_req, self._req_sizes)
             tm2 = Template(self.p_ls[lb][s], tm1.arr, self._req_sizes)
-            ch = Chain([(self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
-            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr))
+            ch = Chain([(self.p_sc[s][c], sa), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            r1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
+            r2 = Template(self.p_ls[lb][s], r1.arr, self._req_sizes)
+            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr), t_sa, (r1, r2))
         return tms
 
     def _resp_templates(self, s: int, c: int, lb: int) -> tuple:
@@ -437,14 +443,19 @@ class Simulation:
             req.status = DROPPED
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
-        t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
         tms = self._req_templates(req.client, req.lb, req.server)
-        if send_chain(t_sa, tms[2]):
-            self._buffer_tm(req, t_sa, tms[0], tms[1], self._req_flags, self._req_sizes)
-            t_req = t_sa + tms[3]
+        if send_chain(now, tms[2]):  # SYN-ACK, then the client's ACK + request, on idle links
+            self.n_packets += 1
+            if self.log_packets:
+                self._log(req, VIP, req.key[0], VIP_PORT, req.key[2], SYN | ACK, 0, now, math.nan,
+                          now + tms[4])
+            self._buffer_tm(req, now, tms[0], tms[1], self._req_flags, self._req_sizes)
+            t_req = now + tms[3]
         else:
-            t_req = max(self._to_server_tm(req, t_sa, tms[:2], self._req_flags, self._req_sizes))
-        self.schedule(t_req, self._on_req_srv, req)
+            t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
+            t_req = max(self._to_server_tm(req, t_sa, tms[5], self._req_flags, self._req_sizes))
+        self._eid += 1
+        heapq.heappush(self._q, (t_req, self._eid, self._on_req_srv, req))
 
     def _on_req_srv(self, req: Request) -> None:
         if req.status == PENDING:
