@@ -43,7 +43,7 @@ import numpy as np
 import simpy
 
 from simulator.config import ExperimentConfig, UserError
-from simulator.features import FEATURE_NAMES, as_dict, frame_features
+from simulator.features import FEATURE_NAMES, as_dict, server_features
 from simulator.network import Chain, Path, Template, build_links, path_between, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
@@ -65,14 +65,12 @@ FEATURES = FEATURE_NAMES[1:]
 class Request:
     """One request/flow. Times in simulated seconds (-1.0 = not reached)."""
 
-    __slots__ = ("id", "client", "key", "kidx", "lb", "server", "t0", "work_s", "t_srv_arrive",
+    __slots__ = ("id", "client", "kidx", "lb", "server", "t0", "work_s", "t_srv_arrive",
                  "t_srv_done", "t_done", "status")
 
-    def __init__(self, rid: int, client: int, key: tuple[int, int, int, int], kidx: int, lb: int,
-                 t0: float, work_s: float) -> None:
+    def __init__(self, rid: int, client: int, kidx: int, lb: int, t0: float, work_s: float) -> None:
         self.id = rid
         self.client = client
-        self.key = key
         self.kidx = kidx  # row of the flow's key in the simulation's key table
         self.lb = lb
         self.server = -1
@@ -82,6 +80,12 @@ class Request:
         self.t_srv_done = -1.0
         self.t_done = -1.0
         self.status = PENDING
+
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        """(client ip, VIP, client port, VIP port) of the flow (ints)."""
+        c, off = divmod(self.kidx, EPHEMERAL_N)
+        return (client_ip(c), VIP, EPHEMERAL_LO + off, VIP_PORT)
 
 
 class LbNode:
@@ -205,7 +209,6 @@ class Simulation:
         self.n_packets = 0
         self.requests: list[Request] = []
         self._exhausted = False
-        self._last_t0 = -1.0
 
         servers = sorted((n for n, k in graph.nodes(data="kind") if k == "server"),
                          key=lambda n: int(n[1:]))
@@ -395,28 +398,29 @@ class Simulation:
             self._exhausted = True
             return
         t0, work = nxt
-        self._last_t0 = t0
         if self.n_clients == 1:
             c = 0
         else:
             if not self._cli_draws:
                 self._cli_draws = self.rng.integers(0, self.n_clients, 4096).tolist()
             c = self._cli_draws.pop()
-        off = self._ports[c]
-        port = EPHEMERAL_LO + off
-        self._ports[c] = off + 1 if off + 1 < EPHEMERAL_N else 0
-        ip = self._ips[c]
-        lb = hash((ip, port, self.salt)) % self.n_lbs if self.n_lbs > 1 else 0
-        req = Request(len(self.requests), c, (ip, VIP, port, VIP_PORT), c * EPHEMERAL_N + off,
-                      lb, t0, work)
-        self.requests.append(req)
-        self.schedule(t0, self._on_send_syn, req)
+        ports = self._ports
+        off = ports[c]
+        ports[c] = off + 1 if off + 1 < EPHEMERAL_N else 0
+        n_lbs = self.n_lbs
+        lb = hash((self._ips[c], EPHEMERAL_LO + off, self.salt)) % n_lbs if n_lbs > 1 else 0
+        reqs = self.requests
+        req = Request(len(reqs), c, c * EPHEMERAL_N + off, lb, t0, work)
+        reqs.append(req)
+        self._eid += 1
+        heapq.heappush(self._q, (t0, self._eid, self._on_send_syn, req))
 
     def _on_send_syn(self, req: Request) -> None:
         """The client sends req's SYN now (its links see it at its own time, never ahead of
         other packets) and the next request is drawn."""
         t_lb = self.p_cl[req.client][req.lb].send(req.t0, SYN_BYTES, RTO_SYN_S)
-        self.schedule(t_lb, self._on_syn_lb, req)
+        self._eid += 1
+        heapq.heappush(self._q, (t_lb, self._eid, self._on_syn_lb, req))
         self._generate()
 
     # -- handlers ----------------------------------------------------------------------------
@@ -434,7 +438,8 @@ class Simulation:
             t_srv = self.p_ls[req.lb][s].send(now, SYN_BYTES, RTO_SYN_S)
             if self.log_packets:
                 self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, 0, req.t0, now, t_srv)
-            self.schedule(t_srv, self._on_syn_srv, req)
+            self._eid += 1
+            heapq.heappush(self._q, (t_srv, self._eid, self._on_syn_srv, req))
         self.n_packets += 1
 
     def _on_syn_srv(self, req: Request) -> None:
@@ -534,12 +539,18 @@ class Simulation:
         controller set weights, record the step, and sweep idle flows about once a second."""
         now = self.env._now
         n = self.n_servers
+        frames = []
         for lb in self.lbs:
             lb.flush(now)
-            dp = lb.dp
             lb.shm.publish(now, time.time())
-            frame = lb.reader.latest_out()
-            feats = as_dict(frame_features(frame, n))
+            frames.append(lb.reader.latest_out())
+        # features of all LBs in one vectorised call (each LB's rows from its own frame only)
+        mats = server_features(np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
+                               np.concatenate([f.samples_SRK2[:n] for f in frames]),
+                               np.concatenate([f.servers["fill"][:n] for f in frames]), now)
+        for lb in self.lbs:
+            dp = lb.dp
+            feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])
             w = self.controller.on_step(now, lb.idx, feats)
             if w is not None:
                 dp.set_weights(w)

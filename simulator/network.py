@@ -32,8 +32,7 @@ class Link:
     pruned when the count could reach ``qcap``: fewer than ``qcap`` entries => fewer than
     ``qcap`` packets in the link => no drop, so the drop-tail decision is exact)."""
 
-    __slots__ = ("u", "v", "bps", "k8", "delay_s", "qcap", "last", "q", "tqb", "tqd", "tqn",
-                 "drops", "packets")
+    __slots__ = ("u", "v", "bps", "k8", "delay_s", "qcap", "last", "q", "tqb", "tqd", "drops")
 
     def __init__(self, u: str, v: str, bandwidth_bps: float, delay_s: float, queue_pkts: int) -> None:
         self.u = u
@@ -45,31 +44,29 @@ class Link:
         self.last = 0.0  # departure time of the last accepted packet (0 before any; times >= 0)
         self.q: deque[float] = deque()  # departure times of packets possibly still in the link
         # the last template train (Path.send_template), kept lazily: its departures are
-        # tqb + tqd[i], older than every entry of q; tqn = len(tqd), 0 when none
+        # tqb + tqd[i], older than every entry of q; tqd = () when none
         self.tqb = 0.0
         self.tqd: tuple[float, ...] = ()
-        self.tqn = 0
         self.drops = 0
-        self.packets = 0
 
     def materialise(self) -> None:
         """Put the lazily kept template departures into ``q`` (slow path only)."""
-        if self.tqn:
+        if self.tqd:
             b = self.tqb
             self.q.extendleft([b + x for x in reversed(self.tqd)])
-            self.tqn = 0
+            self.tqd = ()
 
     def send(self, t_s: float, size: int) -> float:
         """Offer a packet of ``size`` bytes at ``t_s``; return its arrival time at ``v`` or -1.0
         if the queue is full (drop-tail)."""
         q = self.q
         if t_s >= self.last:
-            if len(q) + self.tqn >= self.qcap:
+            if len(q) + len(self.tqd) >= self.qcap:
                 q.clear()
-                self.tqn = 0
+                self.tqd = ()
             start = t_s
         else:
-            if len(q) + self.tqn >= self.qcap:
+            if len(q) + len(self.tqd) >= self.qcap:
                 self.materialise()
                 while q[0] <= t_s:
                     q.popleft()
@@ -77,7 +74,6 @@ class Link:
                     self.drops += 1
                     return -1.0
             start = self.last
-        self.packets += 1
         d = start + size * self.k8
         self.last = d
         q.append(d)
@@ -107,12 +103,12 @@ class Path:
                 q = lk.q
                 last = lk.last
                 if t >= last:
-                    if len(q) + lk.tqn >= lk.qcap:
+                    if len(q) + len(lk.tqd) >= lk.qcap:
                         q.clear()
-                        lk.tqn = 0
+                        lk.tqd = ()
                     d = t + size * lk.k8
                 else:
-                    if len(q) + lk.tqn >= lk.qcap:
+                    if len(q) + len(lk.tqd) >= lk.qcap:
                         lk.materialise()
                         while q[0] <= t:
                             q.popleft()
@@ -122,7 +118,6 @@ class Path:
                     d = last + size * lk.k8
                 q.append(d)
                 lk.last = d
-                lk.packets += 1
                 t = d + lk.delay_s
             else:
                 return t
@@ -143,7 +138,7 @@ class Path:
             q = lk.q
             last = lk.last
             qcap = lk.qcap
-            if lk.tqn:
+            if lk.tqd:
                 lk.materialise()
             out = []
             for t, size in zip(ts, sizes):
@@ -166,7 +161,6 @@ class Path:
                     last += size * k8
                 q.append(last)
                 out.append(last + dly)
-            lk.packets += len(out)
             lk.last = last
             ts = out
         self.reordered = dropped
@@ -188,7 +182,6 @@ class Path:
         for lk, f in zip(links, tm.first):
             if lk.last > base_s + f:
                 return None
-        n = tm.n
         for lk, d in zip(links, tm.deps):
             # every packet the link holds left before the train arrives (lk.last <= its first
             # arrival): the link now holds just the train, kept lazily (Link.materialise)
@@ -197,9 +190,7 @@ class Path:
                 q.clear()
             lk.tqb = base_s
             lk.tqd = d
-            lk.tqn = n
             lk.last = base_s + d[-1]
-            lk.packets += n
         self.reordered = False
         return [base_s + x for x in tm.arr]
 
@@ -241,14 +232,14 @@ class Chain:
     """Template trains on several paths sent from one base time (e.g. a response s->c and
     the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none."""
 
-    __slots__ = ("paths", "links", "first", "deps", "ns", "ok")
+    __slots__ = ("paths", "links", "first", "deps", "lastdep", "ok")
 
     def __init__(self, steps: Sequence[tuple["Path", "Template"]]) -> None:
         self.paths = [p for p, _ in steps]
         self.links = [lk for p, _ in steps for lk in p.links]
         self.first = [f for _, tm in steps for f in tm.first]
         self.deps = [d for _, tm in steps for d in tm.deps]
-        self.ns = [tm.n for p, tm in steps for _ in p.links]
+        self.lastdep = [d[-1] for d in self.deps]
         # all or nothing needs each directed link at most once (else the trains interact)
         self.ok = (all(tm.fits for _, tm in steps)
                    and len({id(lk) for lk in self.links}) == len(self.links))
@@ -262,15 +253,13 @@ def send_chain(base_s: float, ch: Chain) -> bool:
     for lk, f in zip(ch.links, ch.first):
         if lk.last > base_s + f:
             return False
-    for lk, d, n in zip(ch.links, ch.deps, ch.ns):
+    for lk, d, dl in zip(ch.links, ch.deps, ch.lastdep):
         q = lk.q
         if q:
             q.clear()
         lk.tqb = base_s
         lk.tqd = d
-        lk.tqn = n
-        lk.last = base_s + d[-1]
-        lk.packets += n
+        lk.last = base_s + dl
     for p in ch.paths:
         p.reordered = False
     return True
