@@ -111,6 +111,22 @@ class LbNode:
         if not buf or buf[0][0] > now_s:
             return
         pop = heapq.heappop
+        e = buf[0]
+        nb = len(buf)
+        if (e[2] <= now_s and e[8] == 0 and (nb < 2 or buf[1][0] > now_s)
+                and (nb < 3 or buf[2][0] > now_s)):  # common: exactly one whole train is due
+            pop(buf)
+            req = e[3]
+            n = len(e[4])
+            out = self.dp.process_packets(e[4], [req.kidx] * n, e[5], e[6])
+            ok = out.count(req.server)
+            if ok != n:
+                self.misrouted += n - ok
+            if e[7] is not None:
+                for pk, srv in zip(e[7], out):
+                    pk.server = srv
+            self.flushed += n
+            return
         parts = []
         while buf and buf[0][0] <= now_s:
             e = pop(buf)
