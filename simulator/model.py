@@ -351,36 +351,32 @@ class Simulation:
         return t_srv
 
     def _req_templates(self, c: int, lb: int, s: int) -> tuple:
-        """Templates of the server's SYN-ACK s -> c and the client's ACK + request segments
-        (sent together on its arrival) c -> lb -> s, from the SYN-ACK's send time:
-        (client->LB, LB->server, the Chain of all three, request arrival offset, SYN-ACK
-        arrival offset, (client->LB, LB->server) from the SYN-ACK's arrival instead)."""
+        """Templates of the client's ACK + request segments (sent together when the SYN-ACK
+        arrives) c -> lb -> s: (client->LB, LB->server, their Chain, request arrival offset)."""
         key = (c, lb, s)
         tms = self._tm_req.get(key)
         if tms is None:
-            sa = Template(self.p_sc[s][c], (0.0,), (SYN_BYTES,))
-            t_sa = sa.arr[0]
-            tm1 = Template(self.p_cl[c][lb], (t_sa,) * self._n_req, self._req_sizes)
+            tm1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
             tm2 = Template(self.p_ls[lb][s], tm1.arr, self._req_sizes)
-            ch = Chain([(self.p_sc[s][c], sa), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
-            r1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
-            r2 = Template(self.p_ls[lb][s], r1.arr, self._req_sizes)
-            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr), t_sa, (r1, r2))
+            ch = Chain([(self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr))
         return tms
 
     def _resp_templates(self, s: int, c: int, lb: int) -> tuple:
-        """Templates of the response s -> c (all segments sent at once) and of the client's
-        delayed ACKs + RST that it triggers, c -> lb -> s (offsets from the same base):
-        (response, ACKs client->LB, ACKs LB->server, the Chain of all three)."""
+        """Templates of the response s -> c (all segments sent at once, offsets from its send
+        time) and of the client's delayed ACKs + RST c -> lb -> s (offsets from the first ACK,
+        which is sent when response segment 2 arrives): (response, ACKs client->LB, ACKs
+        LB->server, Chain of the response alone, first-ACK offset, Chain of the ACKs)."""
         key = (s, c, lb)
         tms = self._tm_resp.get(key)
         if tms is None:
             tm = Template(self.p_sc[s][c], (0.0,) * self._n_resp, self._resp_sizes)
             acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
-            tm1 = Template(self.p_cl[c][lb], acks, self._ack_sizes)
+            a0 = acks[0]
+            tm1 = Template(self.p_cl[c][lb], [a - a0 for a in acks], self._ack_sizes)
             tm2 = Template(self.p_ls[lb][s], tm1.arr, self._ack_sizes)
-            ch = Chain([(self.p_sc[s][c], tm), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
-            tms = self._tm_resp[key] = (tm, tm1, tm2, ch)
+            tms = self._tm_resp[key] = (tm, tm1, tm2, Chain([(self.p_sc[s][c], tm)]), a0,
+                                        Chain([(self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)]))
         return tms
 
     def _buffer_tm(self, req: Request, base: float, tm1: Template, tm2: Template,
@@ -464,17 +460,19 @@ class Simulation:
             req.status = DROPPED
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
+        t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
+        self._eid += 1
+        heapq.heappush(self._q, (t_sa, self._eid, self._on_synack_cli, req))
+
+    def _on_synack_cli(self, req: Request) -> None:
+        """The client got the SYN-ACK: it sends its ACK and the request segment(s) now."""
+        now = self.env._now
         tms = self._req_templates(req.client, req.lb, req.server)
-        if send_chain(now, tms[2]):  # SYN-ACK, then the client's ACK + request, on idle links
-            self.n_packets += 1
-            if self.log_packets:
-                self._log(req, VIP, req.key[0], VIP_PORT, req.key[2], SYN | ACK, 0, now, math.nan,
-                          now + tms[4])
+        if send_chain(now, tms[2]):  # idle links: the precomputed train
             self._buffer_tm(req, now, tms[0], tms[1], self._req_flags, self._req_sizes)
             t_req = now + tms[3]
         else:
-            t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
-            t_req = max(self._to_server_tm(req, t_sa, tms[5], self._req_flags, self._req_sizes))
+            t_req = max(self._to_server_tm(req, now, tms[:2], self._req_flags, self._req_sizes))
         self._eid += 1
         heapq.heappush(self._q, (t_req, self._eid, self._on_req_srv, req))
 
@@ -483,24 +481,22 @@ class Simulation:
             self.servers[req.server].request_arrived(req, self.env._now)
 
     def _on_done(self, req: Request, now: float) -> None:
-        """The server finished req's CPU work at ``now``: response, client ACKs, close."""
+        """The server finished req's CPU work at ``now``: the response goes to the client, whose
+        delayed ACKs (and close) start when its first ACK is due (a client event)."""
         tms = self._resp_templates(req.server, req.client, req.lb)
-        if not self.close_fin and send_chain(now, tms[3]):  # response + ACKs on idle links
-            self.n_packets += self._n_resp
+        self.n_packets += self._n_resp
+        req.status = COMPLETED
+        if not self.close_fin and send_chain(now, tms[3]):  # idle links: the precomputed train
             req.t_done = now + tms[0].arr[-1]
-            req.status = COMPLETED
             if self.log_packets:
                 ip, port = req.key[0], req.key[2]
                 for f, x, t in zip(self._resp_flags, self._resp_payloads, tms[0].arr):
                     self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, now + t)
-            self._buffer_tm(req, now, tms[1], tms[2], self._ack_flags, self._ack_sizes)
+            self._eid += 1
+            heapq.heappush(self._q, (now + tms[4], self._eid, self._on_resp_cli, req))
             return
         path = self.p_sc[req.server][req.client]
-        arr = path.send_template(now, tms[0])
-        if arr is None:
-            arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
-            tms = None
-        self.n_packets += self._n_resp
+        arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
             for f, x, t in zip(self._resp_flags, self._resp_payloads, arr):
@@ -512,18 +508,31 @@ class Simulation:
         else:
             t_last = arr[-1]
         req.t_done = t_last
-        req.status = COMPLETED
+        self._eid += 1
+        heapq.heappush(self._q, (acks[0], self._eid, self._on_resp_cli_times, (req, acks, t_last)))
+
+    def _on_resp_cli(self, req: Request) -> None:
+        """The client's first delayed ACK is due: it sends its ACKs (at the response segments'
+        arrival times, known from the template) and RST|ACK after the last segment."""
+        now = self.env._now
+        tms = self._resp_templates(req.server, req.client, req.lb)
+        if send_chain(now, tms[5]):
+            self._buffer_tm(req, now, tms[1], tms[2], self._ack_flags, self._ack_sizes)
+        else:
+            self._to_server_tm(req, now, tms[1:3], self._ack_flags, self._ack_sizes)
+
+    def _on_resp_cli_times(self, arg: tuple[Request, list[float], float]) -> None:
+        """As :meth:`_on_resp_cli` for ACK times computed link by link; with ``close: fin``
+        also the FIN handshake (client FIN|ACK, server FIN|ACK, client ACK)."""
+        req, acks, t_last = arg
         if self.close_fin:
             n = len(acks)
             self._to_server(req, acks, (ACK,) * n, (HEADER_BYTES,) * n)
             t_srv = self._to_server(req, [t_last], (FIN | ACK,), (HEADER_BYTES,))[0]
             t_cli = self._to_client(req, t_srv, FIN | ACK, 0)
             self._to_server(req, [t_cli], (ACK,), (HEADER_BYTES,))
-        elif tms is not None:  # the ACK train has the template's shape
-            self._to_server_tm(req, now, tms[1:], self._ack_flags, self._ack_sizes)
         else:
-            acks.append(t_last)
-            self._to_server(req, acks, self._ack_flags, self._ack_sizes)
+            self._to_server(req, acks + [t_last], self._ack_flags, self._ack_sizes)
 
     def _on_drop(self, req: Request, now: float) -> None:
         """The server failed with req admitted: it is reset."""

@@ -32,7 +32,8 @@ class Link:
     pruned when the count could reach ``qcap``: fewer than ``qcap`` entries => fewer than
     ``qcap`` packets in the link => no drop, so the drop-tail decision is exact)."""
 
-    __slots__ = ("u", "v", "bps", "k8", "delay_s", "qcap", "last", "q", "tqb", "tqd", "drops")
+    __slots__ = ("u", "v", "bps", "k8", "delay_s", "qcap", "last", "q", "tqb", "tqd", "hist",
+                 "drops")
 
     def __init__(self, u: str, v: str, bandwidth_bps: float, delay_s: float, queue_pkts: int) -> None:
         self.u = u
@@ -47,6 +48,8 @@ class Link:
         # tqb + tqd[i], older than every entry of q; tqd = () when none
         self.tqb = 0.0
         self.tqd: tuple[float, ...] = ()
+        # the last few template trains, oldest first: (first arrival, ``last`` just before it)
+        self.hist: deque[tuple[float, float]] = deque(maxlen=8)
         self.drops = 0
 
     def materialise(self) -> None:
@@ -80,6 +83,17 @@ class Link:
         return d + self.delay_s
 
 
+def _pre_before(hist: deque[tuple[float, float]], t: float) -> float:
+    """``last`` of a link just before the earliest recorded train that arrives after ``t``
+    (hist: (first arrival, last before it), oldest first, first arrivals non-decreasing)."""
+    pre = 0.0
+    for first, pre_last in reversed(hist):
+        if first <= t:
+            break
+        pre = pre_last
+    return pre
+
+
 class Path:
     """Links from one node to another, in order. ``delay_s`` = sum of propagation delays.
     ``reordered`` is set by :meth:`send_train` when a drop and retransmission may have put the
@@ -102,6 +116,15 @@ class Path:
             for lk in self.links:
                 q = lk.q
                 last = lk.last
+                hist = lk.hist
+                if hist and t < hist[-1][0]:
+                    # template trains computed ahead of time arrive at this link after t: a
+                    # time-ordered link serves this packet before them, after what was there
+                    # before the earliest of them (they are not shifted: at most this packet's
+                    # transmission time of error; the packet is not recorded)
+                    pre = _pre_before(hist, t)
+                    t = (t if t >= pre else pre) + size * lk.k8 + lk.delay_s
+                    continue
                 if t >= last:
                     if len(q) + len(lk.tqd) >= lk.qcap:
                         q.clear()
@@ -140,8 +163,22 @@ class Path:
             qcap = lk.qcap
             if lk.tqd:
                 lk.materialise()
+            hist = lk.hist
+            h_first = hist[-1][0] if hist else -1.0
+            ins_last = -1.0
             out = []
+            first = -1.0
             for t, size in zip(ts, sizes):
+                if 0.0 <= t < h_first:  # ahead-of-time trains arrive after t: see send()
+                    pre = _pre_before(hist, t)
+                    if pre < ins_last:
+                        pre = ins_last
+                    ins_last = (t if t >= pre else pre) + size * k8
+                    out.append(ins_last + dly)
+                    continue
+                if first < 0.0 <= t:
+                    first = t
+                    hist.append((t, last))
                 if t >= last:
                     if len(q) >= qcap:
                         q.clear()
@@ -182,7 +219,7 @@ class Path:
         for lk, f in zip(links, tm.first):
             if lk.last > base_s + f:
                 return None
-        for lk, d in zip(links, tm.deps):
+        for lk, d, f in zip(links, tm.deps, tm.first):
             # every packet the link holds left before the train arrives (lk.last <= its first
             # arrival): the link now holds just the train, kept lazily (Link.materialise)
             q = lk.q
@@ -190,6 +227,7 @@ class Path:
                 q.clear()
             lk.tqb = base_s
             lk.tqd = d
+            lk.hist.append((base_s + f, lk.last))
             lk.last = base_s + d[-1]
         self.reordered = False
         return [base_s + x for x in tm.arr]
@@ -253,12 +291,13 @@ def send_chain(base_s: float, ch: Chain) -> bool:
     for lk, f in zip(ch.links, ch.first):
         if lk.last > base_s + f:
             return False
-    for lk, d, dl in zip(ch.links, ch.deps, ch.lastdep):
+    for lk, d, dl, f in zip(ch.links, ch.deps, ch.lastdep, ch.first):
         q = lk.q
         if q:
             q.clear()
         lk.tqb = base_s
         lk.tqd = d
+        lk.hist.append((base_s + f, lk.last))
         lk.last = base_s + dl
     for p in ch.paths:
         p.reordered = False
