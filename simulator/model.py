@@ -2,29 +2,36 @@
 
 Life of a request (a TCP-like flow, MSS 1460; every packet is modelled, see below):
 
-1. the client sends a SYN at ``t_arrive``; the edge router picks the LB by a salted hash of
-   the 5-tuple (ECMP; CPython's tuple-of-ints hash, not randomised, so reproducible); the SYN
-   crosses the client->LB links;
+1. **event** the client sends a SYN at ``t_arrive``; the edge router picks the LB by a salted
+   hash of the 5-tuple (ECMP; CPython's tuple-of-ints hash, not randomised, so reproducible);
+   the SYN crosses the client->LB links; the next request is drawn;
 2. **event** SYN at the LB: the LB hands the core every buffered packet stamped earlier (one
-   ``process_batch``), then the SYN itself; the core (or the controller, for oracle policies)
-   picks the server; the SYN crosses the LB->server links;
+   C call), then the SYN itself; the core (or the controller, for oracle policies) picks the
+   server; the SYN crosses the LB->server links;
 3. **event** SYN at the server: refused (failed server or workers+backlog full -> RST to the
-   client, request dropped) or accepted: SYN-ACK straight to the client (DSR), then the client's
-   ACK and request segment(s) (PSH|ACK) through the LB to the server;
-4. **event** request at the server: CPU work starts (or waits for a worker);
-5. **event** (the server's single completion timer) work done: the response (response_bytes in
-   MSS segments) goes straight to the client; the client ACKs every 2nd segment and the last one
-   through the LB; then closes with RST|ACK (``traffic.close: rst``, MARLLB's SO_LINGER 0
-   clients) or FIN|ACK, the server's FIN|ACK and a final ACK (``fin``).
-   JCT = last response byte at the client - SYN send time.
+   client, request dropped) or accepted: SYN-ACK straight to the client (DSR);
+4. **event** SYN-ACK at the client: its ACK and request segment(s) (PSH|ACK) go through the LB
+   to the server;
+5. **event** request at the server: CPU work starts (or waits for a worker);
+6. **event** (the server's single completion timer) work done: the response (response_bytes in
+   MSS segments) goes straight to the client; JCT = last response byte at the client - SYN
+   send time;
+7. **event** the client's first delayed ACK is due: it ACKs every 2nd segment and the last one
+   (at their arrival times) through the LB, then closes with RST|ACK (``traffic.close: rst``,
+   MARLLB's SO_LINGER 0 clients) or FIN|ACK, the server's FIN|ACK and a final ACK (``fin``).
 
-Per request there are thus 4 SimPy events (+ stale server timers), while packet times are
-computed arithmetically through the link FIFOs (:mod:`simulator.network`). Client->server
+Every sender acts at its own event, and packet times are computed arithmetically through the
+link FIFOs (:mod:`simulator.network`, which also explains the residual sub-us approximation);
+trains of fixed shape on idle links use precomputed templates (same times). Client->server
 packets of established flows are pushed, stamped with their LB arrival time, into a per-LB
 time-ordered buffer that is flushed to the core right before each new-flow decision and at each
 LB step, so the core sees every packet in time order and ``n_flow_on`` is exact at decision time.
 The server seen by each flushed packet is checked against the flow's server (``misrouted``).
+Every ``lb.step_s`` each LB publishes its core's state as an shm frame and the step's features
+are computed from that frame (:mod:`simulator.features`).
 
+The event loop serves the simulation's own heap of calls (:meth:`Simulation.schedule`) together
+with SimPy's event queue, in time order, so SimPy processes (e.g. of a controller) still run.
 Everything hangs off one :class:`Simulation`; nothing is global. Parts are injected: any
 :class:`~simulator.protocols.DataPlane` factory, server factory, traffic source and controller.
 """
@@ -35,7 +42,6 @@ import heapq
 import logging
 import math
 import time
-from array import array
 from typing import Any, Callable, Sequence
 
 import networkx as nx

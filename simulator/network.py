@@ -4,14 +4,20 @@ A directed :class:`Link` (one per direction of a graph edge) is a drop-tail FIFO
 ``bps``, propagation ``delay_s`` and room for ``qcap`` packets (in transmission + waiting).
 A packet offered at time t departs at ``max(t, last_departure) + size*8/bps`` and arrives
 ``delay_s`` later; it is dropped when ``qcap`` packets are still in the link at t. No SimPy
-event is needed per hop. Packets are offered in generation order, which is time order except
-for packets generated ahead of time (a request's SYN is generated up to one inter-arrival early;
-ACK trains up to one RTT early): such an earlier-stamped packet is then served behind the
-later one -- a sub-microsecond distortion on the uncongested links of the presets.
+event is needed per hop: a sender computes its packet's times over the whole path when it
+sends it, so packets reach the later hops of a path "ahead of time" (computed before their
+arrival there). Senders act at their own send times (the model has client, LB and server
+events), so on each link packets from one kind of sender come in time order; packets that
+arrive at a link *before* trains already computed ahead of time (e.g. a SYN the LB forwards
+at t, on a LB->server link that holds a client's ACK train arriving at t + 50 us) are served
+in time order before those trains, which are not shifted (error <= that packet's transmission
+time; such a packet is not recorded in the link's state). A packet offered *within* the span of
+a train computed ahead of time waits behind that train (at most the train's span, a few us).
 
-A :class:`Path` is a list of links; :func:`deliver` sends a packet along it and, when a copy is
-dropped, retransmits it from the source after ``rto_s`` (TCP's retransmission timer), counting
-the drop.
+A :class:`Path` is a list of links; :meth:`Path.send` / :meth:`Path.send_train` send along it
+and, when a copy is dropped, retransmit it from the source after ``rto_s`` (TCP's retransmission
+timer), counting the drop. :class:`Template` / :class:`Chain` / :func:`send_chain` are the fast
+path for trains of fixed shape on idle links (identical results up to float rounding).
 """
 
 from __future__ import annotations

@@ -45,6 +45,21 @@ def test_batch_idx_equals_sequential(rng: np.random.Generator) -> None:
             out.append(b.process_batch_idx(tr["now"][sl], idx[sl], tr["flags"][sl],
                                            tr["lengths"][sl], forced[sl]))
         i += m
+    d = _core(policy="sed2", seed=9)
+    d.set_key_table(table)
+    lists, i = [], 0
+    while i < n:  # process_packets (Python lists through the core's own C buffers), no forcing
+        m = int(rng.integers(1, 300))
+        sl = slice(i, i + m)
+        lists += d.process_packets(tr["now"][sl].tolist(), idx[sl].tolist(), tr["flags"][sl].tolist(),
+                                   tr["lengths"][sl].tolist())
+        i += m
+    e = _core(policy="sed2", seed=9)
+    e.set_key_table(table)
+    ref = [e.process_idx(float(tr["now"][j]), int(idx[j]), int(tr["flags"][j]), int(tr["lengths"][j]))
+           for j in range(n)]
+    assert lists == ref
+    assert d.counters() == e.counters()
     single = [c.process_idx(float(tr["now"][j]), int(idx[j]), int(tr["flags"][j]),
                             int(tr["lengths"][j]), int(forced[j])) for j in range(n)]
     assert np.array_equal(np.concatenate(out), seq)
