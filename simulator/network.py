@@ -276,7 +276,7 @@ class Chain:
     """Template trains on several paths sent from one base time (e.g. a response s->c and
     the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none."""
 
-    __slots__ = ("paths", "links", "first", "deps", "lastdep", "ok")
+    __slots__ = ("paths", "links", "first", "deps", "lastdep", "hist", "ok")
 
     def __init__(self, steps: Sequence[tuple["Path", "Template"]]) -> None:
         self.paths = [p for p, _ in steps]
@@ -284,6 +284,9 @@ class Chain:
         self.first = [f for _, tm in steps for f in tm.first]
         self.deps = [d for _, tm in steps for d in tm.deps]
         self.lastdep = [d[-1] for d in self.deps]
+        # links the train reaches after base_s: only there can a later-offered packet arrive
+        # before it (see Path.send), so only there is it recorded in the link's history
+        self.hist = [lk.hist if f > 0.0 else None for lk, f in zip(self.links, self.first)]
         # all or nothing needs each directed link at most once (else the trains interact)
         self.ok = (all(tm.fits for _, tm in steps)
                    and len({id(lk) for lk in self.links}) == len(self.links))
@@ -297,13 +300,14 @@ def send_chain(base_s: float, ch: Chain) -> bool:
     for lk, f in zip(ch.links, ch.first):
         if lk.last > base_s + f:
             return False
-    for lk, d, dl, f in zip(ch.links, ch.deps, ch.lastdep, ch.first):
+    for lk, d, dl, f, hist in zip(ch.links, ch.deps, ch.lastdep, ch.first, ch.hist):
         q = lk.q
         if q:
             q.clear()
         lk.tqb = base_s
         lk.tqd = d
-        lk.hist.append((base_s + f, lk.last))
+        if hist is not None:
+            hist.append((base_s + f, lk.last))
         lk.last = base_s + dl
     for p in ch.paths:
         p.reordered = False
