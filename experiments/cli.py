@@ -6,9 +6,10 @@
     marllb sim sweep CONFIG.yaml --policies sed,ecmp,... [--seeds 0,1] --out DIR [--set ...] [--no-plot]
     marllb plot DIR [DIR ...] [--out PNG_DIR]
     marllb topo list | marllb topo show SPEC
+    marllb hil controller --shm PATH --policy NAME|--checkpoint PATH --servers HOST:PORT,... [...]
 
 User errors (bad config, missing file, bad ``--set``) print one message on stderr and exit 2,
-with no traceback. Commands of later issues (train, eval, bench, hil) say so and exit 1.
+with no traceback. Commands of later issues (train, eval, bench) say so and exit 1.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ _PLANNED = {
     "train": (4, "train SAC-GRU / QMIX agents in the simulator"),
     "eval": (4, "evaluate a trained agent checkpoint"),
     "bench": (3, "simulator speed benchmark (see bench/)"),
-    "hil": (5, "hardware-in-the-loop runs with VPP / TRex / netns"),
 }
 
 
@@ -185,6 +185,12 @@ def cmd_topo_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hil_controller(args: argparse.Namespace) -> int:
+    from hil.controller import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_planned(args: argparse.Namespace) -> int:
     issue, what = _PLANNED[args.command]
     print(f"marllb {args.command}: not implemented yet (issue {issue}: {what})", file=sys.stderr)
@@ -239,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = topo_sub.add_parser("show", help="build a spec like 'moderate,workers=64' and describe it")
     show.add_argument("spec")
     show.set_defaults(func=cmd_topo_show)
+
+    hil = sub.add_parser("hil", help="hardware-in-the-loop: the real-time controller")
+    hil_sub = hil.add_subparsers(dest="hil_command", required=True, metavar="HIL_COMMAND")
+    ctl = hil_sub.add_parser("controller", help="run a policy against a data plane's shm region")
+    from hil.controller import add_arguments as _ctl_arguments
+
+    _ctl_arguments(ctl)
+    ctl.set_defaults(func=cmd_hil_controller)
 
     for name, (issue, what) in _PLANNED.items():
         planned = sub.add_parser(name, help=f"(not implemented yet, issue {issue}) {what}")
