@@ -9,20 +9,22 @@ Life of a request (a TCP-like flow, MSS 1460; every packet is modelled, see belo
    C call), then the SYN itself; the core (or the controller, for oracle policies) picks the
    server; the SYN crosses the LB->server links;
 3. **event** SYN at the server: refused (failed server or workers+backlog full -> RST to the
-   client, request dropped) or accepted: SYN-ACK straight to the client (DSR);
-4. **event** SYN-ACK at the client: its ACK and request segment(s) (PSH|ACK) go through the LB
-   to the server;
-5. **event** request at the server: CPU work starts (or waits for a worker);
-6. **event** (the server's single completion timer) work done: the response (response_bytes in
-   MSS segments) goes straight to the client; JCT = last response byte at the client - SYN
-   send time;
-7. **event** the client's first delayed ACK is due: it ACKs every 2nd segment and the last one
-   (at their arrival times) through the LB, then closes with RST|ACK (``traffic.close: rst``,
+   client, request dropped) or accepted: SYN-ACK straight to the client (DSR), then the client's
+   ACK and request segment(s) (PSH|ACK) through the LB to the server, sent when the SYN-ACK
+   arrives;
+4. **event** request at the server: CPU work starts (or waits for a worker);
+5. **event** (the server's single completion timer) work done: the response (response_bytes in
+   MSS segments) goes straight to the client; the client ACKs every 2nd segment and the last one
+   (at their arrival times) through the LB; then closes with RST|ACK (``traffic.close: rst``,
    MARLLB's SO_LINGER 0 clients) or FIN|ACK, the server's FIN|ACK and a final ACK (``fin``).
+   JCT = last response byte at the client - SYN send time.
 
-Every sender acts at its own event, and packet times are computed arithmetically through the
-link FIFOs (:mod:`simulator.network`, which also explains the residual sub-us approximation);
-trains of fixed shape on idle links use precomputed templates (same times). Client->server
+So 5 events per request (+ stale server timers). Packet times are computed arithmetically
+through the link FIFOs when a packet's train is created (:mod:`simulator.network`): the client's
+packets in steps 3 and 5 are computed up to an RTT before they are sent; the links serve
+packets that arrive before such ahead-of-time trains first (time order, sub-us error, see
+simulator/network.py; tests/simulator/test_packet_timing.py bounds the one-way delays).
+Trains of fixed shape on idle links use precomputed templates (same times). Client->server
 packets of established flows are pushed, stamped with their LB arrival time, into a per-LB
 time-ordered buffer that is flushed to the core right before each new-flow decision and at each
 LB step, so the core sees every packet in time order and ``n_flow_on`` is exact at decision time.
@@ -357,32 +359,36 @@ class Simulation:
         return t_srv
 
     def _req_templates(self, c: int, lb: int, s: int) -> tuple:
-        """Templates of the client's ACK + request segments (sent together when the SYN-ACK
-        arrives) c -> lb -> s: (client->LB, LB->server, their Chain, request arrival offset)."""
+        """Templates of the server's SYN-ACK s -> c and the client's ACK + request segments
+        (sent together on its arrival) c -> lb -> s, from the SYN-ACK's send time:
+        (client->LB, LB->server, the Chain of all three, request arrival offset, SYN-ACK
+        arrival offset, (client->LB, LB->server) from the SYN-ACK's arrival instead)."""
         key = (c, lb, s)
         tms = self._tm_req.get(key)
         if tms is None:
-            tm1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
+            sa = Template(self.p_sc[s][c], (0.0,), (SYN_BYTES,))
+            t_sa = sa.arr[0]
+            tm1 = Template(self.p_cl[c][lb], (t_sa,) * self._n_req, self._req_sizes)
             tm2 = Template(self.p_ls[lb][s], tm1.arr, self._req_sizes)
-            ch = Chain([(self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
-            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr))
+            ch = Chain([(self.p_sc[s][c], sa), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            r1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
+            r2 = Template(self.p_ls[lb][s], r1.arr, self._req_sizes)
+            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr), t_sa, (r1, r2))
         return tms
 
     def _resp_templates(self, s: int, c: int, lb: int) -> tuple:
-        """Templates of the response s -> c (all segments sent at once, offsets from its send
-        time) and of the client's delayed ACKs + RST c -> lb -> s (offsets from the first ACK,
-        which is sent when response segment 2 arrives): (response, ACKs client->LB, ACKs
-        LB->server, Chain of the response alone, first-ACK offset, Chain of the ACKs)."""
+        """Templates of the response s -> c (all segments sent at once) and of the client's
+        delayed ACKs + RST that it triggers, c -> lb -> s (offsets from the same base):
+        (response, ACKs client->LB, ACKs LB->server, the Chain of all three)."""
         key = (s, c, lb)
         tms = self._tm_resp.get(key)
         if tms is None:
             tm = Template(self.p_sc[s][c], (0.0,) * self._n_resp, self._resp_sizes)
             acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
-            a0 = acks[0]
-            tm1 = Template(self.p_cl[c][lb], [a - a0 for a in acks], self._ack_sizes)
+            tm1 = Template(self.p_cl[c][lb], acks, self._ack_sizes)
             tm2 = Template(self.p_ls[lb][s], tm1.arr, self._ack_sizes)
-            tms = self._tm_resp[key] = (tm, tm1, tm2, Chain([(self.p_sc[s][c], tm)]), a0,
-                                        Chain([(self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)]))
+            ch = Chain([(self.p_sc[s][c], tm), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            tms = self._tm_resp[key] = (tm, tm1, tm2, ch)
         return tms
 
     def _buffer_tm(self, req: Request, base: float, tm1: Template, tm2: Template,
@@ -466,19 +472,17 @@ class Simulation:
             req.status = DROPPED
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             return
-        t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
-        self._eid += 1
-        heapq.heappush(self._q, (t_sa, self._eid, self._on_synack_cli, req))
-
-    def _on_synack_cli(self, req: Request) -> None:
-        """The client got the SYN-ACK: it sends its ACK and the request segment(s) now."""
-        now = self.env._now
         tms = self._req_templates(req.client, req.lb, req.server)
-        if send_chain(now, tms[2]):  # idle links: the precomputed train
+        if send_chain(now, tms[2]):  # SYN-ACK, then the client's ACK + request, on idle links
+            self.n_packets += 1
+            if self.log_packets:
+                self._log(req, VIP, req.key[0], VIP_PORT, req.key[2], SYN | ACK, 0, now, math.nan,
+                          now + tms[4])
             self._buffer_tm(req, now, tms[0], tms[1], self._req_flags, self._req_sizes)
             t_req = now + tms[3]
         else:
-            t_req = max(self._to_server_tm(req, now, tms[:2], self._req_flags, self._req_sizes))
+            t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
+            t_req = max(self._to_server_tm(req, t_sa, tms[5], self._req_flags, self._req_sizes))
         self._eid += 1
         heapq.heappush(self._q, (t_req, self._eid, self._on_req_srv, req))
 
@@ -487,22 +491,24 @@ class Simulation:
             self.servers[req.server].request_arrived(req, self.env._now)
 
     def _on_done(self, req: Request, now: float) -> None:
-        """The server finished req's CPU work at ``now``: the response goes to the client, whose
-        delayed ACKs (and close) start when its first ACK is due (a client event)."""
+        """The server finished req's CPU work at ``now``: response, client ACKs, close."""
         tms = self._resp_templates(req.server, req.client, req.lb)
-        self.n_packets += self._n_resp
-        req.status = COMPLETED
-        if not self.close_fin and send_chain(now, tms[3]):  # idle links: the precomputed train
+        if not self.close_fin and send_chain(now, tms[3]):  # response + ACKs on idle links
+            self.n_packets += self._n_resp
             req.t_done = now + tms[0].arr[-1]
+            req.status = COMPLETED
             if self.log_packets:
                 ip, port = req.key[0], req.key[2]
                 for f, x, t in zip(self._resp_flags, self._resp_payloads, tms[0].arr):
                     self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, now + t)
-            self._eid += 1
-            heapq.heappush(self._q, (now + tms[4], self._eid, self._on_resp_cli, req))
+            self._buffer_tm(req, now, tms[1], tms[2], self._ack_flags, self._ack_sizes)
             return
         path = self.p_sc[req.server][req.client]
-        arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
+        arr = path.send_template(now, tms[0])
+        if arr is None:
+            arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
+            tms = None
+        self.n_packets += self._n_resp
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
             for f, x, t in zip(self._resp_flags, self._resp_payloads, arr):
@@ -514,31 +520,18 @@ class Simulation:
         else:
             t_last = arr[-1]
         req.t_done = t_last
-        self._eid += 1
-        heapq.heappush(self._q, (acks[0], self._eid, self._on_resp_cli_times, (req, acks, t_last)))
-
-    def _on_resp_cli(self, req: Request) -> None:
-        """The client's first delayed ACK is due: it sends its ACKs (at the response segments'
-        arrival times, known from the template) and RST|ACK after the last segment."""
-        now = self.env._now
-        tms = self._resp_templates(req.server, req.client, req.lb)
-        if send_chain(now, tms[5]):
-            self._buffer_tm(req, now, tms[1], tms[2], self._ack_flags, self._ack_sizes)
-        else:
-            self._to_server_tm(req, now, tms[1:3], self._ack_flags, self._ack_sizes)
-
-    def _on_resp_cli_times(self, arg: tuple[Request, list[float], float]) -> None:
-        """As :meth:`_on_resp_cli` for ACK times computed link by link; with ``close: fin``
-        also the FIN handshake (client FIN|ACK, server FIN|ACK, client ACK)."""
-        req, acks, t_last = arg
+        req.status = COMPLETED
         if self.close_fin:
             n = len(acks)
             self._to_server(req, acks, (ACK,) * n, (HEADER_BYTES,) * n)
             t_srv = self._to_server(req, [t_last], (FIN | ACK,), (HEADER_BYTES,))[0]
             t_cli = self._to_client(req, t_srv, FIN | ACK, 0)
             self._to_server(req, [t_cli], (ACK,), (HEADER_BYTES,))
+        elif tms is not None:  # the ACK train has the template's shape
+            self._to_server_tm(req, now, tms[1:3], self._ack_flags, self._ack_sizes)
         else:
-            self._to_server(req, acks + [t_last], self._ack_flags, self._ack_sizes)
+            acks.append(t_last)
+            self._to_server(req, acks, self._ack_flags, self._ack_sizes)
 
     def _on_drop(self, req: Request, now: float) -> None:
         """The server failed with req admitted: it is reset."""

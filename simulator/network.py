@@ -4,15 +4,16 @@ A directed :class:`Link` (one per direction of a graph edge) is a drop-tail FIFO
 ``bps``, propagation ``delay_s`` and room for ``qcap`` packets (in transmission + waiting).
 A packet offered at time t departs at ``max(t, last_departure) + size*8/bps`` and arrives
 ``delay_s`` later; it is dropped when ``qcap`` packets are still in the link at t. No SimPy
-event is needed per hop: a sender computes its packet's times over the whole path when it
-sends it, so packets reach the later hops of a path "ahead of time" (computed before their
-arrival there). Senders act at their own send times (the model has client, LB and server
-events), so on each link packets from one kind of sender come in time order; packets that
-arrive at a link *before* trains already computed ahead of time (e.g. a SYN the LB forwards
-at t, on a LB->server link that holds a client's ACK train arriving at t + 50 us) are served
-in time order before those trains, which are not shifted (error <= that packet's transmission
-time; such a packet is not recorded in the link's state). A packet offered *within* the span of
-a train computed ahead of time waits behind that train (at most the train's span, a few us).
+event is needed per hop: a packet's times over its whole path are computed when the model
+creates it, which can be before it reaches a hop -- or before it is sent at all (the model
+computes a client's ACK train when the server finishes the job). A packet that arrives at a
+link *before* trains already computed ahead of time (e.g. a SYN the LB forwards at t on an
+LB->server link holding a client's ACK train that arrives at t + 50 us) is served in time order
+before those trains, after what arrived before the earliest of them; the trains are not shifted
+(error <= that packet's transmission time) and the packet is not recorded in the link's state.
+A packet offered *within* the span of a train computed ahead of time waits behind that train
+(at most the train's span, a few us on 10 Gb/s links). tests/simulator/test_packet_timing.py
+bounds the resulting one-way delays.
 
 A :class:`Path` is a list of links; :meth:`Path.send` / :meth:`Path.send_train` send along it
 and, when a copy is dropped, retransmit it from the source after ``rto_s`` (TCP's retransmission
