@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from simulator.config import (
-    EventConfig, ExperimentConfig, JobConfig, LbConfig, LinkSpec, PolicyConfig, ServerSpec,
-    TopologyConfig, TrafficConfig,
+    BackgroundConfig, EventConfig, ExperimentConfig, JobConfig, LbConfig, LinkSpec, PolicyConfig,
+    ServerSpec, TopologyConfig, TrafficConfig,
 )
 
 __all__ = ["config_reference", "BEGIN", "END"]
@@ -39,6 +39,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`policy`", PolicyConfig),
     ("`lb`", LbConfig),
     ("`events[]`", EventConfig),
+    ("`background`", BackgroundConfig),
 ]
 
 

@@ -174,9 +174,10 @@ class EventConfig(_Strict):
 
 
 class BackgroundConfig(_Strict):
-    """Co-located background load on servers (as MARLLB's colocate.py: bursts of 30 s busy every
-    45 s): alternating on/off periods; while on, ``fraction`` of each chosen server's cores is
-    taken away from the requests (a capacity change of the processor-sharing server)."""
+    """Co-located background load on servers, as MARLLB's colocate.py (30 s busy every 45 s).
+
+    Alternating on/off periods; while on, ``fraction`` of each chosen server's cores is taken
+    away from the requests (a capacity change of the processor-sharing server)."""
 
     servers: list[int] | None = Field(None, description="server indices (0-based); default all")
     fraction: float = Field(0.5, gt=0, lt=1, description="share of the cores taken while on")
