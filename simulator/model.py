@@ -623,10 +623,14 @@ class Simulation:
                 continue
             if not q or q[0][0] > end:
                 break
-            t, _, fn, arg = pop(q)
-            env._now = t
-            fn(arg)
-            n += 1
+            while q and not sq:  # the common case: only our own calls are pending
+                e = pop(q)
+                if e[0] > end:
+                    heapq.heappush(q, e)
+                    break
+                env._now = e[0]
+                e[2](e[3])
+                n += 1
         env._now = end
         self.events = n
         for lb in self.lbs:

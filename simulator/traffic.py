@@ -117,7 +117,12 @@ class PoissonSource:
         return g
 
     def next_request(self) -> tuple[float, float] | None:
-        self._t += self._gap()
+        i = self._i
+        if i >= len(self._gaps):  # same draws as _gap(), inlined (hot path)
+            self._gaps = self.rng.exponential(1.0 / self.rate, _BLOCK).tolist()
+            i = 0
+        self._i = i + 1
+        self._t += self._gaps[i]
         return self._t, self.sizes.next()
 
 
