@@ -61,16 +61,23 @@ def main() -> None:
     core = DataPlaneCore(n, table_size=1 << 14, reservoir_size=args.slots, policy="sed", seed=3)
     for i, c in enumerate(cores):
         core.add_server(i, c)
-    # fill every reservoir: flows that open and close (flow duration and fct samples)
+    # fill every reservoir: flows spread by WCMP, each with a data ACK (flow duration sample),
+    # then closed (fct sample); 200 stay open
+    core.set_policy("wcmp")
+    n_flows = n * args.slots * 3
+    keys = [(0x0A000001 + f // 60000, 0x0A0000FE, 1024 + f % 60000, 80, 6) for f in range(n_flows)]
     now = 0.0
-    for f in range(n * args.slots * 2):
-        key = (0x0A000001 + f // 60000, 0x0A0000FE, 1024 + f % 60000, 80, 6)
-        now += 1e-4
+    for key in keys:
+        now += 1e-5
         core.process(now, key, lib.LB_RL_TCP_SYN, 60)
-        core.process(now + 5e-5, key, lib.LB_RL_TCP_ACK, 52)
-        core.process(now + 0.05, key, lib.LB_RL_TCP_FIN | lib.LB_RL_TCP_ACK, 52)
-    for f in range(200):  # some open flows
-        core.process(now, (0x0B000001, 0x0A0000FE, 2000 + f, 80, 6), lib.LB_RL_TCP_SYN, 60)
+    for key in keys:
+        now += 1e-5
+        core.process(now, key, lib.LB_RL_TCP_ACK, 52)
+        core.process(now, key, lib.LB_RL_TCP_ACK, 400)
+    for key in keys[200:]:
+        now += 1e-5
+        core.process(now, key, lib.LB_RL_TCP_FIN | lib.LB_RL_TCP_ACK, 52)
+    core.set_policy("sed")
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     path = base / f"marllb_bench_controller_{os.getpid()}"
     pub = ShmPublisher(core, str(path))
@@ -87,6 +94,7 @@ def main() -> None:
         frame = region.latest_out()
         assert frame is not None
         fill = frame.servers["fill"][:n]
+        assert frame.present == list(range(n))
         ctl = Controller(region, FlowWeightedPolicy(cores), n_servers=n, static_weights=cores)
         warm = min(200, args.steps)
         _time(ctl.step, publish, warm)

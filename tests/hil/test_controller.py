@@ -229,3 +229,37 @@ def test_run_loop_steps_on_the_grid_and_stops(core_region: CoreRegion) -> None:
     assert 6 <= n <= 14 and dt < 1.0
     assert ctl.stale_frames == n - 1  # one frame published, the rest of the steps saw it again
     region.close()
+
+
+def test_checkpoint_policy_weights_reach_the_core(core_region: CoreRegion, tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="checkpoint policies need torch (rl extra)")
+    from agents.common.spaces import WEIGHT_LEVELS, EnvSignature
+    from agents.sac_gru import SacGruAgent, SacGruConfig
+
+    from hil.controller import CheckpointPolicy
+    from simulator.config import UserError
+
+    obs_dim = 3 * len(features.FEATURE_NAMES)
+    sig = EnvSignature(("lb0",), n_servers=3, obs_dim=obs_dim, state_dim=obs_dim)
+    ckpt = tmp_path / "a.pt"
+    SacGruAgent(SacGruConfig(hidden=16), sig).save(ckpt)
+    with pytest.raises(UserError, match="trained for 3 servers"):
+        CheckpointPolicy(str(ckpt), n_servers=4)
+    pol = CheckpointPolicy(str(ckpt), n_servers=3)
+
+    def flat(frame, n):  # flattening only, for the test; deployments use the env's builder
+        return np.nan_to_num(feature_observation(frame, n)).reshape(-1)
+
+    cr = core_region
+    cr.open_flows(5)
+    cr.publish()
+    ctl, region = _controller(cr, pol, observe=flat)
+    r = ctl.step()
+    assert r.failure is None
+    assert set(np.round(r.weights, 6)) <= set(np.round(WEIGHT_LEVELS, 6))
+    assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
+    np.testing.assert_allclose(cr.weights(3), r.weights)
+    cr.publish()
+    ctl.observe = lambda frame, n: np.zeros(5)  # wrong observation size: a policy failure
+    assert ctl.step().failure == "policy_error"
+    region.close()
