@@ -107,7 +107,8 @@ def main() -> None:
     out["reference_cpu_us_per_request"] = us_ref
     print(f"\nper request: {us_req:.1f} us CPU for {out['events_per_request']:.2f} events and "
           f"{out['packets_per_request']:.1f} packets (each client->server packet through the C "
-          f"core); reference: {us_ref:.1f} us for one SimPy process (4 timeouts + a Resource request), no packets.")
+          f"core); reference: {us_ref:.1f} us for one SimPy process (4 timeouts + a Resource "
+          f"request), no packets.")
     print(FLOOR)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
