@@ -592,6 +592,12 @@ class Simulation:
     # -- run ---------------------------------------------------------------------------------
     def run(self, progress: Callable[[float], None] | None = None) -> None:
         """Run until duration_s; ``progress(t_s)`` is called about every 1 % of the run."""
+        self.start(progress)
+        self.advance(self.end_s)
+        self.finish()
+
+    def start(self, progress: Callable[[float], None] | None = None) -> None:
+        """Schedule the run's first events (steps, warm-up, config events, traffic); time stays 0."""
         cfg = self.cfg
         self.schedule(cfg.lb.step_s, self._on_step, 1)
         self.schedule(cfg.warmup_s, self._reset_stats, None)
@@ -608,11 +614,16 @@ class Simulation:
                 if t + tick <= self.end_s:
                     self.schedule(t + tick, _progress, t + tick)
             self.schedule(tick, _progress, tick)
+
+    def advance(self, until_s: float) -> None:
+        """Process every event at times <= until_s (capped at duration_s); then now = until_s.
+        Stopping right after a step time leaves the LBs between two steps, which is how the RL
+        envs act: weights set now apply to the flows that start from now on."""
         env = self.env
         q = self._q
         sq = env._queue  # SimPy's own events (processes of controllers, if any)
         pop = heapq.heappop
-        end = self.end_s
+        end = min(until_s, self.end_s)
         n = 0
         while True:
             if sq and (not q or sq[0][0] < q[0][0]):
@@ -631,8 +642,13 @@ class Simulation:
                 env._now = e[0]
                 e[2](e[3])
                 n += 1
-        env._now = end
-        self.events = n
+        env._now = max(env._now, end)
+        self.events += n
+
+    def finish(self) -> None:
+        """End the run at duration_s: hand the cores their last packets, close server statistics."""
+        end = self.end_s
+        self.advance(end)
         for lb in self.lbs:
             lb.flush(end)
         for s in self.servers:

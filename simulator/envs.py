@@ -1,0 +1,272 @@
+"""Gymnasium and PettingZoo environments on the packet-level simulator.
+
+* :class:`LoadBalanceParallelEnv` (``parallel_env(config)``): one agent per LB (``lb1`` ..
+  ``lbK``), PettingZoo ``ParallelEnv`` with ``state()`` for centralised mixers (QMIX).
+* :class:`LoadBalanceEnv` (Gymnasium id ``marllb/LoadBalance-v0``): LB ``lb`` is the agent; the
+  other LBs keep the config's policy.
+
+Both take the same :class:`~simulator.config.ExperimentConfig` as ``marllb sim run`` (or a dict
+or a YAML path). The config's policy must be a core policy (``sed`` by default is a good base):
+agent LBs have their weights overwritten every step.
+
+Observation per agent, from the data plane only (the shm frame the LB publishes each step, via
+:func:`simulator.features.server_features`): for every server its 11 features (``n_flow_on`` and
+mean/p90/std/decayed mean/decayed p90 of flow duration and FCT), normalised by
+:func:`normalise_features`, flattened server-major (``obs[j * 11 + f]``); optionally the previous
+weights. :func:`frame_observation` is the same mapping from a frame, for the real-time controller.
+
+Action: MultiDiscrete([6] * n_servers), level a -> weight 1.0 + 0.2 a (CIKM'22), or a Box in
+[1, 2]^n with ``continuous=True``. Weights set at step t apply to flows that start after t.
+
+Rewards (``reward=``), computed from the decayed mean flow duration x_j of each server as the
+LB sees it (MARLLB's feature), or from the requests finished during the step:
+
+=============  ============================================================================
+``product``    prod_j x_j / max(x) (CIKM'22 Def. 3.1); 1 when every x_j is 0
+``jain``       (sum x)^2 / (n sum x^2); 1 when every x_j is 0
+``variance``   -var(x / mean(x)): the variance-based fairness potential (arXiv 2206.01451)
+``jct``        -mean JCT (s) of requests completed during the step (0 if none)
+=============  ============================================================================
+
+Every agent gets its own reward from its own observation (decentralised, as on the testbed);
+the QMIX team reward is their mean (agents.training does that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from simulator.config import ExperimentConfig, UserError, load_config, parse_config
+from simulator.features import FEATURE_NAMES, frame_features, server_features
+
+__all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features",
+           "frame_observation", "reward_from", "LEVELS", "REWARDS", "N_FEATURES"]
+
+LEVELS = np.round(1.0 + 0.2 * np.arange(6), 1)  #: weight of action level a
+REWARDS = ("product", "jain", "variance", "jct")
+N_FEATURES = len(FEATURE_NAMES)
+FLOW_SCALE = 8.0      #: n_flow_on is reported as log1p(n / FLOW_SCALE)
+TIME_SCALE_S = 0.1    #: durations are reported as log1p(d / TIME_SCALE_S)
+OBS_HIGH = 20.0       #: clip of the normalised features
+_DMEAN = FEATURE_NAMES.index("fd_dmean_s")
+
+
+def normalise_features(features_SF: np.ndarray) -> np.ndarray:
+    """Map raw per-server features (counts, seconds) to log1p-compressed, clipped float32 values;
+    monotone, so orderings between servers are kept, and independent of the topology. Statistics
+    of an empty reservoir (NaN) become 0."""
+    x = np.nan_to_num(np.asarray(features_SF, dtype=np.float64), nan=0.0, posinf=0.0)
+    x[:, 0] /= FLOW_SCALE
+    x[:, 1:] /= TIME_SCALE_S
+    return np.clip(np.log1p(np.maximum(x, 0.0)), 0.0, OBS_HIGH).astype(np.float32)
+
+
+def frame_observation(frame: Any, n_servers: int) -> np.ndarray:
+    """The agent observation (without previous weights) from one msg_out frame."""
+    return normalise_features(frame_features(frame, n_servers)).reshape(-1)
+
+
+def reward_from(kind: str, features_SF: np.ndarray, jct_s: np.ndarray | None = None) -> float:
+    """One agent's reward; see the module table."""
+    x = np.nan_to_num(np.asarray(features_SF, dtype=np.float64)[:, _DMEAN], nan=0.0)
+    if kind == "product":
+        top = x.max()
+        return 1.0 if top <= 0 else float(np.prod(x / top))
+    if kind == "jain":
+        sq = float(np.sum(x * x))
+        return 1.0 if sq <= 0 else float(x.sum() ** 2 / (len(x) * sq))
+    if kind == "variance":
+        mean = x.mean()
+        return 0.0 if mean <= 0 else -float(np.var(x / mean))
+    if kind == "jct":
+        return 0.0 if jct_s is None or len(jct_s) == 0 else -float(np.mean(jct_s))
+    raise UserError(f"unknown reward {kind!r}; choose one of {', '.join(REWARDS)}")
+
+
+def _as_config(config: ExperimentConfig | dict | str | Path) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    return load_config(config)
+
+
+class _EnvController:
+    """Wraps the config's controller: agent LBs get no weights from it (the env sets them),
+    and the features every LB computed at each step are kept for the observation."""
+
+    def __init__(self, base: Any, agent_lbs: set[int]) -> None:
+        self.base, self.agent_lbs = base, agent_lbs
+        self.features: dict[int, np.ndarray] = {}
+
+    def start(self, sim: Any) -> None:
+        self.base.start(sim)
+
+    def force(self, now_s: float, lb: int) -> int:
+        return self.base.force(now_s, lb)
+
+    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Any:
+        self.features[lb] = np.stack([features[name] for name in FEATURE_NAMES], axis=1)
+        return None if lb in self.agent_lbs else self.base.on_step(now_s, lb, features)
+
+
+class LoadBalanceParallelEnv(ParallelEnv):
+    """K LB agents on one simulated run; an episode is the config's duration_s.
+
+    ``load_range=(lo, hi)``: every reset draws traffic.load uniformly in it (training on varied
+    loads; the config's traffic must be poisson/diurnal). ``agent_lbs``: which LBs are agents
+    (default all); the others keep the config's policy."""
+
+    metadata = {"name": "marllb_loadbalance_v0", "render_modes": []}
+
+    def __init__(self, config: ExperimentConfig | dict | str | Path, *, reward: str = "product",
+                 continuous: bool = False, prev_action: bool = False,
+                 load_range: tuple[float, float] | None = None,
+                 agent_lbs: list[int] | None = None) -> None:
+        if reward not in REWARDS:
+            raise UserError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
+        self.cfg = _as_config(config)
+        from simulator.run import build_graph  # the graph gives the server and LB counts
+
+        graph = build_graph(self.cfg)
+        self.n_servers = sum(1 for _, k in graph.nodes(data="kind") if k == "server")
+        self.n_lbs = sum(1 for _, k in graph.nodes(data="kind") if k == "lb")
+        self.reward_kind, self.continuous, self.prev_action = reward, continuous, prev_action
+        self.load_range = load_range
+        lbs = list(range(self.n_lbs)) if agent_lbs is None else list(agent_lbs)
+        self._agent_idx = {f"lb{k + 1}": k for k in lbs}
+        self.possible_agents = list(self._agent_idx)
+        self.agents: list[str] = []
+        obs_dim = self.n_servers * N_FEATURES + (self.n_servers if prev_action else 0)
+        self._obs_space = spaces.Box(0.0, OBS_HIGH, (obs_dim,), np.float32)
+        self._act_space = (spaces.Box(1.0, 2.0, (self.n_servers,), np.float32) if continuous
+                           else spaces.MultiDiscrete([len(LEVELS)] * self.n_servers))
+        self.state_space = spaces.Box(0.0, OBS_HIGH, (obs_dim * len(lbs),), np.float32)
+        self._rng = np.random.default_rng()
+        self.sim: Any = None
+
+    # -- spaces ------------------------------------------------------------------------------
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._act_space
+
+    # -- episode -----------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        from simulator.run import build_simulation
+
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            for space in (self._obs_space, self._act_space, self.state_space):
+                space.seed(seed)
+        run_seed = int(self._rng.integers(2**31))
+        update: dict[str, Any] = {"seed": run_seed}
+        if self.load_range is not None:
+            if self.cfg.traffic.kind == "trace":
+                raise UserError("load_range needs poisson or diurnal traffic")
+            load = float(self._rng.uniform(*self.load_range))
+            update["traffic"] = self.cfg.traffic.model_copy(update={"load": load, "rate": None})
+        cfg = self.cfg.model_copy(update=update)
+        self.sim = build_simulation(cfg)
+        self._ctl = _EnvController(self.sim.controller, set(self._agent_idx.values()))
+        self.sim.controller = self._ctl
+        self._step_s = cfg.lb.step_s
+        self._open: list[Any] = []
+        self._seen = 0
+        self.sim.start()
+        self._t = self._step_s
+        self.sim.advance(self._t)  # the first step publishes the first frames
+        self.agents = list(self.possible_agents)
+        self._weights = {a: np.ones(self.n_servers) for a in self.agents}
+        return self._observations(), {a: {"t_s": self._t} for a in self.agents}
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        for agent, action in actions.items():
+            w = self._to_weights(action)
+            self.sim.lbs[self._agent_idx[agent]].dp.set_weights(w)
+            self._weights[agent] = w
+        self._t += self._step_s
+        self.sim.advance(self._t)
+        jct = self._finished_jct() if self.reward_kind == "jct" else None
+        obs = self._observations()
+        rewards = {a: reward_from(self.reward_kind, self._ctl.features[self._agent_idx[a]], jct)
+                   for a in self.agents}
+        done = self._t + self._step_s > self.sim.end_s + 1e-9
+        terminations = {a: False for a in self.agents}
+        truncations = {a: done for a in self.agents}
+        infos = {a: {"t_s": self._t, "weights": self._weights[a]} for a in self.agents}
+        if done:
+            self.sim.finish()
+            self.agents = []
+        return obs, rewards, terminations, truncations, infos
+
+    def state(self) -> np.ndarray:
+        return np.concatenate([self._observation(a) for a in self.possible_agents])
+
+    def close(self) -> None:
+        self.sim = None
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _to_weights(self, action: Any) -> np.ndarray:
+        a = np.asarray(action)
+        if self.continuous:
+            return np.clip(a.astype(np.float64), 1.0, 2.0)
+        return LEVELS[np.clip(a.astype(np.int64), 0, len(LEVELS) - 1)]
+
+    def _observation(self, agent: str) -> np.ndarray:
+        obs = normalise_features(self._ctl.features[self._agent_idx[agent]]).reshape(-1)
+        if self.prev_action:
+            prev = (self._weights.get(agent, np.ones(self.n_servers)) - 1.0).astype(np.float32)
+            obs = np.concatenate([obs, prev])
+        return obs
+
+    def _observations(self) -> dict[str, np.ndarray]:
+        return {a: self._observation(a) for a in self.agents}
+
+    def _finished_jct(self) -> np.ndarray:
+        """JCTs of requests that finished since the last step (completed ones only)."""
+        reqs = self.sim.requests
+        self._open.extend(reqs[self._seen:])
+        self._seen = len(reqs)
+        done = [r for r in self._open if r.t_done >= 0]
+        self._open = [r for r in self._open if r.t_done < 0]
+        from simulator.model import COMPLETED
+
+        return np.array([r.t_done - r.t0 for r in done if r.status == COMPLETED])
+
+
+def parallel_env(config: ExperimentConfig | dict | str | Path, **kwargs: Any) -> LoadBalanceParallelEnv:
+    """The PettingZoo env: one agent per LB."""
+    return LoadBalanceParallelEnv(config, **kwargs)
+
+
+class LoadBalanceEnv(gymnasium.Env):
+    """One LB (index ``lb``) is the agent; the other LBs keep the config's policy."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: ExperimentConfig | dict | str | Path, *, lb: int = 0, **kwargs: Any) -> None:
+        self._penv = LoadBalanceParallelEnv(config, agent_lbs=[lb], **kwargs)
+        self._agent = self._penv.possible_agents[0]
+        self.observation_space = self._penv.observation_space(self._agent)
+        self.action_space = self._penv.action_space(self._agent)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        obs, infos = self._penv.reset(seed=int(self.np_random.integers(2**31)), options=options)
+        return obs[self._agent], infos[self._agent]
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, rew, term, trunc, info = self._penv.step({self._agent: action})
+        a = self._agent
+        return obs[a], rew[a], term[a], trunc[a], info[a]
+
+
+gymnasium.register(id="marllb/LoadBalance-v0", entry_point="simulator.envs:LoadBalanceEnv")

@@ -1,0 +1,96 @@
+"""The RL environments on the real simulator: API checkers, seeding, observations equal to the
+shared frame features, weights reaching the core, and the reward formulas by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnasium", reason="gymnasium is in the 'rl' extra")
+pytest.importorskip("pettingzoo", reason="pettingzoo is in the 'rl' extra")
+
+from gymnasium.utils.env_checker import check_env  # noqa: E402
+from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
+
+from simulator.envs import (LEVELS, N_FEATURES, LoadBalanceEnv, frame_observation,  # noqa: E402
+                            parallel_env, reward_from)
+
+MODERATE = {"duration_s": 3.0, "topology": {"preset": "moderate"},
+            "traffic": {"load": 0.8, "job": {"mean_s": 0.05}}, "policy": {"name": "sed"}}
+UNITTEST = {"duration_s": 3.0, "topology": {"preset": "unittest"},
+            "traffic": {"load": 0.7, "job": {"mean_s": 0.05}}, "policy": {"name": "sed"}}
+
+
+@pytest.mark.parametrize("cfg", [MODERATE, UNITTEST], ids=["moderate", "unittest"])
+def test_pettingzoo_api_and_seed(cfg: dict) -> None:
+    parallel_api_test(parallel_env(cfg), num_cycles=20)
+    parallel_seed_test(lambda: parallel_env(cfg))
+
+
+@pytest.mark.parametrize("cfg", [MODERATE, UNITTEST], ids=["moderate", "unittest"])
+def test_gymnasium_check_env(cfg: dict) -> None:
+    check_env(LoadBalanceEnv(cfg), skip_render_check=True)
+
+
+def test_registered_id() -> None:
+    import gymnasium
+
+    env = gymnasium.make("marllb/LoadBalance-v0", config=UNITTEST)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (6 * N_FEATURES,)
+
+
+def _episode(seed: int, actions_seed: int = 0) -> list[np.ndarray]:
+    env = parallel_env(MODERATE)
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(actions_seed)
+    out = [obs["lb1"].copy()]
+    while env.agents:
+        obs, *_ = env.step({a: rng.integers(0, 6, env.n_servers) for a in env.agents})
+        if obs:
+            out.append(obs["lb1"].copy())
+    return out
+
+
+def test_same_seed_same_observations_other_seed_differs() -> None:
+    a, b, c = _episode(5), _episode(5), _episode(6)
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert any(not np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_observation_is_the_shared_frame_mapping_and_weights_reach_the_core() -> None:
+    env = parallel_env(MODERATE)
+    env.reset(seed=1)
+    action = {"lb1": np.array([0, 1, 2, 3, 4, 5, 5]), "lb2": np.array([5, 4, 3, 2, 1, 0, 0])}
+    for _ in range(4):
+        obs, *_ = env.step(action)
+    for k, agent in enumerate(env.possible_agents):
+        frame = env.sim.lbs[k].reader.latest_out()  # what a real controller would read
+        assert frame.time_s == pytest.approx(env._t)
+        np.testing.assert_array_equal(obs[agent], frame_observation(frame, env.n_servers))
+        np.testing.assert_allclose(env.sim.lbs[k].dp.weights[:env.n_servers], LEVELS[action[agent]])
+    assert obs["lb1"].reshape(env.n_servers, N_FEATURES)[:, 0].sum() > 0  # flows are on
+
+
+def test_rewards_by_hand() -> None:
+    f = np.zeros((3, N_FEATURES))
+    f[:, 4] = [0.1, 0.2, 0.4]  # decayed mean flow duration (fd_dmean_s)
+    assert reward_from("product", f) == pytest.approx(0.25 * 0.5 * 1.0)
+    assert reward_from("jain", f) == pytest.approx(0.7**2 / (3 * 0.21))
+    x = np.array([0.1, 0.2, 0.4]) / (0.7 / 3)
+    assert reward_from("variance", f) == pytest.approx(-np.var(x))
+    assert reward_from("jct", f, np.array([0.5, 1.5])) == -1.0
+    assert reward_from("product", np.zeros((3, N_FEATURES))) == 1.0
+    f[:, 4] = 0.3
+    assert reward_from("product", f) == 1.0 and reward_from("jain", f) == pytest.approx(1.0)
+
+
+def test_jct_reward_counts_finished_requests() -> None:
+    env = parallel_env(UNITTEST, reward="jct")
+    env.reset(seed=2)
+    rewards = []
+    while env.agents:
+        _, r, *_ = env.step({a: np.full(env.n_servers, 5) for a in env.agents})
+        rewards.append(r["lb1"])
+    done = [r for r in env.sim.requests if r.t_done >= 0]
+    assert done and all(x <= 0 for x in rewards) and min(rewards) < 0
