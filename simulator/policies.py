@@ -20,7 +20,8 @@ gsq          oracle: argmin of the true number of requests at the server (in ser
 gsed         oracle: argmin (n_i + 1) / c_i on the true counts n_i, ties at random
 srt          oracle: argmin of true remaining CPU work per core, sum(remaining work) / c_i
              (oracles use the true capacity c_i = cores_i minus co-located background load)
-agent        a learned policy: not available yet (raises UserError)
+agent        a learned policy: agents.sim_controller.CheckpointController, injected by experiments
+             (run_experiment(controller=...)); make_policy itself refuses it
 ===========  =====================================================================================
 
 Oracles force the choice through the core's forced-server argument, so the core still tracks
@@ -138,7 +139,8 @@ def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:
     """The controller for ``cfg.name``; UserError for names that cannot run."""
     name = cfg.name
     if name == "agent":
-        raise UserError("policy 'agent' is not available yet")
+        raise UserError("policy 'agent' runs a checkpoint through agents.sim_controller "
+                        "(marllb sim run wires it); the simulator alone cannot load it")
     if name == "awcmp":
         return AwcmpPolicy(cfg, rng)
     if name in ("gsq", "gsed", "srt"):

@@ -50,11 +50,16 @@ def make_dataplane(n_servers: int, core_policy: str, lb: LbConfig, seed: int) ->
 
 
 def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
-                     dataplane_factory: Callable[..., DataPlane] | None = None) -> Simulation:
-    """Wire a Simulation from the config (graph, traffic, policy, cores); not yet run."""
+                     dataplane_factory: Callable[..., DataPlane] | None = None,
+                     controller: Any = None) -> Simulation:
+    """Wire a Simulation from the config (graph, traffic, policy, cores); not yet run.
+
+    ``controller`` replaces the policy built from ``cfg.policy`` (it must offer ``core_policy``,
+    ``static_weights(cores)`` and the Controller protocol): how learned policies are injected
+    without the simulator importing agents."""
     root = np.random.SeedSequence(cfg.seed)
     s_arr, s_size, s_cli, s_salt, s_core, s_pol, s_bg = root.spawn(7)
-    policy = make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
+    policy = controller or make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
     graph = build_graph(cfg)
     servers = sorted((n for n, k in graph.nodes(data="kind") if k == "server"), key=lambda n: int(n[1:]))
     cores = [graph.nodes[n]["cores"] for n in servers]
@@ -76,12 +81,13 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None,
-                   log_packets: bool = False) -> SimResult:
+                   log_packets: bool = False, controller: Any = None) -> SimResult:
     """Run one simulated experiment. ``pcap_path`` writes every modelled packet as a pcap;
-    ``log_packets`` keeps Packet objects in ``result.extra['packets']`` (tests)."""
+    ``log_packets`` keeps Packet objects in ``result.extra['packets']`` (tests); ``controller``
+    as in :func:`build_simulation`."""
     t_wall = time.perf_counter()
     want_log = log_packets or pcap_path is not None
-    sim = build_simulation(cfg, log_packets=want_log)
+    sim = build_simulation(cfg, log_packets=want_log, controller=controller)
     if progress:
         _run_with_progress(sim, cfg)
     else:

@@ -22,8 +22,9 @@ def test_negative_rate():
         parse_config({"traffic": {"rate": -5}})
 
 
-def test_agent_not_available():
-    with pytest.raises(UserError, match="policy 'agent' is not available yet"):
+def test_agent_needs_an_injected_controller():
+    """The simulator never loads checkpoints itself (agents does, experiments wires it)."""
+    with pytest.raises(UserError, match="policy 'agent' runs a checkpoint through agents"):
         _run({"policy": {"name": "agent", "checkpoint": "x.pt"}, "duration_s": 1})
 
 
