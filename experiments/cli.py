@@ -32,7 +32,6 @@ EXIT_NOT_IMPLEMENTED = 1
 
 #: Subcommands that belong to later issues: name -> (issue, what it will do).
 _PLANNED = {
-    "train": (4, "train SAC-GRU / QMIX agents in the simulator"),
     "eval": (4, "evaluate a trained agent checkpoint"),
     "bench": (3, "simulator speed benchmark (see bench/)"),
 }
@@ -191,6 +190,25 @@ def cmd_hil_controller(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from experiments.train import train_from_config
+
+    cfg = _load(args.config, args.set)
+    load_range = None
+    if args.load_range:
+        try:
+            lo, hi = (float(x) for x in _split_list(args.load_range, "load range"))
+        except ValueError:
+            raise UserError(f"--load-range {args.load_range!r}: expected LO,HI") from None
+        load_range = (lo, hi)
+    run_dir = train_from_config(cfg, algo=args.algo, episodes=args.episodes, seed=args.seed,
+                                out=args.out, reward=args.reward, load_range=load_range,
+                                hp=args.hp, workers=args.workers, resume=args.resume,
+                                progress=not args.no_progress)
+    print(f"run directory: {run_dir}  (checkpoint: {run_dir / 'last.pt'})")
+    return 0
+
+
 def cmd_planned(args: argparse.Namespace) -> int:
     issue, what = _PLANNED[args.command]
     print(f"marllb {args.command}: not implemented yet (issue {issue}: {what})", file=sys.stderr)
@@ -253,6 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     _ctl_arguments(ctl)
     ctl.set_defaults(func=cmd_hil_controller)
+
+    tr = sub.add_parser("train", help="train QMIX / SAC-GRU on the simulator env")
+    tr.add_argument("config", metavar="CONFIG.yaml")
+    tr.add_argument("--algo", default="qmix", choices=("qmix", "isac", "ssac"))
+    tr.add_argument("--episodes", type=int, default=72, help="episodes in total (paper: 72)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--reward", default="product", choices=("product", "jain", "variance", "jct"))
+    tr.add_argument("--load-range", metavar="LO,HI", help="draw traffic.load uniformly per episode")
+    tr.add_argument("--hp", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override an agent hyperparameter (repeatable), e.g. --hp hidden=64")
+    tr.add_argument("--workers", type=int, default=0, help="rollout processes (0: in process)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    tr.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>__<algo>__<seed>__<time>)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=cmd_train)
 
     for name, (issue, what) in _PLANNED.items():
         planned = sub.add_parser(name, help=f"(not implemented yet, issue {issue}) {what}")

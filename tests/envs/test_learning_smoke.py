@@ -106,3 +106,22 @@ def test_checkpoint_runs_as_policy_agent_in_sim_run(trained, tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert main(["sim", "run", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad"),
                  "--no-progress"]) == 2
+
+
+def test_marllb_train_cli_writes_a_usable_checkpoint(tmp_path) -> None:
+    """`marllb train` end to end (tiny: 6 episodes): run dir with config, logs and a checkpoint
+    that `policy: agent` loads; a bad hyperparameter is one clear error (exit 2)."""
+    import yaml
+
+    from experiments.cli import main
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(dict(TINY, duration_s=2.0)))
+    args = ["train", str(tmp_path / "tiny.yaml"), "--episodes", "6", "--seed", "3", "--no-progress",
+            "--hp", "learning_starts_episodes=2", "--hp", "batch_episodes=2", "--hp", "hidden=16",
+            "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    run = tmp_path / "run"
+    assert {"config.yaml", "last.pt", "scalars.csv"} <= {p.name for p in run.iterdir()}
+    assert main(["sim", "run", str(run / "config.yaml"), "--out", str(tmp_path / "eval"), "--no-progress",
+                 "--set", "policy.name=agent", "--set", f"policy.checkpoint={run / 'last.pt'}"]) == 0
+    assert main([*args[:-2], "--hp", "no_such_field=1", "--out", str(tmp_path / "bad")]) == 2
