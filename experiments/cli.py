@@ -7,9 +7,13 @@
     marllb plot DIR [DIR ...] [--out PNG_DIR]
     marllb topo list | marllb topo show SPEC
     marllb hil controller --shm PATH --policy NAME|--checkpoint PATH --servers HOST:PORT,... [...]
+    marllb train CONFIG.yaml [--algo qmix|isac|ssac|fairness] [--episodes N] [--seed S] [--workers N]
+                 [--resume] [--out DIR] [--hp FIELD=VALUE ...]
+    marllb eval CONFIG.yaml [--policies sed,ecmp,...] [--checkpoint PATH ...] [--seeds ...]
+                [--loads ...] --out DIR
 
 User errors (bad config, missing file, bad ``--set``) print one message on stderr and exit 2,
-with no traceback. Commands of later issues (train, eval, bench) say so and exit 1.
+with no traceback. Commands of later issues (bench) say so and exit 1.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ EXIT_NOT_IMPLEMENTED = 1
 
 #: Subcommands that belong to later issues: name -> (issue, what it will do).
 _PLANNED = {
-    "eval": (4, "evaluate a trained agent checkpoint"),
     "bench": (3, "simulator speed benchmark (see bench/)"),
 }
 
@@ -209,6 +212,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from experiments.evaluate import DEFAULT_SEEDS, plan_eval, run_eval
+
+    cfg = _load(args.config, args.set)
+    policies = _split_list(args.policies, "policies") if args.policies else []
+    try:
+        seeds = [int(s) for s in _split_list(args.seeds, "seeds")] if args.seeds else list(DEFAULT_SEEDS)
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    try:
+        loads = [float(x) for x in _split_list(args.loads, "loads")] if args.loads else None
+    except ValueError:
+        raise UserError(f"--loads {args.loads!r}: expected comma-separated numbers") from None
+    if loads and min(loads) <= 0:
+        raise UserError(f"--loads {args.loads!r}: loads must be > 0")
+    points = plan_eval(cfg, policies, args.checkpoint, seeds, loads)
+    _, table = run_eval(points, args.out, progress=not args.no_progress)
+    _print_comparison(table)
+    print(f"eval directory: {args.out}  (runs.csv, comparison.csv)")
+    return 0
+
+
+def _print_comparison(table: Any) -> None:
+    """The eval comparison table: mean JCT and p90 with 95 % CI half-widths, in ms."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    t = Table(title="mean over seeds (± 95 % CI half-width)")
+    for col in ("policy", "load", "n", "JCT mean ms", "JCT p90 ms", "rps", "jain", "vs best heuristic"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for row in table.itertuples():
+        load = "-" if row.load is None or (isinstance(row.load, float) and not math.isfinite(row.load)) \
+            else f"{row.load:g}"
+        ci = (lambda v: "" if not math.isfinite(v) else f" ± {v * 1e3:.1f}")
+        t.add_row(row.label, load, str(row.n), f"{_ms(row.jct_mean_s)}{ci(row.jct_mean_ci95_s)}",
+                  f"{_ms(row.jct_p90_s)}{ci(row.jct_p90_ci95_s)}", _num(row.throughput_rps, "{:.1f}"),
+                  _num(row.jain_fairness), _num(100 * row.vs_best_heuristic, "{:+.1f} %"))
+    console.print(t)
+
+
 def cmd_planned(args: argparse.Namespace) -> int:
     issue, what = _PLANNED[args.command]
     print(f"marllb {args.command}: not implemented yet (issue {issue}: {what})", file=sys.stderr)
@@ -287,6 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="compare heuristics and checkpoints over held-out seeds and loads")
+    ev.add_argument("config", metavar="CONFIG.yaml")
+    ev.add_argument("--policies", default="", metavar="P1,P2", help="heuristics, e.g. sed,ecmp,gsq")
+    ev.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                    help="a trained checkpoint, run as policy: agent (repeatable)")
+    ev.add_argument("--seeds", metavar="S1,S2", help="held-out seeds (default 1000,1001,1002)")
+    ev.add_argument("--loads", metavar="L1,L2", help="traffic.load values (default: the config's)")
+    ev.add_argument("--out", required=True, metavar="DIR")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=cmd_eval)
 
     for name, (issue, what) in _PLANNED.items():
         planned = sub.add_parser(name, help=f"(not implemented yet, issue {issue}) {what}")

@@ -123,7 +123,7 @@ def test_unknown_subcommand_prints_usage(capsys: pytest.CaptureFixture[str]) -> 
     assert "usage: marllb" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd, issue", [("eval", 4), ("bench", 3)])
+@pytest.mark.parametrize("cmd, issue", [("bench", 3)])
 def test_planned_commands_do_not_pretend(cmd: str, issue: int, capsys: pytest.CaptureFixture[str]) -> None:
     code = main([cmd, "--anything"])
     err = capsys.readouterr().err
