@@ -12,7 +12,7 @@ __all__ = ["load_policy"]
 
 
 def load_policy(path: str | Path, expected: EnvSignature | None = None) -> Policy:
-    """Greedy policy of the SAC-GRU or QMIX checkpoint at `path`.
+    """Greedy policy of the SAC-GRU, QMIX or fairness-potential checkpoint at `path`.
 
     expected: the env's signature (`EnvSignature.from_env(env)`); a checkpoint trained for another
     number of LBs, servers or observation size raises `SignatureMismatchError` (a `UserError`).
@@ -27,4 +27,8 @@ def load_policy(path: str | Path, expected: EnvSignature | None = None) -> Polic
         from agents.sac_gru import SacGruAgent
 
         return SacGruAgent.load_policy(path, expected)
+    if algo == "fairness_potential":
+        from agents.fairness_potential import FairnessPotentialPolicy
+
+        return FairnessPotentialPolicy.load_policy(path, expected)
     raise ValueError(f"checkpoint {path}: unknown algorithm {algo!r}")

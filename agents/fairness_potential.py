@@ -25,14 +25,17 @@ then server 1's, ...).  Set `features_per_server` and `duration_index` to the en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from agents.common.spaces import EnvSignature, weights_to_levels
 
-__all__ = ["FairnessPotentialConfig", "FairnessPotentialPolicy", "potential_step"]
+__all__ = ["FairnessPotentialConfig", "FairnessPotentialPolicy", "potential_step", "ALGO"]
+
+ALGO = "fairness_potential"  #: the checkpoint's algorithm name (no parameters, only the config)
 
 
 @dataclass
@@ -53,6 +56,9 @@ class FairnessPotentialConfig:
     """Upper weight bound (the largest level)."""
     min_duration: float = 1e-9
     """Below this mean duration the observation carries no information and weights are kept."""
+    obs_log1p_scale_s: float = 0.0
+    """If > 0 the observation holds log1p(d / scale) (simulator.envs.normalise_features with
+    scale TIME_SCALE_S = 0.1 s) and is inverted to d before the step; 0: raw durations."""
 
 
 def potential_step(w_H: np.ndarray, d_H: np.ndarray, cfg: FairnessPotentialConfig) -> np.ndarray:
@@ -88,9 +94,27 @@ class FairnessPotentialPolicy:
         for a, obs in obs_by_agent.items():
             blocks_HF = np.asarray(obs, np.float64)[: sig.n_servers * cfg.features_per_server].reshape(
                 sig.n_servers, cfg.features_per_server)
-            self.weights[a] = potential_step(self.weights[a], blocks_HF[:, cfg.duration_index], cfg)
+            d_H = blocks_HF[:, cfg.duration_index]
+            if cfg.obs_log1p_scale_s > 0:
+                d_H = cfg.obs_log1p_scale_s * np.expm1(d_H)
+            self.weights[a] = potential_step(self.weights[a], d_H, cfg)
             if sig.action_kind == "discrete":
                 out[a] = weights_to_levels(self.weights[a])
             else:
                 out[a] = np.clip(self.weights[a], sig.action_low, sig.action_high).astype(np.float32)
         return out
+
+    def save(self, path: str | Path) -> None:
+        """A checkpoint (agents.common.checkpoint format) holding the config and env signature,
+        so that `agents.deploy.load_policy` and ``policy: agent`` run this rule like any agent."""
+        from agents.common.checkpoint import save_checkpoint
+
+        save_checkpoint(path, algo=ALGO, config=asdict(self.config), signature=self.signature, state={})
+
+    @classmethod
+    def load_policy(cls, path: str | Path, expected: EnvSignature | None = None) -> "FairnessPotentialPolicy":
+        """The policy saved at `path` (signature checked against `expected`)."""
+        from agents.common.checkpoint import load_checkpoint
+
+        payload = load_checkpoint(path, expected, algo=ALGO)
+        return cls(payload["signature"], FairnessPotentialConfig(**payload["config"]))

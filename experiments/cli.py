@@ -320,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train QMIX / SAC-GRU on the simulator env")
     tr.add_argument("config", metavar="CONFIG.yaml")
-    tr.add_argument("--algo", default="qmix", choices=("qmix", "isac", "ssac"))
+    tr.add_argument("--algo", default="qmix", choices=("qmix", "isac", "ssac", "fairness"),
+                    help="fairness: the independent potential-game rule (nothing to learn; "
+                         "runs the episodes and writes a checkpoint)")
     tr.add_argument("--episodes", type=int, default=72, help="episodes in total (paper: 72)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--reward", default="product", choices=("product", "jain", "variance", "jct"))

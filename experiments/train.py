@@ -22,7 +22,7 @@ from simulator.config import ExperimentConfig, UserError
 
 __all__ = ["ALGOS", "agent_config", "train_from_config"]
 
-ALGOS = ("qmix", "isac", "ssac")
+ALGOS = ("qmix", "isac", "ssac", "fairness")
 
 
 def agent_config(algo: str, overrides: list[str]) -> Any:
@@ -31,6 +31,14 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
         from agents.qmix import QmixConfig
 
         cfg: Any = QmixConfig()
+    elif algo == "fairness":
+        from agents.fairness_potential import FairnessPotentialConfig
+        from simulator.envs import N_FEATURES, TIME_SCALE_S
+
+        # the env's layout: 11 features per server, decayed mean flow duration at index 4,
+        # durations given as log1p(d / TIME_SCALE_S)
+        cfg = FairnessPotentialConfig(features_per_server=N_FEATURES, duration_index=4,
+                                      obs_log1p_scale_s=TIME_SCALE_S)
     elif algo in ("isac", "ssac"):
         from agents.sac_gru import SacGruConfig
 
@@ -63,6 +71,42 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
     env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range)
     env_fn()  # config errors surface here, before any worker starts
-    train(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, workers=workers,
-          resume=resume, progress=progress)
+    if algo == "fairness":
+        _run_fairness(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, progress=progress)
+    else:
+        train(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, workers=workers,
+              resume=resume, progress=progress)
     return run_dir
+
+
+def _run_fairness(env_fn: Any, agent_cfg: Any, episodes: int, *, seed: int, run_dir: Path,
+                  progress: bool) -> None:
+    """The fairness-potential agent has nothing to learn (a fixed local ascent rule): it runs
+    ``episodes`` episodes with the training seeds, logs their returns to ``scalars.csv`` (as the
+    learners do, for comparison) and writes ``last.pt`` with its config and env signature."""
+    import json
+
+    from rich.progress import Progress
+
+    from agents.common.logs import CsvLogger
+    from agents.common.seeding import episode_seed
+    from agents.common.spaces import EnvSignature
+    from agents.fairness_potential import FairnessPotentialPolicy
+    from agents.training import collect_episode
+
+    env = env_fn()
+    policy = FairnessPotentialPolicy(EnvSignature.from_env(env), agent_cfg)
+    (run_dir / "config.json").write_text(json.dumps(
+        {"algo": "fairness_potential", "seed": seed, "n_episodes": episodes,
+         **dataclasses.asdict(agent_cfg)}, indent=2) + "\n")
+    logger = CsvLogger(run_dir)
+    try:
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("fairness episodes", total=episodes)
+            for i in range(episodes):
+                ep = collect_episode(env, policy, episode_seed(seed, i), deterministic=True)
+                logger.log(i, {"charts/episode_return": ep.total_reward(), "charts/episode_length": ep.length})
+                bar.update(task, completed=i + 1)
+    finally:
+        logger.close()
+    policy.save(run_dir / "last.pt")
