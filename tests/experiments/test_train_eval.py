@@ -1,0 +1,128 @@
+"""`marllb train --algo fairness` and `marllb eval`: run-contract directories per (policy, load,
+seed), the comparison table checked against statistics recomputed here, a checkpoint for another
+topology refused with one clear error. (Learning itself: tests/envs/test_learning_smoke.py.)"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytest.importorskip("torch", reason="torch is in the 'rl' extra")
+pytest.importorskip("pettingzoo", reason="pettingzoo is in the 'rl' extra")
+
+from experiments.cli import main  # noqa: E402
+from experiments.evaluate import _ci95, compare  # noqa: E402
+from experiments.runs import OUTPUT_FILES  # noqa: E402
+
+TINY = {"name": "tiny", "duration_s": 2.0,
+        "topology": {"lbs": 1, "servers": [{"cores": 1, "workers": 32}, {"cores": 3, "workers": 32}]},
+        "traffic": {"load": 0.85, "job": {"mean_s": 0.05}}, "policy": {"name": "sed"}}
+
+
+@pytest.fixture(scope="module")
+def fairness_ckpt(tmp_path_factory):
+    """A fairness-potential checkpoint made by `marllb train --algo fairness` (no learning)."""
+    d = tmp_path_factory.mktemp("train")
+    (d / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    assert main(["train", str(d / "tiny.yaml"), "--algo", "fairness", "--episodes", "2", "--seed", "4",
+                 "--out", str(d / "run"), "--no-progress"]) == 0
+    return d
+
+
+def test_fairness_train_writes_config_logs_and_a_loadable_checkpoint(fairness_ckpt) -> None:
+    from agents.common.spaces import EnvSignature
+    from agents.deploy import load_policy
+    from agents.fairness_potential import FairnessPotentialPolicy
+    from simulator.config import load_config
+    from simulator.envs import parallel_env
+
+    run = fairness_ckpt / "run"
+    assert {"config.yaml", "config.json", "scalars.csv", "last.pt"} <= {p.name for p in run.iterdir()}
+    scalars = pd.read_csv(run / "scalars.csv")
+    assert sorted(scalars.loc[scalars["tag"] == "charts/episode_return", "episode"]) == [0, 1]
+    env = parallel_env(load_config(run / "config.yaml"))
+    policy = load_policy(run / "last.pt", EnvSignature.from_env(env))
+    assert isinstance(policy, FairnessPotentialPolicy)
+    assert policy.config.features_per_server == 11 and policy.config.obs_log1p_scale_s == 0.1
+
+
+def test_eval_writes_run_contract_per_point_and_a_consistent_table(fairness_ckpt, tmp_path) -> None:
+    cfg = fairness_ckpt / "tiny.yaml"
+    out = tmp_path / "eval"
+    assert main(["eval", str(cfg), "--policies", "ecmp,sed", "--checkpoint", str(fairness_ckpt / "run/last.pt"),
+                 "--seeds", "11,12", "--loads", "0.6,0.9", "--out", str(out), "--no-progress"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 3 * 2 * 2
+    for row in runs.itertuples():
+        d = out / row.dir
+        assert d.name == f"{row.label}__load{row.load:g}__seed{row.seed}"
+        assert all((d / f).exists() for f in OUTPUT_FILES)
+        run_cfg = yaml.safe_load((d / "config.yaml").read_text())
+        assert run_cfg["seed"] == row.seed and run_cfg["traffic"]["load"] == pytest.approx(row.load)
+        assert run_cfg["policy"]["name"] == ("agent" if row.label == "agent" else row.label)
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["jct_mean_s"] == pytest.approx(row.jct_mean_s)
+    # higher load, more arrivals (same seeds): the load really reached the traffic
+    arrivals = {(r.label, r.load, r.seed): json.loads((out / r.dir / "summary.json").read_text())["arrived"]
+                for r in runs.itertuples()}
+    assert all(arrivals[("sed", 0.9, s)] > arrivals[("sed", 0.6, s)] for s in (11, 12))
+    table = pd.read_csv(out / "comparison.csv")
+    assert len(table) == 6
+    for row in table.itertuples():
+        sel = runs[(runs["label"] == row.label) & np.isclose(runs["load"], row.load)]
+        x = sel["jct_mean_s"].to_numpy()
+        assert row.n == 2 and row.jct_mean_s == pytest.approx(x.mean())
+        # n = 2: t(0.975, 1) = 12.706, s = |x1 - x2| / sqrt(2), half-width = t s / sqrt(2)
+        assert row.jct_mean_ci95_s == pytest.approx(12.706 * abs(x[0] - x[1]) / 2, rel=1e-4)
+        best = table[(table["load"] == row.load) & ~table["is_agent"]]["jct_mean_s"].min()
+        assert row.vs_best_heuristic == pytest.approx(row.jct_mean_s / best - 1)
+    # ECMP ignores the 1:3 capacities: SED beats it at 90 % load (mean over the two seeds)
+    at90 = table[table["load"] == 0.9].set_index("label")
+    assert at90.loc["sed", "jct_mean_s"] < at90.loc["ecmp", "jct_mean_s"]
+
+
+def test_ci95_matches_student_t() -> None:
+    stats = pytest.importorskip("scipy.stats", reason="scipy (dev extra) gives the reference quantiles")
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 10, 31, 45, 200):
+        x = rng.normal(size=n)
+        ref = stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n)
+        assert _ci95(x) == pytest.approx(ref, rel=2e-3)
+    assert math.isnan(_ci95(np.array([1.0])))
+
+
+def test_compare_by_hand() -> None:
+    runs = pd.DataFrame({
+        "label": ["sed", "sed", "ecmp", "ecmp", "agent", "agent"],
+        "load": [None] * 6, "is_agent": [False, False, False, False, True, True],
+        "jct_mean_s": [0.10, 0.14, 0.30, 0.50, 0.09, 0.09], "jct_p90_s": [0.2] * 6,
+        "throughput_rps": [10.0] * 6, "jain_fairness": [1.0] * 6})
+    t = compare(runs).set_index("label")
+    assert t.loc["sed", "jct_mean_s"] == pytest.approx(0.12)
+    assert t.loc["agent", "vs_best_heuristic"] == pytest.approx(0.09 / 0.12 - 1)
+    assert t.loc["ecmp", "vs_best_heuristic"] == pytest.approx(0.40 / 0.12 - 1)
+    assert t.loc["agent", "jct_mean_ci95_s"] == pytest.approx(0.0)
+
+
+def test_eval_errors_are_one_clear_message(fairness_ckpt, tmp_path, capsys) -> None:
+    cfg = fairness_ckpt / "tiny.yaml"
+    other = dict(TINY, topology={"lbs": 1, "servers": [{"cores": 1}, {"cores": 3}, {"cores": 3}]})
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    ckpt = str(fairness_ckpt / "run/last.pt")
+    cases = [
+        (["eval", str(tmp_path / "other.yaml"), "--checkpoint", ckpt, "--seeds", "1"], "checkpoint"),
+        (["eval", str(cfg), "--policies", "nope"], "unknown policy"),
+        (["eval", str(cfg), "--checkpoint", str(tmp_path / "missing.pt")], "no such file"),
+        (["eval", str(cfg)], "nothing to evaluate"),
+        (["eval", str(cfg), "--policies", "sed", "--seeds", "a,b"], "--seeds"),
+    ]
+    for args, needle in cases:
+        capsys.readouterr()
+        assert main([*args, "--out", str(tmp_path / "o"), "--no-progress"]) == 2, args
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err, (args, err)
