@@ -94,3 +94,57 @@ def test_jct_reward_counts_finished_requests() -> None:
         rewards.append(r["lb1"])
     done = [r for r in env.sim.requests if r.t_done >= 0]
     assert done and all(x <= 0 for x in rewards) and min(rewards) < 0
+
+
+def test_continuous_and_previous_action_variants_pass_the_checkers() -> None:
+    cfg = dict(UNITTEST, duration_s=2.0)
+    env = parallel_env(cfg, continuous=True, prev_action=True)
+    parallel_api_test(env, num_cycles=10)
+    check_env(LoadBalanceEnv(cfg, continuous=True, prev_action=True), skip_render_check=True)
+    env.reset(seed=3)
+    w = np.linspace(1.0, 2.0, env.n_servers).astype(np.float32)
+    obs, *_ = env.step({"lb1": w})
+    np.testing.assert_allclose(env.sim.lbs[0].dp.weights[:env.n_servers], w, rtol=1e-6)
+    # the previous weights (minus 1) close the observation
+    np.testing.assert_allclose(obs["lb1"][-env.n_servers:], w - 1.0, rtol=1e-6)
+    assert obs["lb1"].shape == (env.n_servers * (N_FEATURES + 1),)
+
+
+def test_load_range_draws_a_load_per_reset_seed() -> None:
+    env = parallel_env(dict(UNITTEST, duration_s=1.0), load_range=(0.3, 0.95))
+    drawn = {}
+    for seed in (1, 2, 3, 1):
+        env.reset(seed=seed)
+        while env.agents:
+            env.step({a: np.zeros(env.n_servers, np.int64) for a in env.agents})
+        drawn.setdefault(seed, []).append((env.sim.cfg.traffic.load, env.sim.cfg.seed, len(env.sim.requests)))
+    assert drawn[1][0] == drawn[1][1]  # same seed: same load, run seed and arrivals
+    loads = [drawn[s][0][0] for s in (1, 2, 3)]
+    assert len(set(loads)) == 3 and all(0.3 <= x <= 0.95 for x in loads)
+    assert env.cfg.traffic.load == UNITTEST["traffic"]["load"]  # the base config is untouched
+
+
+def test_gymnasium_env_same_seed_same_trajectory() -> None:
+    def run(seed: int) -> list[np.ndarray]:
+        env = LoadBalanceEnv(dict(UNITTEST, duration_s=2.0))
+        obs, _ = env.reset(seed=seed)
+        env.action_space.seed(seed)
+        out, done = [obs], False
+        while not done:
+            obs, _, term, trunc, _ = env.step(env.action_space.sample())
+            out.append(obs)
+            done = term or trunc
+        return out
+
+    a, b = run(4), run(4)
+    assert len(a) == len(b) == 8 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_importing_the_simulator_pulls_no_rl_packages() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, simulator, simulator.run, simulator.policies, experiments.cli; "
+            "print(sorted(m for m in ('gymnasium', 'pettingzoo', 'torch', 'agents') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
