@@ -20,8 +20,9 @@ gsq          oracle: argmin of the true number of requests at the server (in ser
 gsed         oracle: argmin (n_i + 1) / c_i on the true counts n_i, ties at random
 srt          oracle: argmin of true remaining CPU work per core, sum(remaining work) / c_i
              (oracles use the true capacity c_i = cores_i minus co-located background load)
-agent        a learned policy: agents.sim_controller.CheckpointController, injected by experiments
-             (run_experiment(controller=...)); make_policy itself refuses it
+agent        a learned policy: agent_controller(cfg) imports agents.sim_controller lazily (needs the
+             'rl' extra) and loads cfg.policy.checkpoint; build_simulation calls it for 'agent'.
+             make_policy (which sees only the PolicyConfig, not the topology) refuses it
 ===========  =====================================================================================
 
 Oracles force the choice through the core's forced-server argument, so the core still tracks
@@ -133,6 +134,19 @@ class OraclePolicy(StaticPolicy):
         if not cands:
             return -1
         return cands[0] if len(cands) == 1 else cands[self.rng.randrange(len(cands))]
+
+
+def agent_controller(cfg: Any) -> Any:
+    """Controller of ``policy: {name: agent, checkpoint: PATH}`` for the ExperimentConfig `cfg`:
+    agents.sim_controller.CheckpointController, imported only here so that the simulator imports
+    neither agents nor torch otherwise. UserError if the 'rl' extra is missing, the checkpoint
+    is missing or unreadable, or it was trained for another topology (LB/server count)."""
+    try:
+        from agents.sim_controller import CheckpointController
+    except ImportError as exc:
+        raise UserError(f"policy 'agent' needs the rl extra ({exc}): "
+                        "pip install torch==2.13.0 -e '.[rl]'") from None
+    return CheckpointController(cfg)
 
 
 def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:

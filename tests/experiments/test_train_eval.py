@@ -126,3 +126,19 @@ def test_eval_errors_are_one_clear_message(fairness_ckpt, tmp_path, capsys) -> N
         assert main([*args, "--out", str(tmp_path / "o"), "--no-progress"]) == 2, args
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, (args, err)
+
+
+def test_policy_agent_runs_straight_through_run_experiment(fairness_ckpt) -> None:
+    """No CLI wiring needed: build_simulation loads the checkpoint for policy 'agent'; the
+    fairness rule's weights (levels 1.0..2.0) reach the steps table; another topology is refused."""
+    from simulator.config import UserError, parse_config
+    from simulator.run import run_experiment
+
+    cfg = dict(TINY, seed=5, policy={"name": "agent", "checkpoint": str(fairness_ckpt / "run/last.pt")})
+    res = run_experiment(parse_config(cfg), progress=False)
+    assert res.summary["policy"] == "agent" and res.summary["completed"] > 0
+    w = res.steps.loc[res.steps["t_s"] > 0.5, "weight"].to_numpy()
+    assert set(np.round(w, 6)) <= set(np.round(1.0 + 0.2 * np.arange(6), 6))
+    bad = dict(cfg, topology={"lbs": 1, "servers": [{"cores": 1}, {"cores": 3}, {"cores": 3}]})
+    with pytest.raises(UserError, match="checkpoint"):
+        run_experiment(parse_config(bad), progress=False)

@@ -22,9 +22,10 @@ def test_negative_rate():
         parse_config({"traffic": {"rate": -5}})
 
 
-def test_agent_needs_an_injected_controller():
-    """The simulator never loads checkpoints itself (agents does, experiments wires it)."""
-    with pytest.raises(UserError, match="policy 'agent' runs a checkpoint through agents"):
+def test_agent_with_a_missing_checkpoint_is_a_user_error():
+    """'agent' loads its checkpoint through agents (lazily): a missing file, or a missing 'rl'
+    extra, is one UserError naming the problem."""
+    with pytest.raises(UserError, match="x.pt|rl extra"):
         _run({"policy": {"name": "agent", "checkpoint": "x.pt"}, "duration_s": 1})
 
 
