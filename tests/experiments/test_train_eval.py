@@ -142,3 +142,43 @@ def test_policy_agent_runs_straight_through_run_experiment(fairness_ckpt) -> Non
     bad = dict(cfg, topology={"lbs": 1, "servers": [{"cores": 1}, {"cores": 3}, {"cores": 3}]})
     with pytest.raises(UserError, match="checkpoint"):
         run_experiment(parse_config(bad), progress=False)
+
+
+def _train_args(cfg: str, out, episodes: int, *extra: str) -> list[str]:
+    return ["train", cfg, "--algo", "qmix", "--episodes", str(episodes), "--seed", "2", "--no-progress",
+            "--hp", "hidden=16", "--hp", "batch_episodes=2", "--hp", "learning_starts_episodes=2",
+            "--hp", "updates_per_episode=2", "--out", str(out), *extra]
+
+
+def _params(path) -> dict:
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)["state"]
+    flat = {}
+
+    def walk(prefix: str, x) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}/{k}", v)
+        elif isinstance(x, torch.Tensor):
+            flat[prefix] = x
+
+    walk("", state)
+    return flat
+
+
+def test_train_resume_continues_and_workers_give_the_same_parameters(tmp_path) -> None:
+    import torch
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(dict(TINY, duration_s=1.0)))
+    cfg = str(tmp_path / "tiny.yaml")
+    assert main(_train_args(cfg, tmp_path / "a", 3)) == 0
+    assert main(_train_args(cfg, tmp_path / "a", 5, "--resume")) == 0
+    scalars = pd.read_csv(tmp_path / "a" / "scalars.csv")
+    assert sorted(scalars.loc[scalars["tag"] == "charts/episode_return", "episode"]) == [0, 1, 2, 3, 4]
+    # the same 3 episodes collected in a spawned worker process: identical parameters
+    assert main(_train_args(cfg, tmp_path / "b", 3)) == 0
+    assert main(_train_args(cfg, tmp_path / "c", 3, "--workers", "1")) == 0
+    pb, pc = _params(tmp_path / "b" / "last.pt"), _params(tmp_path / "c" / "last.pt")
+    assert pb.keys() == pc.keys() and len(pb) > 0
+    assert all(torch.equal(pb[k], pc[k]) for k in pb)
