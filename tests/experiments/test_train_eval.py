@@ -167,7 +167,7 @@ def _params(path) -> dict:
     return flat
 
 
-def test_train_resume_continues_and_workers_give_the_same_parameters(tmp_path) -> None:
+def test_train_resume_is_exact_and_workers_give_the_same_parameters(tmp_path) -> None:
     import torch
 
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(dict(TINY, duration_s=1.0)))
@@ -176,6 +176,10 @@ def test_train_resume_continues_and_workers_give_the_same_parameters(tmp_path) -
     assert main(_train_args(cfg, tmp_path / "a", 5, "--resume")) == 0
     scalars = pd.read_csv(tmp_path / "a" / "scalars.csv")
     assert sorted(scalars.loc[scalars["tag"] == "charts/episode_return", "episode"]) == [0, 1, 2, 3, 4]
+    # resuming after 3 episodes ends with the parameters of an uninterrupted 5-episode run
+    assert main(_train_args(cfg, tmp_path / "full", 5)) == 0
+    pa, pf = _params(tmp_path / "a" / "last.pt"), _params(tmp_path / "full" / "last.pt")
+    assert pa.keys() == pf.keys() and all(torch.equal(pa[k], pf[k]) for k in pa)
     # the same 3 episodes collected in a spawned worker process: identical parameters
     assert main(_train_args(cfg, tmp_path / "b", 3)) == 0
     assert main(_train_args(cfg, tmp_path / "c", 3, "--workers", "1")) == 0
