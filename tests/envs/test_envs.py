@@ -148,3 +148,32 @@ def test_importing_the_simulator_pulls_no_rl_packages() -> None:
             "print(sorted(m for m in ('gymnasium', 'pettingzoo', 'torch', 'agents') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_observation_equals_statistics_computed_by_hand_from_the_raw_frame() -> None:
+    """Independent of simulator.features: each server's n_flow_on and the reservoir summaries
+    recomputed here with plain numpy from the frame's raw (t_s, v_s) samples, normalised as the
+    env documents (log1p(n / 8), log1p(d / 0.1 s), clip 20)."""
+    env = parallel_env(MODERATE)
+    env.reset(seed=9)
+    for _ in range(6):
+        obs, *_ = env.step({a: np.full(env.n_servers, 2) for a in env.agents})
+    frame = env.sim.lbs[0].reader.latest_out()
+    got = obs["lb1"].reshape(env.n_servers, N_FEATURES)
+    checked = 0
+    for j in range(env.n_servers):
+        want = [np.log1p(frame.servers["n_flow_on"][j] / 8.0)]
+        for kind in (0, 1):
+            t, v = frame.reservoir(j, kind).T
+            if len(v) == 0:
+                want += [0.0] * 5
+                continue
+            w = 0.9 ** (frame.time_s - t)
+            order = np.argsort(v)
+            cum = np.cumsum(w[order])
+            dp90 = v[order][np.searchsorted(cum, 0.9 * cum[-1])]
+            stats = [v.mean(), np.quantile(v, 0.9), v.std(), (w * v).sum() / w.sum(), dp90]
+            want += [min(np.log1p(s / 0.1), 20.0) for s in stats]
+            checked += 1
+        np.testing.assert_allclose(got[j], want, rtol=1e-5, atol=1e-6)
+    assert checked >= env.n_servers  # most reservoirs hold samples after 1.75 s
