@@ -1,7 +1,7 @@
 """`marllb train CONFIG.yaml`: train QMIX or SAC-GRU on the simulator's PettingZoo env.
 
 The run directory (default ``runs/<name>__<algo>__<seed>__<unix_time>``) gets ``config.yaml``
-(the experiment), and from agents.training ``config.json`` (hyperparameters), ``scalars.csv``
+(the experiment), ``train.json`` (algo, episodes, seed, reward, load range, workers, --hp), and from agents.training ``config.json`` (hyperparameters), ``scalars.csv``
 (charts/…, losses/…), ``last.pt`` (checkpoint with its env signature) and ``replay.npz``
 (for ``--resume``). The checkpoint then runs anywhere a policy does:
 ``marllb sim run CFG --set policy.name=agent --set policy.checkpoint=DIR/last.pt``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
     run_dir = Path(out or f"runs/{cfg.name}__{algo}__{seed}__{int(time.time())}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    (run_dir / "train.json").write_text(json.dumps(
+        {"algo": algo, "episodes": episodes, "seed": seed, "reward": reward,
+         "load_range": list(load_range) if load_range else None, "workers": workers,
+         "hp": list(hp or [])}, indent=2) + "\n")
     env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range)
     env_fn()  # config errors surface here, before any worker starts
     if algo == "fairness":
@@ -84,8 +89,6 @@ def _run_fairness(env_fn: Any, agent_cfg: Any, episodes: int, *, seed: int, run_
     """The fairness-potential agent has nothing to learn (a fixed local ascent rule): it runs
     ``episodes`` episodes with the training seeds, logs their returns to ``scalars.csv`` (as the
     learners do, for comparison) and writes ``last.pt`` with its config and env signature."""
-    import json
-
     from rich.progress import Progress
 
     from agents.common.logs import CsvLogger
