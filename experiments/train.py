@@ -1,10 +1,13 @@
-"""`marllb train CONFIG.yaml`: train QMIX or SAC-GRU on the simulator's PettingZoo env.
+"""`marllb train CONFIG.yaml`: train QMIX or SAC-GRU on the simulator's PettingZoo env, or run the
+fairness-potential rule (``--algo fairness``: nothing to learn, it writes a checkpoint).
 
 The run directory (default ``runs/<name>__<algo>__<seed>__<unix_time>``) gets ``config.yaml``
-(the experiment), ``train.json`` (algo, episodes, seed, reward, load range, workers, --hp), and from agents.training ``config.json`` (hyperparameters), ``scalars.csv``
-(charts/…, losses/…), ``last.pt`` (checkpoint with its env signature) and ``replay.npz``
-(for ``--resume``). The checkpoint then runs anywhere a policy does:
-``marllb sim run CFG --set policy.name=agent --set policy.checkpoint=DIR/last.pt``.
+(the experiment), ``train.json`` (algo, episodes, seed, reward, load range, workers, --hp), and
+from agents.training ``config.json`` (hyperparameters), ``scalars.csv`` (charts/…, losses/…),
+``last.pt`` (checkpoint with its config and env signature) and ``replay.npz`` (for ``--resume``).
+The checkpoint then runs anywhere a policy does:
+``marllb sim run CFG --set policy.name=agent --set policy.checkpoint=DIR/last.pt``, or
+``marllb eval CFG --policies sed,ecmp --checkpoint DIR/last.pt --out EVAL_DIR``.
 """
 
 from __future__ import annotations
