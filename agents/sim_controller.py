@@ -31,7 +31,10 @@ class CheckpointController:
 
         if not cfg.policy.checkpoint:
             raise UserError("policy 'agent' needs 'checkpoint'")
-        env = parallel_env(cfg)  # builds the graph only: the signature (LBs, servers, obs size)
+        # the env on the same topology with the core rule the agents drive (SED): it builds the
+        # graph only and gives the signature (LBs, servers, observation size)
+        as_env = cfg.policy.model_copy(update={"name": self.core_policy, "checkpoint": None})
+        env = parallel_env(cfg.model_copy(update={"policy": as_env}))
         try:
             self.policy = load_policy(cfg.policy.checkpoint, EnvSignature.from_env(env))
         except FileNotFoundError:

@@ -6,8 +6,9 @@
   other LBs keep the config's policy.
 
 Both take the same :class:`~simulator.config.ExperimentConfig` as ``marllb sim run`` (or a dict
-or a YAML path). The config's policy must be a core policy (``sed`` by default is a good base):
-agent LBs have their weights overwritten every step.
+or a YAML path). The config's policy must be a core policy that uses weights
+(:data:`WEIGHTED_POLICIES`; ``sed``, the default, is MARLLB's): every LB of a run shares it, agent
+LBs get their weights from the actions every step, the others keep its static weights.
 
 Observation per agent, from the data plane only (the shm frame the LB publishes each step, via
 :func:`simulator.features.server_features`): for every server its 11 features (``n_flow_on`` and
@@ -50,6 +51,9 @@ __all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalis
 
 LEVELS = np.round(1.0 + 0.2 * np.arange(6), 1)  #: weight of action level a
 REWARDS = ("product", "jain", "variance", "jct")
+#: config policies whose core uses the per-server weights (agents' actions; non-agent LBs keep
+#: the policy's static weights w_i = cores_i)
+WEIGHTED_POLICIES = ("sed", "sed2", "wcmp")
 N_FEATURES = len(FEATURE_NAMES)
 FLOW_SCALE = 8.0      #: n_flow_on is reported as log1p(n / FLOW_SCALE)
 TIME_SCALE_S = 0.1    #: durations are reported as log1p(d / TIME_SCALE_S)
@@ -132,6 +136,10 @@ class LoadBalanceParallelEnv(ParallelEnv):
         if reward not in REWARDS:
             raise UserError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
         self.cfg = _as_config(config)
+        if self.cfg.policy.name not in WEIGHTED_POLICIES:
+            # every LB of a run shares one core policy: the agents' weights must reach the choice
+            raise UserError(f"policy {self.cfg.policy.name!r}: the env needs a core policy that uses "
+                            f"weights for every LB ({', '.join(WEIGHTED_POLICIES)}; sed is MARLLB's)")
         from simulator.run import build_graph  # the graph gives the server and LB counts
 
         graph = build_graph(self.cfg)

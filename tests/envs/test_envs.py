@@ -177,3 +177,11 @@ def test_observation_equals_statistics_computed_by_hand_from_the_raw_frame() -> 
             checked += 1
         np.testing.assert_allclose(got[j], want, rtol=1e-5, atol=1e-6)
     assert checked >= env.n_servers  # most reservoirs hold samples after 1.75 s
+
+
+@pytest.mark.parametrize("policy", ["ecmp", "lsq", "gsq"])
+def test_a_core_that_ignores_weights_is_refused(policy: str) -> None:
+    from simulator.config import UserError
+
+    with pytest.raises(UserError, match="uses weights"):
+        parallel_env(dict(UNITTEST, policy={"name": policy}))
