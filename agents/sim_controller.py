@@ -4,7 +4,8 @@ Every step the simulator hands each LB's frame features to the controller; once 
 step are in, the policy acts on their observations (built with the env's own
 :func:`simulator.envs.normalise_features`, so exactly what the agent saw in training) and the
 weights are written to every agent LB's core — applying to flows that start from now on, as in
-the env. The LBs run SED on those weights (the CIKM'22 data-plane rule).
+the env. Checkpoints trained with ``prev_action=True`` or ``continuous=True`` are recognised from
+their signature and get the same observation / action mapping as in training. The LBs run SED on those weights (the CIKM'22 data-plane rule).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from simulator.config import ExperimentConfig, UserError
-from simulator.envs import LEVELS, normalise_features, parallel_env
+from simulator.envs import LEVELS, N_FEATURES, normalise_features, parallel_env
 from simulator.features import FEATURE_NAMES
 
 __all__ = ["CheckpointController"]
@@ -26,41 +27,57 @@ class CheckpointController:
     core_policy = "sed"
 
     def __init__(self, cfg: ExperimentConfig) -> None:
+        from agents.common.checkpoint import load_checkpoint
         from agents.common.spaces import EnvSignature
         from agents.deploy import load_policy
 
         if not cfg.policy.checkpoint:
             raise UserError("policy 'agent' needs 'checkpoint'")
+        saved = load_checkpoint(cfg.policy.checkpoint)["signature"]  # UserError if missing/unreadable
+        # the env options the checkpoint was trained with, read off its signature: previous
+        # weights in the observation (S more floats) and Box actions
+        self.prev_action = saved.obs_dim == saved.n_servers * (N_FEATURES + 1)
+        self.continuous = saved.action_kind == "continuous"
         # the env on the same topology with the core rule the agents drive (SED): it builds the
         # graph only and gives the signature (LBs, servers, observation size)
         as_env = cfg.policy.model_copy(update={"name": self.core_policy, "checkpoint": None})
-        env = parallel_env(cfg.model_copy(update={"policy": as_env}))
-        try:
-            self.policy = load_policy(cfg.policy.checkpoint, EnvSignature.from_env(env))
-        except FileNotFoundError:
-            raise UserError(f"policy.checkpoint: no such file {cfg.policy.checkpoint}") from None
+        env = parallel_env(cfg.model_copy(update={"policy": as_env}), prev_action=self.prev_action,
+                           continuous=self.continuous)
+        self.policy = load_policy(cfg.policy.checkpoint, EnvSignature.from_env(env))
         self.agents = env.possible_agents
         self.n_lbs = env.n_lbs
+        self.n_servers = env.n_servers
         self.name = "agent"
         self._obs: dict[str, np.ndarray] = {}
+        self._weights = {a: np.ones(self.n_servers) for a in self.agents}
         self._sim: Any = None
 
     def static_weights(self, cores: Sequence[float]) -> list[float]:
-        """Before the first decision every server has the lowest level (equal weights)."""
-        return [float(LEVELS[0])] * len(cores)
+        """Before the first decision (the first 0.25 s) the weights are SED's static w_i = cores_i,
+        exactly as in the env, whose config policy (sed) sets them until the first action."""
+        return [float(c) for c in cores]
 
     def start(self, sim: Any) -> None:
         self._sim = sim
         self.policy.reset()
+        self._weights = {a: np.ones(self.n_servers) for a in self.agents}
 
     def force(self, now_s: float, lb: int) -> int:
         return -1
 
     def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> None:
         matrix = np.stack([features[name] for name in FEATURE_NAMES], axis=1)
-        self._obs[self.agents[lb]] = normalise_features(matrix).reshape(-1)
+        agent = self.agents[lb]
+        obs = normalise_features(matrix).reshape(-1)
+        if self.prev_action:  # as the env: the weights in force, minus 1
+            obs = np.concatenate([obs, (self._weights[agent] - 1.0).astype(np.float32)])
+        self._obs[agent] = obs
         if lb == self.n_lbs - 1:  # every LB of this step has reported: decide jointly
             actions = self.policy.act(self._obs, deterministic=True)
-            for k, agent in enumerate(self.agents):
-                self._sim.lbs[k].dp.set_weights(LEVELS[np.asarray(actions[agent], dtype=np.int64)])
+            for k, a in enumerate(self.agents):
+                act = np.asarray(actions[a])
+                w = (np.clip(act.astype(np.float64), 1.0, 2.0) if self.continuous
+                     else LEVELS[np.clip(act.astype(np.int64), 0, len(LEVELS) - 1)])
+                self._sim.lbs[k].dp.set_weights(w)
+                self._weights[a] = w
         return None

@@ -207,7 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = train_from_config(cfg, algo=args.algo, episodes=args.episodes, seed=args.seed,
                                 out=args.out, reward=args.reward, load_range=load_range,
                                 hp=args.hp, workers=args.workers, resume=args.resume,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, prev_action=args.prev_action,
+                                continuous=args.continuous)
     print(f"run directory: {run_dir}  (checkpoint: {run_dir / 'last.pt'})")
     return 0
 
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override an agent hyperparameter (repeatable), e.g. --hp hidden=64")
     tr.add_argument("--workers", type=int, default=0, help="rollout processes (0: in process)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    tr.add_argument("--prev-action", action="store_true", help="observation ends with the weights in force")
+    tr.add_argument("--continuous", action="store_true", help="Box actions (weights in [1, 2]) instead of levels")
     tr.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>__<algo>__<seed>__<time>)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tr.add_argument("--no-progress", action="store_true")

@@ -62,8 +62,10 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
 def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: int,
                       out: str | None, reward: str = "product",
                       load_range: tuple[float, float] | None = None, hp: list[str] | None = None,
-                      workers: int = 0, resume: bool = False, progress: bool = True) -> Path:
-    """Train and return the run directory."""
+                      workers: int = 0, resume: bool = False, progress: bool = True,
+                      prev_action: bool = False, continuous: bool = False) -> Path:
+    """Train and return the run directory. ``prev_action`` / ``continuous``: the env options of
+    the same names (the checkpoint's signature records them; ``policy: agent`` follows it)."""
     try:
         from agents.training import train
         from simulator.envs import parallel_env
@@ -76,8 +78,10 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
     (run_dir / "train.json").write_text(json.dumps(
         {"algo": algo, "episodes": episodes, "seed": seed, "reward": reward,
          "load_range": list(load_range) if load_range else None, "workers": workers,
+         "prev_action": prev_action, "continuous": continuous,
          "hp": list(hp or [])}, indent=2) + "\n")
-    env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range)
+    env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range,
+                               prev_action=prev_action, continuous=continuous)
     env_fn()  # config errors surface here, before any worker starts
     if algo == "fairness":
         _run_fairness(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, progress=progress)
