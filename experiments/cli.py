@@ -10,7 +10,7 @@
     marllb train CONFIG.yaml [--algo qmix|isac|ssac|fairness] [--episodes N] [--seed S] [--workers N]
                  [--resume] [--out DIR] [--hp FIELD=VALUE ...]
     marllb eval CONFIG.yaml [--policies sed,ecmp,...] [--checkpoint PATH ...] [--seeds ...]
-                [--loads ...] --out DIR
+                [--loads ...] [--workers N] --out DIR
 
 User errors (bad config, missing file, bad ``--set``) print one message on stderr and exit 2,
 with no traceback. Commands of later issues (bench) say so and exit 1.
@@ -229,7 +229,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if loads and min(loads) <= 0:
         raise UserError(f"--loads {args.loads!r}: loads must be > 0")
     points = plan_eval(cfg, policies, args.checkpoint, seeds, loads)
-    _, table = run_eval(points, args.out, progress=not args.no_progress)
+    if args.workers < 0:
+        raise UserError("--workers must be >= 0")
+    _, table = run_eval(points, args.out, progress=not args.no_progress, workers=args.workers)
     _print_comparison(table)
     print(f"eval directory: {args.out}  (runs.csv, comparison.csv)")
     return 0
@@ -347,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", metavar="S1,S2", help="held-out seeds (default 1000,1001,1002)")
     ev.add_argument("--loads", metavar="L1,L2", help="traffic.load values (default: the config's)")
     ev.add_argument("--out", required=True, metavar="DIR")
+    ev.add_argument("--workers", type=int, default=0, help="run the points in N processes (0: in process)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)

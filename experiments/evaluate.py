@@ -134,20 +134,44 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _run_point(args: tuple[ExperimentConfig, Path]) -> dict:
+    """One evaluation run in a worker process (no progress bar); returns its summary."""
+    cfg, out_dir = args
+    if cfg.policy.name == "agent":
+        import torch
+
+        torch.set_num_threads(1)
+    from experiments.runs import run_one
+
+    return run_one(cfg, out_dir, progress=False).summary
+
+
 def run_eval(points: Sequence[EvalPoint], out: str | Path, *, progress: bool = True,
-             runner=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+             runner=None, workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every point (run-contract directories under ``out``), write runs.csv and
-    comparison.csv; returns (runs, comparison)."""
+    comparison.csv; returns (runs, comparison). ``workers`` > 0 runs the points in a spawned
+    process pool of that size (each run is seeded by its config alone, so the numbers are the
+    same as in process; ``runner`` is then not used)."""
     from experiments.runs import run_one
 
     out = Path(out)
+    if workers > 0:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        log.warning("eval: %d runs on %d worker processes", len(points), workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            summaries = list(pool.map(_run_point, [(pt.cfg, out / pt.dirname) for pt in points]))
+    else:
+        summaries = []
+        for i, pt in enumerate(points, 1):
+            log.warning("eval run %d/%d: %s", i, len(points), pt.dirname)
+            summaries.append(run_one(pt.cfg, out / pt.dirname, progress=progress, runner=runner).summary)
     rows = []
-    for i, pt in enumerate(points, 1):
-        log.warning("eval run %d/%d: %s", i, len(points), pt.dirname)
-        result = run_one(pt.cfg, out / pt.dirname, progress=progress, runner=runner)
+    for pt, summary in zip(points, summaries):
         row = {"label": pt.label, "load": pt.load, "seed": pt.seed, "dir": pt.dirname,
                "is_agent": pt.cfg.policy.name == "agent"}
-        row.update({k: result.summary.get(k) for k in _SCALARS})
+        row.update({k: summary.get(k) for k in _SCALARS})
         rows.append(row)
     runs = pd.DataFrame(rows)
     for k in _SCALARS:

@@ -229,3 +229,16 @@ def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_p
     np.testing.assert_allclose(sim_w[:n], np.array(env_w), rtol=1e-6)
     if algo == "fairness":
         assert len({tuple(np.round(w, 6)) for w in env_w}) > 2  # the weights really moved
+
+
+def test_eval_workers_give_the_same_numbers(fairness_ckpt, tmp_path) -> None:
+    base = ["eval", str(fairness_ckpt / "tiny.yaml"), "--policies", "sed", "--checkpoint",
+            str(fairness_ckpt / "run/last.pt"), "--seeds", "3,4", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--workers", "2"]) == 0
+    a, b = pd.read_csv(tmp_path / "a" / "runs.csv"), pd.read_csv(tmp_path / "b" / "runs.csv")
+    pd.testing.assert_frame_equal(a, b)
+    for d in a["dir"]:
+        ra = pd.read_parquet(tmp_path / "a" / d / "requests.parquet")
+        rb = pd.read_parquet(tmp_path / "b" / d / "requests.parquet")
+        pd.testing.assert_frame_equal(ra, rb)
