@@ -47,7 +47,7 @@ from simulator.config import ExperimentConfig, UserError, load_config, parse_con
 from simulator.features import FEATURE_NAMES, frame_features, server_features
 
 __all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features",
-           "frame_observation", "reward_from", "LEVELS", "REWARDS", "N_FEATURES"]
+           "frame_observation", "reward_from", "LEVELS", "REWARDS", "N_FEATURES", "WEIGHTED_POLICIES"]
 
 LEVELS = np.round(1.0 + 0.2 * np.arange(6), 1)  #: weight of action level a
 REWARDS = ("product", "jain", "variance", "jct")

@@ -32,6 +32,16 @@ def test_gymnasium_check_env(cfg: dict) -> None:
     check_env(LoadBalanceEnv(cfg), skip_render_check=True)
 
 
+def test_gymnasium_env_on_the_second_lb_of_two() -> None:
+    env = LoadBalanceEnv(MODERATE, lb=1)
+    check_env(env, skip_render_check=True)
+    env.reset(seed=0)
+    env.step(np.full(7, 5))
+    sim = env._penv.sim
+    np.testing.assert_allclose(sim.lbs[1].dp.weights[:7], 2.0)  # the agent LB took the action
+    np.testing.assert_allclose(sim.lbs[0].dp.weights[:7], [2, 2, 2, 2, 4, 4, 4])  # lb1 keeps SED's cores
+
+
 def test_registered_id() -> None:
     import gymnasium
 
