@@ -3,7 +3,9 @@
 * :class:`LoadBalanceParallelEnv` (``parallel_env(config)``): one agent per LB (``lb1`` ..
   ``lbK``), PettingZoo ``ParallelEnv`` with ``state()`` for centralised mixers (QMIX).
 * :class:`LoadBalanceEnv` (Gymnasium id ``marllb/LoadBalance-v0``): LB ``lb`` is the agent; the
-  other LBs keep the config's policy.
+  other LBs keep the config's policy. The id is registered when this module is imported
+  (``import simulator`` alone imports no gymnasium); without an import use
+  ``gymnasium.make("simulator.envs:marllb/LoadBalance-v0", config=...)``.
 
 Both take the same :class:`~simulator.config.ExperimentConfig` as ``marllb sim run`` (or a dict
 or a YAML path). The config's policy must be a core policy that uses weights
