@@ -47,22 +47,11 @@ class Runner(Protocol):
 
 
 def default_runner() -> Runner:
-    """The real simulator (imported on first use); ``policy: agent`` gets its checkpoint
-    controller from agents (the simulator never imports agents)."""
+    """The real simulator (imported on first use); it builds ``policy: agent``'s checkpoint
+    controller itself (simulator.policies.agent_controller)."""
     from simulator.run import run_experiment
 
-    def run(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None) -> SimResult:
-        controller = None
-        if cfg.policy.name == "agent":
-            try:
-                from agents.sim_controller import CheckpointController
-            except ImportError as exc:
-                raise UserError(f"policy 'agent' needs the rl extra ({exc}): "
-                                "pip install torch==2.13.0 -e '.[rl]'") from None
-            controller = CheckpointController(cfg)
-        return run_experiment(cfg, progress=progress, pcap_path=pcap_path, controller=controller)
-
-    return run
+    return run_experiment
 
 
 def run_name(cfg: ExperimentConfig, unix_time: int | None = None) -> str:
