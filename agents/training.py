@@ -96,6 +96,7 @@ def collect_episode(env: Any, policy: Any, seed: int, deterministic: bool = Fals
     act_rows, rew_rows = [], []
     terminated = False
     costs: list[float] = []
+    episode_info: dict[str, Any] = {}
     for _ in range(max_steps):
         actions = policy.act(obs, deterministic=deterministic)
         obs, rewards, terms, truncs, infos = env.step(actions)
@@ -107,9 +108,11 @@ def collect_episode(env: Any, policy: Any, seed: int, deterministic: bool = Fals
         if isinstance(info0, dict) and "cost" in info0:
             costs.append(float(info0["cost"]))
         if any(terms.values()) or any(truncs.values()) or not env.agents:
+            if isinstance(info0, dict) and isinstance(info0.get("episode"), dict):
+                episode_info = {f"episode_{k}": v for k, v in info0["episode"].items() if v is not None}
             terminated = all(terms.get(a, False) for a in sig.agents)
             break
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = dict(episode_info)
     if costs:
         info["mean_cost"] = float(np.mean(costs))
     return Episode(np.stack(obs_rows), np.stack(state_rows), np.stack(act_rows).astype(np.int64),
@@ -172,7 +175,8 @@ class TrainResult:
 
 def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: int = 0,
           run_dir: str | Path | None = None, workers: int = 0, episodes_per_round: int = 1,
-          checkpoint_every: int = 10, resume: bool = False, progress: bool = True) -> TrainResult:
+          checkpoint_every: int = 10, resume: bool = False, progress: bool = True,
+          time_budget_s: float | None = None, snapshot_every: int = 0) -> TrainResult:
     """Train an agent for `n_episodes` collected episodes in total (counting resumed ones).
 
     env_fn: picklable zero-argument factory of the env (called once here, once per worker).
@@ -182,7 +186,12 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
     episodes_per_round: episodes collected with one policy snapshot before updating (>= workers for
         full parallelism); each episode adds `updates_per_episode` updates once the agent is ready.
     resume: continue from ``run_dir/last.pt`` and ``run_dir/replay.npz`` if they exist.
+    time_budget_s: stop after the round during which this much wall time (collection + updates) has
+        passed, even before `n_episodes`; the checkpoint is written then.
+    snapshot_every: if > 0 and `run_dir` is given, also keep ``snapshots/ep<N>.pt`` every that many
+        episodes (for learning curves of the greedy policy).
     """
+    t_start = time.perf_counter()
     seed_everything(seed)
     env = _as_parallel(env_fn())
     signature = EnvSignature.from_env(env)
@@ -215,6 +224,11 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"train {agent.algo}", total=n_episodes, completed=agent.episodes_seen)
             while agent.episodes_seen < n_episodes:
+                if time_budget_s is not None and time.perf_counter() - t_start >= time_budget_s:
+                    log.warning("time budget of %.0f s reached after %d episodes", time_budget_s,
+                                agent.episodes_seen)
+                    checkpoint()
+                    break
                 first = agent.episodes_seen
                 idx = list(range(first, min(first + episodes_per_round, n_episodes)))
                 jobs = [(agent.behaviour_policy(i), episode_seed(seed, i)) for i in idx]
@@ -242,10 +256,15 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
                 if logger is not None:
                     scal = {k: float(np.mean(v)) for k, v in losses.items()}
                     scal["charts/collect_s"] = t_collect
+                    scal["charts/wall_s"] = time.perf_counter() - t_start
                     logger.log(idx[-1], scal)
                 if run_path is not None and (agent.episodes_seen % checkpoint_every < len(idx)
                                              or agent.episodes_seen >= n_episodes):
                     checkpoint()
+                if run_path is not None and snapshot_every > 0 and (
+                        agent.episodes_seen % snapshot_every < len(idx)):
+                    (run_path / "snapshots").mkdir(exist_ok=True)
+                    agent.save(run_path / "snapshots" / f"ep{agent.episodes_seen:05d}.pt")
                 bar.update(task, completed=agent.episodes_seen)
     finally:
         if pool is not None:

@@ -208,7 +208,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 out=args.out, reward=args.reward, load_range=load_range,
                                 hp=args.hp, workers=args.workers, resume=args.resume,
                                 progress=not args.no_progress, prev_action=args.prev_action,
-                                continuous=args.continuous)
+                                continuous=args.continuous,
+                                time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min,
+                                snapshot_every=args.snapshot_every)
     print(f"run directory: {run_dir}  (checkpoint: {run_dir / 'last.pt'})")
     return 0
 
@@ -334,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override an agent hyperparameter (repeatable), e.g. --hp hidden=64")
     tr.add_argument("--workers", type=int, default=0, help="rollout processes (0: in process)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    tr.add_argument("--time-budget-min", type=float, metavar="MIN",
+                    help="stop after this much wall time even before --episodes (checkpoint kept)")
+    tr.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                    help="also keep OUT/snapshots/ep<N>.pt every N episodes (learning curves)")
     tr.add_argument("--prev-action", action="store_true", help="observation ends with the weights in force")
     tr.add_argument("--continuous", action="store_true", help="Box actions (weights in [1, 2]) instead of levels")
     tr.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>__<algo>__<seed>__<time>)")

@@ -63,7 +63,8 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
                       out: str | None, reward: str = "product",
                       load_range: tuple[float, float] | None = None, hp: list[str] | None = None,
                       workers: int = 0, resume: bool = False, progress: bool = True,
-                      prev_action: bool = False, continuous: bool = False) -> Path:
+                      prev_action: bool = False, continuous: bool = False,
+                      time_budget_s: float | None = None, snapshot_every: int = 0) -> Path:
     """Train and return the run directory. ``prev_action`` / ``continuous``: the env options of
     the same names (the checkpoint's signature records them; ``policy: agent`` follows it)."""
     try:
@@ -78,7 +79,7 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
     (run_dir / "train.json").write_text(json.dumps(
         {"algo": algo, "episodes": episodes, "seed": seed, "reward": reward,
          "load_range": list(load_range) if load_range else None, "workers": workers,
-         "prev_action": prev_action, "continuous": continuous,
+         "prev_action": prev_action, "continuous": continuous, "time_budget_s": time_budget_s,
          "hp": list(hp or [])}, indent=2) + "\n")
     env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range,
                                prev_action=prev_action, continuous=continuous)
@@ -87,7 +88,8 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
         _run_fairness(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, progress=progress)
     else:
         train(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, workers=workers,
-              resume=resume, progress=progress)
+              resume=resume, progress=progress, time_budget_s=time_budget_s,
+              snapshot_every=snapshot_every)
     return run_dir
 
 
