@@ -1,0 +1,181 @@
+"""Tables, paired comparisons, plots and JSON of the learning benchmark (bench/learning/run.py).
+
+Paired comparison: every policy runs the same test seeds (same arrivals and job sizes), so the
+agent is compared with the best local-information heuristic seed by seed: d_s = JCT_agent,s /
+JCT_best,s - 1, with a 95 % Student-t interval over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
+
+from experiments.evaluate import compare
+
+TARGET_HIGH_LOAD = -0.20  #: QMIX vs best local heuristic at loads >= 0.85
+TARGET_ANY_LOAD = 0.05  #: never worse than this at any load
+
+
+def _ci95(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return math.nan
+    return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def paired(runs: pd.DataFrame, agents: list[str], local: list[str]) -> pd.DataFrame:
+    """Per agent and load: the best local heuristic (lowest mean JCT over seeds) and the paired
+    relative difference of mean JCT against it (mean over seeds, 95 % CI)."""
+    rows = []
+    for load, grp in runs.groupby("load"):
+        base = grp[grp["label"].isin(local)]
+        best = base.groupby("label")["jct_mean_s"].mean().idxmin()
+        ref = base[base["label"] == best].set_index("seed")["jct_mean_s"]
+        for agent in agents:
+            mine = grp[grp["label"] == agent].set_index("seed")["jct_mean_s"]
+            d = (mine / ref.reindex(mine.index) - 1.0).to_numpy(float)
+            p90 = grp[grp["label"] == agent].set_index("seed")["jct_p90_s"]
+            p90_ref = base[base["label"] == best].set_index("seed")["jct_p90_s"]
+            d90 = (p90 / p90_ref.reindex(p90.index) - 1.0).to_numpy(float)
+            rows.append({"agent": agent, "load": load, "best_local": best, "n": int(np.isfinite(d).sum()),
+                         "rel_mean_jct": float(np.nanmean(d)), "rel_mean_jct_ci95": _ci95(d),
+                         "rel_p90_jct": float(np.nanmean(d90)), "rel_p90_jct_ci95": _ci95(d90)})
+    return pd.DataFrame(rows)
+
+
+def targets(pair: pd.DataFrame) -> dict[str, Any]:
+    """The issue's targets, judged on the paired mean difference per load."""
+    out = {}
+    for agent, grp in pair.groupby("agent"):
+        high = grp[grp["load"] >= 0.85 - 1e-9]
+        out[agent] = {"high_load_20pct_lower": bool((high["rel_mean_jct"] <= TARGET_HIGH_LOAD).all()),
+                      "never_5pct_worse": bool((grp["rel_mean_jct"] <= TARGET_ANY_LOAD).all())}
+    return out
+
+
+def _fmt(mean: float, ci: float) -> str:
+    return f"{1e3 * mean:.1f}" + ("" if not np.isfinite(ci) else f" ± {1e3 * ci:.1f}")
+
+
+def markdown_table(table: pd.DataFrame, order: list[str]) -> str:
+    loads = sorted(table["load"].unique())
+    head = "| policy | " + " | ".join(f"load {x:g}: mean JCT ms | p90 ms" for x in loads) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(loads))]
+    for label in order:
+        cells = []
+        for load in loads:
+            row = table[(table["label"] == label) & (table["load"] == load)]
+            if row.empty:
+                cells += ["", ""]
+                continue
+            r = row.iloc[0]
+            cells += [_fmt(r.jct_mean_s, r.jct_mean_ci95_s), _fmt(r.jct_p90_s, r.jct_p90_ci95_s)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def training_log(run_dir: Path) -> pd.DataFrame:
+    """Per episode: return, mean JCT, load and wall time (s) from scalars.csv."""
+    df = pd.read_csv(run_dir / "scalars.csv")
+    wide = df.pivot_table(index="episode", columns="tag", values="value", aggfunc="last")
+    if "charts/wall_s" in wide:
+        wide["charts/wall_s"] = wide["charts/wall_s"].bfill()
+    return wide
+
+
+def learning_curve(training: dict[str, pd.DataFrame], curve: pd.DataFrame, floor_s: float) -> Figure:
+    fig = Figure(figsize=(11, 4.2))
+    ax1, ax2 = fig.subplots(1, 2)
+    for i, (algo, wide) in enumerate(training.items()):
+        if "charts/episode_return" not in wide:
+            continue
+        ret = wide["charts/episode_return"].rolling(20, min_periods=1).mean()
+        ax1.plot(wide["charts/wall_s"] / 60.0, ret, color=f"C{i}", label=algo)
+    ax1.set_xlabel("training wall time (min)")
+    ax1.set_ylabel("episode return (rolling mean of 20)")
+    ax1.set_title("training (exploring, random loads)")
+    ax1.legend()
+    agents = curve[curve["label"].str.contains("@")]
+    for i, algo in enumerate(training):
+        mine = agents[agents["label"].str.startswith(f"{algo}@")]
+        if mine.empty:
+            continue
+        ep = mine["label"].str.extract(r"@ep(\d+)")[0].astype(int)
+        means = mine.assign(ep=ep).groupby("ep")["jct_mean_s"].mean()
+        ax2.plot(means.index, 1e3 * means.to_numpy(), "o-", color=f"C{i}", label=f"{algo} (greedy)")
+    for j, label in enumerate(("sed", "gsed")):
+        ref = curve[curve["label"] == label]["jct_mean_s"]
+        if len(ref):
+            ax2.axhline(1e3 * ref.mean(), color=f"C{j + 3}", ls="--", label=label)
+    ax2.axhline(1e3 * floor_s, color="grey", ls=":", label="no-queueing floor")
+    load = curve["load"].iloc[0]
+    ax2.set_xlabel("training episodes")
+    ax2.set_ylabel("mean JCT (ms), validation seeds")
+    ax2.set_title(f"greedy policy at load {load:g}")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def jct_bars(table: pd.DataFrame, order: list[str]) -> Figure:
+    loads = sorted(table["load"].unique())
+    fig = Figure(figsize=(11, 4.2))
+    ax = fig.subplots()
+    width = 0.8 / len(order)
+    for i, label in enumerate(order):
+        rows = table[table["label"] == label].set_index("load").reindex(loads)
+        x = np.arange(len(loads)) + (i - (len(order) - 1) / 2) * width
+        ax.bar(x, 1e3 * rows["jct_mean_s"], width, yerr=1e3 * rows["jct_mean_ci95_s"].fillna(0),
+               label=label, color=f"C{i % 10}", hatch="//" if i >= 10 else None, capsize=2)
+    ax.set_xticks(np.arange(len(loads)), [f"load {x:g}" for x in loads])
+    ax.set_yscale("log")
+    ax.set_ylabel("mean JCT (ms, log scale), 95 % CI")
+    ax.legend(ncol=7, fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def write_report(out: Path, meta: dict, test_runs: pd.DataFrame, curve_runs: pd.DataFrame,
+                 floor_runs: pd.DataFrame) -> str:
+    """Write every output file; return a printable summary."""
+    agents = list(meta["algos"])
+    local = list(meta["local_heuristics"])
+    table = compare(test_runs)
+    pair = paired(test_runs, agents, local)
+    floor_s = float(floor_runs["jct_mean_s"].mean())
+    training = {a: training_log(Path(meta["training"][a]["run_dir"])) for a in agents}
+    for a, wide in training.items():
+        meta["training"][a]["episodes"] = int(wide.index.max()) + 1
+        meta["training"][a]["train_wall_s"] = float(wide["charts/wall_s"].max())
+    order = [*local, "awcmp", *meta["oracles"], *agents]
+    table.to_csv(out / "comparison.csv", index=False)
+    pair.to_csv(out / "paired.csv", index=False)
+    best_local = {row.load: row for row in table[table["label"].isin(local)]
+                  .sort_values("jct_mean_s").groupby("load").head(1).itertuples()}
+    headroom = {f"{load:g}": 1.0 - floor_s / row.jct_mean_s for load, row in best_local.items()}
+    md = [f"# Learning benchmark ({', '.join(agents)} on {Path(meta['config']).name})", "",
+          markdown_table(table, order), "",
+          f"No-queueing floor (sed at load 0.02): {1e3 * floor_s:.1f} ms. Largest possible cut vs the "
+          "best local heuristic: " + ", ".join(f"{k}: {100 * v:.0f} %" for k, v in headroom.items()), "",
+          "Paired vs best local heuristic (per seed, 95 % CI):", ""]
+    for r in pair.itertuples():
+        md.append(f"- {r.agent} @ {r.load:g} vs {r.best_local}: mean JCT {100 * r.rel_mean_jct:+.1f} "
+                  f"± {100 * r.rel_mean_jct_ci95:.1f} %, p90 {100 * r.rel_p90_jct:+.1f} "
+                  f"± {100 * r.rel_p90_jct_ci95:.1f} % (n={r.n})")
+    for a, info in meta["training"].items():
+        md.append(f"- {a}: {info['episodes']} episodes in {info['train_wall_s'] / 60:.1f} min")
+    (out / "table.md").write_text("\n".join(md) + "\n")
+    learning_curve(training, curve_runs, floor_s).savefig(out / "learning_curve.png", dpi=120)
+    jct_bars(table, order).savefig(out / "jct_bars.png", dpi=120)
+    result = {**meta, "floor_jct_mean_s": floor_s, "headroom_vs_best_local": headroom,
+              "targets": targets(pair), "paired": pair.to_dict("records"),
+              "comparison": table.to_dict("records")}
+    (out / "learning.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return "\n".join(md)

@@ -1,0 +1,156 @@
+"""Learning benchmark (slow, not CI): train QMIX and I-SAC on `moderate`, evaluate against every
+heuristic and the oracles on held-out seeds at three loads.
+
+1. Train each algorithm for a wall-clock budget (default 30 min) with `marllb train`, episode loads
+   drawn uniformly from --train-loads (one model per algorithm serves every evaluation load), with
+   greedy-policy snapshots every --snapshot-every episodes. With --parallel the algorithms train at
+   the same time, one process (one core) each.
+2. Learning curve: every snapshot runs greedily at the middle evaluation load on the validation
+   seeds (not the test seeds).
+3. Test: every heuristic (ecmp, wcmp, awcmp, lsq, sed, lsq2, sed2), the oracles (gsq, gsed, srt) and
+   the final checkpoints at each --loads value on the --seeds (held out: training episode seeds are
+   31-bit hashes), through `marllb eval` (run-contract directories).
+4. Reference measured in the same run: the no-queueing floor, SED at load 0.02 (service time +
+   network), the lowest mean JCT any policy can reach.
+
+Writes OUT/learning.json, OUT/table.md, OUT/comparison.csv, OUT/paired.csv, OUT/learning_curve.png,
+OUT/jct_bars.png (see bench/learning/report.py). Targets (issue 4): QMIX >= 20 % lower mean JCT than
+the best local-information heuristic at 85-95 % load and never > 5 % worse at any load.
+
+    python bench/learning/run.py [--budget-min 30] [--parallel] [--algos qmix,isac] [--out DIR]
+    python bench/learning/run.py --skip-train --out DIR   # re-evaluate existing training runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import write_report  # noqa: E402
+from experiments.evaluate import EvalPoint, plan_eval, run_eval  # noqa: E402
+from simulator.config import load_config  # noqa: E402
+
+LOCAL = ("ecmp", "wcmp", "lsq", "sed", "lsq2", "sed2")  #: decide from what the LB itself sees
+HEURISTICS = (*LOCAL, "awcmp")  #: awcmp also probes the servers' busy workers
+ORACLES = ("gsq", "gsed", "srt")
+FLOOR_LOAD = 0.02
+
+
+def _ints(text: str) -> list[int]:
+    if "-" in text and "," not in text:
+        lo, hi = (int(x) for x in text.split("-"))
+        return list(range(lo, hi + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def _relabel(point: EvalPoint, label: str) -> EvalPoint:
+    return EvalPoint(label, point.load, point.seed, point.cfg)
+
+
+def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
+    """Run `marllb train` per algorithm (in parallel processes with --parallel); returns per algo
+    its run directory, wall seconds and episodes trained."""
+    procs: dict[str, tuple[subprocess.Popen, float, Path]] = {}
+    info: dict[str, dict] = {}
+    for algo in args.algos:
+        run_dir = out / f"train_{algo}"
+        cmd = [sys.executable, "-m", "experiments.cli", "train", str(args.config), "--algo", algo,
+               "--episodes", "100000", "--seed", str(args.train_seed), "--reward", args.reward,
+               "--load-range", args.train_loads, "--time-budget-min", str(args.budget_min),
+               "--snapshot-every", str(args.snapshot_every), "--out", str(run_dir), "--no-progress"]
+        cmd += [x for hp in args.hp for x in ("--hp", hp)]
+        log_file = open(out / f"train_{algo}.log", "w")
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        print(f"[learning] training {algo}: {' '.join(cmd[2:])}", flush=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        procs[algo] = (proc, time.perf_counter(), run_dir)
+        if not args.parallel:
+            _wait(algo, procs[algo], info)
+    for algo, entry in procs.items():
+        if algo not in info:
+            _wait(algo, entry, info)
+    return info
+
+
+def _wait(algo: str, entry: tuple[subprocess.Popen, float, Path], info: dict[str, dict]) -> None:
+    proc, t0, run_dir = entry
+    if proc.wait() != 0:
+        raise SystemExit(f"[learning] training {algo} failed (exit {proc.returncode}); "
+                         f"see {run_dir.parent / f'train_{algo}.log'}")
+    info[algo] = {"run_dir": str(run_dir), "wall_s": time.perf_counter() - t0}
+    print(f"[learning] {algo} trained in {info[algo]['wall_s'] / 60:.1f} min", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=ROOT / "experiments/configs/train_moderate.yaml")
+    ap.add_argument("--algos", type=lambda s: s.split(","), default=["qmix", "isac"])
+    ap.add_argument("--budget-min", type=float, default=30.0, help="training wall budget per algorithm")
+    ap.add_argument("--parallel", action="store_true", help="train the algorithms at the same time")
+    ap.add_argument("--reward", default="product")
+    ap.add_argument("--hp", action="append", default=[], metavar="FIELD=VALUE")
+    ap.add_argument("--train-loads", default="0.7,0.97", help="LO,HI of the per-episode load draw")
+    ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--snapshot-every", type=int, default=25)
+    ap.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.75, 0.85, 0.95])
+    ap.add_argument("--seeds", type=_ints, default=_ints("1000-1009"), help="test seeds, e.g. 1000-1009")
+    ap.add_argument("--val-seeds", type=_ints, default=[900, 901], help="learning-curve seeds")
+    ap.add_argument("--workers", type=int, default=2, help="eval processes")
+    ap.add_argument("--skip-train", action="store_true", help="use OUT/train_<algo>/ as they are")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/out/learning")
+    args = ap.parse_args()
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(args.config)
+    t_start = time.perf_counter()
+    if args.skip_train:
+        training = {a: {"run_dir": str(out / f"train_{a}"), "wall_s": None} for a in args.algos}
+    else:
+        training = train_all(args, out)
+    checkpoints = {a: Path(t["run_dir"]) / "last.pt" for a, t in training.items()}
+
+    # learning curve: greedy snapshots at the middle load, validation seeds
+    mid_load = sorted(args.loads)[len(args.loads) // 2]
+    curve_points = plan_eval(cfg, ["sed", "gsed"], [], args.val_seeds, [mid_load])
+    for algo, t in training.items():
+        snaps = sorted((Path(t["run_dir"]) / "snapshots").glob("ep*.pt"))
+        if snaps:
+            curve_points += [_relabel(p, f"{algo}@{Path(p.cfg.policy.checkpoint).stem}")
+                             for p in plan_eval(cfg, [], [str(s) for s in snaps], args.val_seeds, [mid_load])]
+    print(f"[learning] learning curve: {len(curve_points)} runs", flush=True)
+    curve_runs, _ = run_eval(curve_points, out / "curve", progress=False, workers=args.workers)
+
+    # test: heuristics, oracles and the final agents on held-out seeds
+    test_points = plan_eval(cfg, [*HEURISTICS, *ORACLES], [str(c) for c in checkpoints.values()],
+                            args.seeds, args.loads)
+    labels = {str(c): a for a, c in checkpoints.items()}
+    test_points = [_relabel(p, labels.get(str(p.cfg.policy.checkpoint), p.label)) for p in test_points]
+    floor_points = plan_eval(cfg, ["sed"], [], args.seeds[:3], [FLOOR_LOAD])
+    print(f"[learning] test: {len(test_points)} runs (+{len(floor_points)} floor runs)", flush=True)
+    test_runs, _ = run_eval(test_points, out / "test", progress=False, workers=args.workers)
+    floor_runs, _ = run_eval(floor_points, out / "floor", progress=False, workers=args.workers)
+
+    meta = {"config": str(args.config), "algos": args.algos, "budget_min": args.budget_min,
+            "parallel": args.parallel, "reward": args.reward, "hp": args.hp,
+            "train_loads": args.train_loads, "train_seed": args.train_seed, "loads": args.loads,
+            "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,
+            "training": training, "local_heuristics": list(LOCAL),
+            "oracles": list(ORACLES), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "bench_wall_s": time.perf_counter() - t_start}
+    summary = write_report(out, meta, test_runs, curve_runs, floor_runs)
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()
