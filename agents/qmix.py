@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.common.checkpoint import load_checkpoint, save_checkpoint
+from agents.common.fast_forward import FastRecurrentHeadNet
 from agents.common.nets import RecurrentHeadNet, prev_action_onehot
 from agents.common.replay import Episode, EpisodeReplayBuffer
 from agents.common.returns import td_lambda_targets
@@ -171,10 +172,15 @@ class QmixPolicy:
     Greedy = per-head argmax of q_h; exploration = per-head epsilon-greedy with a numpy Generator seeded
     by `reset(seed)`.  Each agent uses only its own observation (decentralised execution); agents absent
     from `obs_by_agent` keep their state.
+
+    Decisions run through `FastRecurrentHeadNet` (float32 numpy, no torch, no autograd): same function
+    as `net` up to float rounding, with a copy of `net`'s weights taken here, so the policy is frozen:
+    later changes of `net` are not seen.
     """
 
     def __init__(self, signature: EnvSignature, net: RecurrentHeadNet, epsilon: float = 0.0) -> None:
         self.signature, self.net, self.epsilon = signature, net, epsilon
+        self._fast = FastRecurrentHeadNet(net)
         self._rng = np.random.default_rng(0)
         N = signature.n_agents
         self._ids_NN = np.eye(N, dtype=np.float32)
@@ -185,8 +191,7 @@ class QmixPolicy:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         N, H = self.signature.n_agents, self.signature.n_servers
-        with torch.inference_mode():
-            self._h_NHd = torch.zeros(N, self.net.hidden)
+        self._h_NHd = self._fast.initial_state(N)
         self._prev_NX = np.zeros((N, H * N_LEVELS), np.float32)
 
     def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
@@ -196,15 +201,13 @@ class QmixPolicy:
             return {}
         everyone = len(idx) == sig.n_agents  # fast path: no gather/scatter of recurrent state
         obs_KO = np.stack([np.asarray(obs_by_agent[sig.agents[i]], np.float32) for i in idx])
-        x_KI = np.concatenate([obs_KO, self._prev_NX[idx], self._ids_NN[idx]], axis=1)
-        with torch.inference_mode():
-            h_KHd = self._h_NHd if everyone else self._h_NHd[idx]
-            q_KHA, h_KHd = self.net.step(torch.from_numpy(x_KI), h_KHd)
-            if everyone:
-                self._h_NHd = h_KHd
-            else:
-                self._h_NHd[idx] = h_KHd
-            a_KH = q_KHA.argmax(-1).numpy()
+        if everyone:
+            x_KI = np.concatenate([obs_KO, self._prev_NX, self._ids_NN], axis=1)
+            q_KHA, self._h_NHd = self._fast.step(x_KI, self._h_NHd)
+        else:
+            x_KI = np.concatenate([obs_KO, self._prev_NX[idx], self._ids_NN[idx]], axis=1)
+            q_KHA, self._h_NHd[idx] = self._fast.step(x_KI, self._h_NHd[idx])
+        a_KH = q_KHA.argmax(-1)
         if not deterministic and self.epsilon > 0:
             explore_KH = self._rng.random(a_KH.shape) < self.epsilon
             a_KH = np.where(explore_KH, self._rng.integers(0, N_LEVELS, a_KH.shape), a_KH)
@@ -246,8 +249,8 @@ class QmixAgent:
         return c.epsilon_start + frac * (c.epsilon_finish - c.epsilon_start)
 
     def greedy_policy(self) -> QmixPolicy:
-        """A policy sharing this agent's network (sees later updates)."""
-        return QmixPolicy(self.signature, self.net)
+        """A frozen greedy policy: a snapshot of the current network (later updates are not seen)."""
+        return QmixPolicy(self.signature, copy.deepcopy(self.net))
 
     def behaviour_policy(self, episode_index: int) -> QmixPolicy:
         """A frozen copy for collecting episode `episode_index` with its epsilon."""

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.common.checkpoint import load_checkpoint, save_checkpoint
+from agents.common.fast_forward import FastRecurrentHeadNet
 from agents.common.nets import RecurrentHeadNet, prev_action_onehot
 from agents.common.replay import Episode, EpisodeBatch, EpisodeReplayBuffer
 from agents.common.returns import td_lambda_targets
@@ -201,7 +202,7 @@ class _SacLearner(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# POLICY: deployable actor(s) with GRU state (act under inference_mode)
+# POLICY: deployable actor(s) with GRU state (numpy forward, no autograd)
 # ------------------------------------------------------------------------------------------------
 class SacGruPolicy:
     """Actor networks plus recurrent state; implements `agents.common.policy.Policy`.
@@ -209,12 +210,17 @@ class SacGruPolicy:
     Each *unit* is one actor and the agents it decides for (one agent per unit in I-SAC; all agents in
     one unit in S-SAC, whose observation is their concatenation).  `deterministic=True` takes the most
     probable level per head; otherwise levels are sampled with a torch Generator seeded by `reset(seed)`.
+
+    Logits come from `FastRecurrentHeadNet` (float32 numpy, no torch, no autograd): same function as
+    the actor up to float rounding, with a copy of the actors' weights taken here, so the policy is
+    frozen: later changes of `actors` are not seen.
     """
 
     def __init__(self, signature: EnvSignature, actors: list[RecurrentHeadNet], units: list[list[str]]) -> None:
         self.signature = signature
         self.actors = actors
         self.units = units
+        self._fast = [FastRecurrentHeadNet(a) for a in actors]
         self._gen = torch.Generator().manual_seed(0)
         self._eye_A = np.eye(N_LEVELS, dtype=np.float32)
         self.reset()
@@ -222,29 +228,26 @@ class SacGruPolicy:
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
             self._gen.manual_seed(seed)
-        with torch.inference_mode():
-            self._h = [torch.zeros(1, a.hidden) for a in self.actors]
+        self._h = [f.initial_state(1) for f in self._fast]
         self._prev = [np.zeros(a.n_heads * N_LEVELS, np.float32) for a in self.actors]
 
     def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         H = self.signature.n_servers
-        with torch.inference_mode():
-            for u, (actor, names) in enumerate(zip(self.actors, self.units)):
-                if not all(n in obs_by_agent for n in names):
-                    continue
-                obs_O = np.concatenate([np.asarray(obs_by_agent[n], np.float32) for n in names])
-                x_1I = torch.from_numpy(np.concatenate([obs_O, self._prev[u]])).view(1, -1)
-                logits_1HA, self._h[u] = actor.step(x_1I, self._h[u])
-                logits_HA = logits_1HA[0]
-                if deterministic:
-                    a_H = logits_HA.argmax(-1)
-                else:
-                    a_H = torch.multinomial(F.softmax(logits_HA, -1), 1, generator=self._gen).squeeze(-1)
-                levels = a_H.numpy()
-                self._prev[u] = self._eye_A[levels].reshape(-1)
-                for i, n in enumerate(names):
-                    out[n] = self.signature.encode_action(levels[i * H:(i + 1) * H])
+        for u, (fast, names) in enumerate(zip(self._fast, self.units)):
+            if not all(n in obs_by_agent for n in names):
+                continue
+            obs = [np.asarray(obs_by_agent[n], np.float32) for n in names]
+            x_1I = np.concatenate([*obs, self._prev[u]]).reshape(1, -1)
+            logits_1HA, self._h[u] = fast.step(x_1I, self._h[u])
+            if deterministic:
+                levels = logits_1HA[0].argmax(-1)
+            else:
+                probs_HA = F.softmax(torch.from_numpy(logits_1HA[0]), -1)
+                levels = torch.multinomial(probs_HA, 1, generator=self._gen).squeeze(-1).numpy()
+            self._prev[u] = self._eye_A[levels].reshape(-1)
+            for i, n in enumerate(names):
+                out[n] = self.signature.encode_action(levels[i * H:(i + 1) * H])
         return out
 
 
@@ -278,8 +281,8 @@ class SacGruAgent:
 
     # -- acting ---------------------------------------------------------------------------------
     def greedy_policy(self) -> SacGruPolicy:
-        """A policy sharing this agent's actor networks (sees later updates)."""
-        return SacGruPolicy(self.signature, [lr.actor for lr in self.learners], self.units)
+        """A frozen greedy policy: a snapshot of the current actors (later updates are not seen)."""
+        return SacGruPolicy(self.signature, [copy.deepcopy(lr.actor) for lr in self.learners], self.units)
 
     def behaviour_policy(self, episode_index: int) -> SacGruPolicy:
         """A frozen copy of the actors for collecting episode `episode_index` (sampled actions)."""
