@@ -8,13 +8,14 @@ Determinism: episode `i` is collected with seed `episode_seed(seed, i)` (env res
 noise) by a frozen snapshot of the policy taken before its round.  Rounds contain
 `episodes_per_round` episodes whatever the number of workers, episodes are added to replay in index
 order, and updates run only in the main process, so the same seed gives the same parameters with 0, 1 or
-k workers.  Workers run torch with one thread.
+k workers, on the local process pool or on Ray (agents.common.executors).  Workers run torch with one
+thread.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,10 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from agents.common.executors import BACKENDS, Executor, make_executor
 from agents.common.logs import CsvLogger
 from agents.common.replay import Episode, EpisodeReplayBuffer
 from agents.common.seeding import episode_seed, seed_everything
 from agents.common.spaces import EnvSignature
+from simulator.config import UserError
 
 __all__ = ["GymAsParallel", "collect_episode", "make_agent", "train", "TrainResult", "load_agent"]
 
@@ -148,22 +151,20 @@ def load_agent(path: str | Path, expected: EnvSignature | None = None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-# parallel rollouts (spawned worker processes, one env each)
+# parallel rollouts (agents.common.executors: spawned processes or Ray actors, one env each)
 # ------------------------------------------------------------------------------------------------
-_WORKER_ENV: Any = None
-
-
-def _worker_init(env_fn: Callable[[], Any]) -> None:
-    global _WORKER_ENV
+def _rollout_worker_init(env_fn: Callable[[], Any]) -> Any:
+    """Worker state for rollouts: the env, built once per worker; torch runs on one thread."""
     import torch
 
     torch.set_num_threads(1)
-    _WORKER_ENV = env_fn()
+    return env_fn()
 
 
-def _worker_collect(args: tuple[Any, int]) -> Episode:
-    policy, seed = args
-    return collect_episode(_WORKER_ENV, policy, seed)
+def _rollout_collect(env: Any, job: tuple[Any, int]) -> Episode:
+    """Collect one episode on the worker's env: job = (frozen behaviour policy, episode seed)."""
+    policy, seed = job
+    return collect_episode(env, policy, seed)
 
 
 @dataclass
@@ -176,13 +177,18 @@ class TrainResult:
 def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: int = 0,
           run_dir: str | Path | None = None, workers: int = 0, episodes_per_round: int = 1,
           checkpoint_every: int = 10, resume: bool = False, progress: bool = True,
-          time_budget_s: float | None = None, snapshot_every: int = 0) -> TrainResult:
+          time_budget_s: float | None = None, snapshot_every: int = 0, backend: str = "local",
+          ray_address: str | None = None) -> TrainResult:
     """Train an agent for `n_episodes` collected episodes in total (counting resumed ones).
 
     env_fn: picklable zero-argument factory of the env (called once here, once per worker).
     run_dir: if given: ``scalars.csv`` (charts/..., losses/...), ``config.json``, ``last.pt`` (agent) and
         ``replay.npz`` every `checkpoint_every` episodes and at the end.
-    workers: 0 collects in this process; k > 0 uses a spawn pool of k processes.
+    workers: 0 collects in this process; k > 0 uses k workers of `backend`, each building its env
+        once with `env_fn` (see agents.common.executors).
+    backend: ``"local"`` (a spawn process pool) or ``"ray"`` (Ray actors; needs workers >= 1 and the
+        ``marllb[ray]`` extra).  The backend and the worker count do not change the results.
+    ray_address: the Ray cluster to use (``"auto"``, ``"HOST:PORT"``); None starts a local Ray.
     episodes_per_round: episodes collected with one policy snapshot before updating (>= workers for
         full parallelism); each episode adds `updates_per_episode` updates once the agent is ready.
     resume: continue from ``run_dir/last.pt`` and ``run_dir/replay.npz`` if they exist.
@@ -192,6 +198,10 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
         episodes (for learning curves of the greedy policy).
     """
     t_start = time.perf_counter()
+    if backend not in BACKENDS:
+        raise UserError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if workers < 0 or (backend == "ray" and workers < 1):
+        raise UserError(f"workers={workers}: must be >= 0 (>= 1 with backend 'ray')")
     seed_everything(seed)
     env = _as_parallel(env_fn())
     signature = EnvSignature.from_env(env)
@@ -206,7 +216,8 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
     logger = CsvLogger(run_path) if run_path is not None else None
     if logger is not None:
         logger.hyperparameters({"algo": agent.algo, "seed": seed, "n_episodes": n_episodes,
-                                "workers": workers, "episodes_per_round": episodes_per_round,
+                                "workers": workers, "backend": backend,
+                                "episodes_per_round": episodes_per_round,
                                 **asdict(agent.config), "signature": signature.to_dict()})
 
     def checkpoint() -> None:
@@ -214,9 +225,10 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
             agent.save(run_path / "last.pt")
             agent.buffer.save(run_path / "replay.npz")
 
-    pool = None
+    pool: Executor | None = None
     if workers > 0:
-        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(env_fn,))
+        pool = make_executor(backend, workers, init=functools.partial(_rollout_worker_init, env_fn),
+                             ray_address=ray_address)
     result = TrainResult(agent, run_dir=run_path)
     from rich.progress import Progress
 
@@ -236,7 +248,7 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
                 if pool is None:
                     episodes = [collect_episode(env, p, s) for p, s in jobs]
                 else:
-                    episodes = pool.map(_worker_collect, jobs)
+                    episodes = pool.map(_rollout_collect, jobs)
                 t_collect = time.perf_counter() - t0
                 losses: dict[str, list[float]] = {}
                 for i, ep in zip(idx, episodes):
@@ -269,7 +281,6 @@ def train(env_fn: Callable[[], Any], agent_cfg: Any, n_episodes: int, *, seed: i
     finally:
         if pool is not None:
             pool.close()
-            pool.join()
         if logger is not None:
             logger.close()
     return result

@@ -8,9 +8,9 @@
     marllb topo list | marllb topo show SPEC
     marllb hil controller --shm PATH --policy NAME|--checkpoint PATH --servers HOST:PORT,... [...]
     marllb train CONFIG.yaml [--algo qmix|isac|ssac|fairness] [--episodes N] [--seed S] [--workers N]
-                 [--resume] [--out DIR] [--hp FIELD=VALUE ...]
+                 [--backend local|ray] [--ray-address ADDR] [--resume] [--out DIR] [--hp FIELD=VALUE ...]
     marllb eval CONFIG.yaml [--policies sed,ecmp,...] [--checkpoint PATH ...] [--seeds ...]
-                [--loads ...] [--workers N] --out DIR
+                [--loads ...] [--workers N] [--backend local|ray] [--ray-address ADDR] --out DIR
 
 User errors (bad config, missing file, bad ``--set``) print one message on stderr and exit 2,
 with no traceback. Commands of later issues (bench) say so and exit 1.
@@ -206,7 +206,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         load_range = (lo, hi)
     run_dir = train_from_config(cfg, algo=args.algo, episodes=args.episodes, seed=args.seed,
                                 out=args.out, reward=args.reward, load_range=load_range,
-                                hp=args.hp, workers=args.workers, resume=args.resume,
+                                hp=args.hp, workers=args.workers, backend=args.backend,
+                                ray_address=args.ray_address, resume=args.resume,
                                 progress=not args.no_progress, prev_action=args.prev_action,
                                 continuous=args.continuous,
                                 time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min,
@@ -233,7 +234,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     points = plan_eval(cfg, policies, args.checkpoint, seeds, loads)
     if args.workers < 0:
         raise UserError("--workers must be >= 0")
-    _, table = run_eval(points, args.out, progress=not args.no_progress, workers=args.workers)
+    _, table = run_eval(points, args.out, progress=not args.no_progress, workers=args.workers,
+                        backend=args.backend, ray_address=args.ray_address)
     _print_comparison(table)
     print(f"eval directory: {args.out}  (runs.csv, comparison.csv)")
     return 0
@@ -335,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--hp", action="append", default=[], metavar="FIELD=VALUE",
                     help="override an agent hyperparameter (repeatable), e.g. --hp hidden=64")
     tr.add_argument("--workers", type=int, default=0, help="rollout processes (0: in process)")
+    _backend_arguments(tr, "rollout workers")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     tr.add_argument("--time-budget-min", type=float, metavar="MIN",
                     help="stop after this much wall time even before --episodes (checkpoint kept)")
@@ -356,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--loads", metavar="L1,L2", help="traffic.load values (default: the config's)")
     ev.add_argument("--out", required=True, metavar="DIR")
     ev.add_argument("--workers", type=int, default=0, help="run the points in N processes (0: in process)")
+    _backend_arguments(ev, "eval points")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -364,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
         planned = sub.add_parser(name, help=f"(not implemented yet, issue {issue}) {what}")
         planned.set_defaults(func=cmd_planned)
     return p
+
+
+def _backend_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--backend local|ray`` and ``--ray-address`` for a command that takes ``--workers``."""
+    parser.add_argument("--backend", default="local", choices=("local", "ray"),
+                        help=f"where the --workers {what} run: local processes, or Ray actors "
+                             "(pip install 'marllb[ray]'); same seeds give the same results")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="with --backend ray: the cluster to use ('auto', HOST:PORT, "
+                             "ray://HOST:10001); default: start a local Ray with --workers CPUs")
 
 
 def _setup_logging(verbosity: int) -> None:

@@ -134,8 +134,8 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _run_point(args: tuple[ExperimentConfig, Path]) -> dict:
-    """One evaluation run in a worker process (no progress bar); returns its summary."""
+def _run_point(_state: None, args: tuple[ExperimentConfig, Path]) -> dict:
+    """One evaluation run in a worker (no progress bar; torch on one thread); returns its summary."""
     cfg, out_dir = args
     if cfg.policy.name == "agent":
         import torch
@@ -147,21 +147,29 @@ def _run_point(args: tuple[ExperimentConfig, Path]) -> dict:
 
 
 def run_eval(points: Sequence[EvalPoint], out: str | Path, *, progress: bool = True,
-             runner=None, workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+             runner=None, workers: int = 0, backend: str = "local",
+             ray_address: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every point (run-contract directories under ``out``), write runs.csv and
-    comparison.csv; returns (runs, comparison). ``workers`` > 0 runs the points in a spawned
-    process pool of that size (each run is seeded by its config alone, so the numbers are the
-    same as in process; ``runner`` is then not used)."""
+    comparison.csv; returns (runs, comparison). ``workers`` > 0 runs the points on that many
+    workers of ``backend`` (``"local"``: spawned processes; ``"ray"``: Ray actors, on the cluster
+    at ``ray_address`` if given, see :mod:`agents.common.executors`). Each run is seeded by its
+    config alone, so the numbers are the same as in process; ``runner`` is then not used. With
+    ``"ray"`` on a cluster, ``out`` must be a directory every node can write (a shared file
+    system): the run directories are written by the workers."""
     from experiments.runs import run_one
 
-    out = Path(out)
-    if workers > 0:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    from agents.common.executors import BACKENDS, make_executor
 
-        log.warning("eval: %d runs on %d worker processes", len(points), workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            summaries = list(pool.map(_run_point, [(pt.cfg, out / pt.dirname) for pt in points]))
+    out = Path(out)
+    if backend not in BACKENDS:
+        raise UserError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if workers < 0 or (backend == "ray" and workers < 1):
+        raise UserError(f"workers={workers}: must be >= 0 (>= 1 with backend 'ray')")
+    if workers > 0:
+        log.warning("eval: %d runs on %d %s workers", len(points), workers, backend)
+        with make_executor(backend, workers, ray_address=ray_address) as pool:
+            # absolute run directories: a Ray worker's working directory may differ from ours
+            summaries = pool.map(_run_point, [(pt.cfg, out.resolve() / pt.dirname) for pt in points])
     else:
         summaries = []
         for i, pt in enumerate(points, 1):

@@ -62,11 +62,13 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
 def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: int,
                       out: str | None, reward: str = "product",
                       load_range: tuple[float, float] | None = None, hp: list[str] | None = None,
-                      workers: int = 0, resume: bool = False, progress: bool = True,
+                      workers: int = 0, backend: str = "local", ray_address: str | None = None,
+                      resume: bool = False, progress: bool = True,
                       prev_action: bool = False, continuous: bool = False,
                       time_budget_s: float | None = None, snapshot_every: int = 0) -> Path:
     """Train and return the run directory. ``prev_action`` / ``continuous``: the env options of
-    the same names (the checkpoint's signature records them; ``policy: agent`` follows it)."""
+    the same names (the checkpoint's signature records them; ``policy: agent`` follows it).
+    ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
     try:
         from agents.training import train
         from simulator.envs import parallel_env
@@ -79,6 +81,7 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
     (run_dir / "train.json").write_text(json.dumps(
         {"algo": algo, "episodes": episodes, "seed": seed, "reward": reward,
          "load_range": list(load_range) if load_range else None, "workers": workers,
+         "backend": backend,
          "prev_action": prev_action, "continuous": continuous, "time_budget_s": time_budget_s,
          "hp": list(hp or [])}, indent=2) + "\n")
     env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range,
@@ -88,8 +91,8 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
         _run_fairness(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, progress=progress)
     else:
         train(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, workers=workers,
-              resume=resume, progress=progress, time_budget_s=time_budget_s,
-              snapshot_every=snapshot_every)
+              backend=backend, ray_address=ray_address, resume=resume, progress=progress,
+              time_budget_s=time_budget_s, snapshot_every=snapshot_every)
     return run_dir
 
 
