@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,10 +109,19 @@ def main() -> None:
     ap.add_argument("--val-seeds", type=_ints, default=[900, 901], help="learning-curve seeds")
     ap.add_argument("--workers", type=int, default=2, help="eval processes")
     ap.add_argument("--skip-train", action="store_true", help="use OUT/train_<algo>/ as they are")
+    ap.add_argument("--report-only", action="store_true",
+                    help="redo tables and plots from OUT's finished runs (no simulation)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/out/learning")
     args = ap.parse_args()
 
     out = args.out
+    if args.report_only:
+        meta = json.loads((out / "learning.json").read_text())
+        keep = ("comparison", "paired", "targets", "floor_jct_mean_s", "headroom_vs_best_local")
+        meta = {k: v for k, v in meta.items() if k not in keep}
+        runs = {part: pd.read_csv(out / part / "runs.csv") for part in ("test", "curve", "floor")}
+        print(write_report(out, meta, runs["test"], runs["curve"], runs["floor"]))
+        return
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config)
     t_start = time.perf_counter()
