@@ -46,12 +46,29 @@ class Runner(Protocol):
                  pcap_path: str | None = None) -> SimResult: ...
 
 
+def agent_controller(cfg: ExperimentConfig) -> Any:
+    """The controller of ``policy: {name: agent, checkpoint: PATH}``: agents.sim_controller's
+    CheckpointController (imported here, so torch loads only for agent runs). UserError if the
+    'rl' extra is missing, the checkpoint is missing or unreadable, or it was trained for another
+    topology (LB/server count)."""
+    try:
+        from agents.sim_controller import CheckpointController
+    except ImportError as exc:
+        raise UserError(f"policy 'agent' needs the rl extra ({exc}): "
+                        "pip install torch==2.13.0 -e '.[rl]'") from None
+    return CheckpointController(cfg)
+
+
 def default_runner() -> Runner:
-    """The real simulator (imported on first use); it builds ``policy: agent``'s checkpoint
-    controller itself (simulator.policies.agent_controller)."""
+    """The real simulator (imported on first use), with ``policy: agent``'s checkpoint
+    controller injected (the simulator itself never imports agents)."""
     from simulator.run import run_experiment
 
-    return run_experiment
+    def run(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None) -> SimResult:
+        controller = agent_controller(cfg) if cfg.policy.name == "agent" else None
+        return run_experiment(cfg, progress=progress, pcap_path=pcap_path, controller=controller)
+
+    return run
 
 
 def run_name(cfg: ExperimentConfig, unix_time: int | None = None) -> str:

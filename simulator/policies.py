@@ -20,9 +20,9 @@ gsq          oracle: argmin of the true number of requests at the server (in ser
 gsed         oracle: argmin (n_i + 1) / c_i on the true counts n_i, ties at random
 srt          oracle: argmin of true remaining CPU work per core, sum(remaining work) / c_i
              (oracles use the true capacity c_i = cores_i minus co-located background load)
-agent        a learned policy: agent_controller(cfg) imports agents.sim_controller lazily (needs the
-             'rl' extra) and loads cfg.policy.checkpoint; build_simulation calls it for 'agent'.
-             make_policy (which sees only the PolicyConfig, not the topology) refuses it
+agent        a learned policy: its controller (agents.sim_controller, built by experiments.runs)
+             is passed in as build_simulation(controller=...); the simulator never imports
+             agents, so make_policy refuses the name
 ===========  =====================================================================================
 
 Oracles force the choice through the core's forced-server argument, so the core still tracks
@@ -40,6 +40,11 @@ import numpy as np
 from simulator.config import PolicyConfig, UserError
 
 __all__ = ["StaticPolicy", "AwcmpPolicy", "OraclePolicy", "make_policy", "CORE_POLICY"]
+
+AGENT_NEEDS_CONTROLLER = (
+    "policy 'agent' runs a checkpoint through agents.sim_controller.CheckpointController, which the "
+    "simulator does not import: use `marllb sim run` / experiments.runs.run_one, or pass "
+    "controller=CheckpointController(cfg) to simulator.run.run_experiment")
 
 CORE_POLICY = {"ecmp": "ecmp", "wcmp": "wcmp", "awcmp": "wcmp", "lsq": "lsq", "sed": "sed",
                "lsq2": "lsq2", "sed2": "sed2", "gsq": "ecmp", "gsed": "ecmp", "srt": "ecmp"}
@@ -136,25 +141,11 @@ class OraclePolicy(StaticPolicy):
         return cands[0] if len(cands) == 1 else cands[self.rng.randrange(len(cands))]
 
 
-def agent_controller(cfg: Any) -> Any:
-    """Controller of ``policy: {name: agent, checkpoint: PATH}`` for the ExperimentConfig `cfg`:
-    agents.sim_controller.CheckpointController, imported only here so that the simulator imports
-    neither agents nor torch otherwise. UserError if the 'rl' extra is missing, the checkpoint
-    is missing or unreadable, or it was trained for another topology (LB/server count)."""
-    try:
-        from agents.sim_controller import CheckpointController
-    except ImportError as exc:
-        raise UserError(f"policy 'agent' needs the rl extra ({exc}): "
-                        "pip install torch==2.13.0 -e '.[rl]'") from None
-    return CheckpointController(cfg)
-
-
 def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:
     """The controller for ``cfg.name``; UserError for names that cannot run."""
     name = cfg.name
     if name == "agent":
-        raise UserError("policy 'agent' runs a checkpoint through agents.sim_controller "
-                        "(marllb sim run wires it); the simulator alone cannot load it")
+        raise UserError(AGENT_NEEDS_CONTROLLER)
     if name == "awcmp":
         return AwcmpPolicy(cfg, rng)
     if name in ("gsq", "gsed", "srt"):

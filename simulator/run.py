@@ -19,7 +19,7 @@ import pandas as pd
 
 from simulator.config import ExperimentConfig, LbConfig, UserError
 from simulator.model import COMPLETED, DROPPED, FEATURES, Simulation
-from simulator.policies import agent_controller, make_policy
+from simulator.policies import make_policy
 from simulator.protocols import DataPlane
 from simulator.results import SimResult
 from simulator.traffic import make_source
@@ -59,8 +59,6 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
     without the simulator importing agents."""
     root = np.random.SeedSequence(cfg.seed)
     s_arr, s_size, s_cli, s_salt, s_core, s_pol, s_bg = root.spawn(7)
-    if controller is None and cfg.policy.name == "agent":
-        controller = agent_controller(cfg)  # lazy: imports agents/torch only for 'agent'
     policy = controller or make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
     graph = build_graph(cfg)
     servers = sorted((n for n, k in graph.nodes(data="kind") if k == "server"), key=lambda n: int(n[1:]))

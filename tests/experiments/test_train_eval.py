@@ -128,20 +128,25 @@ def test_eval_errors_are_one_clear_message(fairness_ckpt, tmp_path, capsys) -> N
         assert needle in err and "Traceback" not in err, (args, err)
 
 
-def test_policy_agent_runs_straight_through_run_experiment(fairness_ckpt) -> None:
-    """No CLI wiring needed: build_simulation loads the checkpoint for policy 'agent'; the
-    fairness rule's weights (levels 1.0..2.0) reach the steps table; another topology is refused."""
+def test_policy_agent_runs_through_the_default_runner(fairness_ckpt) -> None:
+    """experiments.runs injects the checkpoint controller (the simulator never imports agents):
+    the fairness rule's weights (levels 1.0..2.0) reach the steps table; another topology is
+    refused; the simulator alone refuses 'agent' with a message saying how to run it."""
+    from experiments.runs import default_runner
     from simulator.config import UserError, parse_config
     from simulator.run import run_experiment
 
+    run = default_runner()
     cfg = dict(TINY, seed=5, policy={"name": "agent", "checkpoint": str(fairness_ckpt / "run/last.pt")})
-    res = run_experiment(parse_config(cfg), progress=False)
+    res = run(parse_config(cfg), progress=False)
     assert res.summary["policy"] == "agent" and res.summary["completed"] > 0
     w = res.steps.loc[res.steps["t_s"] > 0.5, "weight"].to_numpy()
     assert set(np.round(w, 6)) <= set(np.round(1.0 + 0.2 * np.arange(6), 6))
     bad = dict(cfg, topology={"lbs": 1, "servers": [{"cores": 1}, {"cores": 3}, {"cores": 3}]})
     with pytest.raises(UserError, match="checkpoint"):
-        run_experiment(parse_config(bad), progress=False)
+        run(parse_config(bad), progress=False)
+    with pytest.raises(UserError, match="marllb sim run"):
+        run_experiment(parse_config(cfg), progress=False)
 
 
 def _train_args(cfg: str, out, episodes: int, *extra: str) -> list[str]:
@@ -200,8 +205,8 @@ def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_p
     from agents.common.spaces import EnvSignature
     from agents.deploy import load_policy
     from simulator.config import parse_config
+    from experiments.runs import default_runner
     from simulator.envs import parallel_env
-    from simulator.run import run_experiment
 
     cfg = dict(TINY, duration_s=3.0)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
@@ -220,8 +225,8 @@ def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_p
         obs, _, _, _, info = env.step(policy.act(obs, deterministic=True))
         env_w.append(np.asarray(info["lb1"]["weights"], float))
     run_seed = int(np.random.default_rng(21).integers(2**31))  # the env's derivation (no load range)
-    res = run_experiment(parse_config(dict(cfg, seed=run_seed, policy={"name": "agent", "checkpoint": str(ckpt)})),
-                         progress=False)
+    res = default_runner()(parse_config(dict(cfg, seed=run_seed, policy={"name": "agent", "checkpoint": str(ckpt)})),
+                           progress=False)
     # steps row k (t = 0.25 (k + 1)) holds the weights the controller set at that step
     sim_w = res.steps.pivot(index="t_s", columns="server", values="weight").sort_index().to_numpy()
     n = len(env_w)
