@@ -572,12 +572,16 @@ class Simulation:
         mats = server_features(np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
                                np.concatenate([f.samples_SRK2[:n] for f in frames]),
                                np.concatenate([f.servers["fill"][:n] for f in frames]), now)
+        per_lb = []
         for lb in self.lbs:
-            dp = lb.dp
             feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])
             w = self.controller.on_step(now, lb.idx, feats)
             if w is not None:
-                dp.set_weights(w)
+                lb.dp.set_weights(w)
+            per_lb.append(feats)
+        # recorded once every LB has reported: a joint controller sets all weights at the last LB
+        for lb, feats in zip(self.lbs, per_lb):
+            dp = lb.dp
             feats["weight"] = dp.weights[:n]  # in force from now on (after the controller)
             feats["t_s"] = np.full(n, now)
             feats["lb"] = np.full(n, lb.idx)

@@ -247,3 +247,37 @@ def test_eval_workers_give_the_same_numbers(fairness_ckpt, tmp_path) -> None:
         ra = pd.read_parquet(tmp_path / "a" / d / "requests.parquet")
         rb = pd.read_parquet(tmp_path / "b" / d / "requests.parquet")
         pd.testing.assert_frame_equal(ra, rb)
+
+
+def test_two_lbs_steps_table_holds_the_weights_each_lb_got(tmp_path) -> None:
+    """With two LBs the joint decision is taken when the last LB reports; the steps table of the
+    sim run must still show, for the first LB too, the weights set at that step (as the env saw)."""
+    from agents.common.spaces import EnvSignature
+    from agents.deploy import load_policy
+    from experiments.runs import default_runner
+    from simulator.config import parse_config
+    from simulator.envs import parallel_env
+
+    cfg = dict(TINY, duration_s=3.0, topology=dict(TINY["topology"], lbs=2))
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(tmp_path / "two.yaml"), "--algo", "fairness", "--episodes", "1",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    ckpt = tmp_path / "run" / "last.pt"
+    env = parallel_env(cfg)
+    policy = load_policy(ckpt, EnvSignature.from_env(env))
+    obs, _ = env.reset(seed=21)
+    policy.reset()
+    env_w: dict[str, list[np.ndarray]] = {a: [] for a in env.possible_agents}
+    while env.agents:
+        obs, _, _, _, info = env.step(policy.act(obs, deterministic=True))
+        for a in env_w:
+            env_w[a].append(np.asarray(info[a]["weights"], float))
+    run_seed = int(np.random.default_rng(21).integers(2**31))
+    res = default_runner()(parse_config(dict(cfg, seed=run_seed, policy={"name": "agent", "checkpoint": str(ckpt)})),
+                           progress=False)
+    for k, agent in enumerate(env.possible_agents):
+        mine = res.steps[res.steps["lb"] == k]
+        sim_w = mine.pivot(index="t_s", columns="server", values="weight").sort_index().to_numpy()
+        n = len(env_w[agent])
+        assert len({tuple(np.round(w, 6)) for w in env_w[agent]}) > 2  # the weights really moved
+        np.testing.assert_allclose(sim_w[:n], np.array(env_w[agent]), rtol=1e-6, err_msg=agent)
