@@ -147,6 +147,9 @@ def test_policy_agent_runs_through_the_default_runner(fairness_ckpt) -> None:
         run(parse_config(bad), progress=False)
     with pytest.raises(UserError, match="marllb sim run"):
         run_experiment(parse_config(cfg), progress=False)
+    missing = dict(cfg, policy={"name": "agent", "checkpoint": str(fairness_ckpt / "nope.pt")})
+    with pytest.raises(UserError, match="nope.pt"):
+        run(parse_config(missing), progress=False)
 
 
 def _train_args(cfg: str, out, episodes: int, *extra: str) -> list[str]:

@@ -22,10 +22,10 @@ def test_negative_rate():
         parse_config({"traffic": {"rate": -5}})
 
 
-def test_agent_with_a_missing_checkpoint_is_a_user_error():
-    """'agent' loads its checkpoint through agents (lazily): a missing file, or a missing 'rl'
-    extra, is one UserError naming the problem."""
-    with pytest.raises(UserError, match="x.pt|rl extra"):
+def test_agent_without_its_controller_is_a_user_error_saying_how_to_run_it():
+    """The simulator does not import agents: 'agent' without an injected controller is one
+    UserError pointing at `marllb sim run` (missing checkpoints: tests/experiments)."""
+    with pytest.raises(UserError, match="marllb sim run"):
         _run({"policy": {"name": "agent", "checkpoint": "x.pt"}, "duration_s": 1})
 
 
