@@ -11,9 +11,10 @@
                  [--backend local|ray] [--ray-address ADDR] [--resume] [--out DIR] [--hp FIELD=VALUE ...]
     marllb eval CONFIG.yaml [--policies sed,ecmp,...] [--checkpoint PATH ...] [--seeds ...]
                 [--loads ...] [--workers N] [--backend local|ray] [--ray-address ADDR] --out DIR
+    marllb bench [NAME [ARGS ...]]   (runs bench/NAME/run.py ARGS; no NAME: list them)
 
 User errors (bad config, missing file, bad ``--set``) print one message on stderr and exit 2,
-with no traceback. Commands of later issues (bench) say so and exit 1.
+with no traceback.
 """
 
 from __future__ import annotations
@@ -32,12 +33,6 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("marllb")
 
 EXIT_USER_ERROR = 2
-EXIT_NOT_IMPLEMENTED = 1
-
-#: Subcommands that belong to later issues: name -> (issue, what it will do).
-_PLANNED = {
-    "bench": (3, "simulator speed benchmark (see bench/)"),
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,10 +257,32 @@ def _print_comparison(table: Any) -> None:
     console.print(t)
 
 
-def cmd_planned(args: argparse.Namespace) -> int:
-    issue, what = _PLANNED[args.command]
-    print(f"marllb {args.command}: not implemented yet (issue {issue}: {what})", file=sys.stderr)
-    return EXIT_NOT_IMPLEMENTED
+def _benchmarks() -> dict[str, Path]:
+    """bench/<name>/run.py of the source checkout this package runs from."""
+    root = Path(__file__).resolve().parents[1] / "bench"
+    if not root.is_dir():
+        raise UserError(f"no benchmarks at {root}: they live in the source checkout's bench/ "
+                        "(pip install -e . from a clone), not in an installed wheel")
+    return {p.parent.name: p for p in sorted(root.glob("*/run.py"))}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    scripts = _benchmarks()
+    if args.name is None:
+        import ast
+
+        for name, path in scripts.items():
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+            first = " ".join(doc.split("\n\n")[0].split()).split(". ")[0].rstrip(".")
+            print(f"{name:12s} {first}")
+        return 0
+    if args.name not in scripts:
+        raise UserError(f"unknown benchmark {args.name!r}; known: {', '.join(scripts)}")
+    cmd = [sys.executable, str(scripts[args.name]), *args.args]
+    log.info("running %s", " ".join(cmd))
+    return subprocess.call(cmd, cwd=scripts[args.name].parents[2])
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,9 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
-    for name, (issue, what) in _PLANNED.items():
-        planned = sub.add_parser(name, help=f"(not implemented yet, issue {issue}) {what}")
-        planned.set_defaults(func=cmd_planned)
+    be = sub.add_parser("bench", help="run a benchmark script bench/NAME/run.py (no NAME: list them)",
+                        description="Benchmarks print ratios against a reference measured in the same run "
+                                    "and write JSON under bench/out/. Arguments after NAME go to the script "
+                                    "(marllb bench NAME -- --help for its options).")
+    be.add_argument("name", nargs="?", metavar="NAME")
+    be.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    be.set_defaults(func=cmd_bench)
     return p
 
 
@@ -394,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``marllb`` console script; returns the exit code."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in _PLANNED:  # planned commands ignore their arguments
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.verbose)
     try:

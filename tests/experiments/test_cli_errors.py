@@ -123,8 +123,14 @@ def test_unknown_subcommand_prints_usage(capsys: pytest.CaptureFixture[str]) -> 
     assert "usage: marllb" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cmd, issue", [("bench", 3)])
-def test_planned_commands_do_not_pretend(cmd: str, issue: int, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main([cmd, "--anything"])
-    err = capsys.readouterr().err
-    assert code == 1 and f"not implemented yet (issue {issue}" in err
+def test_bench_lists_runs_and_refuses_unknown_names(capfd: pytest.CaptureFixture[str]) -> None:
+    """`marllb bench` lists bench/*/run.py, runs one with its arguments (here --help, which
+    the script's own argparse answers) and names the known ones for a typo."""
+    assert main(["bench"]) == 0
+    listed = capfd.readouterr().out
+    for name in ("core_speed", "sim_speed", "inference", "controller", "learning"):
+        assert name in listed
+    assert main(["bench", "sim_speed", "--help"]) == 0
+    assert "--duration" in capfd.readouterr().out
+    assert main(["bench", "sim_sped"]) == 2
+    assert "known: controller, core_speed" in capfd.readouterr().err
