@@ -143,7 +143,7 @@ def jct_bars(table: pd.DataFrame, order: list[str], local: list[str], floor_s: f
         agent = i >= len(order) - n_agents
         ax.bar(x, np.minimum(y, top), width, yerr=np.where(y < top, err, 0), label=label,
                color=("black", "dimgray", "darkgray")[(i - len(order) + n_agents) % 3] if agent else f"C{i % 10}",
-               capsize=2)
+               hatch="//" if agent else None, edgecolor="white" if agent else None, capsize=2)
         for xi, yi in zip(x, y):
             if yi >= top:
                 ax.text(xi, top * 0.98, f"{yi:.0f}", rotation=90, ha="center", va="top", fontsize=7)
