@@ -55,6 +55,15 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
+def _git_commit() -> str | None:
+    """HEAD of the checkout the benchmark runs from (provenance of learning.json)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def _relabel(point: EvalPoint, label: str) -> EvalPoint:
     return EvalPoint(label, point.load, point.seed, point.cfg)
 
@@ -158,6 +167,7 @@ def main() -> None:
             "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,
             "training": training, "local_heuristics": list(LOCAL),
             "oracles": list(ORACLES), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "commit": _git_commit(),
             "bench_wall_s": time.perf_counter() - t_start}
     summary = write_report(out, meta, test_runs, curve_runs, floor_runs)
     print(summary)
