@@ -142,7 +142,7 @@ def main() -> None:
 
     # learning curve: greedy snapshots at the middle load, validation seeds
     mid_load = sorted(args.loads)[len(args.loads) // 2]
-    curve_points = plan_eval(cfg, ["sed", "gsed"], [], args.val_seeds, [mid_load])
+    curve_points = plan_eval(cfg, ["sed", "lsq", "gsed"], [], args.val_seeds, [mid_load])
     for algo, t in training.items():
         snaps = sorted((Path(t["run_dir"]) / "snapshots").glob("ep*.pt"))
         if snaps:
