@@ -51,11 +51,13 @@ def paired(runs: pd.DataFrame, agents: list[str], local: list[str]) -> pd.DataFr
 
 
 def targets(pair: pd.DataFrame) -> dict[str, Any]:
-    """The issue's targets, judged on the paired mean difference per load."""
+    """The issue's targets, judged on the paired mean difference per load; the high-load target
+    is None (not judged) when no evaluation load is >= 0.85."""
     out = {}
     for agent, grp in pair.groupby("agent"):
         high = grp[grp["load"] >= 0.85 - 1e-9]
-        out[agent] = {"high_load_20pct_lower": bool((high["rel_mean_jct"] <= TARGET_HIGH_LOAD).all()),
+        out[agent] = {"high_load_20pct_lower": (bool((high["rel_mean_jct"] <= TARGET_HIGH_LOAD).all())
+                                                if len(high) else None),
                       "never_5pct_worse": bool((grp["rel_mean_jct"] <= TARGET_ANY_LOAD).all())}
     return out
 

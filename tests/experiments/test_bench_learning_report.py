@@ -1,0 +1,45 @@
+"""bench/learning/report.py: paired comparison against the best local heuristic and target
+judgement, on synthetic runs whose answers are known by construction."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "learning"))
+from report import paired, targets  # noqa: E402
+
+
+def _runs(ratios_by_load: dict[float, list[float]]) -> pd.DataFrame:
+    """sed and lsq (lsq 10 % slower) plus an agent at `ratio` x sed, per seed."""
+    rows = []
+    for load, ratios in ratios_by_load.items():
+        for seed, ratio in enumerate(ratios):
+            base = 0.03 + 0.001 * seed
+            for label, jct in (("sed", base), ("lsq", 1.1 * base), ("qmix", ratio * base)):
+                rows.append({"label": label, "load": load, "seed": seed, "jct_mean_s": jct,
+                             "jct_p90_s": 2 * jct})
+    return pd.DataFrame(rows)
+
+
+def test_paired_difference_and_its_interval():
+    ratios = [0.70, 0.72, 0.74]
+    pair = paired(_runs({0.9: ratios}), ["qmix"], ["sed", "lsq"])
+    row = pair.iloc[0]
+    assert row.best_local == "sed" and row.n == 3
+    assert row.rel_mean_jct == pytest.approx(-0.28)
+    # t(0.975, 2) = 4.303, sd of (-.30, -.28, -.26) = 0.02
+    assert row.rel_mean_jct_ci95 == pytest.approx(4.303 * 0.02 / math.sqrt(3), rel=1e-3)
+
+
+def test_targets_judged_and_not_judged():
+    good = targets(paired(_runs({0.75: [1.02] * 3, 0.9: [0.75] * 3}), ["qmix"], ["sed", "lsq"]))
+    assert good["qmix"] == {"high_load_20pct_lower": True, "never_5pct_worse": True}
+    bad = targets(paired(_runs({0.75: [1.06] * 3, 0.9: [0.85] * 3}), ["qmix"], ["sed", "lsq"]))
+    assert bad["qmix"] == {"high_load_20pct_lower": False, "never_5pct_worse": False}
+    low_only = targets(paired(_runs({0.6: [0.5] * 3}), ["qmix"], ["sed", "lsq"]))
+    assert low_only["qmix"]["high_load_20pct_lower"] is None  # no load >= 0.85: not judged
