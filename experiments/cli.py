@@ -206,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 progress=not args.no_progress, prev_action=args.prev_action,
                                 continuous=args.continuous,
                                 time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min,
-                                snapshot_every=args.snapshot_every)
+                                snapshot_every=args.snapshot_every, torch_threads=args.torch_threads)
     print(f"run directory: {run_dir}  (checkpoint: {run_dir / 'last.pt'})")
     return 0
 
@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop after this much wall time even before --episodes (checkpoint kept)")
     tr.add_argument("--snapshot-every", type=int, default=0, metavar="N",
                     help="also keep OUT/snapshots/ep<N>.pt every N episodes (learning curves)")
+    tr.add_argument("--torch-threads", type=int, metavar="N",
+                    help="torch threads for the updates (default: torch's); use 1 when several "
+                         "trainings share a small machine (oversubscribed updates run ~20x slower)")
     tr.add_argument("--prev-action", action="store_true", help="observation ends with the weights in force")
     tr.add_argument("--continuous", action="store_true", help="Box actions (weights in [1, 2]) instead of levels")
     tr.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>__<algo>__<seed>__<time>)")

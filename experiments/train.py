@@ -65,7 +65,8 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
                       workers: int = 0, backend: str = "local", ray_address: str | None = None,
                       resume: bool = False, progress: bool = True,
                       prev_action: bool = False, continuous: bool = False,
-                      time_budget_s: float | None = None, snapshot_every: int = 0) -> Path:
+                      time_budget_s: float | None = None, snapshot_every: int = 0,
+                      torch_threads: int | None = None) -> Path:
     """Train and return the run directory. ``prev_action`` / ``continuous``: the env options of
     the same names (the checkpoint's signature records them; ``policy: agent`` follows it).
     ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
@@ -74,6 +75,12 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
         from simulator.envs import parallel_env
     except ImportError as exc:
         raise UserError(f"training needs the rl extra ({exc}): pip install torch==2.13.0 -e '.[rl]'") from None
+    if torch_threads is not None:
+        if torch_threads < 1:
+            raise UserError(f"--torch-threads {torch_threads}: must be >= 1")
+        import torch
+
+        torch.set_num_threads(torch_threads)
     agent_cfg = agent_config(algo, hp or [])
     run_dir = Path(out or f"runs/{cfg.name}__{algo}__{seed}__{int(time.time())}")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,8 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
         cmd = [sys.executable, "-m", "experiments.cli", "train", str(args.config), "--algo", algo,
                "--episodes", "100000", "--seed", str(args.train_seed), "--reward", args.reward,
                "--load-range", args.train_loads, "--time-budget-min", str(args.budget_min),
-               "--snapshot-every", str(args.snapshot_every), "--out", str(run_dir), "--no-progress"]
+               "--snapshot-every", str(args.snapshot_every), "--torch-threads", "1",
+               "--out", str(run_dir), "--no-progress"]
         cmd += [x for hp in args.hp for x in ("--hp", hp)]
         log_file = open(out / f"train_{algo}.log", "w")
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

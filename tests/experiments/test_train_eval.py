@@ -284,3 +284,18 @@ def test_two_lbs_steps_table_holds_the_weights_each_lb_got(tmp_path) -> None:
         n = len(env_w[agent])
         assert len({tuple(np.round(w, 6)) for w in env_w[agent]}) > 2  # the weights really moved
         np.testing.assert_allclose(sim_w[:n], np.array(env_w[agent]), rtol=1e-6, err_msg=agent)
+
+
+def test_train_torch_threads_is_applied_and_checked(tmp_path, capsys) -> None:
+    import torch
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(dict(TINY, duration_s=1.0)))
+    before = torch.get_num_threads()
+    try:
+        want = 1 if before != 1 else 2
+        assert main([*_train_args(str(tmp_path / "tiny.yaml"), tmp_path / "a", 1), "--torch-threads", str(want)]) == 0
+        assert torch.get_num_threads() == want
+        assert main([*_train_args(str(tmp_path / "tiny.yaml"), tmp_path / "b", 1), "--torch-threads", "0"]) == 2
+        assert "--torch-threads 0: must be >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
