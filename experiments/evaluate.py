@@ -30,7 +30,7 @@ import pandas as pd
 
 from simulator.config import POLICY_NAMES, ExperimentConfig, UserError
 
-__all__ = ["EvalPoint", "plan_eval", "run_eval", "compare", "DEFAULT_SEEDS"]
+__all__ = ["EvalPoint", "plan_eval", "run_eval", "compare", "ci95", "DEFAULT_SEEDS"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def plan_eval(cfg: ExperimentConfig, policies: Sequence[str], checkpoints: Seque
     return points
 
 
-def _ci95(x: np.ndarray) -> float:
+def ci95(x: np.ndarray) -> float:
     """Half-width of the 95 % Student-t interval of the mean; NaN for fewer than 2 values."""
     x = x[np.isfinite(x)]
     if len(x) < 2:
@@ -118,8 +118,8 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
     for (label, load), grp in runs.groupby([runs["label"], key_load], sort=False):
         jct, p90 = grp["jct_mean_s"].to_numpy(float), grp["jct_p90_s"].to_numpy(float)
         rows.append({"label": label, "load": None if load < 0 else load, "n": len(grp),
-                     "jct_mean_s": float(np.nanmean(jct)), "jct_mean_ci95_s": _ci95(jct),
-                     "jct_p90_s": float(np.nanmean(p90)), "jct_p90_ci95_s": _ci95(p90),
+                     "jct_mean_s": float(np.nanmean(jct)), "jct_mean_ci95_s": ci95(jct),
+                     "jct_p90_s": float(np.nanmean(p90)), "jct_p90_ci95_s": ci95(p90),
                      "throughput_rps": float(grp["throughput_rps"].mean()),
                      "jain_fairness": float(grp["jain_fairness"].mean()),
                      "is_agent": bool(grp["is_agent"].iloc[0])})

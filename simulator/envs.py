@@ -215,7 +215,10 @@ class LoadBalanceParallelEnv(ParallelEnv):
         infos = {a: {"t_s": self._t, "weights": self._weights[a]} for a in self.agents}
         if done:
             self.sim.finish()
-            summary = {"jct_mean_s": self._episode_jct_mean(), "load": self._load}
+            from simulator.run import collect
+
+            # the run's own summary rule (completed, sent after warm-up); None if none completed
+            summary = {"jct_mean_s": collect(self.sim, 0.0).summary["jct_mean_s"], "load": self._load}
             for a in self.agents:
                 infos[a]["episode"] = summary
             self.agents = []
@@ -243,14 +246,6 @@ class LoadBalanceParallelEnv(ParallelEnv):
 
     def _observations(self) -> dict[str, np.ndarray]:
         return {a: self._observation(a) for a in self.agents}
-
-    def _episode_jct_mean(self) -> float:
-        """Mean JCT (s) of the requests started after warm-up that completed (NaN if none)."""
-        from simulator.model import COMPLETED
-
-        warmup = self.sim.cfg.warmup_s
-        jct = [r.t_done - r.t0 for r in self.sim.requests if r.status == COMPLETED and r.t0 >= warmup]
-        return float(np.mean(jct)) if jct else float("nan")
 
     def _finished_jct(self) -> np.ndarray:
         """JCTs of requests that finished since the last step (completed ones only)."""

@@ -8,45 +8,35 @@ JCT_best,s - 1, with a 95 % Student-t interval over seeds.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
 
-from experiments.evaluate import compare
+from experiments.evaluate import ci95, compare
 
 TARGET_HIGH_LOAD = -0.20  #: QMIX vs best local heuristic at loads >= 0.85
 TARGET_ANY_LOAD = 0.05  #: never worse than this at any load
-
-
-def _ci95(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    if len(x) < 2:
-        return math.nan
-    return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 
 
 def paired(runs: pd.DataFrame, agents: list[str], local: list[str]) -> pd.DataFrame:
     """Per agent and load: the best local heuristic (lowest mean JCT over seeds) and the paired
     relative difference of mean JCT against it (mean over seeds, 95 % CI)."""
     rows = []
+    cols = ["jct_mean_s", "jct_p90_s"]
     for load, grp in runs.groupby("load"):
         base = grp[grp["label"].isin(local)]
         best = base.groupby("label")["jct_mean_s"].mean().idxmin()
-        ref = base[base["label"] == best].set_index("seed")["jct_mean_s"]
+        ref = base[base["label"] == best].set_index("seed")[cols]
         for agent in agents:
-            mine = grp[grp["label"] == agent].set_index("seed")["jct_mean_s"]
-            d = (mine / ref.reindex(mine.index) - 1.0).to_numpy(float)
-            p90 = grp[grp["label"] == agent].set_index("seed")["jct_p90_s"]
-            p90_ref = base[base["label"] == best].set_index("seed")["jct_p90_s"]
-            d90 = (p90 / p90_ref.reindex(p90.index) - 1.0).to_numpy(float)
+            mine = grp[grp["label"] == agent].set_index("seed")[cols]
+            rel = mine / ref.reindex(mine.index) - 1.0
+            d, d90 = rel["jct_mean_s"].to_numpy(float), rel["jct_p90_s"].to_numpy(float)
             rows.append({"agent": agent, "load": load, "best_local": best, "n": int(np.isfinite(d).sum()),
-                         "rel_mean_jct": float(np.nanmean(d)), "rel_mean_jct_ci95": _ci95(d),
-                         "rel_p90_jct": float(np.nanmean(d90)), "rel_p90_jct_ci95": _ci95(d90)})
+                         "rel_mean_jct": float(np.nanmean(d)), "rel_mean_jct_ci95": ci95(d),
+                         "rel_p90_jct": float(np.nanmean(d90)), "rel_p90_jct_ci95": ci95(d90)})
     return pd.DataFrame(rows)
 
 

@@ -81,10 +81,10 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
                "--snapshot-every", str(args.snapshot_every), "--torch-threads", "1",
                "--out", str(run_dir), "--no-progress"]
         cmd += [x for hp in args.hp for x in ("--hp", hp)]
-        log_file = open(out / f"train_{algo}.log", "w")
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         print(f"[learning] training {algo}: {' '.join(cmd[2:])}", flush=True)
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        with open(out / f"train_{algo}.log", "w") as log_file:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         procs[algo] = (proc, time.perf_counter(), run_dir)
         if not args.parallel:
             _wait(algo, procs[algo], info)

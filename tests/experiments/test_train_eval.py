@@ -16,7 +16,7 @@ pytest.importorskip("torch", reason="torch is in the 'rl' extra")
 pytest.importorskip("pettingzoo", reason="pettingzoo is in the 'rl' extra")
 
 from experiments.cli import main  # noqa: E402
-from experiments.evaluate import _ci95, compare  # noqa: E402
+from experiments.evaluate import ci95, compare  # noqa: E402
 from experiments.runs import OUTPUT_FILES  # noqa: E402
 
 TINY = {"name": "tiny", "duration_s": 2.0,
@@ -92,8 +92,8 @@ def test_ci95_matches_student_t() -> None:
     for n in (2, 3, 5, 10, 31, 45, 200):
         x = rng.normal(size=n)
         ref = stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n)
-        assert _ci95(x) == pytest.approx(ref, rel=2e-3)
-    assert math.isnan(_ci95(np.array([1.0])))
+        assert ci95(x) == pytest.approx(ref, rel=2e-3)
+    assert math.isnan(ci95(np.array([1.0])))
 
 
 def test_compare_by_hand() -> None:
