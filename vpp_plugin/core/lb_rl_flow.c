@@ -222,19 +222,21 @@ lb_rl_process (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint8_t 
 /* How many packets ahead the batch loop hashes and prefetches. */
 #define LB_RL_BATCH_AHEAD 8
 
-void
-lb_rl_process_batch (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
-		     const lb_rl_5tuple_t *keys, const uint8_t *tcp_flags, const uint32_t *len,
-		     const int32_t *forced, int32_t *out_server)
+/* Packets are processed strictly in order (results equal n single calls); only
+ * the hash and the prefetch of the home tag/entry run AHEAD packets early so
+ * their cache misses overlap. Packet i's key is keys[idx[i]], or keys[i] when
+ * idx is NULL (inlined into both callers, so the test folds away). */
+static inline void
+lb_rl_process_batch_inline (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
+			    const lb_rl_5tuple_t *keys, const uint32_t *idx,
+			    const uint8_t *tcp_flags, const uint32_t *len, const int32_t *forced,
+			    int32_t *out_server)
 {
-  /* Packets are processed strictly in order (results equal n single calls);
-   * only the hash and the prefetch of the home tag/entry run AHEAD packets
-   * early so their cache misses overlap. */
   uint64_t hs[LB_RL_BATCH_AHEAD];
   uint32_t i, pre = n < LB_RL_BATCH_AHEAD ? n : LB_RL_BATCH_AHEAD;
   for (i = 0; i < pre; i++)
     {
-      uint64_t h = lb_rl_hash_5tuple (&keys[i]);
+      uint64_t h = lb_rl_hash_5tuple (&keys[idx ? idx[i] : i]);
       uint32_t home = (uint32_t) h & ctx->table_mask;
       hs[i] = h;
       LB_RL_PREFETCH (&ctx->tags[home]);
@@ -246,15 +248,23 @@ lb_rl_process_batch (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
       uint32_t ahead = i + LB_RL_BATCH_AHEAD;
       if (ahead < n)
 	{
-	  uint64_t ha = lb_rl_hash_5tuple (&keys[ahead]);
+	  uint64_t ha = lb_rl_hash_5tuple (&keys[idx ? idx[ahead] : ahead]);
 	  uint32_t home = (uint32_t) ha & ctx->table_mask;
 	  hs[ahead % LB_RL_BATCH_AHEAD] = ha;
 	  LB_RL_PREFETCH (&ctx->tags[home]);
 	  LB_RL_PREFETCH (&ctx->flows[home]);
 	}
-      out_server[i] = lb_rl_process_hashed (ctx, now[i], &keys[i], h, tcp_flags[i], len[i],
-					    forced ? forced[i] : -1);
+      out_server[i] = lb_rl_process_hashed (ctx, now[i], &keys[idx ? idx[i] : i], h,
+					    tcp_flags[i], len[i], forced ? forced[i] : -1);
     }
+}
+
+void
+lb_rl_process_batch (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
+		     const lb_rl_5tuple_t *keys, const uint8_t *tcp_flags, const uint32_t *len,
+		     const int32_t *forced, int32_t *out_server)
+{
+  lb_rl_process_batch_inline (ctx, n, now, keys, 0, tcp_flags, len, forced, out_server);
 }
 
 void
@@ -263,32 +273,8 @@ lb_rl_process_batch_idx (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
 			 const uint8_t *tcp_flags, const uint32_t *len, const int32_t *forced,
 			 int32_t *out_server)
 {
-  /* Same ordering and look-ahead as lb_rl_process_batch, keys gathered by index. */
-  uint64_t hs[LB_RL_BATCH_AHEAD];
-  uint32_t i, pre = n < LB_RL_BATCH_AHEAD ? n : LB_RL_BATCH_AHEAD;
-  for (i = 0; i < pre; i++)
-    {
-      uint64_t h = lb_rl_hash_5tuple (&key_table[key_idx[i]]);
-      uint32_t home = (uint32_t) h & ctx->table_mask;
-      hs[i] = h;
-      LB_RL_PREFETCH (&ctx->tags[home]);
-      LB_RL_PREFETCH (&ctx->flows[home]);
-    }
-  for (i = 0; i < n; i++)
-    {
-      uint64_t h = hs[i % LB_RL_BATCH_AHEAD];
-      uint32_t ahead = i + LB_RL_BATCH_AHEAD;
-      if (ahead < n)
-	{
-	  uint64_t ha = lb_rl_hash_5tuple (&key_table[key_idx[ahead]]);
-	  uint32_t home = (uint32_t) ha & ctx->table_mask;
-	  hs[ahead % LB_RL_BATCH_AHEAD] = ha;
-	  LB_RL_PREFETCH (&ctx->tags[home]);
-	  LB_RL_PREFETCH (&ctx->flows[home]);
-	}
-      out_server[i] = lb_rl_process_hashed (ctx, now[i], &key_table[key_idx[i]], h,
-					    tcp_flags[i], len[i], forced ? forced[i] : -1);
-    }
+  lb_rl_process_batch_inline (ctx, n, now, key_table, key_idx, tcp_flags, len, forced,
+			      out_server);
 }
 
 uint32_t
