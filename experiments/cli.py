@@ -6,6 +6,9 @@
     marllb sim sweep CONFIG.yaml --policies sed,ecmp,... [--seeds 0,1] --out DIR [--set ...] [--no-plot]
     marllb plot DIR [DIR ...] [--out PNG_DIR]
     marllb topo list | marllb topo show SPEC
+    marllb hil up CONFIG.yaml [--set ...] | marllb hil down | marllb hil status | marllb hil calibrate
+    marllb hil run CONFIG.yaml [--out DIR] [--set ...] [--keep-up]
+    marllb hil compare CONFIG.yaml --out DIR [--policies ...] [--seeds ...] [--calibrate]
     marllb hil controller --shm PATH --policy NAME|--checkpoint PATH --servers HOST:PORT,... [...]
     marllb train CONFIG.yaml [--algo qmix|isac|ssac|fairness] [--episodes N] [--seed S] [--workers N]
                  [--backend local|ray] [--ray-address ADDR] [--resume] [--out DIR] [--hp FIELD=VALUE ...]
@@ -188,6 +191,93 @@ def cmd_hil_controller(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def cmd_hil_up(args: argparse.Namespace) -> int:
+    from hil.testbed.plan import make_plan
+    from hil.testbed.testbed import up
+
+    cfg = _load(args.config, args.set)
+    plan = make_plan(cfg, args.config)
+    run = up(cfg, plan, start_lbs=not args.no_lbs)
+    print(f"testbed up: {len(plan.clients)} client(s), {len(plan.lbs)} LB(s), {len(plan.servers)} "
+          f"server(s), VIP {plan.vip}:{plan.port}")
+    for s in plan.servers:
+        print(f"  {s.ns}: {s.ip} cores={s.cores:g} quota={s.quota_cpus:.3f} CPU "
+              f"workers={s.workers} backlog={s.backlog}")
+    for lb in run.procs.get("lb", []):
+        print(f"  mlb-lb{lb['index']}: lb_rl_host pid {lb['pid']}, shm {lb['shm']}")
+    print(f"try: ip netns exec {plan.clients[0].ns} curl 'http://{plan.vip}/work.php?n=100000&b=100' -i")
+    return 0
+
+
+def cmd_hil_down(args: argparse.Namespace) -> int:
+    from hil.testbed.testbed import down
+
+    removed = down()
+    print(f"testbed down: removed {len(removed['namespaces'])} namespace(s), "
+          f"{len(removed['cgroups'])} cgroup(s), {len(removed['processes'])} process(es), "
+          f"{len(removed['shm'])} shm file(s)")
+    return 0
+
+
+def cmd_hil_status(args: argparse.Namespace) -> int:
+    import json
+
+    from hil.testbed.testbed import status
+
+    print(json.dumps(status(), indent=1, default=str))
+    return 0
+
+
+def cmd_hil_calibrate(args: argparse.Namespace) -> int:
+    from hil.testbed.calibrate import calibrate, calibration_path
+
+    cal = calibrate()
+    lo, hi = cal["rate_spread"]
+    print(f"PHP: {cal['iters_per_cpu_s']:.4g} loop iterations per CPU-second "
+          f"(median of {len(cal['samples'])} requests of n={cal['n_iter']}; spread {lo:.4g}..{hi:.4g})")
+    print(f"stored in {calibration_path()}")
+    return 0
+
+
+def cmd_hil_run(args: argparse.Namespace) -> int:
+    from experiments.runs import run_name
+    from hil.run import run_hil
+
+    cfg = _load(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / ("hil_" + run_name(cfg))
+    result = run_hil(cfg, out, progress=not args.no_progress, keep_up=True if args.keep_up else None)
+    print_summary_table([(out.name, result.summary)], per_server=True)
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_hil_compare(args: argparse.Namespace) -> int:
+    from hil.compare import compare
+    from hil.run import run_hil
+
+    cfg = _load(args.config, args.set)
+    policies = _split_list(args.policies, "policies") if args.policies else [cfg.policy.name]
+    seeds = [int(x) for x in _split_list(args.seeds, "seeds")] if args.seeds else [cfg.seed]
+
+    def run_real(c: ExperimentConfig, out: Path) -> Path:
+        run_hil(c, out, progress=False, keep_up=True)
+        return out
+
+    from hil.testbed.testbed import down, load_state
+
+    was_up = load_state() is not None
+    try:
+        report = compare(cfg, Path(args.out), policies=policies, seeds=seeds,
+                         calibrate=args.calibrate, run_real=run_real, progress=not args.no_progress)
+    finally:
+        if not was_up:
+            down()
+    print(f"report: {Path(args.out) / 'report.md'}")
+    if isinstance(report, dict) and report.get("summary_lines"):
+        print("\n".join(report["summary_lines"]))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from experiments.train import train_from_config
 
@@ -334,8 +424,36 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("spec")
     show.set_defaults(func=cmd_topo_show)
 
-    hil = sub.add_parser("hil", help="hardware-in-the-loop: the real-time controller")
+    hil = sub.add_parser("hil", help="hardware-in-the-loop: the local testbed and the real-time controller")
     hil_sub = hil.add_subparsers(dest="hil_command", required=True, metavar="HIL_COMMAND")
+    hup = hil_sub.add_parser("up", help="build the netns testbed for a config (idempotent; root)")
+    hup.add_argument("config", metavar="CONFIG.yaml")
+    hup.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    hup.add_argument("--no-lbs", action="store_true", help="network and servers only")
+    hup.set_defaults(func=cmd_hil_up)
+    hil_sub.add_parser("down", help="remove everything of the testbed (safe to repeat)").set_defaults(
+        func=cmd_hil_down)
+    hil_sub.add_parser("status", help="what is up, process liveness, CPU quotas, calibration").set_defaults(
+        func=cmd_hil_status)
+    hil_sub.add_parser("calibrate", help="measure PHP loop iterations per CPU-second on this machine"
+                       ).set_defaults(func=cmd_hil_calibrate)
+    hrun = hil_sub.add_parser("run", help="run a config on the testbed; writes the run contract + hil.json")
+    hrun.add_argument("config", metavar="CONFIG.yaml")
+    hrun.add_argument("--out", metavar="DIR", help="run directory (default runs/hil_<name>__...)")
+    hrun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    hrun.add_argument("--keep-up", action="store_true", help="leave the testbed up afterwards")
+    hrun.add_argument("--no-progress", action="store_true")
+    hrun.set_defaults(func=cmd_hil_run)
+    hcmp = hil_sub.add_parser("compare", help="the same config simulated and on the testbed; report")
+    hcmp.add_argument("config", metavar="CONFIG.yaml")
+    hcmp.add_argument("--out", required=True, metavar="DIR")
+    hcmp.add_argument("--policies", metavar="A,B,...", help="default: the config's policy")
+    hcmp.add_argument("--seeds", metavar="S1,S2,...", help="default: the config's seed")
+    hcmp.add_argument("--calibrate", action="store_true",
+                      help="fit service rates and overhead from the real runs; rerun the simulator with them")
+    hcmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    hcmp.add_argument("--no-progress", action="store_true")
+    hcmp.set_defaults(func=cmd_hil_compare)
     ctl = hil_sub.add_parser("controller", help="run a policy against a data plane's shm region")
     from hil.controller import add_arguments as _ctl_arguments
 

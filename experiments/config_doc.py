@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from simulator.config import (
-    BackgroundConfig, EventConfig, ExperimentConfig, JobConfig, LbConfig, LinkSpec, PolicyConfig,
+    BackgroundConfig, EventConfig, ExperimentConfig, HilConfig, JobConfig, LbConfig, LinkSpec, PolicyConfig,
     ServerSpec, TopologyConfig, TrafficConfig,
 )
 
@@ -40,6 +40,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`lb`", LbConfig),
     ("`events[]`", EventConfig),
     ("`background`", BackgroundConfig),
+    ("`hil`", HilConfig),
 ]
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "LbConfig",
     "EventConfig",
     "BackgroundConfig",
+    "HilConfig",
     "ExperimentConfig",
     "POLICY_NAMES",
     "load_config",
@@ -188,6 +189,24 @@ class BackgroundConfig(_Strict):
         "independent, starting in its stationary on/off state) or fixed (all start off at t=0)")
 
 
+class HilConfig(_Strict):
+    """What is real in a hardware-in-the-loop run (`marllb hil ...`); the simulator ignores it.
+
+    On the local testbed: real clients, `lb_rl_host` LBs and Apache servers in network
+    namespaces; each server's Apache gets a CPU quota of ``cores x cpu_per_core`` CPUs, so one
+    simulated core is ``cpu_per_core`` real CPUs and a job of ``work_s`` simulated seconds is
+    sent as the PHP loop count that takes ``work_s`` at that speed."""
+
+    traffic: Literal["client"] = Field("client", description="request source: the real open-loop client")
+    lb: Literal["host"] = Field("host", description="data plane: lb_rl_host (the core on AF_PACKET)")
+    servers: Literal["apache"] = Field("apache", description="backends: Apache prefork + mod_php")
+    agent: Literal["process"] = Field("process", description="policy: `marllb hil controller` per LB")
+    cpu_per_core: float = Field(0.04, gt=0, le=4, description="real CPUs per simulated core (CPU quota scale)")
+    fallback_s: float = Field(1.0, gt=0, description="data plane's static-weight fallback after agent silence")
+    health: Literal["tcp", "http", "none"] = Field("http", description="controller's health probe of each server")
+    request_timeout_s: float = Field(10.0, gt=0, description="client gives up on a request after this long")
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
@@ -199,6 +218,7 @@ class ExperimentConfig(_Strict):
     lb: LbConfig = Field(default_factory=LbConfig)
     events: list[EventConfig] = Field(default_factory=list)
     background: BackgroundConfig | None = Field(None, description="co-located load; default none")
+    hil: HilConfig = Field(default_factory=HilConfig, description="hardware in the loop: what is real")
 
     @model_validator(mode="after")
     def _warmup_inside(self) -> "ExperimentConfig":

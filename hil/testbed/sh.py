@@ -1,0 +1,129 @@
+"""Running host commands for the testbed: one place that runs `ip`, `sysctl` and friends,
+inside a network namespace when asked, and turns a failure into one clear error.
+
+Everything the testbed creates carries the ``mlb`` prefix (namespaces ``mlb-*``), and teardown
+finds leftovers by that prefix only (never by a broad process name)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from typing import Sequence
+
+from simulator.config import UserError
+
+__all__ = ["PREFIX", "TESTBED_NAME", "HostCommandError", "run", "in_ns", "namespaces", "ns_pids", "kill_pids",
+           "pid_alive", "require_tool"]
+
+log = logging.getLogger("marllb.hil.testbed")
+
+PREFIX = "mlb-"
+#: names the testbed gives: switch, clients, LBs, servers, calibration (other mlb-* names, e.g. a
+#: test's or a benchmark's own namespaces, belong to someone else and are left alone)
+TESTBED_NAME = re.compile(r"^mlb-(sw|cal|c\d+|lb\d+|s\d+)$")
+
+
+class HostCommandError(UserError):
+    """A host command failed; the message has the command line and its stderr."""
+
+
+def in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
+    """argv run inside network namespace ns (None: as is)."""
+    return list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+
+
+def run(argv: Sequence[str], *, ns: str | None = None, check: bool = True,
+        input_text: str | None = None, timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run a command (inside ``ns`` if given); raise HostCommandError on a non-zero exit when
+    ``check``. Output is captured as text."""
+    cmd = in_ns(ns, argv)
+    log.debug("$ %s", " ".join(cmd))
+    try:
+        cp = subprocess.run(cmd, capture_output=True, text=True, input=input_text, timeout=timeout_s)
+    except FileNotFoundError:
+        raise HostCommandError(f"{cmd[0]}: command not found") from None
+    except subprocess.TimeoutExpired:
+        raise HostCommandError(f"`{' '.join(cmd)}` did not finish within {timeout_s:.0f} s") from None
+    if check and cp.returncode != 0:
+        msg = (cp.stderr or cp.stdout).strip()
+        raise HostCommandError(f"`{' '.join(cmd)}` failed (exit {cp.returncode}): {msg}")
+    return cp
+
+
+def namespaces(prefix: str = PREFIX) -> list[str]:
+    """Network namespaces whose name starts with prefix."""
+    if shutil.which("ip") is None:
+        return []
+    cp = run(["ip", "netns", "list"], check=False)
+    names = [line.split()[0] for line in cp.stdout.splitlines() if line.strip()]
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def ns_pids(ns: str) -> list[int]:
+    """PIDs of the processes living in namespace ns."""
+    cp = run(["ip", "netns", "pids", ns], check=False)
+    return [int(p) for p in cp.stdout.split() if p.isdigit()]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_pids(pids: Sequence[int], *, grace_s: float = 3.0) -> list[int]:
+    """SIGTERM the given PIDs, wait up to grace_s, SIGKILL the survivors; returns PIDs that
+    were still alive after SIGKILL (should be none)."""
+    live = [p for p in pids if pid_alive(p)]
+    for p in live:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    while live and time.monotonic() < deadline:
+        _reap()
+        live = [p for p in live if pid_alive(p)]
+        if live:
+            time.sleep(0.05)
+    for p in live:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.05)
+    _reap()
+    return [p for p in live if pid_alive(p)]
+
+
+def _reap() -> None:
+    """Collect exited children of this process so they do not linger as zombies."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def require_tool(name: str, fix: str) -> str:
+    """Path of an executable, or UserError naming the command that installs it."""
+    path = shutil.which(name)
+    if path is None:
+        raise UserError(f"{name} not found: {fix}")
+    return path
