@@ -24,7 +24,7 @@ from simulator.protocols import DataPlane
 from simulator.results import SimResult
 from simulator.traffic import make_source
 
-__all__ = ["run_experiment", "build_simulation", "make_dataplane", "build_graph"]
+__all__ = ["run_experiment", "build_simulation", "make_dataplane", "build_graph", "make_traffic_source"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,25 @@ def make_dataplane(n_servers: int, core_policy: str, lb: LbConfig, seed: int) ->
                          policy=core_policy, seed=seed)
 
 
+def _seed_streams(cfg: ExperimentConfig) -> list[np.random.SeedSequence]:
+    """The run's independent streams: arrivals, sizes, clients, ECMP salt, cores, policy, background."""
+    return np.random.SeedSequence(cfg.seed).spawn(7)
+
+
+def _servers(graph: Any) -> list[str]:
+    return sorted((n for n, k in graph.nodes(data="kind") if k == "server"), key=lambda n: int(n[1:]))
+
+
+def make_traffic_source(cfg: ExperimentConfig, graph: Any = None) -> Any:
+    """The run's traffic source (arrival times and job sizes) exactly as the simulation draws
+    it for cfg and its seed; ``graph`` (default: built from cfg) gives the total cores that
+    ``traffic.load`` refers to. Used by build_simulation and by the testbed's schedule."""
+    s_arr, s_size = _seed_streams(cfg)[:2]
+    graph = build_graph(cfg) if graph is None else graph
+    total = float(sum(graph.nodes[n]["cores"] for n in _servers(graph)))
+    return make_source(cfg.traffic, total, np.random.default_rng(s_arr), np.random.default_rng(s_size))
+
+
 def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
                      dataplane_factory: Callable[..., DataPlane] | None = None,
                      controller: Any = None) -> Simulation:
@@ -57,15 +76,13 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
     ``controller`` replaces the policy built from ``cfg.policy`` (it must offer ``core_policy``,
     ``static_weights(cores)`` and the Controller protocol): how learned policies are injected
     without the simulator importing agents."""
-    root = np.random.SeedSequence(cfg.seed)
-    s_arr, s_size, s_cli, s_salt, s_core, s_pol, s_bg = root.spawn(7)
+    _, _, s_cli, s_salt, s_core, s_pol, s_bg = _seed_streams(cfg)
     policy = controller or make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
     graph = build_graph(cfg)
-    servers = sorted((n for n, k in graph.nodes(data="kind") if k == "server"), key=lambda n: int(n[1:]))
+    servers = _servers(graph)
     cores = [graph.nodes[n]["cores"] for n in servers]
     n_lbs = sum(1 for _, k in graph.nodes(data="kind") if k == "lb")
-    source = make_source(cfg.traffic, float(sum(cores)), np.random.default_rng(s_arr),
-                         np.random.default_rng(s_size))
+    source = make_traffic_source(cfg, graph)
     factory = dataplane_factory or make_dataplane
     core_seeds = s_core.generate_state(n_lbs, dtype=np.uint64)
     weights = policy.static_weights(cores)

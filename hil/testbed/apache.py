@@ -24,6 +24,7 @@ __all__ = ["ApacheInstance", "render_config", "install_www", "check_installed", 
 MODULE_DIR = Path("/usr/lib/apache2/modules")
 PHP_MODULE = "libphp8.2.so"
 WWW_SOURCE = Path(__file__).with_name("www")
+FALLBACK_WWW = Path("/run/mlb-www") if Path("/run").is_dir() else Path("/tmp/mlb-www")
 #: access-log fields: request start (s.us since epoch), client ip, client port, status, µs taken, path+query
 ACCESS_FORMAT = "%{%s}t.%{usec_frac}t %a %{remote}p %>s %D %U%q"
 FIX_APACHE = "apt-get install apache2 libapache2-mod-php"
@@ -45,16 +46,23 @@ def check_installed() -> tuple[str, Path]:
 
 
 def install_www(root: Path) -> Path:
-    """Copy the document root to ``root/www`` readable by Apache's user; returns it."""
-    www = root / "www"
+    """Copy the document root to ``root/www`` -- or, when Apache's unprivileged user cannot
+    reach into ``root`` (a private parent directory), to ``FALLBACK_WWW`` -- readable by that
+    user; returns it."""
+    www = root / "www" if _world_traversable(root) else FALLBACK_WWW
     www.mkdir(parents=True, exist_ok=True)
     for f in WWW_SOURCE.iterdir():
         if f.is_file():
             shutil.copy2(f, www / f.name)
             (www / f.name).chmod(0o644)
     www.chmod(0o755)
-    root.chmod(0o755)
     return www
+
+
+def _world_traversable(path: Path) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o755)
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
 
 
 def render_config(*, server_index: int, listen: str, workers: int, backlog: int, run_dir: Path,

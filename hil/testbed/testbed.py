@@ -375,9 +375,9 @@ def down() -> dict[str, Any]:
     for f in SHM_DIR.glob("mlb-lb*.shm"):
         f.unlink(missing_ok=True)
         removed["shm"].append(str(f))
-    d = state_dir()
-    if d.is_dir():
-        shutil.rmtree(d, ignore_errors=True)
+    for d in (state_dir(), apache.FALLBACK_WWW):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
     left = leftovers()
     if any(left.values()):
         raise UserError(f"testbed teardown left {left}")

@@ -1,0 +1,293 @@
+"""The local testbed end to end, as root: namespaces, Apache under CPU quotas, lb_rl_host and
+the controller, real HTTP requests from the real client. Marked ``netns`` (run with
+``pytest -m netns``); skipped with the reason where root, ip netns or Apache are missing.
+
+Truth comes from outside the code under test: the servers' own access logs, the PHP page's own
+timing, chi-square tests on counts, the shm status block the data plane writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from hil.testbed import sh
+from hil.testbed.apache import parse_access_log
+from hil.testbed.plan import make_plan, state_dir
+from simulator.config import UserError
+from simulator.shm import ShmRegion
+from tests.hil.testbed_util import HOLD_OPEN, config, needs_testbed, send, uniform_schedule
+
+pytestmark = needs_testbed
+
+ALPHA = 0.001  # chi-square tests: a correct split fails one run in a thousand
+
+
+@pytest.fixture(scope="module")
+def tb_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private state dir and calibration cache; afterwards nothing of the testbed is left."""
+    from hil.testbed.testbed import down, leftovers
+
+    d = tmp_path_factory.mktemp("testbed")
+    old = {k: os.environ.get(k) for k in ("MARLLB_TESTBED_DIR", "XDG_CACHE_HOME")}
+    os.environ["MARLLB_TESTBED_DIR"] = str(d / "state")
+    os.environ["XDG_CACHE_HOME"] = str(d / "cache")
+    try:
+        yield d
+    finally:
+        down()
+        left = leftovers()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        assert not any(left.values()), left
+
+
+@pytest.fixture(scope="module")
+def tb123(tb_env: Path) -> Iterator[tuple]:
+    """Testbed with servers of 1, 2, 3 cores (quotas 0.1, 0.2, 0.3 CPU), no LB running yet."""
+    from hil.testbed.testbed import up
+
+    cfg = config([1, 2, 3])
+    plan = make_plan(cfg)
+    run = up(cfg, plan, start_lbs=False)
+    yield cfg, plan, run
+
+
+def _status(shm: Path) -> object:
+    with ShmRegion.open(shm, role="reader") as r:
+        return r.status()
+
+
+def _frame_weights(shm: Path, n: int) -> np.ndarray:
+    with ShmRegion.open(shm, role="reader") as r:
+        f = r.latest_out()
+        assert f is not None
+        return f.servers["weight"][:n].astype(float)
+
+
+def _wait(pred, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _split(df, n: int) -> np.ndarray:
+    done = df[df["outcome"] == "completed"]
+    return np.bincount(done["server"].to_numpy(), minlength=n)[:n]
+
+
+def test_up_is_real_and_idempotent(tb123: tuple) -> None:
+    from hil.testbed import cgroups
+    from hil.testbed.testbed import load_state, server_instance, up
+
+    cfg, plan, run = tb123
+    assert set(plan.namespaces) <= set(sh.namespaces())
+    cg = cgroups.detect()
+    for s in plan.servers:
+        lim = cg.limits(s.ns)
+        assert lim is not None and lim["quota_us"] / lim["period_us"] == pytest.approx(s.quota_cpus, rel=0.01)
+        inst = server_instance(s)
+        assert inst.running()
+        # the Apache parent and its workers are all inside the server's cgroup
+        assert inst.pid() in cg.procs(s.ns) and len(cg.procs(s.ns)) >= s.workers
+    # the root namespace holds none of our links
+    assert "mlb-" not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+    pids = {p["pid"] for p in load_state().procs["apache"]}
+    up(cfg, plan, start_lbs=False)  # same shape: kept as is
+    assert {p["pid"] for p in load_state().procs["apache"]} == pids
+
+
+def test_wcmp_split_through_lb_rl_host(tb123: tuple, tmp_path: Path) -> None:
+    """3,000 real HTTP flows through lb_rl_host with WCMP weights 1:2:3 reach every server in
+    proportion (chi-square), and each server's access log lists exactly the flows that the
+    client saw answered by it."""
+    from hil.testbed.testbed import start_dataplane
+
+    cfg, plan, run = tb123
+    offsets = {s.ns: _log_size(s.ns) for s in plan.servers}
+    start_dataplane(cfg, plan, run, tmp_path, controllers=False)  # static weights = cores 1:2:3
+    df = send(plan, uniform_schedule(3000, 500.0), tmp_path)
+    assert (df["outcome"] == "completed").all(), df["outcome"].value_counts()
+    counts = _split(df, 3)
+    assert counts.min() > 0
+    p = stats.chisquare(counts, np.array([1, 2, 3]) / 6 * counts.sum()).pvalue
+    assert p > ALPHA, (counts, p)
+    for s in plan.servers:  # the servers' own logs agree with the client
+        logged = [r for r in _log_rows(s.ns, offsets[s.ns]) if r["url"].startswith("/work.php")]
+        assert len(logged) == counts[s.index - 1]
+
+
+def test_flows_stay_on_their_server_across_a_weight_change(tb123: tuple, tmp_path: Path) -> None:
+    """Connections opened while all weight is on server 0 send their requests after the weight
+    moved to server 2: all are answered by server 0 (its access log has their ports, server
+    2's has none), while new flows go to server 2."""
+    from hil.testbed.testbed import start_dataplane
+
+    _, plan, run = tb123
+    cfg = config([1, 2, 3], hil={"cpu_per_core": 0.1, "fallback_s": 60.0})  # no agent silence fallback
+    (shm,) = start_dataplane(cfg, plan, run, tmp_path, controllers=False)
+    offsets = {s.ns: _log_size(s.ns) for s in plan.servers}
+    with ShmRegion.open(shm, role="agent") as agent:
+        agent.write_weights([1.0, 0.0, 0.0], time.monotonic())
+        _wait(lambda: _status(shm).in_seq_applied >= 1, 3, "weights [1,0,0] applied")
+        hold = subprocess.Popen(sh.in_ns(plan.clients[0].ns, [sys.executable, "-c", HOLD_OPEN, plan.vip, "40"]),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            ports = [int(p) for p in hold.stdout.readline().split()]
+            assert len(ports) == 40
+            seq = agent.write_weights([0.0, 0.0, 1.0], time.monotonic())
+            _wait(lambda: _status(shm).in_seq_applied >= seq, 3, "weights [0,0,1] applied")
+            hold.stdin.write("go\n")
+            hold.stdin.flush()
+            answers = hold.stdout.readline().split()
+        finally:
+            hold.kill()
+            hold.wait()
+        new = send(plan, uniform_schedule(30, 200.0), tmp_path)
+    assert [a.split(":")[1:] for a in answers] == [["200", "0"]] * 40
+    ports_at = {s.index - 1: {r["client_port"] for r in _log_rows(s.ns, offsets[s.ns])} for s in plan.servers}
+    assert set(ports) <= ports_at[0] and not set(ports) & (ports_at[1] | ports_at[2])
+    assert (new["outcome"] == "completed").all() and (new["server"] == 2).all()
+
+
+def test_controller_weights_fallback_and_health(tb123: tuple, tmp_path: Path) -> None:
+    """The controller's weights are applied (in_seq_applied advances) and change the split;
+    killing it brings the static weights back after the fallback timeout; an Apache killed
+    mid-run gets weight 0 and no new flows, and gets flows again once restarted."""
+    from hil.testbed.testbed import server_instance, start_dataplane
+
+    cfg, plan, run = tb123  # policy wcmp: the controller writes the cores 1:2:3
+    (shm,) = start_dataplane(cfg, plan, run, tmp_path, static_weights=[1.0, 1.0, 1.0])
+    _wait(lambda: _status(shm).in_seq_applied >= 3, 10, "controller weights applied")
+    assert _frame_weights(shm, 3) == pytest.approx([1, 2, 3])
+    counts = _split(send(plan, uniform_schedule(900, 300.0), tmp_path), 3)
+    assert stats.chisquare(counts, np.array([1, 2, 3]) / 6 * counts.sum()).pvalue > ALPHA, counts
+    assert stats.chisquare(counts).pvalue < ALPHA, counts  # not the static 1:1:1
+
+    s2 = plan.servers[1]
+    server_instance(s2).stop()
+    _wait(lambda: _frame_weights(shm, 3)[1] == 0.0, 5, "server 1 marked down (weight 0)")
+    down_df = send(plan, uniform_schedule(200, 200.0), tmp_path)
+    assert (down_df["outcome"] == "completed").all() and not (down_df["server"] == 1).any()
+    server_instance(s2).start()
+    _wait(lambda: _frame_weights(shm, 3)[1] == 2.0, 10, "server 1 back up (weight 2)")
+    assert (_split(send(plan, uniform_schedule(200, 200.0), tmp_path), 3)[1]) > 0
+
+    ctl = run.procs["controller"][0]["pid"]
+    os.kill(ctl, signal.SIGKILL)
+    t_kill = time.monotonic()
+    _wait(lambda: _status(shm).fallback_active == 1, 5, "fallback to static weights")
+    assert time.monotonic() - t_kill >= cfg.hil.fallback_s - cfg.lb.step_s
+    # the step publishes before it polls: the next frame carries the static weights
+    _wait(lambda: list(_frame_weights(shm, 3)) == [1.0, 1.0, 1.0], 2 * cfg.lb.step_s + 1, "static weights published")
+
+
+def test_hil_run_contract_and_cpu_quotas(tb_env: Path, tmp_path: Path) -> None:
+    """`marllb hil run` on servers of 2 and 4 cores with ECMP and equal jobs: the whole run
+    contract, arrived = completed + dropped + in_flight exactly, and the 2-core server's mean
+    service time (measured by PHP) is twice the 4-core one's (within 20 %)."""
+    import json
+
+    from experiments.runs import load_run
+    from hil.run import run_hil
+
+    cfg = config([2, 4], policy="ecmp", cpu_per_core=0.1, duration_s=12.0,
+                 traffic={"kind": "poisson", "rate": 8.0, "job": {"dist": "deterministic", "mean_s": 0.1}})
+    out = tmp_path / "run"
+    run_hil(cfg, out, progress=False, keep_up=True)
+    for f in ("config.yaml", "summary.json", "requests.parquet", "steps.parquet", "hil.json"):
+        assert (out / f).is_file(), f
+    rd = load_run(out)
+    s = rd.summary
+    assert s["arrived"] == s["completed"] + s["dropped"] + s["in_flight"] == len(rd.requests)
+    assert s["completed"] > 0.8 * s["arrived"]
+    assert set(rd.steps["server"]) == {0, 1} and rd.steps["in_seq_applied"].max() > 0
+    done = rd.requests[rd.requests["status"] == "completed"]
+    svc = done.groupby("server")["service_s"].mean()
+    assert svc[0] / svc[1] == pytest.approx(2.0, rel=0.2), svc
+    info = json.loads((out / "hil.json").read_text())
+    assert [x["quota_cpus"] for x in info["servers"]] == pytest.approx([0.2, 0.4])
+    assert info["lbs"][0]["stats"]["forwarded"] > 0
+
+
+def test_failed_run_leaves_nothing(tb_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that fails midway (after the LBs and controllers started) takes down the testbed it
+    brought up; `down` also cleans up after a crash that lost the state file, and twice is fine."""
+    import hil.run
+    from hil.testbed.testbed import down, leftovers, load_state, up
+
+    down()
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("client failed to start (deliberate)")
+
+    monkeypatch.setattr(hil.run, "_start_clients", boom)
+    cfg = config([1, 1])
+    with pytest.raises(RuntimeError, match="deliberate"):
+        hil.run.run_hil(cfg, tmp_path / "failed", progress=False)
+    assert not any(leftovers().values()), leftovers()
+    # a crash that lost the state file: found by the mlb prefix
+    run = up(cfg, make_plan(cfg))
+    pids = [p["pid"] for ps in run.procs.values() for p in ps]
+    (state_dir() / "state.json").unlink()
+    assert load_state() is None
+    down()
+    down()
+    assert not any(leftovers().values()), leftovers()
+    assert not [p for p in pids if sh.pid_alive(p)]
+
+
+def test_bad_input_is_one_clear_error_and_leaves_nothing(tb_env: Path, tmp_path: Path) -> None:
+    from hil.hostbin import host_binary
+    from hil.run import run_hil
+    from hil.testbed.testbed import leftovers
+
+    with pytest.raises(UserError, match=r"hil.cpu_per_core"):
+        make_plan(config([8, 8, 8], cpu_per_core=1.0))
+    with pytest.raises(UserError, match=r"64"):
+        make_plan(config([1] * 65))
+    with pytest.raises(UserError, match=r"oracle"):
+        run_hil(config([1, 2], policy="gsq"), tmp_path / "oracle", progress=False)
+    # a checkpoint trained for 2 servers, on a 3-server testbed
+    ckpt = tmp_path / "tiny"
+    subprocess.run([sys.executable, "-m", "experiments.cli", "train", "experiments/configs/train_tiny.yaml",
+                    "--algo", "fairness", "--episodes", "1", "--out", str(ckpt)], check=True,
+                   capture_output=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    agent = config([1, 2, 3], policy={"name": "agent", "checkpoint": str(ckpt / "last.pt")})
+    with pytest.raises(UserError, match=r"2 servers"):
+        run_hil(agent, tmp_path / "ckpt", progress=False)
+    cp = subprocess.run([str(host_binary()), "--interface", "mlb-nosuch0", "--vip", "198.19.0.1",
+                         "--server", "198.18.3.1=02:00:00:00:00:01", "--shm", str(tmp_path / "x.shm")],
+                        capture_output=True, text=True, timeout=10)
+    assert cp.returncode == 2 and "mlb-nosuch0" in cp.stderr and "--interface" in cp.stderr
+    assert not (tmp_path / "x.shm").exists()
+    assert not any(leftovers().values()), leftovers()
+
+
+def _log_size(ns: str) -> int:
+    f = state_dir() / ns / "access.log"
+    return f.stat().st_size if f.is_file() else 0
+
+
+def _log_rows(ns: str, offset: int) -> list[dict]:
+    f = state_dir() / ns / "access.log"
+    tail = tmp = f.with_suffix(".tail")
+    with open(f, "rb") as fh:
+        fh.seek(offset)
+        tmp.write_bytes(fh.read())
+    try:
+        return parse_access_log(tail)
+    finally:
+        tmp.unlink()

@@ -1,0 +1,326 @@
+/* host_ring.c — PACKET_MMAP rx (TPACKET_V3) and tx (TPACKET_V2) rings, see host_ring.h. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "host_ring.h"
+
+#ifndef PACKET_IGNORE_OUTGOING
+#define PACKET_IGNORE_OUTGOING 23
+#endif
+#ifndef PACKET_QDISC_BYPASS
+#define PACKET_QDISC_BYPASS 20
+#endif
+
+#define RX_BLOCK_SIZE (1u << 18) /* 256 KiB: ~1500 minimum-size frames */
+#define RX_BLOCK_NR 64           /* 16 MiB of rx ring */
+#define RX_FRAME_SIZE 2048       /* nominal (V3 packs frames), must divide the block */
+#define RX_BLOCK_TOV_MS 1        /* a partly filled block is handed over after 1 ms */
+#define TX_FRAME_SIZE 2048
+#define TX_FRAME_NR 4096
+
+int
+host_if_info (const char *ifname, int *ifindex, uint8_t mac[6], uint32_t *ip4_be, char *err,
+	      size_t errlen)
+{
+  struct ifreq ifr;
+  int fd;
+
+  if (strlen (ifname) >= IFNAMSIZ)
+    {
+      snprintf (err, errlen, "--interface %s: name too long", ifname);
+      return -1;
+    }
+  *ifindex = (int) if_nametoindex (ifname);
+  if (*ifindex == 0)
+    {
+      snprintf (err, errlen, "--interface %s: no such interface (%s)", ifname, strerror (errno));
+      return -1;
+    }
+  fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    {
+      snprintf (err, errlen, "socket: %s", strerror (errno));
+      return -1;
+    }
+  memset (&ifr, 0, sizeof ifr);
+  memcpy (ifr.ifr_name, ifname, strlen (ifname));
+  if (ioctl (fd, SIOCGIFHWADDR, &ifr) < 0)
+    {
+      snprintf (err, errlen, "--interface %s: cannot read its MAC (%s)", ifname, strerror (errno));
+      close (fd);
+      return -1;
+    }
+  memcpy (mac, ifr.ifr_hwaddr.sa_data, 6);
+  if (ip4_be)
+    {
+      *ip4_be = 0;
+      memset (&ifr, 0, sizeof ifr);
+      memcpy (ifr.ifr_name, ifname, strlen (ifname));
+      ifr.ifr_addr.sa_family = AF_INET;
+      if (ioctl (fd, SIOCGIFADDR, &ifr) == 0)
+	{
+	  struct sockaddr_in sin;
+	  memcpy (&sin, &ifr.ifr_addr, sizeof sin);
+	  *ip4_be = sin.sin_addr.s_addr;
+	}
+    }
+  close (fd);
+  return 0;
+}
+
+static int
+fail (char *err, size_t errlen, const char *what)
+{
+  snprintf (err, errlen, "%s: %s", what, strerror (errno));
+  return -1;
+}
+
+static int
+attach_filter (int fd, uint32_t vip_be)
+{
+  /* ldh [12]; jeq #0x800; ld [30]; jeq #vip; ret #-1; ret #0 */
+  struct sock_filter code[] = {
+    { 0x28, 0, 0, 12 },
+    { 0x15, 0, 3, 0x0800 },
+    { 0x20, 0, 0, 30 },
+    { 0x15, 0, 1, ntohl (vip_be) },
+    { 0x06, 0, 0, 0xffffffffu },
+    { 0x06, 0, 0, 0 },
+  };
+  struct sock_fprog prog = { sizeof code / sizeof code[0], code };
+  if (!vip_be)
+    return 0;
+  return setsockopt (fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+}
+
+int
+host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, char *err, size_t errlen)
+{
+  struct tpacket_req3 req3;
+  struct tpacket_req req;
+  struct sockaddr_ll sll;
+  int v, one = 1;
+
+  memset (r, 0, sizeof *r);
+  r->rx_fd = r->tx_fd = -1;
+  if (host_if_info (ifname, &r->ifindex, r->mac, NULL, err, errlen) < 0)
+    return -1;
+
+  /* ---- rx ---- */
+  r->rx_fd = socket (AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons (ETH_P_IP));
+  if (r->rx_fd < 0)
+    return fail (err, errlen, "rx socket (AF_PACKET needs root/CAP_NET_RAW)");
+  if (attach_filter (r->rx_fd, vip_be) < 0)
+    return fail (err, errlen, "SO_ATTACH_FILTER");
+  v = TPACKET_V3;
+  if (setsockopt (r->rx_fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) < 0)
+    return fail (err, errlen, "PACKET_VERSION V3");
+  /* kernels before 4.20 lack it: sll_pkttype is checked anyway */
+  (void) setsockopt (r->rx_fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);
+  memset (&req3, 0, sizeof req3);
+  req3.tp_block_size = RX_BLOCK_SIZE;
+  req3.tp_block_nr = RX_BLOCK_NR;
+  req3.tp_frame_size = RX_FRAME_SIZE;
+  req3.tp_frame_nr = RX_BLOCK_SIZE / RX_FRAME_SIZE * RX_BLOCK_NR;
+  req3.tp_retire_blk_tov = RX_BLOCK_TOV_MS;
+  if (setsockopt (r->rx_fd, SOL_PACKET, PACKET_RX_RING, &req3, sizeof req3) < 0)
+    return fail (err, errlen, "PACKET_RX_RING");
+  r->rx_block_size = RX_BLOCK_SIZE;
+  r->rx_block_nr = RX_BLOCK_NR;
+  r->rx_map_len = (size_t) RX_BLOCK_SIZE * RX_BLOCK_NR;
+  r->rx_map = mmap (NULL, r->rx_map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED,
+		    r->rx_fd, 0);
+  if (r->rx_map == MAP_FAILED)
+    r->rx_map = mmap (NULL, r->rx_map_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->rx_fd, 0);
+  if (r->rx_map == MAP_FAILED)
+    {
+      r->rx_map = NULL;
+      return fail (err, errlen, "mmap rx ring");
+    }
+  memset (&sll, 0, sizeof sll);
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons (ETH_P_IP);
+  sll.sll_ifindex = r->ifindex;
+  if (bind (r->rx_fd, (struct sockaddr *) &sll, sizeof sll) < 0)
+    return fail (err, errlen, "bind rx socket");
+
+  /* ---- tx: protocol 0 = receives nothing ---- */
+  r->tx_fd = socket (AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+  if (r->tx_fd < 0)
+    return fail (err, errlen, "tx socket");
+  v = TPACKET_V2;
+  if (setsockopt (r->tx_fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) < 0)
+    return fail (err, errlen, "PACKET_VERSION V2");
+  (void) setsockopt (r->tx_fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one);
+  memset (&req, 0, sizeof req);
+  req.tp_block_size = TX_FRAME_SIZE * 64;
+  req.tp_frame_size = TX_FRAME_SIZE;
+  req.tp_frame_nr = TX_FRAME_NR;
+  req.tp_block_nr = TX_FRAME_NR / 64;
+  if (setsockopt (r->tx_fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req) < 0)
+    return fail (err, errlen, "PACKET_TX_RING");
+  r->tx_frame_size = TX_FRAME_SIZE;
+  r->tx_frame_nr = TX_FRAME_NR;
+  r->tx_data_off = TPACKET2_HDRLEN - sizeof (struct sockaddr_ll);
+  r->tx_map_len = (size_t) TX_FRAME_SIZE * TX_FRAME_NR;
+  r->tx_map = mmap (NULL, r->tx_map_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->tx_fd, 0);
+  if (r->tx_map == MAP_FAILED)
+    {
+      r->tx_map = NULL;
+      return fail (err, errlen, "mmap tx ring");
+    }
+  memset (&sll, 0, sizeof sll);
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = 0;
+  sll.sll_ifindex = r->ifindex;
+  if (bind (r->tx_fd, (struct sockaddr *) &sll, sizeof sll) < 0)
+    return fail (err, errlen, "bind tx socket");
+  return 0;
+}
+
+void
+host_ring_close (host_ring_t *r)
+{
+  if (r->rx_map)
+    munmap (r->rx_map, r->rx_map_len);
+  if (r->tx_map)
+    munmap (r->tx_map, r->tx_map_len);
+  if (r->rx_fd >= 0)
+    close (r->rx_fd);
+  if (r->tx_fd >= 0)
+    close (r->tx_fd);
+  r->rx_map = r->tx_map = NULL;
+  r->rx_fd = r->tx_fd = -1;
+}
+
+int
+host_ring_rx_next_block (host_ring_t *r, host_rx_iter_t *it)
+{
+  struct tpacket_block_desc *bd =
+    (struct tpacket_block_desc *) (r->rx_map + (size_t) r->rx_block_cur * r->rx_block_size);
+  if (!(__atomic_load_n (&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+    return 0;
+  it->block = (uint8_t *) bd;
+  it->n = bd->hdr.bh1.num_pkts;
+  it->i = 0;
+  it->next = (uint8_t *) bd + bd->hdr.bh1.offset_to_first_pkt;
+  return 1;
+}
+
+int
+host_ring_rx_next_pkt (host_rx_iter_t *it, host_rx_pkt_t *pkt)
+{
+  struct tpacket3_hdr *h;
+  const struct sockaddr_ll *sll;
+  if (it->i >= it->n)
+    return 0;
+  h = (struct tpacket3_hdr *) it->next;
+  sll = (const struct sockaddr_ll *) ((uint8_t *) h + TPACKET_ALIGN (sizeof (struct tpacket3_hdr)));
+  pkt->data = (uint8_t *) h + h->tp_mac;
+  pkt->len = h->tp_snaplen;
+  pkt->wirelen = h->tp_len;
+  pkt->pkttype = sll->sll_pkttype;
+  it->next = (uint8_t *) h + h->tp_next_offset;
+  it->i++;
+  return 1;
+}
+
+void
+host_ring_rx_release (host_ring_t *r)
+{
+  struct tpacket_block_desc *bd =
+    (struct tpacket_block_desc *) (r->rx_map + (size_t) r->rx_block_cur * r->rx_block_size);
+  __atomic_store_n (&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+  r->rx_block_cur = (r->rx_block_cur + 1) % r->rx_block_nr;
+}
+
+uint32_t
+host_ring_tx_max (const host_ring_t *r)
+{
+  return r->tx_frame_size - r->tx_data_off;
+}
+
+static inline struct tpacket2_hdr *
+tx_hdr (host_ring_t *r, uint32_t i)
+{
+  return (struct tpacket2_hdr *) (r->tx_map + (size_t) i * r->tx_frame_size);
+}
+
+uint8_t *
+host_ring_tx_slot (host_ring_t *r)
+{
+  struct tpacket2_hdr *h = tx_hdr (r, r->tx_cur);
+  uint32_t st = __atomic_load_n (&h->tp_status, __ATOMIC_ACQUIRE);
+
+  if (st != TP_STATUS_AVAILABLE && st != TP_STATUS_WRONG_FORMAT)
+    {
+      /* ring full: push what is pending, then wait for the kernel to drain it
+       * (a blocking sendto returns once the in-flight frames are done) */
+      host_ring_tx_kick (r);
+      st = __atomic_load_n (&h->tp_status, __ATOMIC_ACQUIRE);
+      if (st != TP_STATUS_AVAILABLE && st != TP_STATUS_WRONG_FORMAT)
+	{
+	  (void) sendto (r->tx_fd, NULL, 0, 0, NULL, 0);
+	  st = __atomic_load_n (&h->tp_status, __ATOMIC_ACQUIRE);
+	}
+    }
+  if (st == TP_STATUS_WRONG_FORMAT)
+    {
+      r->tx_errors++;
+      __atomic_store_n (&h->tp_status, TP_STATUS_AVAILABLE, __ATOMIC_RELEASE);
+      st = TP_STATUS_AVAILABLE;
+    }
+  if (st != TP_STATUS_AVAILABLE)
+    {
+      r->tx_ring_full++;
+      return NULL;
+    }
+  return (uint8_t *) h + r->tx_data_off;
+}
+
+void
+host_ring_tx_commit (host_ring_t *r, uint32_t len)
+{
+  struct tpacket2_hdr *h = tx_hdr (r, r->tx_cur);
+  h->tp_len = len;
+  __atomic_store_n (&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+  r->tx_cur = (r->tx_cur + 1) % r->tx_frame_nr;
+  r->tx_pending++;
+}
+
+void
+host_ring_tx_kick (host_ring_t *r)
+{
+  if (!r->tx_pending)
+    return;
+  r->tx_kicks++;
+  if (sendto (r->tx_fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN
+      && errno != ENOBUFS)
+    r->tx_errors++;
+  r->tx_pending = 0;
+}
+
+void
+host_ring_update_stats (host_ring_t *r)
+{
+  struct tpacket_stats_v3 st;
+  socklen_t sl = sizeof st;
+  memset (&st, 0, sizeof st);
+  if (r->rx_fd >= 0 && getsockopt (r->rx_fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0)
+    {
+      r->rx_drops += st.tp_drops;
+      r->rx_freeze += st.tp_freeze_q_cnt;
+    }
+}
