@@ -1,13 +1,14 @@
 """Where the ``lb_rl_host`` binary is (vpp_plugin/host), building it with CMake on first use.
 
     from hil.hostbin import host_binary
-    exe = host_binary()          # Path; builds <repo>/build/host/lb_rl_host if absent
+    exe = host_binary()          # Path; builds <repo>/build/host/lb_rl_host if absent or stale
 
 ``MARLLB_LB_RL_HOST`` overrides the path (then nothing is built: the file must exist).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -40,8 +41,8 @@ def _shell(cmds: list[list[str]]) -> str:
 
 def host_binary(build: bool = True) -> Path:
     """Path of lb_rl_host: $MARLLB_LB_RL_HOST if set, else <repo>/build/host/lb_rl_host, built
-    with CMake if it is absent and ``build`` is true. Raises UserError (with the command that
-    fixes it) if the binary is missing and cannot be built."""
+    with CMake if it is absent or older than its C sources and ``build`` is true. Raises
+    UserError (with the command that fixes it) if the binary is missing and cannot be built."""
     env = os.environ.get(ENV_VAR)
     if env:
         p = Path(env)
@@ -49,9 +50,11 @@ def host_binary(build: bool = True) -> Path:
             raise UserError(f"{ENV_VAR}={env}: not an executable file")
         return p
     exe = default_path()
-    if exe.is_file() and os.access(exe, os.X_OK):
+    if exe.is_file() and os.access(exe, os.X_OK) and not _stale(exe):
         return exe
     cmds = build_command()
+    if not build and exe.is_file():
+        return exe
     if not build:
         raise UserError(f"{exe} not built; build it with: {_shell(cmds)}")
     missing = [t for t in ("cmake", "cc") if shutil.which(t) is None]
@@ -60,6 +63,26 @@ def host_binary(build: bool = True) -> Path:
             f"cannot build {exe}: {', '.join(missing)} not found (Debian: apt-get install cmake "
             f"gcc); then run: {_shell(cmds)}"
         )
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    with open(exe.parent.parent / ".lb_rl_host.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (parallel tests, two shells)
+        if exe.is_file() and not _stale(exe):
+            return exe
+        _build(cmds)
+    if not exe.is_file():
+        raise UserError(f"build finished but {exe} is missing; run: {_shell(cmds)}")
+    return exe
+
+
+def _stale(exe: Path) -> bool:
+    """True if a C source or CMake file of the host runner or the core is newer than exe."""
+    built = exe.stat().st_mtime
+    srcs = [REPO_ROOT / "vpp_plugin" / "host", REPO_ROOT / "vpp_plugin" / "core"]
+    return any(f.stat().st_mtime > built for d in srcs for f in d.rglob("*")
+               if f.suffix in (".c", ".h", ".txt", ".cmake"))
+
+
+def _build(cmds: list[list[str]]) -> None:
     for cmd in cmds:
         p = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
         if p.returncode != 0:
@@ -68,6 +91,3 @@ def host_binary(build: bool = True) -> Path:
                 f"building lb_rl_host failed ({' '.join(cmd)} exited {p.returncode}):\n{tail}\n"
                 f"fix the error, then run: {_shell(cmds)}"
             )
-    if not exe.is_file():
-        raise UserError(f"build finished but {exe} is missing; run: {_shell(cmds)}")
-    return exe

@@ -58,6 +58,7 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
     iters = iters_per_cpu_s(auto=True)
     run = up(cfg, plan, start_lbs=False)
     try:
+        _cap_all_workers(plan)  # an Apache restarted since `up` has uncapped workers
         shms = start_dataplane(cfg, plan, run, logs, seed=cfg.seed)
         from hil.testbed.recorder import StepRecorder, wait_applied
 
@@ -100,6 +101,15 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
     finally:
         if not (keep_up if keep_up is not None else was_up):
             down()
+
+
+def _cap_all_workers(plan: TestbedPlan) -> None:
+    from hil.testbed import cgroups
+    from hil.testbed.testbed import cap_workers
+
+    cg = cgroups.detect()
+    for s in plan.servers:
+        cap_workers(cg, s)
 
 
 def _start_clients(cfg: ExperimentConfig, plan: TestbedPlan, run: Any, sched: Path, logs: Path,

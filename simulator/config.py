@@ -201,9 +201,11 @@ class HilConfig(_Strict):
     lb: Literal["host"] = Field("host", description="data plane: lb_rl_host (the core on AF_PACKET)")
     servers: Literal["apache"] = Field("apache", description="backends: Apache prefork + mod_php")
     agent: Literal["process"] = Field("process", description="policy: `marllb hil controller` per LB")
-    cpu_per_core: float = Field(0.04, gt=0, le=4, description="real CPUs per simulated core (CPU quota scale)")
+    cpu_per_core: float = Field(0.04, gt=0, le=1, description="real CPUs per simulated core: CPU quota of each Apache worker; a server's is cores x this")
     fallback_s: float = Field(1.0, gt=0, description="data plane's static-weight fallback after agent silence")
-    health: Literal["tcp", "http", "none"] = Field("http", description="controller's health probe of each server")
+    health: Literal["tcp", "http", "none"] = Field(
+        "tcp", description="controller's health probe of each server (tcp: connect; http: GET work.php?n=0, "
+        "which also fails on a server too busy to answer within the probe timeout)")
     request_timeout_s: float = Field(10.0, gt=0, description="client gives up on a request after this long")
 
 

@@ -1,5 +1,6 @@
 """CPU quotas through cgroups, v1 (``cpu/<name>/cpu.cfs_quota_us``) or v2 (``<name>/cpu.max``),
-written directly (no cgroup-tools). Every group the testbed makes is named ``mlb-*``.
+written directly (no cgroup-tools). Every group the testbed makes is named ``mlb-*`` (and its
+children ``mlb-*/<child>``).
 
 CFS bandwidth control is not processor sharing: within one period a group runs at full speed
 until its quota is spent, then waits. A short period makes a quota behave more like a slower CPU;
@@ -40,22 +41,41 @@ class CgroupFs:
     def path(self, name: str) -> Path:
         return self.base / name
 
-    def create(self, name: str, cpus: float) -> dict[str, int]:
-        """Make (or reuse) group ``name`` limited to ``cpus`` CPUs; returns period and quota (µs)."""
+    def create(self, name: str, cpus: float | None, *, subtree: bool = False) -> dict[str, int]:
+        """Make (or reuse) group ``name`` (``mlb-*``, or a child ``mlb-*/x``) limited to ``cpus``
+        CPUs (None: no limit of its own); ``subtree`` lets it have CPU-limited children (v2
+        needs the controller enabled for them). Returns period and quota (µs)."""
         if not name.startswith("mlb-"):
             raise ValueError(f"cgroup {name!r}: testbed groups are named mlb-*")
-        period = period_for(cpus)
-        quota = max(MIN_QUOTA_US, int(round(cpus * period)))
         d = self.path(name)
         d.mkdir(exist_ok=True)
+        if subtree and self.version == 2:
+            (d / "cgroup.subtree_control").write_text("+cpu")
+        if cpus is None:
+            return {}
+        period = period_for(cpus)
+        quota = max(MIN_QUOTA_US, int(round(cpus * period)))
         if self.version == 1:
-            # lower the quota first: a period below quota/period's implied rate is refused
+            # lift the quota first: the kernel checks the new period against the old quota
             (d / "cpu.cfs_quota_us").write_text("-1")
             (d / "cpu.cfs_period_us").write_text(str(period))
             (d / "cpu.cfs_quota_us").write_text(str(quota))
         else:
             (d / "cpu.max").write_text(f"{quota} {period}")
         return {"period_us": period, "quota_us": quota}
+
+    def move(self, pid: int, name: str) -> None:
+        """Move one process into group name."""
+        (self.path(name) / "cgroup.procs").write_text(str(pid))
+
+    def children(self, name: str) -> list[str]:
+        """Child groups of name, as ``name/child``."""
+        d = self.path(name)
+        return sorted(f"{name}/{p.name}" for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
+
+    def procs_all(self, name: str) -> list[int]:
+        """Processes in name and all its descendants."""
+        return self.procs(name) + [p for c in self.children(name) for p in self.procs_all(c)]
 
     def limits(self, name: str) -> dict[str, int] | None:
         """Quota and period now in force (None if the group does not exist)."""
@@ -91,7 +111,9 @@ class CgroupFs:
         return f"echo $$ > {self.path(name) / 'cgroup.procs'}"
 
     def remove(self, name: str, timeout_s: float = 3.0) -> None:
-        """Remove an empty group (retries while its last processes exit)."""
+        """Remove an empty group and its children (retries while their last processes exit)."""
+        for child in self.children(name):
+            self.remove(child, timeout_s)
         d = self.path(name)
         deadline = time.monotonic() + timeout_s
         while d.is_dir():

@@ -31,6 +31,7 @@ __all__ = ["check_prerequisites", "up", "down", "status", "start_dataplane", "st
 log = logging.getLogger("marllb.hil.testbed")
 
 SHM_DIR = Path("/dev/shm")
+MAIN_GROUP = "main"  # the Apache parent's group inside a server's group (workers get w<k>)
 STATE_FILE = "state.json"
 ORACLES = ("gsq", "gsed", "srt")
 
@@ -153,14 +154,17 @@ def _client_routes(c: Node, plan: TestbedPlan) -> None:
 
 def server_instance(s: ServerNode, cg: cgroups.CgroupFs | None = None) -> apache.ApacheInstance:
     return apache.ApacheInstance(ns=s.ns, run_dir=state_dir() / s.ns,
-                                 cgroup_enter=cg.enter_command(s.ns) if cg else None)
+                                 cgroup_enter=cg.enter_command(f"{s.ns}/{MAIN_GROUP}") if cg else None)
 
 
 def _start_servers(plan: TestbedPlan, cg: cgroups.CgroupFs, run: Running) -> None:
     _, php = apache.check_installed()
     www = apache.install_www(state_dir())
     for s in plan.servers:
-        run.cgroups[s.ns] = cg.create(s.ns, s.quota_cpus)
+        run.cgroups[s.ns] = cg.create(s.ns, s.quota_cpus, subtree=True)
+        cg.create(f"{s.ns}/{MAIN_GROUP}", None)
+        for k in range(s.workers):
+            run.cgroups[f"{s.ns}/w{k}"] = cg.create(f"{s.ns}/w{k}", plan.cpu_per_core)
         inst = server_instance(s, cg)
         inst.write_config(apache.render_config(
             server_index=s.index, listen=f"0.0.0.0:{plan.port}", workers=s.workers,
@@ -169,7 +173,35 @@ def _start_servers(plan: TestbedPlan, cg: cgroups.CgroupFs, run: Running) -> Non
         pid = inst.start()
         run.procs.setdefault("apache", []).append({"ns": s.ns, "pid": pid, "index": s.index})
     run.save()
+    for s in plan.servers:
+        cap_workers(cg, s)
     _wait_servers_ready(plan)
+
+
+def cap_workers(cg: cgroups.CgroupFs, s: ServerNode, timeout_s: float = 10.0) -> int:
+    """Give every Apache worker of server s its own group limited to one simulated core
+    (cpu_per_core CPUs) inside the server's group (cores x cpu_per_core CPUs): a request then
+    progresses at min(1, cores / n) simulated cores, as the simulator's processor sharing has
+    it -- without this a lone request could use the whole server quota. Waits for the workers
+    prefork starts; returns how many were moved (workers already capped stay)."""
+    main = f"{s.ns}/{MAIN_GROUP}"
+    parent = server_instance(s).pid()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        loose = [p for p in cg.procs(main) if p != parent]
+        capped = sum(len(cg.procs(f"{s.ns}/w{k}")) for k in range(s.workers))
+        if len(loose) + capped >= s.workers or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    free = (f"{s.ns}/w{k}" for k in range(s.workers) if not cg.procs(f"{s.ns}/w{k}"))
+    moved = 0
+    for pid, group in zip(loose, free):
+        try:
+            cg.move(pid, group)
+            moved += 1
+        except OSError:  # the worker exited meanwhile
+            continue
+    return moved
 
 
 def _wait_servers_ready(plan: TestbedPlan, timeout_s: float = 20.0) -> None:
@@ -366,7 +398,7 @@ def down() -> dict[str, Any]:
         cg = None
     if cg is not None:
         for name in filter(sh.TESTBED_NAME.match, cg.groups()):
-            sh.kill_pids(cg.procs(name))
+            sh.kill_pids(cg.procs_all(name))
             cg.remove(name)
             removed["cgroups"].append(name)
     for ns in nss:

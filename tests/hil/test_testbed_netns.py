@@ -100,8 +100,14 @@ def test_up_is_real_and_idempotent(tb123: tuple) -> None:
         assert lim is not None and lim["quota_us"] / lim["period_us"] == pytest.approx(s.quota_cpus, rel=0.01)
         inst = server_instance(s)
         assert inst.running()
-        # the Apache parent and its workers are all inside the server's cgroup
-        assert inst.pid() in cg.procs(s.ns) and len(cg.procs(s.ns)) >= s.workers
+        # the Apache parent and its workers are all inside the server's cgroup, each worker
+        # alone in a child group limited to one simulated core
+        assert inst.pid() in cg.procs(f"{s.ns}/main") and len(cg.procs_all(s.ns)) == s.workers + 1
+        for k in range(s.workers):
+            w = f"{s.ns}/w{k}"
+            assert len(cg.procs(w)) == 1
+            lim = cg.limits(w)
+            assert lim["quota_us"] / lim["period_us"] == pytest.approx(plan.cpu_per_core, rel=0.01)
     # the root namespace holds none of our links
     assert "mlb-" not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
     pids = {p["pid"] for p in load_state().procs["apache"]}
@@ -194,17 +200,24 @@ def test_controller_weights_fallback_and_health(tb123: tuple, tmp_path: Path) ->
     _wait(lambda: list(_frame_weights(shm, 3)) == [1.0, 1.0, 1.0], 2 * cfg.lb.step_s + 1, "static weights published")
 
 
-def test_hil_run_contract_and_cpu_quotas(tb_env: Path, tmp_path: Path) -> None:
-    """`marllb hil run` on servers of 2 and 4 cores with ECMP and equal jobs: the whole run
-    contract, arrived = completed + dropped + in_flight exactly, and the 2-core server's mean
-    service time (measured by PHP) is twice the 4-core one's (within 20 %)."""
+def _cfg24():
+    return config([2, 4], policy="ecmp", cpu_per_core=0.1, duration_s=10.0,
+                  topology={"lbs": 1, "servers": [{"cores": 2, "workers": 32}, {"cores": 4, "workers": 32}]},
+                  traffic={"kind": "poisson", "rate": 8.0, "job": {"dist": "exp", "mean_s": 0.1}})
+
+
+def test_hil_run_writes_the_run_contract(tb_env: Path, tmp_path: Path) -> None:
+    """`marllb hil run` on a small config: the whole run contract plus hil.json, with
+    arrived = completed + dropped + in_flight exactly, the simulator's own arrivals, steps from
+    the msg_out frames with the controller's weights applied, and `marllb plot` working on it."""
     import json
 
+    from experiments.plots import plot_runs
     from experiments.runs import load_run
     from hil.run import run_hil
+    from simulator.run import run_experiment
 
-    cfg = config([2, 4], policy="ecmp", cpu_per_core=0.1, duration_s=12.0,
-                 traffic={"kind": "poisson", "rate": 8.0, "job": {"dist": "deterministic", "mean_s": 0.1}})
+    cfg = _cfg24()
     out = tmp_path / "run"
     run_hil(cfg, out, progress=False, keep_up=True)
     for f in ("config.yaml", "summary.json", "requests.parquet", "steps.parquet", "hil.json"):
@@ -213,13 +226,34 @@ def test_hil_run_contract_and_cpu_quotas(tb_env: Path, tmp_path: Path) -> None:
     s = rd.summary
     assert s["arrived"] == s["completed"] + s["dropped"] + s["in_flight"] == len(rd.requests)
     assert s["completed"] > 0.8 * s["arrived"]
+    sim = run_experiment(cfg, progress=False).requests
+    assert np.array_equal(rd.requests["t_arrive_s"].to_numpy(), sim["t_arrive_s"].to_numpy())
     assert set(rd.steps["server"]) == {0, 1} and rd.steps["in_seq_applied"].max() > 0
-    done = rd.requests[rd.requests["status"] == "completed"]
-    svc = done.groupby("server")["service_s"].mean()
-    assert svc[0] / svc[1] == pytest.approx(2.0, rel=0.2), svc
     info = json.loads((out / "hil.json").read_text())
     assert [x["quota_cpus"] for x in info["servers"]] == pytest.approx([0.2, 0.4])
     assert info["lbs"][0]["stats"]["forwarded"] > 0
+    assert plot_runs([rd], tmp_path / "plots")
+
+
+def test_cpu_quotas_are_real(tb_env: Path, tmp_path: Path) -> None:
+    """ECMP, a burst of equal jobs sent at once: on each server all of them share its quota,
+    so the service time PHP measures per job in the burst is (jobs there) x work / cores -- per
+    job, the 2-core server takes twice as long as the 4-core one (within 20 %)."""
+    from hil.testbed.calibrate import iters_per_cpu_s
+    from hil.testbed.testbed import start_dataplane, up
+
+    cfg = _cfg24()
+    plan = make_plan(cfg)
+    run = up(cfg, plan, start_lbs=False)
+    start_dataplane(cfg, plan, run, tmp_path, controllers=False)
+    sched = uniform_schedule(48, 1e5, n_iter=int(0.1 * plan.cpu_per_core * iters_per_cpu_s()))
+    df = send(plan, sched, tmp_path, timeout_s=20)
+    assert (df["outcome"] == "completed").all(), df["outcome"].value_counts()
+    n = df.groupby("server").size()
+    svc = df.groupby("server")["service_s"].mean()
+    assert n.min() >= 8, n  # both servers well above their core count
+    per_job = svc / n
+    assert per_job[0] / per_job[1] == pytest.approx(2.0, rel=0.2), (n.to_dict(), svc.to_dict())
 
 
 def test_failed_run_leaves_nothing(tb_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,3 +325,37 @@ def _log_rows(ns: str, offset: int) -> list[dict]:
         return parse_access_log(tail)
     finally:
         tmp.unlink()
+
+
+def test_hil_compare_writes_its_report(tb_env: Path, tmp_path: Path) -> None:
+    """`marllb hil compare` on a small scenario (one policy, one seed, calibrated): report.md,
+    compare.json and both plots; the real numbers in compare.json are those of the real run dir,
+    and the calibrated simulation replays the real run's arrivals."""
+    import json
+
+    import pandas as pd
+
+    cfg = _cfg24()
+    cfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"name": "sed"}), "duration_s": 8.0})
+    out = tmp_path / "cmp"
+    subprocess.run([sys.executable, "-m", "experiments.cli", "hil", "compare", _write_cfg(cfg, tmp_path),
+                    "--out", str(out), "--calibrate", "--no-progress"], check=True, timeout=300,
+                   cwd=Path(__file__).resolve().parents[2], env=dict(os.environ))
+    for f in ("report.md", "compare.json", "jct_cdf.png", "server_share.png"):
+        assert (out / f).is_file(), f
+    res = json.loads((out / "compare.json").read_text())
+    (run,) = res["runs"]
+    real = pd.read_parquet(Path(run["real_dir"]) / "requests.parquet")
+    done = real[(real["status"] == "completed") & (real["t_arrive_s"] >= cfg.warmup_s)]
+    assert run["real"]["jct_mean_s"] == pytest.approx(done["jct_s"].mean())
+    assert run["sim_cal"] is not None and run["discrepancy_cal"]["mean"] is not None
+    cal = pd.read_parquet(Path(run["sim_cal_dir"]) / "requests.parquet")
+    assert np.allclose(np.sort(cal["t_arrive_s"]), np.sort(real.loc[real["outcome"] != "not_sent", "t_arrive_s"]))
+
+
+def _write_cfg(cfg, tmp_path: Path) -> str:
+    from experiments.runs import config_to_yaml
+
+    p = tmp_path / "cfg.yaml"
+    p.write_text(config_to_yaml(cfg))
+    return str(p)

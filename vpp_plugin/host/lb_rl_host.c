@@ -356,7 +356,7 @@ parse_flags (int argc, char **argv, host_opts_t *o)
     for (i = 0; i < o->n_servers; i++)
       o->weights[i] = 1.0;
   if (!o->max_servers_set)
-    o->cfg.max_servers = o->n_servers;
+    o->cfg.max_servers = LB_RL_MAX_SERVERS; /* as VPP's lb_rl VIPs: the same region layout */
   else if (o->cfg.max_servers < o->n_servers)
     usage_error ("--max-servers %u: smaller than the %u --server entries", o->cfg.max_servers,
 		 o->n_servers);
