@@ -128,9 +128,11 @@ def test_bench_lists_runs_and_refuses_unknown_names(capfd: pytest.CaptureFixture
     the script's own argparse answers) and names the known ones for a typo."""
     assert main(["bench"]) == 0
     listed = capfd.readouterr().out
-    for name in ("core_speed", "sim_speed", "inference", "controller", "learning"):
+    for name in ("core_speed", "sim_speed", "inference", "controller", "learning", "host_dataplane",
+                 "client_rate", "testbed"):
         assert name in listed
     assert main(["bench", "sim_speed", "--help"]) == 0
     assert "--duration" in capfd.readouterr().out
     assert main(["bench", "sim_sped"]) == 2
-    assert "known: controller, core_speed" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "known: " in err and "controller, core_speed" in err and "sim_speed" in err
