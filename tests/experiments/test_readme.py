@@ -29,7 +29,7 @@ def test_two_command_setup() -> None:
 def test_marllb_commands_in_readme_parse() -> None:
     parser = build_parser()
     for block in re.findall(r"```sh\n(.*?)```", README, re.S):
-        for part in block.split("&&"):
+        for part in re.split(r"&&|\n", block):
             words = shlex.split(part.strip())
             if words[:1] == ["sudo"]:
                 words = words[1:]
