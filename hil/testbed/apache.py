@@ -117,6 +117,7 @@ class ApacheInstance:
     ns: str
     run_dir: Path
     cgroup_enter: str | None = None  # shell snippet that moves the shell into the server's cgroup
+    cpus: tuple[int, ...] = ()  # pin the instance to these CPUs (empty: no pinning)
 
     @property
     def conf(self) -> Path:
@@ -151,6 +152,8 @@ class ApacheInstance:
         self.access_log.unlink(missing_ok=True)
         binary, _ = check_installed()
         cmd = f"exec ip netns exec {self.ns} {binary} -f {self.conf} -k start"
+        if self.cpus:
+            cmd = cmd.replace("exec ", f"exec taskset -c {','.join(map(str, self.cpus))} ", 1)
         if self.cgroup_enter:
             cmd = f"{self.cgroup_enter} && {cmd}"
         sh.run(["sh", "-c", cmd], timeout_s=timeout_s)

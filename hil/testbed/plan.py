@@ -12,14 +12,15 @@ servers, ``hil.cpu_per_core``); nothing here touches the host. Layout (one L2 se
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from simulator.config import ExperimentConfig, UserError
 
-__all__ = ["Node", "ServerNode", "TestbedPlan", "make_plan", "cpu_budget", "SWITCH_NS", "BRIDGE",
+__all__ = ["Node", "ServerNode", "TestbedPlan", "make_plan", "pin_servers", "cpu_budget", "SWITCH_NS", "BRIDGE",
            "VIP", "HTTP_PORT", "MARK_BASE", "state_dir"]
 
 SWITCH_NS = "mlb-sw"
@@ -78,6 +79,7 @@ class ServerNode(Node):
     workers: int = 32
     backlog: int = 128
     quota_cpus: float = 1.0
+    cpus: tuple[int, ...] = ()  # CPUs its processes are pinned to (see pin_servers)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ class TestbedPlan:
     def shape(self) -> dict[str, Any]:
         """What must match for a running testbed to host this plan (network and servers)."""
         return {"clients": len(self.clients), "lbs": len(self.lbs),
-                "servers": [(s.cores, s.workers, s.backlog, round(s.quota_cpus, 6)) for s in self.servers]}
+                "servers": [(s.cores, s.workers, s.backlog, round(s.quota_cpus, 6), list(s.cpus))
+                            for s in self.servers]}
 
 
 def cpu_budget() -> float:
@@ -144,4 +147,22 @@ def make_plan(cfg: ExperimentConfig, where: str = "config") -> TestbedPlan:
             f"set hil.cpu_per_core <= {budget / sum(s.cores for s in servers):.4f}")
     return TestbedPlan(clients=tuple(Node("c", i) for i in range(1, n_clients + 1)),
                        lbs=tuple(Node("lb", k) for k in range(1, n_lbs + 1)),
-                       servers=tuple(servers), cpu_per_core=f)
+                       servers=pin_servers(servers, sorted(os.sched_getaffinity(0))), cpu_per_core=f)
+
+
+def pin_servers(servers: list[ServerNode], cpus: list[int]) -> tuple[ServerNode, ...]:
+    """Pin each server to ceil(quota) CPUs, largest quota first onto the least loaded CPUs.
+
+    Why: CFS hands a group's quota to each CPU's run queue in slices (5 ms by default); a quota
+    of a few ms per period spread over several CPUs is grabbed whole by one of them and the group
+    is throttled on the others while its quota is unused, so the server gets far less than its
+    quota. Pinned to as many CPUs as its quota needs, it gets all of it."""
+    load = {c: 0.0 for c in cpus}
+    pinned: dict[int, tuple[int, ...]] = {}
+    for s in sorted(servers, key=lambda s: (-s.quota_cpus, s.index)):
+        k = min(len(cpus), max(1, math.ceil(s.quota_cpus - 1e-9)))
+        chosen = sorted(sorted(cpus, key=lambda c: (load[c], c))[:k])
+        for c in chosen:
+            load[c] += s.quota_cpus / k
+        pinned[s.index] = tuple(chosen)
+    return tuple(replace(s, cpus=pinned[s.index]) for s in servers)

@@ -48,6 +48,7 @@ def check_prerequisites() -> dict[str, Any]:
         raise UserError(f"`ip netns` does not work here ({cp.stderr.strip()}): "
                         "apt-get install iproute2 (and a kernel with network namespaces)")
     sh.require_tool("ethtool", "apt-get install ethtool")
+    sh.require_tool("taskset", "apt-get install util-linux")
     binary, php = apache.check_installed()
     cg = cgroups.detect()
     from hil.hostbin import host_binary
@@ -154,7 +155,8 @@ def _client_routes(c: Node, plan: TestbedPlan) -> None:
 
 def server_instance(s: ServerNode, cg: cgroups.CgroupFs | None = None) -> apache.ApacheInstance:
     return apache.ApacheInstance(ns=s.ns, run_dir=state_dir() / s.ns,
-                                 cgroup_enter=cg.enter_command(f"{s.ns}/{MAIN_GROUP}") if cg else None)
+                                 cgroup_enter=cg.enter_command(f"{s.ns}/{MAIN_GROUP}") if cg else None,
+                                 cpus=s.cpus)
 
 
 def _start_servers(plan: TestbedPlan, cg: cgroups.CgroupFs, run: Running) -> None:

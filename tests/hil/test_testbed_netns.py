@@ -103,6 +103,7 @@ def test_up_is_real_and_idempotent(tb123: tuple) -> None:
         # the Apache parent and its workers are all inside the server's cgroup, each worker
         # alone in a child group limited to one simulated core
         assert inst.pid() in cg.procs(f"{s.ns}/main") and len(cg.procs_all(s.ns)) == s.workers + 1
+        assert all(os.sched_getaffinity(p) == set(s.cpus) for p in cg.procs_all(s.ns))  # pinned
         for k in range(s.workers):
             w = f"{s.ns}/w{k}"
             assert len(cg.procs(w)) == 1
