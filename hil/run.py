@@ -23,7 +23,7 @@ import pandas as pd
 
 from hil.testbed import sh
 from hil.testbed.collect import contract_requests, summarise
-from hil.testbed.plan import MARK_BASE, TestbedPlan, make_plan, state_dir
+from hil.testbed.plan import MARK_BASE, TestbedPlan, helper_cpus, make_plan, state_dir
 from simulator.config import ExperimentConfig, UserError
 from simulator.results import SimResult
 
@@ -126,7 +126,7 @@ def _start_clients(cfg: ExperimentConfig, plan: TestbedPlan, run: Any, sched: Pa
         if len(plan.lbs) > 1:
             argv += ["--mark-base", str(MARK_BASE)]
         with open(logs / f"{c.name}.log", "ab") as fh:
-            p = subprocess.Popen(sh.in_ns(c.ns, argv), stdout=fh, stderr=subprocess.STDOUT,
+            p = subprocess.Popen(sh.in_ns(c.ns, argv, helper_cpus()), stdout=fh, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL)
         procs.append(p)
         run.procs.setdefault("client", []).append({"ns": c.ns, "pid": p.pid, "index": c.index})

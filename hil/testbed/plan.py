@@ -20,7 +20,7 @@ from typing import Any
 
 from simulator.config import ExperimentConfig, UserError
 
-__all__ = ["Node", "ServerNode", "TestbedPlan", "make_plan", "pin_servers", "cpu_budget", "SWITCH_NS", "BRIDGE",
+__all__ = ["Node", "ServerNode", "TestbedPlan", "make_plan", "pin_servers", "helper_cpus", "cpu_budget", "SWITCH_NS", "BRIDGE",
            "VIP", "HTTP_PORT", "MARK_BASE", "state_dir"]
 
 SWITCH_NS = "mlb-sw"
@@ -151,18 +151,28 @@ def make_plan(cfg: ExperimentConfig, where: str = "config") -> TestbedPlan:
 
 
 def pin_servers(servers: list[ServerNode], cpus: list[int]) -> tuple[ServerNode, ...]:
-    """Pin each server to ceil(quota) CPUs, largest quota first onto the least loaded CPUs.
+    """Pin each server to ceil(quota) of the server CPUs (all but the first, which is kept for
+    the client, the LBs and the controllers: see :func:`helper_cpus`), largest quota first onto
+    the least loaded ones.
 
     Why: CFS hands a group's quota to each CPU's run queue in slices (5 ms by default); a quota
     of a few ms per period spread over several CPUs is grabbed whole by one of them and the group
     is throttled on the others while its quota is unused, so the server gets far less than its
-    quota. Pinned to as many CPUs as its quota needs, it gets all of it."""
-    load = {c: 0.0 for c in cpus}
+    quota. Pinned to as many CPUs as its quota needs, and away from the busy client, it gets all
+    of it."""
+    pool = cpus[1:] or cpus
+    load = {c: 0.0 for c in pool}
     pinned: dict[int, tuple[int, ...]] = {}
     for s in sorted(servers, key=lambda s: (-s.quota_cpus, s.index)):
-        k = min(len(cpus), max(1, math.ceil(s.quota_cpus - 1e-9)))
-        chosen = sorted(sorted(cpus, key=lambda c: (load[c], c))[:k])
+        k = min(len(pool), max(1, math.ceil(s.quota_cpus - 1e-9)))
+        chosen = sorted(sorted(pool, key=lambda c: (load[c], c))[:k])
         for c in chosen:
             load[c] += s.quota_cpus / k
         pinned[s.index] = tuple(chosen)
     return tuple(replace(s, cpus=pinned[s.index]) for s in servers)
+
+
+def helper_cpus() -> tuple[int, ...]:
+    """The CPU the client, the LBs and the controllers run on (the first of this process's;
+    servers are pinned to the others when there are others)."""
+    return tuple(sorted(os.sched_getaffinity(0))[:1])

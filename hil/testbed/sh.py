@@ -32,9 +32,10 @@ class HostCommandError(UserError):
     """A host command failed; the message has the command line and its stderr."""
 
 
-def in_ns(ns: str | None, argv: Sequence[str]) -> list[str]:
-    """argv run inside network namespace ns (None: as is)."""
-    return list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+def in_ns(ns: str | None, argv: Sequence[str], cpus: Sequence[int] = ()) -> list[str]:
+    """argv run inside network namespace ns (None: as is), pinned to cpus if given."""
+    out = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+    return ["taskset", "-c", ",".join(map(str, cpus)), *out] if cpus else out
 
 
 def run(argv: Sequence[str], *, ns: str | None = None, check: bool = True,

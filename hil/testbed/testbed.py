@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hil.testbed import apache, cgroups, sh
-from hil.testbed.plan import BRIDGE, MARK_BASE, PREFIX_LEN, SWITCH_NS, Node, ServerNode, TestbedPlan, state_dir
+from hil.testbed.plan import (BRIDGE, MARK_BASE, PREFIX_LEN, SWITCH_NS, Node, ServerNode, TestbedPlan,
+                              helper_cpus, state_dir)
 from simulator.config import ExperimentConfig, UserError
 
 __all__ = ["check_prerequisites", "up", "down", "status", "start_dataplane", "stop_processes",
@@ -303,7 +304,7 @@ def _spawn(argv: list[str], ns: str, log_path: Path) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{repo}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(repo)
     with open(log_path, "ab") as out:
-        p = subprocess.Popen(sh.in_ns(ns, argv), stdout=out, stderr=subprocess.STDOUT,
+        p = subprocess.Popen(sh.in_ns(ns, argv, helper_cpus()), stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=repo)
     return p.pid
 

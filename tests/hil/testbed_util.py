@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from hil.testbed import sh
-from hil.testbed.plan import TestbedPlan
+from hil.testbed.plan import TestbedPlan, helper_cpus
 from hil.testbed.schedule import Schedule
 from simulator.config import ExperimentConfig, parse_config
 
@@ -66,7 +66,7 @@ def send(plan: TestbedPlan, sched: Schedule, work_dir: Path, *, timeout_s: float
     argv = [sys.executable, "-m", "hil.testbed.client", "--schedule", str(path), "--client", "0",
             "--vip", plan.vip, "--start-wall", repr(t0), "--duration-s", repr(duration), "--out", str(out),
             "--timeout", repr(timeout_s), "--response-bytes", str(response_bytes)]
-    cp = subprocess.run(sh.in_ns(plan.clients[0].ns, argv), capture_output=True, text=True,
+    cp = subprocess.run(sh.in_ns(plan.clients[0].ns, argv, helper_cpus()), capture_output=True, text=True,
                         timeout=duration + timeout_s + 30, cwd=Path(__file__).resolve().parents[2])
     assert cp.returncode == 0, cp.stderr[-2000:]
     return pd.read_parquet(out)
