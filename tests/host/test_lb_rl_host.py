@@ -244,8 +244,8 @@ def test_shm_region_weights_and_fallback(topo: Topo, binary: Path, tmp_path: Pat
         time.sleep(3 * step)
         fa = reg.latest_out()
         assert fa.counters["packets"] == 200 and fa.counters["new_flows"] == 200
-        assert [int(x) for x in fa.servers["n_flow_new"]] == [len(got[i]) for i in range(N_SERVERS)]
-        assert [int(x) for x in fa.servers["packets"]] == [len(got[i]) for i in range(N_SERVERS)]
+        assert [int(x) for x in fa.servers["n_flow_new"][:N_SERVERS]] == [len(got[i]) for i in range(N_SERVERS)]
+        assert [int(x) for x in fa.servers["packets"][:N_SERVERS]] == [len(got[i]) for i in range(N_SERVERS)]
 
         # phase B: the agent sends [0, 0, 1] every 0.1 s: new flows all go to server 2
         stop_writer = threading.Event()
@@ -272,7 +272,7 @@ def test_shm_region_weights_and_fallback(topo: Topo, binary: Path, tmp_path: Pat
             time.sleep(0.3)
             assert reg.status().in_seq_applied > applied_before, "in_seq_applied does not advance"
             fb = reg.latest_out()
-            assert list(fb.servers["weight"]) == [0.0, 0.0, 1.0]
+            assert list(fb.servers["weight"][:N_SERVERS]) == [0.0, 0.0, 1.0]
         finally:
             stop_writer.set()
             th.join()
