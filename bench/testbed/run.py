@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ratio = real_best / sim_best if real_best and sim_best else None
     print(f"\nhighest load with no drops (resolution {resolution:.3f}):")
-    print(f"  simulator {sim_best}  ({rate(sim_best) or 0:.1f} req/s)")
-    print(f"  testbed   {real_best}  ({rate(real_best) or 0:.1f} req/s)")
+    print(f"  simulator {sim_best or 0:.3f}  ({rate(sim_best) or 0:.1f} req/s)")
+    print(f"  testbed   {real_best or 0:.3f}  ({rate(real_best) or 0:.1f} req/s)")
     print(f"  ratio testbed / simulator: {ratio:.3f}" if ratio else "  ratio: -")
     result = {
         "bench": "testbed", "config": str(args.config), "cpu_per_core": args.cpu_per_core,

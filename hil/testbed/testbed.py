@@ -15,26 +15,23 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hil.testbed import apache, cgroups, sh
-from hil.testbed.plan import (BRIDGE, MARK_BASE, PREFIX_LEN, SWITCH_NS, Node, ServerNode, TestbedPlan,
-                              helper_cpus, state_dir)
+from hil.testbed.dataplane import SHM_DIR, controller_policy_args, start_dataplane, stop_processes
+from hil.testbed.network import build_network
+from hil.testbed.plan import ServerNode, TestbedPlan, state_dir
+from hil.testbed.state import Running, load_state
 from simulator.config import ExperimentConfig, UserError
 
-__all__ = ["check_prerequisites", "up", "down", "status", "start_dataplane", "stop_processes",
-           "Running", "load_state", "SHM_DIR", "controller_policy_args"]
+# the whole testbed from one module: its own functions, and the parts' entry points
+__all__ = ["check_prerequisites", "up", "down", "status", "leftovers", "server_instance", "cap_workers",
+           "start_dataplane", "stop_processes", "controller_policy_args", "Running", "load_state"]
 
 log = logging.getLogger("marllb.hil.testbed")
 
-SHM_DIR = Path("/dev/shm")
 MAIN_GROUP = "main"  # the Apache parent's group inside a server's group (workers get w<k>)
-STATE_FILE = "state.json"
-ORACLES = ("gsq", "gsed", "srt")
 
 
 def check_prerequisites() -> dict[str, Any]:
@@ -57,97 +54,6 @@ def check_prerequisites() -> dict[str, Any]:
     host = host_binary(build=True)
     return {"apache2": binary, "php_module": str(php), "cgroup_version": cg.version,
             "cgroup_base": str(cg.base), "lb_rl_host": str(host)}
-
-
-# ---------------------------------------------------------------------------------------------
-# state
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Running:
-    """What is up: the plan's shape and the processes we started (by role)."""
-
-    shape: dict[str, Any]
-    plan: dict[str, Any]
-    procs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    cgroups: dict[str, dict[str, int]] = field(default_factory=dict)
-    cgroup_version: int = 0
-    created_wall_s: float = 0.0
-
-    def save(self) -> None:
-        d = state_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=1, default=str))
-        tmp.replace(d / STATE_FILE)
-
-
-def load_state() -> Running | None:
-    f = state_dir() / STATE_FILE
-    try:
-        return Running(**json.loads(f.read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------
-# network
-# ---------------------------------------------------------------------------------------------
-
-def _link_node(node: Node) -> None:
-    ns = node.ns
-    sh.run(["ip", "netns", "add", ns])
-    sh.run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", node.port,
-            "netns", SWITCH_NS])
-    sh.run(["ip", "-n", ns, "link", "set", "eth0", "address", node.mac])
-    sh.run(["ip", "-n", ns, "addr", "add", f"{node.ip}/{PREFIX_LEN}", "dev", "eth0"])
-    sh.run(["ip", "-n", ns, "link", "set", "lo", "up"])
-    sh.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-    sh.run(["ip", "-n", SWITCH_NS, "link", "set", node.port, "master", BRIDGE, "up"])
-    # full checksums in every frame (a frame the LB re-sends from AF_PACKET is not offloaded)
-    sh.run(["ethtool", "-K", "eth0", "tx", "off"], ns=ns)
-    _sysctl(ns, {"net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.eth0.rp_filter": 0,
-                 "net.ipv4.conf.default.rp_filter": 0})
-
-
-def _sysctl(ns: str, values: dict[str, Any]) -> None:
-    sh.run(["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())], ns=ns)
-
-
-def _build_network(plan: TestbedPlan) -> None:
-    sh.run(["ip", "netns", "add", SWITCH_NS])
-    sh.run(["ip", "-n", SWITCH_NS, "link", "add", BRIDGE, "type", "bridge"])
-    sh.run(["ip", "-n", SWITCH_NS, "link", "set", BRIDGE, "up"])
-    for node in plan.nodes:
-        _link_node(node)
-    for s in plan.servers:
-        # the VIP on lo, never announced or answered by ARP: only the LBs answer for it
-        sh.run(["ip", "-n", s.ns, "addr", "add", f"{plan.vip}/32", "dev", "lo"])
-        _sysctl(s.ns, {"net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2,
-                       "net.ipv4.conf.eth0.arp_ignore": 1, "net.ipv4.conf.eth0.arp_announce": 2,
-                       "net.ipv4.tcp_abort_on_overflow": 1})
-    for c in plan.clients:
-        _client_routes(c, plan)
-
-
-def _client_routes(c: Node, plan: TestbedPlan) -> None:
-    """The edge router's job in the client: the VIP via the LBs. Unmarked flows take a
-    multipath route hashed on the 5-tuple (fib_multipath_hash_policy=1); a socket marked
-    ``MARK_BASE + k`` (the client's own hash) goes through LB k (policy routing table 100+k)."""
-    lbs = plan.lbs
-    _sysctl(c.ns, {"net.ipv4.fib_multipath_hash_policy": 1})
-    if len(lbs) == 1:
-        sh.run(["ip", "-n", c.ns, "route", "add", f"{plan.vip}/32", "via", lbs[0].ip])
-    else:
-        hops: list[str] = []
-        for lb in lbs:
-            hops += ["nexthop", "via", lb.ip]
-        sh.run(["ip", "-n", c.ns, "route", "add", f"{plan.vip}/32", *hops])
-    for k, lb in enumerate(lbs):
-        table = str(100 + k)
-        sh.run(["ip", "-n", c.ns, "route", "add", f"{plan.vip}/32", "via", lb.ip, "table", table])
-        sh.run(["ip", "-n", c.ns, "rule", "add", "fwmark", str(MARK_BASE + k), "table", table])
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,109 +135,6 @@ def _wait_servers_ready(plan: TestbedPlan, timeout_s: float = 20.0) -> None:
 # data plane and controllers
 # ---------------------------------------------------------------------------------------------
 
-def controller_policy_args(cfg: ExperimentConfig, n_servers: int) -> list[str]:
-    """``marllb hil controller`` arguments for the config's policy. Oracles read true server
-    state: simulator only. A checkpoint must match the topology (checked here, before anything
-    starts)."""
-    name = cfg.policy.name
-    if name in ORACLES:
-        raise UserError(f"policy.name: {name!r} is an oracle that reads true server state; it "
-                        "exists only in the simulator (use ecmp, wcmp, awcmp, lsq, sed, lsq2, sed2 or agent)")
-    if name == "agent":
-        ckpt = cfg.policy.checkpoint
-        if not ckpt:
-            raise UserError("policy.checkpoint: policy 'agent' needs a checkpoint path")
-        if not Path(ckpt).is_file():
-            raise UserError(f"policy.checkpoint: {ckpt}: no such file")
-        from hil.controller import CheckpointPolicy
-
-        CheckpointPolicy(ckpt, None, n_servers)  # UserError if it was trained for another topology
-        return ["--checkpoint", ckpt]
-    return ["--policy", name if name in ("ecmp", "wcmp", "sed", "awcmp") else "static"]
-
-
-def start_dataplane(cfg: ExperimentConfig, plan: TestbedPlan, run: Running, log_dir: Path,
-                    *, seed: int = 0, static_weights: list[float] | None = None,
-                    controllers: bool = True) -> list[Path]:
-    """Start one ``lb_rl_host`` and (with ``controllers``) one controller per LB; any running
-    ones are stopped first. ``static_weights`` overrides the policy's static weights (ecmp: all
-    1, else the cores). Returns the shm region paths (lb1 .. lbK)."""
-    from hil.hostbin import host_binary
-    from simulator.policies import CORE_POLICY
-
-    ctl_args = controller_policy_args(cfg, len(plan.servers))
-    stop_processes(run, roles=("controller", "lb"))
-    binary = host_binary(build=True)
-    core_policy = CORE_POLICY.get(cfg.policy.name, "sed")
-    static = static_weights or ([1.0] * len(plan.servers) if cfg.policy.name == "ecmp" else plan.cores)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    shms = []
-    for k, lb in enumerate(plan.lbs):
-        shm = SHM_DIR / f"mlb-{lb.name}.shm"
-        shm.unlink(missing_ok=True)
-        argv = [str(binary), "--interface", "eth0", "--vip", plan.vip, "--vip-port", str(plan.port),
-                *[a for s in plan.servers for a in ("--server", f"{s.ip}={s.mac}")],
-                "--weights", ",".join(f"{w:g}" for w in static), "--policy", core_policy,
-                "--step", f"{cfg.lb.step_s:g}", "--fallback", f"{cfg.hil.fallback_s:g}",
-                "--shm", str(shm), "--seed", str(seed * 1000 + k + 1),
-                "--table-size", str(cfg.lb.table_size), "--flow-timeout", f"{cfg.lb.flow_timeout_s:g}",
-                "--reservoir-size", str(cfg.lb.reservoir_size), "--sample-prob", f"{cfg.lb.sample_prob:g}",
-                "--stats-json", str(log_dir / f"{lb.name}.stats.json")]
-        pid = _spawn(argv, lb.ns, log_dir / f"{lb.name}.log")
-        run.procs.setdefault("lb", []).append({"ns": lb.ns, "pid": pid, "index": lb.index,
-                                               "shm": str(shm), "argv": argv})
-        run.save()
-        _wait_file(shm, pid, log_dir / f"{lb.name}.log")
-        shms.append(shm)
-    import sys
-
-    for lb, shm in zip(plan.lbs, shms if controllers else []):
-        argv = [sys.executable, "-m", "experiments.cli", "hil", "controller", "--shm", str(shm),
-                *ctl_args, "--servers", ",".join(f"{s.ip}:{plan.port}" for s in plan.servers),
-                "--cores", ",".join(f"{c:g}" for c in plan.cores), "--step", f"{cfg.lb.step_s:g}",
-                "--health", cfg.hil.health, "--health-path", "/work.php?n=0&b=0",
-                "--metrics-addr", lb.ip, "--log-json"]
-        pid = _spawn(argv, lb.ns, log_dir / f"{lb.name}.controller.log")
-        run.procs.setdefault("controller", []).append({"ns": lb.ns, "pid": pid, "index": lb.index,
-                                                       "argv": argv})
-    run.save()
-    return shms
-
-
-def _spawn(argv: list[str], ns: str, log_path: Path) -> int:
-    """Start argv in namespace ns as a daemon of its own session (outlives this process)."""
-    repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = f"{repo}{os.pathsep}{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(repo)
-    with open(log_path, "ab") as out:
-        p = subprocess.Popen(sh.in_ns(ns, argv, helper_cpus()), stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=repo)
-    return p.pid
-
-
-def _wait_file(path: Path, pid: int, log_path: Path, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if not sh.pid_alive(pid):
-            raise UserError(f"lb_rl_host exited at start: {log_path.read_text(errors='replace').strip()[-800:]}")
-        if time.monotonic() > deadline:
-            raise UserError(f"lb_rl_host did not create {path} within {timeout_s:.0f} s")
-        time.sleep(0.02)
-
-
-def stop_processes(run: Running, roles: tuple[str, ...]) -> None:
-    for role in roles:
-        pids = [p["pid"] for p in run.procs.get(role, [])]
-        left = sh.kill_pids(pids)
-        if left:
-            raise UserError(f"{role} processes {left} would not exit")
-        run.procs[role] = []
-    run.save()
-
-
-# ---------------------------------------------------------------------------------------------
-# up / down / status
-# ---------------------------------------------------------------------------------------------
 
 def up(cfg: ExperimentConfig, plan: TestbedPlan, *, start_lbs: bool = True) -> Running:
     """Bring the testbed for plan up (idempotent). With start_lbs, also the LBs and controllers
@@ -352,7 +155,7 @@ def up(cfg: ExperimentConfig, plan: TestbedPlan, *, start_lbs: bool = True) -> R
         state_dir().mkdir(parents=True, exist_ok=True)
         run.save()
         try:
-            _build_network(plan)
+            build_network(plan)
             _start_servers(plan, cg, run)
         except BaseException:
             down()

@@ -208,9 +208,10 @@ def _cfg24():
 
 
 def test_hil_run_writes_the_run_contract(tb_env: Path, tmp_path: Path) -> None:
-    """`marllb hil run` on a small config: the whole run contract plus hil.json, with
-    arrived = completed + dropped + in_flight exactly, the simulator's own arrivals, steps from
-    the msg_out frames with the controller's weights applied, and `marllb plot` working on it."""
+    """`marllb hil run` on a small config with two LBs: the whole run contract plus hil.json,
+    with arrived = completed + dropped + in_flight exactly, the simulator's own arrivals, steps
+    from both LBs' msg_out frames with the controllers' weights applied, and `marllb plot`
+    working on it."""
     import json
 
     from experiments.plots import plot_runs
@@ -219,6 +220,7 @@ def test_hil_run_writes_the_run_contract(tb_env: Path, tmp_path: Path) -> None:
     from simulator.run import run_experiment
 
     cfg = _cfg24()
+    cfg = cfg.model_copy(update={"topology": cfg.topology.model_copy(update={"lbs": 2})})
     out = tmp_path / "run"
     run_hil(cfg, out, progress=False, keep_up=True)
     for f in ("config.yaml", "summary.json", "requests.parquet", "steps.parquet", "hil.json"):
@@ -232,7 +234,12 @@ def test_hil_run_writes_the_run_contract(tb_env: Path, tmp_path: Path) -> None:
     assert set(rd.steps["server"]) == {0, 1} and rd.steps["in_seq_applied"].max() > 0
     info = json.loads((out / "hil.json").read_text())
     assert [x["quota_cpus"] for x in info["servers"]] == pytest.approx([0.2, 0.4])
-    assert info["lbs"][0]["stats"]["forwarded"] > 0
+    # two LBs: the client sends each request through the LB the schedule names (socket mark ->
+    # policy route); each LB's own counters saw exactly its share of the flows
+    for k, lb in enumerate(info["lbs"]):
+        mine = rd.requests[(rd.requests["lb"] == k) & (rd.requests["outcome"] != "not_sent")]
+        assert len(mine) > 0 and lb["stats"]["core"]["new_flows"] == len(mine)
+    assert set(rd.steps["lb"]) == {0, 1}
     assert plot_runs([rd], tmp_path / "plots")
 
 
