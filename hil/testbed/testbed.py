@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 from hil.testbed import apache, cgroups, sh
@@ -228,7 +229,9 @@ def leftovers() -> dict[str, list[str]]:
         groups = cgroups.detect().groups()
     except UserError:
         groups = []
-    return {"namespaces": [n for n in sh.namespaces() if sh.TESTBED_NAME.match(n)],
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if "/netns/" in line and sh.TESTBED_NAME.match(line.split()[4].rsplit("/", 1)[-1])]
+    return {"mounts": mounts, "namespaces": [n for n in sh.namespaces() if sh.TESTBED_NAME.match(n)],
             "cgroups": [g for g in groups if sh.TESTBED_NAME.match(g)],
             "shm": sorted(str(f) for f in SHM_DIR.glob("mlb-lb*.shm"))}
 
