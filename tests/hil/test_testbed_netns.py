@@ -201,6 +201,35 @@ def test_controller_weights_fallback_and_health(tb123: tuple, tmp_path: Path) ->
     _wait(lambda: list(_frame_weights(shm, 3)) == [1.0, 1.0, 1.0], 2 * cfg.lb.step_s + 1, "static weights published")
 
 
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint for train_tiny's 2 servers (the fairness-potential agent: nothing to learn)."""
+    out = tmp_path_factory.mktemp("ckpt")
+    subprocess.run([sys.executable, "-m", "experiments.cli", "train", "experiments/configs/train_tiny.yaml",
+                    "--algo", "fairness", "--episodes", "1", "--out", str(out)], check=True,
+                   capture_output=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
+    return out / "last.pt"
+
+
+def test_hil_run_with_a_checkpoint(tb_env: Path, tmp_path: Path, tiny_ckpt: Path) -> None:
+    """policy: agent -- the controller runs the checkpoint on the LB's frames (the env's own
+    observation builder) and its weights are the ones in force on the testbed."""
+    pytest.importorskip("torch", reason="policy agent needs the rl extra (torch)")
+    from experiments.runs import load_run
+    from hil.run import run_hil
+
+    cfg = config([1, 3], policy={"name": "agent", "checkpoint": str(tiny_ckpt)}, duration_s=5.0, cpu_per_core=0.2,
+                 traffic={"kind": "poisson", "load": 0.6, "job": {"dist": "exp", "mean_s": 0.05}})
+    run_hil(cfg, tmp_path / "agent", progress=False)
+    rd = load_run(tmp_path / "agent")
+    s = rd.summary
+    assert s["policy"] == "agent" and s["completed"] > 0.8 * s["arrived"]
+    applied = rd.steps[rd.steps["in_seq_applied"] > 0]
+    assert len(applied) > 0
+    # the agent's weights are levels {1.0, 1.2, ..., 2.0}, not the static 1:3
+    assert set(np.round(applied["weight"], 6)) <= {1.0, 1.2, 1.4, 1.6, 1.8, 2.0}
+
+
 def _cfg24():
     return config([2, 4], policy="ecmp", cpu_per_core=0.1, duration_s=10.0,
                   topology={"lbs": 1, "servers": [{"cores": 2, "workers": 32}, {"cores": 4, "workers": 32}]},
@@ -292,7 +321,7 @@ def test_failed_run_leaves_nothing(tb_env: Path, tmp_path: Path, monkeypatch: py
     assert not [p for p in pids if sh.pid_alive(p)]
 
 
-def test_bad_input_is_one_clear_error_and_leaves_nothing(tb_env: Path, tmp_path: Path) -> None:
+def test_bad_input_is_one_clear_error_and_leaves_nothing(tb_env: Path, tmp_path: Path, tiny_ckpt: Path) -> None:
     from hil.hostbin import host_binary
     from hil.run import run_hil
     from hil.testbed.testbed import leftovers
@@ -304,11 +333,7 @@ def test_bad_input_is_one_clear_error_and_leaves_nothing(tb_env: Path, tmp_path:
     with pytest.raises(UserError, match=r"oracle"):
         run_hil(config([1, 2], policy="gsq"), tmp_path / "oracle", progress=False)
     # a checkpoint trained for 2 servers, on a 3-server testbed
-    ckpt = tmp_path / "tiny"
-    subprocess.run([sys.executable, "-m", "experiments.cli", "train", "experiments/configs/train_tiny.yaml",
-                    "--algo", "fairness", "--episodes", "1", "--out", str(ckpt)], check=True,
-                   capture_output=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
-    agent = config([1, 2, 3], policy={"name": "agent", "checkpoint": str(ckpt / "last.pt")})
+    agent = config([1, 2, 3], policy={"name": "agent", "checkpoint": str(tiny_ckpt)})
     with pytest.raises(UserError, match=r"2 servers"):
         run_hil(agent, tmp_path / "ckpt", progress=False)
     cp = subprocess.run([str(host_binary()), "--interface", "mlb-nosuch0", "--vip", "198.19.0.1",

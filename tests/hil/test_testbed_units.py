@@ -111,3 +111,20 @@ def test_records_become_the_run_contract() -> None:
     # busy = CPU the server's requests used in the window / (quota x window)
     assert s["per_server"][0]["busy_fraction"] == pytest.approx(0.01 / (0.1 * 10.0))
     assert s["per_server"][1]["busy_fraction"] == pytest.approx(0.02 / (0.2 * 10.0))
+
+
+def test_prerequisites_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`up` checks before it creates anything: each missing piece is one error with its fix."""
+    import shutil
+
+    from hil.testbed import testbed
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(UserError, match="needs root.*sudo"):
+        testbed.check_prerequisites()
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "apache2" else real_which(name))
+    if real_which("ip") and real_which("ethtool") and real_which("taskset"):
+        with pytest.raises(UserError, match="apache2 not found: apt-get install apache2 libapache2-mod-php"):
+            testbed.check_prerequisites()
