@@ -64,7 +64,7 @@ OUTCOMES = ("completed", "refused", "reset", "timeout", "http_error", "not_sent"
 (COMPLETED, REFUSED, RESET, TIMEOUT, HTTP_ERROR, NOT_SENT, IN_FLIGHT) = range(len(OUTCOMES))
 COLUMNS = ("id", "client", "lb", "t_arrive_s", "t_send_s", "t_connect_s", "t_first_byte_s",
            "t_last_byte_s", "outcome", "http_status", "server", "service_s", "cpu_s",
-           "t_server_start_s", "work_s", "n_iter", "bytes", "errno")
+           "t_server_start_s", "work_s", "n_iter", "bytes", "errno", "worker_pid", "cpu_start_s")
 
 SO_MARK = getattr(socket, "SO_MARK", 36)
 LINGER0 = struct.pack("ii", 1, 0)
@@ -106,6 +106,8 @@ class _Results:
         self.service = [nan] * n
         self.cpu = [nan] * n
         self.start_wall = [nan] * n
+        self.pid = [-1] * n
+        self.cpu_start = [nan] * n
         self.nbytes = [0] * n
         self.err = [0] * n
 
@@ -207,6 +209,10 @@ def run_client(rows: dict[str, np.ndarray], *, vip: str, port: int, start_wall: 
                     res.cpu[i] = float(val)
                 elif name == "x-start-wall":
                     res.start_wall[i] = float(val)
+                elif name == "x-pid":
+                    res.pid[i] = int(val)
+                elif name == "x-cpu-start":
+                    res.cpu_start[i] = float(val)
             except ValueError:
                 log.debug("request row %d: bad header %r", i, line)
 
@@ -417,6 +423,8 @@ def to_frame(rows: dict[str, np.ndarray], res: _Results, start_wall: float) -> A
         "n_iter": rows["n_iter"].astype(np.int64),
         "bytes": np.array(res.nbytes, dtype=np.int64),
         "errno": np.array(res.err, dtype=np.int32),
+        "worker_pid": np.array(res.pid, dtype=np.int32),
+        "cpu_start_s": np.array(res.cpu_start, dtype=np.float64),
     }, columns=list(COLUMNS))
 
 

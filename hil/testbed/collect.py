@@ -23,7 +23,7 @@ import pandas as pd
 
 from simulator.config import ExperimentConfig
 
-__all__ = ["contract_requests", "summarise", "DROP_OUTCOMES"]
+__all__ = ["contract_requests", "summarise", "between_scripts_cpu", "DROP_OUTCOMES"]
 
 DROP_OUTCOMES = ("refused", "reset", "http_error", "timeout")
 
@@ -73,7 +73,33 @@ def contract_requests(records: pd.DataFrame, cfg: ExperimentConfig, timeout_s: f
         if c not in out.columns:
             out[c] = df[c].to_numpy()
     out["lateness_s"] = df["t_send_s"].to_numpy(dtype=float) - t_arr
+    out["overhead_cpu_s"] = between_scripts_cpu(out)
     return out
+
+
+def between_scripts_cpu(req: pd.DataFrame) -> np.ndarray:
+    """Per request, the CPU its Apache worker spent since the end of its previous script: the
+    server's own work around a request (finishing and logging the previous one, accepting and
+    parsing this one, and any health-probe connection handled in between), which the PHP
+    script's CPU time (cpu_s) leaves out. From the worker's CPU total at script start
+    (cpu_start_s) minus the previous script's start plus its cpu_s, per (server, worker pid);
+    NaN for a worker's first request in the run or without those headers."""
+    out = np.full(len(req), np.nan)
+    if not {"worker_pid", "cpu_start_s", "cpu_s"} <= set(req.columns):
+        return out
+    d = pd.DataFrame({"server": req["server"].to_numpy(), "pid": req["worker_pid"].to_numpy(),
+                      "c0": req["cpu_start_s"].to_numpy(dtype=float), "c": req["cpu_s"].to_numpy(dtype=float)})
+    d = d[(d["pid"] > 0) & np.isfinite(d["c0"]) & np.isfinite(d["c"])]
+    d = d.sort_values(["server", "pid", "c0"], kind="stable")
+    prev_end = (d["c0"] + d["c"]).groupby([d["server"], d["pid"]]).shift(1)
+    gap = (d["c0"] - prev_end).to_numpy()
+    out[d.index.to_numpy()] = np.where(gap >= 0, gap, np.nan)
+    return out
+
+
+def _median(x: np.ndarray) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else None
 
 
 def _pct(x: np.ndarray, q: float) -> float | None:
@@ -101,6 +127,8 @@ def summarise(req: pd.DataFrame, cfg: ExperimentConfig, cores: list[float], quot
                            "mean_jobs": float(np.nansum(req["sojourn_s"].to_numpy()[mine & in_window]) / window),
                            "cores": cores[i],
                            "quota_cpus": q,
+                           "overhead_cpu_median_s": _median(req["overhead_cpu_s"].to_numpy(float)[mine])
+                           if "overhead_cpu_s" in req else None,
                            "refused": int(np.sum(mine & (status == "dropped")))})
     bx = np.array(busy)
     jain = float(bx.sum() ** 2 / (len(bx) * (bx ** 2).sum())) if (bx ** 2).sum() > 0 else 1.0

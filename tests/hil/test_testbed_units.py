@@ -128,3 +128,18 @@ def test_prerequisites_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     if real_which("ip") and real_which("ethtool") and real_which("taskset"):
         with pytest.raises(UserError, match="apache2 not found: apt-get install apache2 libapache2-mod-php"):
             testbed.check_prerequisites()
+
+
+def test_cpu_between_scripts_per_worker() -> None:
+    """A worker's CPU total at script start minus where its previous script ended (start +
+    cpu_s): what Apache spent around the request; a worker's first request has none."""
+    from hil.testbed.collect import between_scripts_cpu
+
+    req = pd.DataFrame({"server": [0, 0, 0, 1, 0],
+                        "worker_pid": [11, 12, 11, 11, 11],
+                        "cpu_start_s": [1.000, 5.0, 1.012, 7.0, 1.030],
+                        "cpu_s": [0.010, 0.2, 0.015, 0.1, 0.01]})
+    got = between_scripts_cpu(req)
+    assert np.isnan(got[0]) and np.isnan(got[1]) and np.isnan(got[3])  # first of (server, pid)
+    assert got[2] == pytest.approx(0.002) and got[4] == pytest.approx(0.003)
+    assert np.isnan(between_scripts_cpu(req.drop(columns=["worker_pid"]))).all()
