@@ -15,15 +15,21 @@ import logging
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hil.testbed import sh
+from hil.testbed import cgroups, sh
+from hil.testbed.calibrate import iters_per_cpu_s, load_calibration
 from hil.testbed.collect import contract_requests, summarise
 from hil.testbed.plan import MARK_BASE, TestbedPlan, helper_cpus, make_plan, state_dir
+from hil.testbed.recorder import StepRecorder, wait_applied
+from hil.testbed.schedule import build_schedule
+from hil.testbed.testbed import (cap_workers, controller_policy_args, down, load_state, start_dataplane,
+                                 stop_processes, up)
 from simulator.config import ExperimentConfig, UserError
 from simulator.results import SimResult
 
@@ -39,10 +45,7 @@ FIRST_WEIGHTS_TIMEOUT_S = 5.0
 def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
             keep_up: bool | None = None) -> SimResult:
     """Run cfg on the testbed and write the run directory. Returns the result tables."""
-    from experiments.runs import _clear_outputs, config_to_yaml, write_run
-    from hil.testbed.calibrate import iters_per_cpu_s, load_calibration
-    from hil.testbed.testbed import (controller_policy_args, down, load_state, start_dataplane,
-                                     stop_processes, up)
+    from experiments.runs import _clear_outputs, config_to_yaml, write_run  # experiments wires us
 
     plan = make_plan(cfg)
     controller_policy_args(cfg, len(plan.servers))  # policy/checkpoint errors before anything starts
@@ -60,14 +63,10 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
     try:
         _cap_all_workers(plan)  # an Apache restarted since `up` has uncapped workers
         shms = start_dataplane(cfg, plan, run, logs, seed=cfg.seed)
-        from hil.testbed.recorder import StepRecorder, wait_applied
-
         first_weights = wait_applied(shms, FIRST_WEIGHTS_TIMEOUT_S)
         if not first_weights:
             log.warning("controllers wrote no weights within %.0f s: the run starts on static weights",
                         FIRST_WEIGHTS_TIMEOUT_S)
-        from hil.testbed.schedule import build_schedule
-
         sched = build_schedule(cfg, iters_per_cpu_s=iters, cpu_per_core=plan.cpu_per_core,
                                n_lbs=len(plan.lbs), n_clients=len(plan.clients))
         sched_path = logs / "schedule.npz"
@@ -104,9 +103,6 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
 
 
 def _cap_all_workers(plan: TestbedPlan) -> None:
-    from hil.testbed import cgroups
-    from hil.testbed.testbed import cap_workers
-
     cg = cgroups.detect()
     for s in plan.servers:
         cap_workers(cg, s)
@@ -114,8 +110,6 @@ def _cap_all_workers(plan: TestbedPlan) -> None:
 
 def _start_clients(cfg: ExperimentConfig, plan: TestbedPlan, run: Any, sched: Path, logs: Path,
                    t0: float) -> list[subprocess.Popen[bytes]]:
-    import sys
-
     procs = []
     for i, c in enumerate(plan.clients):
         argv = [sys.executable, "-m", "hil.testbed.client", "--schedule", str(sched), "--client", str(i),
@@ -194,8 +188,6 @@ def _copy_access_logs(plan: TestbedPlan, offsets: dict[str, int], dest: Path) ->
 
 
 def _cgroup_stats(plan: TestbedPlan) -> dict[str, dict[str, int]]:
-    from hil.testbed import cgroups
-
     try:
         cg = cgroups.detect()
     except UserError:
@@ -235,14 +227,17 @@ def _hil_info(cfg: ExperimentConfig, plan: TestbedPlan, run: Any, ctl_argv: list
     throttled = {ns: {k: cg_after.get(ns, {}).get(k, 0) - cg_before.get(ns, {}).get(k, 0)
                       for k in cg_after.get(ns, {})} for ns in cg_after}
     return {
-        "what": {"traffic": "client", "lb": "host", "servers": "apache", "agent": "process"},
+        "what": {"traffic": cfg.hil.traffic, "lb": cfg.hil.lb, "servers": cfg.hil.servers,
+                 "agent": cfg.hil.agent, "policy": cfg.policy.name, "checkpoint": cfg.policy.checkpoint},
         "t0_wall_s": t0,
         "vip": plan.vip,
         "namespaces": {"clients": [c.ns for c in plan.clients], "lbs": [lb.ns for lb in plan.lbs],
                        "servers": [s.ns for s in plan.servers]},
         "servers": [{"id": s.index - 1, "ns": s.ns, "ip": s.ip, "mac": s.mac, "cores": s.cores,
                      "workers": s.workers, "backlog": s.backlog, "quota_cpus": s.quota_cpus,
+                     "worker_quota_cpus": plan.cpu_per_core, "pinned_cpus": list(s.cpus),
                      "cgroup": run.cgroups.get(s.ns)} for s in plan.servers],
+        "helper_cpus": list(helper_cpus()),
         "cpu_per_core": plan.cpu_per_core,
         "iters_per_cpu_s": iters,
         "calibration": {k: v for k, v in (calibration or {}).items() if k != "samples"},

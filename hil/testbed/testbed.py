@@ -62,9 +62,15 @@ def check_prerequisites() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 def server_instance(s: ServerNode, cg: cgroups.CgroupFs | None = None) -> apache.ApacheInstance:
-    return apache.ApacheInstance(ns=s.ns, run_dir=state_dir() / s.ns,
-                                 cgroup_enter=cg.enter_command(f"{s.ns}/{MAIN_GROUP}") if cg else None,
-                                 cpus=s.cpus)
+    """Server s's Apache; started, it enters the server's cgroup (when that exists) and CPUs."""
+    if cg is None:
+        try:
+            cg = cgroups.detect()
+        except UserError:
+            cg = None
+    main = f"{s.ns}/{MAIN_GROUP}"
+    enter = cg.enter_command(main) if cg is not None and cg.path(main).is_dir() else None
+    return apache.ApacheInstance(ns=s.ns, run_dir=state_dir() / s.ns, cgroup_enter=enter, cpus=s.cpus)
 
 
 def _start_servers(plan: TestbedPlan, cg: cgroups.CgroupFs, run: Running) -> None:
@@ -72,7 +78,7 @@ def _start_servers(plan: TestbedPlan, cg: cgroups.CgroupFs, run: Running) -> Non
     www = apache.install_www(state_dir())
     for s in plan.servers:
         run.cgroups[s.ns] = cg.create(s.ns, s.quota_cpus, subtree=True)
-        cg.create(f"{s.ns}/{MAIN_GROUP}", None)
+        cg.create(f"{s.ns}/{MAIN_GROUP}", None)  # before server_instance: it enters this group
         for k in range(s.workers):
             run.cgroups[f"{s.ns}/w{k}"] = cg.create(f"{s.ns}/w{k}", plan.cpu_per_core)
         inst = server_instance(s, cg)
@@ -133,9 +139,8 @@ def _wait_servers_ready(plan: TestbedPlan, timeout_s: float = 20.0) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# data plane and controllers
+# up / down / status
 # ---------------------------------------------------------------------------------------------
-
 
 def up(cfg: ExperimentConfig, plan: TestbedPlan, *, start_lbs: bool = True) -> Running:
     """Bring the testbed for plan up (idempotent). With start_lbs, also the LBs and controllers
