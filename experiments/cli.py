@@ -243,7 +243,10 @@ def cmd_hil_run(args: argparse.Namespace) -> int:
     from experiments.runs import run_name
     from hil.run import run_hil
 
+    from hil.testbed.plan import make_plan
+
     cfg = _load(args.config, args.set)
+    make_plan(cfg, args.config)  # a config this machine cannot host: the error names the file
     out = Path(args.out) if args.out else Path("runs") / ("hil_" + run_name(cfg))
     result = run_hil(cfg, out, progress=not args.no_progress, keep_up=True if args.keep_up else None)
     print_summary_table([(out.name, result.summary)], per_server=True)
@@ -255,9 +258,18 @@ def cmd_hil_compare(args: argparse.Namespace) -> int:
     from hil.compare import compare
     from hil.run import run_hil
 
+    from hil.testbed.plan import make_plan
+
     cfg = _load(args.config, args.set)
+    make_plan(cfg, args.config)
     policies = _split_list(args.policies, "policies") if args.policies else [cfg.policy.name]
     seeds = [int(x) for x in _split_list(args.seeds, "seeds")] if args.seeds else [cfg.seed]
+    from hil.testbed.dataplane import ORACLES
+
+    oracles = [p for p in policies if p in ORACLES]
+    if oracles:
+        raise UserError(f"--policies: {', '.join(oracles)} read true server state and exist only in the "
+                        "simulator; the testbed runs ecmp, wcmp, awcmp, lsq, sed, lsq2, sed2 and agent")
 
     def run_real(c: ExperimentConfig, out: Path) -> Path:
         run_hil(c, out, progress=False, keep_up=True)

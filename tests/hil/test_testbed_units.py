@@ -143,3 +143,21 @@ def test_cpu_between_scripts_per_worker() -> None:
     assert np.isnan(got[0]) and np.isnan(got[1]) and np.isnan(got[3])  # first of (server, pid)
     assert got[2] == pytest.approx(0.002) and got[4] == pytest.approx(0.003)
     assert np.isnan(between_scripts_cpu(req.drop(columns=["worker_pid"]))).all()
+
+
+def test_cli_refuses_what_the_testbed_cannot_run(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before anything is built: a config this machine cannot host names the file and field;
+    oracle policies are refused by name; nothing is written."""
+    from experiments.cli import main
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text("topology: {lbs: 1, servers: [{cores: 1}, {cores: 1}]}\nhil: {cpu_per_core: 0.9}\n")
+    assert main(["hil", "run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capfd.readouterr().err
+    assert f"{cfg}: hil.cpu_per_core" in err and "1.80 CPUs" in err
+    assert main(["hil", "compare", "experiments/configs/hil_small.yaml", "--out", str(tmp_path / "cmp"),
+                 "--policies", "sed,gsq"]) == 2
+    assert "gsq" in capfd.readouterr().err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cmp").exists()
