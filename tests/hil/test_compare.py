@@ -21,9 +21,8 @@ import yaml
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
 from experiments.runs import config_to_yaml, run_one  # noqa: E402
-from hil.compare import (  # noqa: E402
-    REPORT_FILES, _capacity, calibrated_config, compare, compare_runs, fit_calibration,
-)
+from hil.calibration import _capacity, calibrated_config, fit_calibration  # noqa: E402
+from hil.compare import REPORT_FILES, compare, compare_runs  # noqa: E402
 from simulator.config import ConfigError, ExperimentConfig, UserError, parse_config  # noqa: E402
 from simulator.traffic import make_source  # noqa: E402
 
