@@ -90,9 +90,11 @@ def _split(df, n: int) -> np.ndarray:
 
 def test_up_is_real_and_idempotent(tb123: tuple) -> None:
     from hil.testbed import cgroups
-    from hil.testbed.testbed import load_state, server_instance, up
+    from hil.testbed.calibrate import iters_per_cpu_s
+    from hil.testbed.testbed import load_state, server_instance, status, up
 
     cfg, plan, run = tb123
+    iters_per_cpu_s()  # calibrated once per machine (here: per test session)
     assert set(plan.namespaces) <= set(sh.namespaces())
     cg = cgroups.detect()
     for s in plan.servers:
@@ -111,6 +113,10 @@ def test_up_is_real_and_idempotent(tb123: tuple) -> None:
             assert lim["quota_us"] / lim["period_us"] == pytest.approx(plan.cpu_per_core, rel=0.01)
     # the root namespace holds none of our links
     assert "mlb-" not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+    st = status()  # what `marllb hil status` prints
+    assert st["up"] and set(plan.namespaces) <= set(st["namespaces"])
+    assert all(p["alive"] for p in st["procs"]["apache"]) and st["calibration"] is not None
+    assert st["cgroups"]["mlb-s3"]["quota_us"] / st["cgroups"]["mlb-s3"]["period_us"] == pytest.approx(0.3, rel=0.01)
     pids = {p["pid"] for p in load_state().procs["apache"]}
     up(cfg, plan, start_lbs=False)  # same shape: kept as is
     assert {p["pid"] for p in load_state().procs["apache"]} == pids
