@@ -231,9 +231,10 @@ def cmd_hil_status(args: argparse.Namespace) -> int:
 def cmd_hil_calibrate(args: argparse.Namespace) -> int:
     from hil.testbed.calibrate import calibrate, calibration_path
 
-    cal = calibrate()
+    cal = calibrate(args.cpu_per_core)
     lo, hi = cal["rate_spread"]
-    print(f"PHP: {cal['iters_per_cpu_s']:.4g} loop iterations per CPU-second "
+    under = "no CPU quota" if args.cpu_per_core is None else f"a worker's quota of {args.cpu_per_core:g} CPU"
+    print(f"PHP under {under}: {cal['iters_per_cpu_s']:.4g} loop iterations per CPU-second "
           f"(median of {len(cal['samples'])} requests of n={cal['n_iter']}; spread {lo:.4g}..{hi:.4g})")
     print(f"stored in {calibration_path()}")
     return 0
@@ -279,8 +280,8 @@ def cmd_hil_compare(args: argparse.Namespace) -> int:
 
     was_up = load_state() is not None
     try:
-        report = compare(cfg, Path(args.out), policies=policies, seeds=seeds,
-                         calibrate=args.calibrate, run_real=run_real, progress=not args.no_progress)
+        report = compare(cfg, Path(args.out), policies=policies, seeds=seeds, calibrate=args.calibrate,
+                         fitted_cores=args.fitted_cores, run_real=run_real, progress=not args.no_progress)
     finally:
         if not was_up:
             down()
@@ -447,8 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_hil_down)
     hil_sub.add_parser("status", help="what is up, process liveness, CPU quotas, calibration").set_defaults(
         func=cmd_hil_status)
-    hil_sub.add_parser("calibrate", help="measure PHP loop iterations per CPU-second on this machine"
-                       ).set_defaults(func=cmd_hil_calibrate)
+    hcal = hil_sub.add_parser("calibrate", help="measure PHP loop iterations per CPU-second on this machine "
+                              "(`hil run` does it on first use for its cpu_per_core)")
+    hcal.add_argument("--cpu-per-core", type=float, metavar="F",
+                      help="under a testbed worker's CPU quota of F CPUs (default: no quota)")
+    hcal.set_defaults(func=cmd_hil_calibrate)
     hrun = hil_sub.add_parser("run", help="run a config on the testbed; writes the run contract + hil.json")
     hrun.add_argument("config", metavar="CONFIG.yaml")
     hrun.add_argument("--out", metavar="DIR", help="run directory (default runs/hil_<name>__...)")
@@ -462,7 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     hcmp.add_argument("--policies", metavar="A,B,...", help="default: the config's policy")
     hcmp.add_argument("--seeds", metavar="S1,S2,...", help="default: the config's seed")
     hcmp.add_argument("--calibrate", action="store_true",
-                      help="fit service rates and overhead from the real runs; rerun the simulator with them")
+                      help="fit PHP speed, per-request overhead and server capacities from the real runs; "
+                      "rerun the simulator with the speed and overhead")
+    hcmp.add_argument("--fitted-cores", action="store_true",
+                      help="with --calibrate: the calibrated simulator also takes the fitted server capacities")
     hcmp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     hcmp.add_argument("--no-progress", action="store_true")
     hcmp.set_defaults(func=cmd_hil_compare)

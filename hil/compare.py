@@ -323,8 +323,10 @@ def _report_md(res: dict[str, Any]) -> str:
         if fit_rows:
             parts += ["\n## Fitted parameters\n\n",
                       "Speed factor k: real CPU per iteration / calibrated; overhead o: simulated CPU-s added to "
-                      "every job (trace size = k·work + o); cores nominal → fitted (simulated cores); latency "
-                      "outside service: median real jct − service_s, a diagnostic (not applied).\n\n",
+                      "every job (trace size = k·work + o; the script's fixed CPU plus Apache's around the "
+                      "request); cores nominal → fitted (simulated cores, processor-sharing fit: a check of the "
+                      "CPU quotas, not applied); latency outside service: median real jct − service_s, a "
+                      "diagnostic (not applied).\n\n",
                       _table(["run", "k", "o (ms)", "iterations / CPU-s", "cores", "latency outside service (ms)"],
                              fit_rows)]
             notes = [f"- {e['label']}: {n}" for e in res["runs"] if e.get("calibration")
@@ -410,11 +412,14 @@ def point_config(cfg: ExperimentConfig, policy: str, seed: int) -> ExperimentCon
 
 def compare(cfg_path_or_cfg: str | Path | ExperimentConfig, out_dir: str | Path, *,
             policies: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-            calibrate: bool = False, run_real: RealRunner, progress: bool = True) -> dict[str, Any]:
+            calibrate: bool = False, fitted_cores: bool = False, run_real: RealRunner,
+            progress: bool = True) -> dict[str, Any]:
     """Run every policy x seed simulated and real (and calibrated), then :func:`compare_runs`.
 
     ``run_real(cfg, out_path)`` runs the testbed and returns the real run directory. Policies
-    and seeds default to the config's. Returns compare_runs' dict."""
+    and seeds default to the config's. ``fitted_cores``: the calibrated simulation also takes
+    the fitted per-server cores (see :func:`hil.calibration.calibrated_config`). Returns
+    compare_runs' dict."""
     from experiments.runs import _json_safe, check_topology, config_to_yaml, run_one
 
     if isinstance(cfg_path_or_cfg, ExperimentConfig):
@@ -463,7 +468,7 @@ def compare(cfg_path_or_cfg: str | Path | ExperimentConfig, out_dir: str | Path,
                 step(label, "calibrated simulator")
                 cal = fit_calibration(real_dir)
                 cal_store = out / "calibration" / name
-                cal_cfg = calibrated_config(cfg, real_dir, cal, cal_store)
+                cal_cfg = calibrated_config(cfg, real_dir, cal, cal_store, fitted_cores=fitted_cores)
                 (cal_store / "calibration.json").write_text(json.dumps(_json_safe(cal.to_dict()), indent=2) + "\n")
                 (cal_store / "config.yaml").write_text(config_to_yaml(cal_cfg))
                 cal_dir = out / "sim_cal" / name

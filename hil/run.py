@@ -58,7 +58,7 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
     logs.mkdir()
     was_up = load_state() is not None
     t_wall = time.perf_counter()
-    iters = iters_per_cpu_s(auto=True)
+    iters = iters_per_cpu_s(plan.cpu_per_core)  # measured under a worker's quota
     run = up(cfg, plan, start_lbs=False)
     try:
         _cap_all_workers(plan)  # an Apache restarted since `up` has uncapped workers
@@ -91,7 +91,7 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
         summary = summarise(requests, cfg, plan.cores, [s.quota_cpus for s in plan.servers],
                             wall_s=time.perf_counter() - t_wall, packets=packets)
         _copy_access_logs(plan, log_offsets, out / "servers")
-        info = _hil_info(cfg, plan, run, ctl_argv, iters, load_calibration(), lb_stats, lb_pids, cg_before,
+        info = _hil_info(cfg, plan, run, ctl_argv, iters, _calibration_of(plan.cpu_per_core), lb_stats, lb_pids, cg_before,
                          _cgroup_stats(plan), records, first_weights, t0)
         (out / "hil.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
         result = SimResult(summary=summary, requests=requests, steps=steps)
@@ -100,6 +100,11 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
     finally:
         if not (keep_up if keep_up is not None else was_up):
             down()
+
+
+def _calibration_of(cpu_per_core: float) -> dict[str, Any]:
+    cal = (load_calibration() or {}).get("by_cpu_per_core", {}).get(f"{cpu_per_core:g}", {})
+    return {k: v for k, v in cal.items() if k != "samples"}
 
 
 def _cap_all_workers(plan: TestbedPlan) -> None:
@@ -240,7 +245,7 @@ def _hil_info(cfg: ExperimentConfig, plan: TestbedPlan, run: Any, ctl_argv: list
         "helper_cpus": list(helper_cpus()),
         "cpu_per_core": plan.cpu_per_core,
         "iters_per_cpu_s": iters,
-        "calibration": {k: v for k, v in (calibration or {}).items() if k != "samples"},
+        "calibration": calibration,
         "lbs": [{"ns": lb.ns, "ip": lb.ip, "mac": lb.mac, "pid": pid, "stats": st}
                 for lb, pid, st in zip(plan.lbs, lb_pids, lb_stats)],
         "controller": {"args": ctl_argv, "first_weights_applied": first_weights},

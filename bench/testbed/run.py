@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         "sim": {"best_load": sim_best, "best_rate_per_s": rate(sim_best), "trials": sim_trials},
         "real": {"best_load": real_best, "best_rate_per_s": rate(real_best), "trials": real_trials},
         "ratio_real_to_sim": ratio,
-        "calibration": {k: v for k, v in (load_calibration() or {}).items() if k != "samples"},
+        "calibration": {k: v for k, v in ((load_calibration() or {}).get("by_cpu_per_core", {})
+                                          .get(f"{args.cpu_per_core:g}", {})).items() if k != "samples"},
         "wall_s": time.perf_counter() - t0,
         "host": platform.node(), "date": dt.datetime.now().isoformat(timespec="seconds"),
     }

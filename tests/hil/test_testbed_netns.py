@@ -94,7 +94,7 @@ def test_up_is_real_and_idempotent(tb123: tuple) -> None:
     from hil.testbed.testbed import load_state, server_instance, status, up
 
     cfg, plan, run = tb123
-    iters_per_cpu_s()  # calibrated once per machine (here: per test session)
+    iters_per_cpu_s(plan.cpu_per_core)  # calibrated once per machine and cpu_per_core
     assert set(plan.namespaces) <= set(sh.namespaces())
     cg = cgroups.detect()
     for s in plan.servers:
@@ -290,7 +290,7 @@ def test_cpu_quotas_are_real(tb_env: Path, tmp_path: Path) -> None:
     plan = make_plan(cfg)
     run = up(cfg, plan, start_lbs=False)
     start_dataplane(cfg, plan, run, tmp_path, controllers=False)
-    sched = uniform_schedule(48, 1e5, n_iter=int(0.1 * plan.cpu_per_core * iters_per_cpu_s()))
+    sched = uniform_schedule(48, 1e5, n_iter=int(0.1 * plan.cpu_per_core * iters_per_cpu_s(plan.cpu_per_core)))
     df = send(plan, sched, tmp_path, timeout_s=20)
     assert (df["outcome"] == "completed").all(), df["outcome"].value_counts()
     by = df.groupby("server")
