@@ -5,12 +5,16 @@ never touched."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from typing import Any
 
 from hil.testbed import sh
 from hil.testbed.plan import BRIDGE, MARK_BASE, PREFIX_LEN, SWITCH_NS, Node, TestbedPlan
 
 __all__ = ["build_network"]
+
+log = logging.getLogger("marllb.hil.testbed")
 
 
 def _link_node(node: Node) -> None:
@@ -45,8 +49,23 @@ def build_network(plan: TestbedPlan) -> None:
         _sysctl(s.ns, {"net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2,
                        "net.ipv4.conf.eth0.arp_ignore": 1, "net.ipv4.conf.eth0.arp_announce": 2,
                        "net.ipv4.tcp_abort_on_overflow": 1})
+    for lb in plan.lbs:
+        _drop_vip_in_stack(lb, plan.vip)
     for c in plan.clients:
         _client_routes(c, plan)
+
+
+def _drop_vip_in_stack(lb: Node, vip: str) -> None:
+    """In an LB namespace, drop VIP frames at ingress (nftables netdev hook): lb_rl_host's tap
+    sees them first, and the LB's own IP stack no longer receives, routes and drops each one
+    (vpp_plugin/host/README.md). Optional: without nft the LB works the same, only slower."""
+    if shutil.which("nft") is None:
+        log.info("nft not found (apt-get install nftables): %s's stack also receives the VIP frames", lb.ns)
+        return
+    rule = ("table netdev mlb_lb {\n chain vip_in {\n"
+            '  type filter hook ingress device "eth0" priority -500; policy accept;\n'
+            f"  ip daddr {vip} drop\n }}\n}}\n")
+    sh.run(["nft", "-f", "-"], ns=lb.ns, input_text=rule)
 
 
 def _client_routes(c: Node, plan: TestbedPlan) -> None:

@@ -292,3 +292,47 @@ def test_shm_region_weights_and_fallback(topo: Topo, binary: Path, tmp_path: Pat
     finally:
         reg.close()
     assert p.stop() == 0
+
+
+def ip_in_receives(ns: str) -> int:
+    """InReceives of the namespace's IP stack (/proc/net/snmp)."""
+    lines = [ln.split() for ln in subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
+                                                  capture_output=True, text=True, check=True)
+             .stdout.splitlines() if ln.startswith("Ip:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:]))["InReceives"])
+
+
+@pytest.mark.parametrize("tx_mode", ["copy", "ring"])
+def test_vip_dropped_by_lb_stack_still_forwarded(topo: Topo, binary: Path, tmp_path: Path,
+                                                 tx_mode: str) -> None:
+    """With an nftables netdev ingress drop of the VIP in the LB namespace (the deployment recipe
+    of vpp_plugin/host/README.md) the LB's own IP stack sees no VIP frame while lb_rl_host (an
+    ETH_P_ALL tap, before that hook) still forwards every one; both tx paths."""
+    import shutil
+
+    if not shutil.which("nft"):
+        pytest.skip("nft not installed (apt-get install nftables)")
+    rule = (f'table netdev mlb_ht_lb {{\n chain vip_in {{\n  type filter hook ingress device "eth0" '
+            f'priority -500; policy accept;\n  ip daddr {VIP} drop\n }}\n}}\n')
+    subprocess.run(["ip", "netns", "exec", topo.lb, "nft", "-f", "-"], input=rule, text=True,
+                   check=True, capture_output=True)
+    try:
+        p = start_lb(topo, binary, "--policy", "ecmp", "--tx-mode", tx_mode)
+        n = 200
+        sent = syn_flows(topo, n)
+        # a VLAN-tagged VIP frame (id 5): not an untagged IPv4 frame, never forwarded
+        c, lb = topo.client, topo.lb
+        tagged = (F.mac_bytes(topo.mac[lb]) + F.mac_bytes(topo.mac[c]) + b"\x81\x00\x00\x05"
+                  + sent[0][12:])
+        in0 = ip_in_receives(topo.lb)
+        got = exchange(topo, sent + [tagged], tmp_path / "x")
+        in1 = ip_in_receives(topo.lb)
+        assert sum(len(v) for v in got.values()) == n
+        assert sorted(f[12:] for v in got.values() for f in v) == sorted(f[12:] for f in sent)
+        assert in1 - in0 < 10, f"the LB's IP stack received {in1 - in0} packets"
+        cnt = usr1_counters(p)
+        assert cnt["forwarded"] == n and cnt["vip_frames"] == n and cnt["tx_errors"] == 0
+        assert p.stop() == 0
+    finally:
+        subprocess.run(["ip", "netns", "exec", topo.lb, "nft", "delete", "table", "netdev",
+                        "mlb_ht_lb"], check=False, capture_output=True)

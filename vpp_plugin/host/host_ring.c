@@ -8,10 +8,12 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "host_ring.h"
@@ -23,12 +25,13 @@
 #define PACKET_QDISC_BYPASS 20
 #endif
 
-#define RX_BLOCK_SIZE (1u << 18) /* 256 KiB: ~1500 minimum-size frames */
-#define RX_BLOCK_NR 64           /* 16 MiB of rx ring */
+#define RX_BLOCK_SIZE (1u << 17) /* 128 KiB: ~900 minimum-size frames (~144 B each in V3) */
+#define RX_BLOCK_NR 256          /* 32 MiB; blocks retire after 1 ms, so >= 256 ms of backlog */
 #define RX_FRAME_SIZE 2048       /* nominal (V3 packs frames), must divide the block */
 #define RX_BLOCK_TOV_MS 1        /* a partly filled block is handed over after 1 ms */
 #define TX_FRAME_SIZE 2048
 #define TX_FRAME_NR 4096
+#define TX_MMSG_MAX 1024 /* UIO_MAXIOV: the kernel's cap of frames per sendmmsg */
 
 int
 host_if_info (const char *ifname, int *ifindex, uint8_t mac[6], uint32_t *ip4_be, char *err,
@@ -90,23 +93,31 @@ fail (char *err, size_t errlen, const char *what)
 static int
 attach_filter (int fd, uint32_t vip_be)
 {
-  /* ldh [12]; jeq #0x800; ld [30]; jeq #vip; ret #-1; ret #0 */
+  /* The socket is bound to ETH_P_ALL (see host_ring_open), so the filter does
+   * the protocol selection too:
+   *   ld vlan_avail; jne #0, drop        (VLAN tag in skb metadata: not ours)
+   *   ldh [12]; jne #0x800, drop         (untagged IPv4 only)
+   *   ld [30]; jne #vip, drop            (destination = VIP; skipped if vip 0)
+   *   ret #-1; drop: ret #0 */
   struct sock_filter code[] = {
-    { 0x28, 0, 0, 12 },
-    { 0x15, 0, 3, 0x0800 },
-    { 0x20, 0, 0, 30 },
-    { 0x15, 0, 1, ntohl (vip_be) },
-    { 0x06, 0, 0, 0xffffffffu },
-    { 0x06, 0, 0, 0 },
+    { BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t) (SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT) },
+    { BPF_JMP | BPF_JEQ | BPF_K, 0, 5, 0 },
+    { BPF_LD | BPF_H | BPF_ABS, 0, 0, 12 },
+    { BPF_JMP | BPF_JEQ | BPF_K, 0, 3, 0x0800 },
+    { BPF_LD | BPF_W | BPF_ABS, 0, 0, 30 },
+    { BPF_JMP | BPF_JEQ | BPF_K, 0, 1, ntohl (vip_be) },
+    { BPF_RET | BPF_K, 0, 0, 0xffffffffu },
+    { BPF_RET | BPF_K, 0, 0, 0 },
   };
   struct sock_fprog prog = { sizeof code / sizeof code[0], code };
-  if (!vip_be)
-    return 0;
+  if (!vip_be) /* any IPv4 destination: accept right after the ethertype test */
+    code[4] = code[6];
   return setsockopt (fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
 }
 
 int
-host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, char *err, size_t errlen)
+host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, host_tx_mode_t tx_mode,
+		char *err, size_t errlen)
 {
   struct tpacket_req3 req3;
   struct tpacket_req req;
@@ -118,8 +129,16 @@ host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, char *err, 
   if (host_if_info (ifname, &r->ifindex, r->mac, NULL, err, errlen) < 0)
     return -1;
 
-  /* ---- rx ---- */
-  r->rx_fd = socket (AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons (ETH_P_IP));
+  /* ---- rx ----
+   * Bound to ETH_P_ALL, not ETH_P_IP: ETH_P_ALL taps run in
+   * __netif_receive_skb_core before the tc and netfilter (netdev) ingress
+   * hooks, protocol handlers (ETH_P_IP sockets, ip_rcv) after them. So a
+   * deployment can drop VIP frames at ingress (README: "The LB's own stack")
+   * and its IP stack never sees them while this ring still does. Without such a
+   * rule nothing changes: the filter admits only untagged IPv4 to the VIP.
+   * The socket is created with protocol 0 (receives nothing) and the filter is
+   * attached before bind, so no other frame is ever queued. */
+  r->rx_fd = socket (AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (r->rx_fd < 0)
     return fail (err, errlen, "rx socket (AF_PACKET needs root/CAP_NET_RAW)");
   if (attach_filter (r->rx_fd, vip_be) < 0)
@@ -151,35 +170,64 @@ host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, char *err, 
     }
   memset (&sll, 0, sizeof sll);
   sll.sll_family = AF_PACKET;
-  sll.sll_protocol = htons (ETH_P_IP);
+  sll.sll_protocol = htons (ETH_P_ALL);
   sll.sll_ifindex = r->ifindex;
   if (bind (r->rx_fd, (struct sockaddr *) &sll, sizeof sll) < 0)
     return fail (err, errlen, "bind rx socket");
 
   /* ---- tx: protocol 0 = receives nothing ---- */
+  r->tx_mode = tx_mode;
   r->tx_fd = socket (AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
   if (r->tx_fd < 0)
     return fail (err, errlen, "tx socket");
-  v = TPACKET_V2;
-  if (setsockopt (r->tx_fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) < 0)
-    return fail (err, errlen, "PACKET_VERSION V2");
   (void) setsockopt (r->tx_fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one);
-  memset (&req, 0, sizeof req);
-  req.tp_block_size = TX_FRAME_SIZE * 64;
-  req.tp_frame_size = TX_FRAME_SIZE;
-  req.tp_frame_nr = TX_FRAME_NR;
-  req.tp_block_nr = TX_FRAME_NR / 64;
-  if (setsockopt (r->tx_fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req) < 0)
-    return fail (err, errlen, "PACKET_TX_RING");
   r->tx_frame_size = TX_FRAME_SIZE;
   r->tx_frame_nr = TX_FRAME_NR;
+  /* the same slot layout in both modes (so the same largest frame) */
   r->tx_data_off = TPACKET2_HDRLEN - sizeof (struct sockaddr_ll);
   r->tx_map_len = (size_t) TX_FRAME_SIZE * TX_FRAME_NR;
-  r->tx_map = mmap (NULL, r->tx_map_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->tx_fd, 0);
-  if (r->tx_map == MAP_FAILED)
+  if (tx_mode == HOST_TX_COPY)
     {
-      r->tx_map = NULL;
-      return fail (err, errlen, "mmap tx ring");
+      struct mmsghdr *m;
+      struct iovec *iov;
+      uint32_t i;
+      r->tx_map = mmap (NULL, r->tx_map_len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+      if (r->tx_map == MAP_FAILED)
+	{
+	  r->tx_map = NULL;
+	  return fail (err, errlen, "tx slots");
+	}
+      r->tx_msgs = calloc (TX_FRAME_NR, sizeof (struct mmsghdr) + sizeof (struct iovec));
+      if (!r->tx_msgs)
+	return fail (err, errlen, "tx slots");
+      m = r->tx_msgs;
+      iov = (struct iovec *) (m + TX_FRAME_NR);
+      for (i = 0; i < TX_FRAME_NR; i++)
+	{
+	  iov[i].iov_base = r->tx_map + (size_t) i * TX_FRAME_SIZE + r->tx_data_off;
+	  m[i].msg_hdr.msg_iov = &iov[i];
+	  m[i].msg_hdr.msg_iovlen = 1;
+	}
+    }
+  else
+    {
+      v = TPACKET_V2;
+      if (setsockopt (r->tx_fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) < 0)
+	return fail (err, errlen, "PACKET_VERSION V2");
+      memset (&req, 0, sizeof req);
+      req.tp_block_size = TX_FRAME_SIZE * 64;
+      req.tp_frame_size = TX_FRAME_SIZE;
+      req.tp_frame_nr = TX_FRAME_NR;
+      req.tp_block_nr = TX_FRAME_NR / 64;
+      if (setsockopt (r->tx_fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req) < 0)
+	return fail (err, errlen, "PACKET_TX_RING");
+      r->tx_map = mmap (NULL, r->tx_map_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->tx_fd, 0);
+      if (r->tx_map == MAP_FAILED)
+	{
+	  r->tx_map = NULL;
+	  return fail (err, errlen, "mmap tx ring");
+	}
     }
   memset (&sll, 0, sizeof sll);
   sll.sll_family = AF_PACKET;
@@ -197,6 +245,8 @@ host_ring_close (host_ring_t *r)
     munmap (r->rx_map, r->rx_map_len);
   if (r->tx_map)
     munmap (r->tx_map, r->tx_map_len);
+  free (r->tx_msgs);
+  r->tx_msgs = NULL;
   if (r->rx_fd >= 0)
     close (r->rx_fd);
   if (r->tx_fd >= 0)
@@ -261,8 +311,17 @@ tx_hdr (host_ring_t *r, uint32_t i)
 uint8_t *
 host_ring_tx_slot (host_ring_t *r)
 {
-  struct tpacket2_hdr *h = tx_hdr (r, r->tx_cur);
-  uint32_t st = __atomic_load_n (&h->tp_status, __ATOMIC_ACQUIRE);
+  struct tpacket2_hdr *h;
+  uint32_t st;
+
+  if (r->tx_mode == HOST_TX_COPY)
+    {
+      if (r->tx_pending == r->tx_frame_nr)
+	host_ring_tx_kick (r);
+      return r->tx_map + (size_t) r->tx_pending * r->tx_frame_size + r->tx_data_off;
+    }
+  h = tx_hdr (r, r->tx_cur);
+  st = __atomic_load_n (&h->tp_status, __ATOMIC_ACQUIRE);
 
   if (st != TP_STATUS_AVAILABLE && st != TP_STATUS_WRONG_FORMAT)
     {
@@ -293,11 +352,46 @@ host_ring_tx_slot (host_ring_t *r)
 void
 host_ring_tx_commit (host_ring_t *r, uint32_t len)
 {
-  struct tpacket2_hdr *h = tx_hdr (r, r->tx_cur);
+  struct tpacket2_hdr *h;
+  if (r->tx_mode == HOST_TX_COPY)
+    {
+      struct mmsghdr *m = r->tx_msgs;
+      struct iovec *iov = (struct iovec *) (m + r->tx_frame_nr);
+      iov[r->tx_pending].iov_len = len;
+      r->tx_pending++;
+      return;
+    }
+  h = tx_hdr (r, r->tx_cur);
   h->tp_len = len;
   __atomic_store_n (&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
   r->tx_cur = (r->tx_cur + 1) % r->tx_frame_nr;
   r->tx_pending++;
+}
+
+static void
+tx_kick_copy (host_ring_t *r)
+{
+  struct mmsghdr *m = r->tx_msgs;
+  uint32_t done = 0;
+  while (done < r->tx_pending)
+    {
+      uint32_t n = r->tx_pending - done;
+      int rv;
+      if (n > TX_MMSG_MAX)
+	n = TX_MMSG_MAX;
+      rv = sendmmsg (r->tx_fd, m + done, n, MSG_DONTWAIT);
+      if (rv < 0)
+	{
+	  if (errno == EINTR)
+	    continue;
+	  /* this frame failed (full device queue: ENOBUFS/EAGAIN, or a bad frame): count it
+	   * and go on with the rest */
+	  r->tx_errors++;
+	  done++;
+	  continue;
+	}
+      done += (uint32_t) rv;
+    }
 }
 
 void
@@ -306,6 +400,12 @@ host_ring_tx_kick (host_ring_t *r)
   if (!r->tx_pending)
     return;
   r->tx_kicks++;
+  if (r->tx_mode == HOST_TX_COPY)
+    {
+      tx_kick_copy (r);
+      r->tx_pending = 0;
+      return;
+    }
   if (sendto (r->tx_fd, NULL, 0, MSG_DONTWAIT, NULL, 0) < 0 && errno != EAGAIN
       && errno != ENOBUFS)
     r->tx_errors++;

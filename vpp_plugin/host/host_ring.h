@@ -3,11 +3,18 @@
  *
  * RX: TPACKET_V3 ring (blocks of variable-size frames; the kernel hands over a
  * whole block at once, so one poll() wakeup serves hundreds of frames) on a
- * socket bound to ETH_P_IP of the interface, with a classic BPF filter that
- * lets only IPv4 frames for the VIP into the ring, and PACKET_IGNORE_OUTGOING
- * (plus a check of sll_pkttype) so the LB never sees its own output.
- * TX: a second socket with a TPACKET_V2 TX ring (fixed 2 KiB frames): frames
- * are written in place and the whole batch goes with one sendto() (kick).
+ * socket bound to ETH_P_ALL of the interface (a tap: it runs before the tc and
+ * netfilter ingress hooks, so the LB's own stack can drop VIP frames there), with
+ * a classic BPF filter that lets only untagged IPv4 frames for the VIP into the
+ * ring, and PACKET_IGNORE_OUTGOING (plus a check of sll_pkttype) so the LB never
+ * sees its own output.
+ * TX: a second socket (qdisc bypass). HOST_TX_RING: a TPACKET_V2 TX ring (fixed
+ * 2 KiB frames) written in place, the whole batch goes with one sendto() (kick);
+ * the kernel builds each skb with the frame's payload as page fragments of the
+ * ring. HOST_TX_COPY: the same 2 KiB slots in ordinary memory, the batch goes
+ * with sendmmsg() (one syscall per kick, up to 1024 frames per call), each frame
+ * copied into a linear skb: on veth this saves the per-frame page allocation and
+ * fragment copy the ring's skbs cost when they cross into another namespace.
  */
 #ifndef HOST_RING_H
 #define HOST_RING_H
@@ -15,17 +22,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef enum
+{
+  HOST_TX_COPY = 0, /* sendmmsg of ordinary buffers (default) */
+  HOST_TX_RING = 1, /* PACKET_TX_RING (TPACKET_V2) + sendto kick */
+} host_tx_mode_t;
+
 typedef struct
 {
   int rx_fd, tx_fd;
+  host_tx_mode_t tx_mode;
   int ifindex;
   uint8_t mac[6];
   /* rx (TPACKET_V3) */
   uint8_t *rx_map;
   size_t rx_map_len;
   uint32_t rx_block_size, rx_block_nr, rx_block_cur;
-  /* tx (TPACKET_V2) */
+  /* tx: the TPACKET_V2 ring (HOST_TX_RING) or the slot array (HOST_TX_COPY) */
   uint8_t *tx_map;
+  void *tx_msgs; /* HOST_TX_COPY: struct mmsghdr[tx_frame_nr] + struct iovec[tx_frame_nr] */
   size_t tx_map_len;
   uint32_t tx_frame_size, tx_frame_nr, tx_cur, tx_data_off;
   uint32_t tx_pending;    /* frames queued since the last kick */
@@ -54,7 +69,8 @@ typedef struct
 
 /* Open both rings on ifname; vip_be (network order) is the BPF filter's
  * destination address (0 = accept all IPv4). err gets a message on failure. */
-int host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, char *err, size_t errlen);
+int host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, host_tx_mode_t tx_mode,
+		    char *err, size_t errlen);
 void host_ring_close (host_ring_t *r);
 
 /* The next block the kernel handed to user space, or 0 if none. */
@@ -65,11 +81,12 @@ int host_ring_rx_next_pkt (host_rx_iter_t *it, host_rx_pkt_t *pkt);
 void host_ring_rx_release (host_ring_t *r);
 
 /* A free TX frame (room for host_ring_tx_max bytes), or NULL if the ring is
- * full even after a kick. Fill it, then host_ring_tx_commit. */
+ * full even after a kick. Fill it, then host_ring_tx_commit. (HOST_TX_COPY:
+ * a full slot array is sent first, so NULL never happens.) */
 uint8_t *host_ring_tx_slot (host_ring_t *r);
 uint32_t host_ring_tx_max (const host_ring_t *r);
 void host_ring_tx_commit (host_ring_t *r, uint32_t len);
-/* Send every committed frame with one sendto(); no-op if none pending. */
+/* Send every committed frame (one sendto / sendmmsg); no-op if none pending. */
 void host_ring_tx_kick (host_ring_t *r);
 
 /* Fold the kernel's PACKET_STATISTICS (reset on read) into rx_drops/rx_freeze. */

@@ -51,6 +51,7 @@ typedef struct
   double step_s, fallback_s;
   const char *shm_path, *stats_path;
   int forward_only, quiet;
+  host_tx_mode_t tx_mode;
 } host_opts_t;
 
 static volatile sig_atomic_t g_stop, g_dump;
@@ -100,7 +101,7 @@ usage (FILE *f)
 	 "                  [--policy ecmp|wcmp|lsq|sed|lsq2|sed2] [--step S] [--fallback S]\n"
 	 "                  [--shm PATH] [--seed N] [--table-size N] [--flow-timeout S]\n"
 	 "                  [--reservoir-size K] [--sample-prob P] [--max-servers N]\n"
-	 "                  [--forward-only] [--stats-json PATH] [--quiet]\n"
+	 "                  [--forward-only] [--tx-mode copy|ring] [--stats-json PATH] [--quiet]\n"
 	 "One MARLLB load balancer on IF: IPv4 frames for the VIP go through the lb_rl core\n"
 	 "and leave the same interface towards the chosen server's MAC (layer-2 DSR).\n"
 	 "SIGUSR1 prints the counters as a JSON line; SIGTERM/SIGINT stop.\n",
@@ -232,7 +233,7 @@ parse_flags (int argc, char **argv, host_opts_t *o)
   enum
   {
     O_IF = 1000, O_VIP, O_VIP_PORT, O_SERVER, O_WEIGHTS, O_POLICY, O_STEP, O_FALLBACK, O_SHM,
-    O_SEED, O_TABLE, O_FLOW_TIMEOUT, O_RES, O_SAMPLE, O_MAXS, O_FWD, O_STATS, O_QUIET, O_HELP
+    O_SEED, O_TABLE, O_FLOW_TIMEOUT, O_RES, O_SAMPLE, O_MAXS, O_FWD, O_TXMODE, O_STATS, O_QUIET, O_HELP
   };
   static const struct option opts[] = {
     { "interface", required_argument, 0, O_IF },
@@ -251,6 +252,7 @@ parse_flags (int argc, char **argv, host_opts_t *o)
     { "sample-prob", required_argument, 0, O_SAMPLE },
     { "max-servers", required_argument, 0, O_MAXS },
     { "forward-only", no_argument, 0, O_FWD },
+    { "tx-mode", required_argument, 0, O_TXMODE },
     { "stats-json", required_argument, 0, O_STATS },
     { "quiet", no_argument, 0, O_QUIET },
     { "help", no_argument, 0, O_HELP },
@@ -326,6 +328,14 @@ parse_flags (int argc, char **argv, host_opts_t *o)
 	break;
       case O_FWD:
 	o->forward_only = 1;
+	break;
+      case O_TXMODE:
+	if (!strcmp (optarg, "copy"))
+	  o->tx_mode = HOST_TX_COPY;
+	else if (!strcmp (optarg, "ring"))
+	  o->tx_mode = HOST_TX_RING;
+	else
+	  usage_error ("--tx-mode %s: expected copy or ring", optarg);
 	break;
       case O_STATS:
 	o->stats_path = optarg;
@@ -623,7 +633,7 @@ main (int argc, char **argv)
     for (i = 0; i < o.n_servers; i++)
       memcpy (o.servers[i].mac, macs[i], 6);
   }
-  if (host_ring_open (&lb.ring, o.ifname, o.vip.vip, err, sizeof err) < 0)
+  if (host_ring_open (&lb.ring, o.ifname, o.vip.vip, o.tx_mode, err, sizeof err) < 0)
     {
       fprintf (stderr, "lb_rl_host: --interface %s: %s\n", o.ifname, err);
       host_ring_close (&lb.ring);
