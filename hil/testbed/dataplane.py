@@ -116,7 +116,3 @@ def stop_processes(run: Running, roles: tuple[str, ...]) -> None:
             raise UserError(f"{role} processes {left} would not exit")
         run.procs[role] = []
     run.save()
-
-
-# ---------------------------------------------------------------------------------------------
-# up / down / status
