@@ -247,10 +247,10 @@ def _cfg24():
 
 
 def test_hil_run_writes_the_run_contract(tb_env: Path, tmp_path: Path) -> None:
-    """`marllb hil run` on a small config with two LBs: the whole run contract plus hil.json,
-    with arrived = completed + dropped + in_flight exactly, the simulator's own arrivals, steps
-    from both LBs' msg_out frames with the controllers' weights applied, and `marllb plot`
-    working on it."""
+    """`marllb hil run` on a small config with two LBs and two clients: the whole run contract
+    plus hil.json, with arrived = completed + dropped + in_flight exactly, the simulator's own
+    arrivals, steps from both LBs' msg_out frames with the controllers' weights applied, and
+    `marllb plot` working on it."""
     import json
 
     from experiments.plots import plot_runs
@@ -259,7 +259,7 @@ def test_hil_run_writes_the_run_contract(tb_env: Path, tmp_path: Path) -> None:
     from simulator.run import run_experiment
 
     cfg = _cfg24()
-    cfg = cfg.model_copy(update={"topology": cfg.topology.model_copy(update={"lbs": 2})})
+    cfg = cfg.model_copy(update={"topology": cfg.topology.model_copy(update={"lbs": 2, "clients": 2})})
     out = tmp_path / "run"
     run_hil(cfg, out, progress=False, keep_up=True)
     for f in ("config.yaml", "summary.json", "requests.parquet", "steps.parquet", "hil.json"):
@@ -279,6 +279,7 @@ def test_hil_run_writes_the_run_contract(tb_env: Path, tmp_path: Path) -> None:
         mine = rd.requests[(rd.requests["lb"] == k) & (rd.requests["outcome"] != "not_sent")]
         assert len(mine) > 0 and lb["stats"]["core"]["new_flows"] == len(mine)
     assert set(rd.steps["lb"]) == {0, 1}
+    assert set(rd.requests["client"]) == {0, 1}  # two client namespaces, one client process each
     assert plot_runs([rd], tmp_path / "plots")
 
 
