@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmark of the local testbed (root): the highest request rate a preset sustains with no
-drops, real next to simulated.
+"""Benchmark of the local testbed (root): the client's connections/s through the LB, and the
+highest request rate a preset sustains with no drops, real next to simulated.
 
     sudo python bench/testbed/run.py [--config experiments/configs/moderate_sed.yaml]
         [--cpu-per-core 0.04] [--seconds 15] [--lo 0.3] [--hi 1.3] [--steps 5]
-        [--out bench/out/testbed.json]
+        [--conn-rates 500,1000,1500] [--conn-seconds 4] [--out bench/out/testbed.json]
+
+Connections/s: a testbed of 1 LB and 2 servers with 0.5 CPU each; Poisson arrivals of
+``work.php?n=0`` requests at each offered rate for ``--conn-seconds``, sent by the real client
+through lb_rl_host (ECMP) -- and, as the reference in the same run, the same schedule sent
+straight to the two servers (half each, two client processes), bypassing the LB. Reported: sent
+and completed per second, outcomes, send lateness (p99), JCT p50/p99.
 
 Method: the config's traffic as Poisson at ``load`` x (its capacity) with its job sizes; a
 trial at one load is one ``marllb hil run`` of ``--seconds`` (all real: client, lb_rl_host,
@@ -28,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -92,6 +100,64 @@ def _fmt(s: dict[str, Any]) -> str:
            (" -> sustained" if sustains(s) else " -> not sustained")
 
 
+def conn_rate(rates: list[float], seconds: float, tmp: Path) -> list[dict[str, Any]]:
+    """Connections/s through the LB and straight to the servers (see the module docstring)."""
+    import threading
+
+    import numpy as np
+
+    from hil.testbed.dataplane import start_dataplane
+    from hil.testbed.plan import make_plan
+    from hil.testbed.replay import replay
+    from hil.testbed.schedule import Schedule
+    from hil.testbed.testbed import up
+    from simulator.config import parse_config
+
+    cfg = parse_config({"name": "conn_rate", "topology": {"lbs": 1, "servers": [
+        {"cores": 1, "workers": 64, "backlog": 511}, {"cores": 1, "workers": 64, "backlog": 511}]},
+        "policy": {"name": "ecmp"}, "hil": {"cpu_per_core": 0.5}})
+    plan = make_plan(cfg)
+    run = up(cfg, plan, start_lbs=False)
+    start_dataplane(cfg, plan, run, tmp / "conn_logs")
+    rows = []
+    for rate in rates:
+        t = np.cumsum(np.random.default_rng(int(rate)).exponential(1.0 / rate, int(rate * seconds)))
+        n = len(t)
+
+        def sched(mask: np.ndarray) -> Schedule:
+            k = int(mask.sum())
+            return Schedule(id=np.arange(n)[mask], t_s=t[mask], work_s=np.zeros(k), n_iter=np.zeros(k, np.int64),
+                            lb=np.zeros(k, np.int32), client=np.zeros(k, np.int32))
+
+        through = replay(plan, sched(np.ones(n, bool)), tmp / "conn", response_bytes=100)
+        direct: list[Any] = [None, None]
+
+        def send_direct(j: int) -> None:
+            direct[j] = replay(plan, sched(np.arange(n) % 2 == j), tmp / f"conn_d{j}", response_bytes=100,
+                               target=plan.servers[j].ip)
+
+        threads = [threading.Thread(target=send_direct, args=(j,)) for j in (0, 1)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for name, df in (("through_lb", through), ("direct", pd.concat(direct, ignore_index=True))):
+            sent = df["t_send_s"].notna()
+            done = df["outcome"] == "completed"
+            late = (df["t_send_s"] - df["t_arrive_s"])[sent]
+            jct = (df["t_last_byte_s"] - df["t_send_s"])[done]
+            rows.append({"offered_per_s": rate, "path": name, "requests": n,
+                         "sent_per_s": float(sent.sum() / seconds), "completed_per_s": float(done.sum() / seconds),
+                         "outcomes": {str(k): int(v) for k, v in df["outcome"].value_counts().items() if v},
+                         "lateness_p99_s": float(late.quantile(0.99)), "jct_p50_s": float(jct.quantile(0.5)),
+                         "jct_p99_s": float(jct.quantile(0.99))})
+            r = rows[-1]
+            print(f"  {rate:6.0f}/s {name:10s}: sent {r['sent_per_s']:7.1f}/s, completed {r['completed_per_s']:7.1f}/s, "
+                  f"lateness p99 {r['lateness_p99_s'] * 1e3:5.2f} ms, JCT p50/p99 {r['jct_p50_s'] * 1e3:.1f}/"
+                  f"{r['jct_p99_s'] * 1e3:.1f} ms, {r['outcomes']}", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "experiments" / "configs" / "moderate_sed.yaml")
@@ -100,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lo", type=float, default=0.3)
     ap.add_argument("--hi", type=float, default=1.3)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--conn-rates", default="500,1000,1500", help="offered connections/s (empty: skip)")
+    ap.add_argument("--conn-seconds", type=float, default=4.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "testbed.json")
     args = ap.parse_args(argv)
 
@@ -130,11 +198,16 @@ def main(argv: list[str] | None = None) -> int:
                        progress=False, keep_up=True).summary
 
     t0 = time.perf_counter()
-    print("simulator (reference):", flush=True)
-    sim_best, sim_trials = search(sim, args.lo, args.hi, args.steps, "sim ")
     was_up = load_state() is not None
-    print("testbed:", flush=True)
+    conn: list[dict[str, Any]] = []
     try:
+        rates = [float(x) for x in args.conn_rates.split(",") if x.strip()]
+        if rates:
+            print("client connections/s through the LB (reference: straight to the servers):", flush=True)
+            conn = conn_rate(rates, args.conn_seconds, tmp)
+        print("simulator (reference):", flush=True)
+        sim_best, sim_trials = search(sim, args.lo, args.hi, args.steps, "sim ")
+        print("testbed:", flush=True)
         real_best, real_trials = search(real, args.lo, args.hi, args.steps, "real")
     finally:
         if not was_up:
@@ -157,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "sim": {"best_load": sim_best, "best_rate_per_s": rate(sim_best), "trials": sim_trials},
         "real": {"best_load": real_best, "best_rate_per_s": rate(real_best), "trials": real_trials},
         "ratio_real_to_sim": ratio,
+        "connections": {"servers": "2 x 0.5 CPU", "seconds": args.conn_seconds, "rows": conn},
         "calibration": {k: v for k, v in ((load_calibration() or {}).get("by_cpu_per_core", {})
                                           .get(f"{args.cpu_per_core:g}", {})).items() if k != "samples"},
         "wall_s": time.perf_counter() - t0,

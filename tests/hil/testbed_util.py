@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from hil.testbed import sh
-from hil.testbed.plan import TestbedPlan, helper_cpus
+from hil.testbed.plan import TestbedPlan
+from hil.testbed.replay import replay
 from hil.testbed.schedule import Schedule
 from simulator.config import ExperimentConfig, parse_config
 
@@ -58,18 +56,7 @@ def uniform_schedule(n: int, rate_per_s: float, n_iter: int = 0) -> Schedule:
 def send(plan: TestbedPlan, sched: Schedule, work_dir: Path, *, timeout_s: float = 10.0,
          response_bytes: int = 200) -> pd.DataFrame:
     """Replay sched with the real client in the first client namespace; its records."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    path, out = work_dir / "schedule.npz", work_dir / f"records_{time.monotonic_ns()}.parquet"
-    sched.save(path)
-    duration = float(sched.t_s[-1]) + 1e-3
-    t0 = time.time() + 0.8
-    argv = [sys.executable, "-m", "hil.testbed.client", "--schedule", str(path), "--client", "0",
-            "--vip", plan.vip, "--start-wall", repr(t0), "--duration-s", repr(duration), "--out", str(out),
-            "--timeout", repr(timeout_s), "--response-bytes", str(response_bytes)]
-    cp = subprocess.run(sh.in_ns(plan.clients[0].ns, argv, helper_cpus()), capture_output=True, text=True,
-                        timeout=duration + timeout_s + 30, cwd=Path(__file__).resolve().parents[2])
-    assert cp.returncode == 0, cp.stderr[-2000:]
-    return pd.read_parquet(out)
+    return replay(plan, sched, work_dir, timeout_s=timeout_s, response_bytes=response_bytes)
 
 
 #: a client that opens connections now and sends their requests later (on a line on stdin)
