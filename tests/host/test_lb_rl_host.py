@@ -149,10 +149,12 @@ def test_bad_input_exits_2_names_flag_leaves_nothing(topo: Topo, binary: Path, t
     assert not list(tmp_path.iterdir())
 
 
-def test_dsr_forwarding_and_signals(topo: Topo, binary: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rx_ring", ["block", "frame"])
+def test_dsr_forwarding_and_signals(topo: Topo, binary: Path, tmp_path: Path, rx_ring: str) -> None:
     stats = tmp_path / "stats.json"
     # no MACs given: the servers are resolved by ARP
-    p = start_lb(topo, binary, "--policy", "sed", "--seed", "1", "--stats-json", str(stats), macs=False)
+    p = start_lb(topo, binary, "--policy", "sed", "--seed", "1", "--stats-json", str(stats),
+                 "--rx-ring", rx_ring, macs=False)
     ready = p.out[0]
     assert f"mac={topo.mac[topo.lb]}" in ready
     for i, s in enumerate(topo.servers):

@@ -1,4 +1,4 @@
-/* host_ring.c — PACKET_MMAP rx (TPACKET_V3) and tx (TPACKET_V2) rings, see host_ring.h. */
+/* host_ring.c — PACKET_MMAP rx (TPACKET_V3 or V2) and tx (TPACKET_V2) rings, see host_ring.h. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +28,7 @@
 #define RX_BLOCK_SIZE (1u << 17) /* 128 KiB: ~900 minimum-size frames (~144 B each in V3) */
 #define RX_BLOCK_NR 256          /* 32 MiB; blocks retire after 1 ms, so >= 256 ms of backlog */
 #define RX_FRAME_SIZE 2048       /* nominal (V3 packs frames), must divide the block */
+#define RX_FRAME_BATCH 256       /* HOST_RX_FRAME: frames handled per batch at most */
 #define RX_BLOCK_TOV_MS 1        /* a partly filled block is handed over after 1 ms */
 #define TX_FRAME_SIZE 2048
 #define TX_FRAME_NR 4096
@@ -117,7 +118,7 @@ attach_filter (int fd, uint32_t vip_be)
 
 int
 host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, host_tx_mode_t tx_mode,
-		char *err, size_t errlen)
+		host_rx_mode_t rx_mode, char *err, size_t errlen)
 {
   struct tpacket_req3 req3;
   struct tpacket_req req;
@@ -143,9 +144,10 @@ host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, host_tx_mod
     return fail (err, errlen, "rx socket (AF_PACKET needs root/CAP_NET_RAW)");
   if (attach_filter (r->rx_fd, vip_be) < 0)
     return fail (err, errlen, "SO_ATTACH_FILTER");
-  v = TPACKET_V3;
+  r->rx_mode = rx_mode;
+  v = rx_mode == HOST_RX_FRAME ? TPACKET_V2 : TPACKET_V3;
   if (setsockopt (r->rx_fd, SOL_PACKET, PACKET_VERSION, &v, sizeof v) < 0)
-    return fail (err, errlen, "PACKET_VERSION V3");
+    return fail (err, errlen, "PACKET_VERSION (rx)");
   /* kernels before 4.20 lack it: sll_pkttype is checked anyway */
   (void) setsockopt (r->rx_fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);
   memset (&req3, 0, sizeof req3);
@@ -154,7 +156,18 @@ host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, host_tx_mod
   req3.tp_frame_size = RX_FRAME_SIZE;
   req3.tp_frame_nr = RX_BLOCK_SIZE / RX_FRAME_SIZE * RX_BLOCK_NR;
   req3.tp_retire_blk_tov = RX_BLOCK_TOV_MS;
-  if (setsockopt (r->rx_fd, SOL_PACKET, PACKET_RX_RING, &req3, sizeof req3) < 0)
+  if (rx_mode == HOST_RX_FRAME)
+    { /* same memory, fixed 2 KiB frames; tpacket_req is tpacket_req3's prefix */
+      memset (&req, 0, sizeof req);
+      req.tp_block_size = RX_BLOCK_SIZE;
+      req.tp_block_nr = RX_BLOCK_NR;
+      req.tp_frame_size = RX_FRAME_SIZE;
+      req.tp_frame_nr = RX_BLOCK_SIZE / RX_FRAME_SIZE * RX_BLOCK_NR;
+      r->rx_frame_nr = req.tp_frame_nr;
+      if (setsockopt (r->rx_fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
+	return fail (err, errlen, "PACKET_RX_RING (V2)");
+    }
+  else if (setsockopt (r->rx_fd, SOL_PACKET, PACKET_RX_RING, &req3, sizeof req3) < 0)
     return fail (err, errlen, "PACKET_RX_RING");
   r->rx_block_size = RX_BLOCK_SIZE;
   r->rx_block_nr = RX_BLOCK_NR;
@@ -255,13 +268,40 @@ host_ring_close (host_ring_t *r)
   r->rx_fd = r->tx_fd = -1;
 }
 
+static struct tpacket2_hdr *
+rx_frame (const host_ring_t *r, uint32_t i)
+{
+  return (struct tpacket2_hdr *) (r->rx_map + (size_t) (i % r->rx_frame_nr) * RX_FRAME_SIZE);
+}
+
+static int
+rx_frame_ready (const host_ring_t *r, uint32_t i)
+{
+  return __atomic_load_n (&rx_frame (r, i)->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER;
+}
+
 int
 host_ring_rx_next_block (host_ring_t *r, host_rx_iter_t *it)
 {
+  if (r->rx_mode == HOST_RX_FRAME)
+    {
+      uint32_t n = 0;
+      while (n < RX_FRAME_BATCH && n < r->rx_frame_nr && rx_frame_ready (r, r->rx_frame_cur + n))
+	n++;
+      if (n == 0)
+	return 0;
+      r->rx_batch_n = n;
+      it->ring = r;
+      it->first = r->rx_frame_cur;
+      it->n = n;
+      it->i = 0;
+      return 1;
+    }
   struct tpacket_block_desc *bd =
     (struct tpacket_block_desc *) (r->rx_map + (size_t) r->rx_block_cur * r->rx_block_size);
   if (!(__atomic_load_n (&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
     return 0;
+  it->ring = NULL;
   it->block = (uint8_t *) bd;
   it->n = bd->hdr.bh1.num_pkts;
   it->i = 0;
@@ -276,6 +316,17 @@ host_ring_rx_next_pkt (host_rx_iter_t *it, host_rx_pkt_t *pkt)
   const struct sockaddr_ll *sll;
   if (it->i >= it->n)
     return 0;
+  if (it->ring && it->ring->rx_mode == HOST_RX_FRAME)
+    {
+      struct tpacket2_hdr *h2 = rx_frame (it->ring, it->first + it->i);
+      sll = (const struct sockaddr_ll *) ((uint8_t *) h2 + TPACKET_ALIGN (sizeof (struct tpacket2_hdr)));
+      pkt->data = (uint8_t *) h2 + h2->tp_mac;
+      pkt->len = h2->tp_snaplen;
+      pkt->wirelen = h2->tp_len;
+      pkt->pkttype = sll->sll_pkttype;
+      it->i++;
+      return 1;
+    }
   h = (struct tpacket3_hdr *) it->next;
   sll = (const struct sockaddr_ll *) ((uint8_t *) h + TPACKET_ALIGN (sizeof (struct tpacket3_hdr)));
   pkt->data = (uint8_t *) h + h->tp_mac;
@@ -290,6 +341,15 @@ host_ring_rx_next_pkt (host_rx_iter_t *it, host_rx_pkt_t *pkt)
 void
 host_ring_rx_release (host_ring_t *r)
 {
+  if (r->rx_mode == HOST_RX_FRAME)
+    {
+      for (uint32_t k = 0; k < r->rx_batch_n; k++)
+	__atomic_store_n (&rx_frame (r, r->rx_frame_cur + k)->tp_status, TP_STATUS_KERNEL,
+			  __ATOMIC_RELEASE);
+      r->rx_frame_cur = (r->rx_frame_cur + r->rx_batch_n) % r->rx_frame_nr;
+      r->rx_batch_n = 0;
+      return;
+    }
   struct tpacket_block_desc *bd =
     (struct tpacket_block_desc *) (r->rx_map + (size_t) r->rx_block_cur * r->rx_block_size);
   __atomic_store_n (&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);

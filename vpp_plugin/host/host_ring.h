@@ -28,6 +28,16 @@ typedef enum
   HOST_TX_RING = 1, /* PACKET_TX_RING (TPACKET_V2) + sendto kick */
 } host_tx_mode_t;
 
+/* RX ring kinds: HOST_RX_BLOCK = TPACKET_V3 (blocks of packets, handed over when full or
+ * after 1 ms: fewer wake-ups, up to 1 ms of latency per packet at low rates);
+ * HOST_RX_FRAME = TPACKET_V2 (each frame is handed over at once: a wake-up per burst,
+ * tens of microseconds). Both are read as batches through the same iterator. */
+typedef enum
+{
+  HOST_RX_BLOCK = 0,
+  HOST_RX_FRAME = 1
+} host_rx_mode_t;
+
 typedef struct
 {
   int rx_fd, tx_fd;
@@ -38,6 +48,8 @@ typedef struct
   uint8_t *rx_map;
   size_t rx_map_len;
   uint32_t rx_block_size, rx_block_nr, rx_block_cur;
+  host_rx_mode_t rx_mode;
+  uint32_t rx_frame_nr, rx_frame_cur, rx_batch_n; /* HOST_RX_FRAME: ring of rx_frame_nr frames */
   /* tx: the TPACKET_V2 ring (HOST_TX_RING) or the slot array (HOST_TX_COPY) */
   uint8_t *tx_map;
   void *tx_msgs; /* HOST_TX_COPY: struct mmsghdr[tx_frame_nr] + struct iovec[tx_frame_nr] */
@@ -65,15 +77,18 @@ typedef struct
   uint8_t *block;
   uint32_t n, i;
   uint8_t *next;
+  uint32_t first; /* HOST_RX_FRAME: ring index of the batch's first frame */
+  const host_ring_t *ring;
 } host_rx_iter_t;
 
 /* Open both rings on ifname; vip_be (network order) is the BPF filter's
  * destination address (0 = accept all IPv4). err gets a message on failure. */
 int host_ring_open (host_ring_t *r, const char *ifname, uint32_t vip_be, host_tx_mode_t tx_mode,
-		    char *err, size_t errlen);
+		    host_rx_mode_t rx_mode, char *err, size_t errlen);
 void host_ring_close (host_ring_t *r);
 
-/* The next block the kernel handed to user space, or 0 if none. */
+/* The next block the kernel handed to user space (HOST_RX_FRAME: the run of ready frames at
+ * the head, at most HOST_RX_BATCH), or 0 if none. */
 int host_ring_rx_next_block (host_ring_t *r, host_rx_iter_t *it);
 /* Next packet of the block; 0 at the end. */
 int host_ring_rx_next_pkt (host_rx_iter_t *it, host_rx_pkt_t *pkt);

@@ -52,6 +52,7 @@ typedef struct
   const char *shm_path, *stats_path;
   int forward_only, quiet;
   host_tx_mode_t tx_mode;
+  host_rx_mode_t rx_mode;
 } host_opts_t;
 
 static volatile sig_atomic_t g_stop, g_dump;
@@ -101,7 +102,8 @@ usage (FILE *f)
 	 "                  [--policy ecmp|wcmp|lsq|sed|lsq2|sed2] [--step S] [--fallback S]\n"
 	 "                  [--shm PATH] [--seed N] [--table-size N] [--flow-timeout S]\n"
 	 "                  [--reservoir-size K] [--sample-prob P] [--max-servers N]\n"
-	 "                  [--forward-only] [--tx-mode copy|ring] [--stats-json PATH] [--quiet]\n"
+	 "                  [--forward-only] [--tx-mode copy|ring] [--rx-ring block|frame]\n"
+	 "                  [--stats-json PATH] [--quiet]\n"
 	 "One MARLLB load balancer on IF: IPv4 frames for the VIP go through the lb_rl core\n"
 	 "and leave the same interface towards the chosen server's MAC (layer-2 DSR).\n"
 	 "SIGUSR1 prints the counters as a JSON line; SIGTERM/SIGINT stop.\n",
@@ -233,7 +235,7 @@ parse_flags (int argc, char **argv, host_opts_t *o)
   enum
   {
     O_IF = 1000, O_VIP, O_VIP_PORT, O_SERVER, O_WEIGHTS, O_POLICY, O_STEP, O_FALLBACK, O_SHM,
-    O_SEED, O_TABLE, O_FLOW_TIMEOUT, O_RES, O_SAMPLE, O_MAXS, O_FWD, O_TXMODE, O_STATS, O_QUIET, O_HELP
+    O_SEED, O_TABLE, O_FLOW_TIMEOUT, O_RES, O_SAMPLE, O_MAXS, O_FWD, O_TXMODE, O_RXRING, O_STATS, O_QUIET, O_HELP
   };
   static const struct option opts[] = {
     { "interface", required_argument, 0, O_IF },
@@ -253,6 +255,7 @@ parse_flags (int argc, char **argv, host_opts_t *o)
     { "max-servers", required_argument, 0, O_MAXS },
     { "forward-only", no_argument, 0, O_FWD },
     { "tx-mode", required_argument, 0, O_TXMODE },
+    { "rx-ring", required_argument, 0, O_RXRING },
     { "stats-json", required_argument, 0, O_STATS },
     { "quiet", no_argument, 0, O_QUIET },
     { "help", no_argument, 0, O_HELP },
@@ -336,6 +339,14 @@ parse_flags (int argc, char **argv, host_opts_t *o)
 	  o->tx_mode = HOST_TX_RING;
 	else
 	  usage_error ("--tx-mode %s: expected copy or ring", optarg);
+	break;
+      case O_RXRING:
+	if (!strcmp (optarg, "block"))
+	  o->rx_mode = HOST_RX_BLOCK;
+	else if (!strcmp (optarg, "frame"))
+	  o->rx_mode = HOST_RX_FRAME;
+	else
+	  usage_error ("--rx-ring %s: expected block or frame", optarg);
 	break;
       case O_STATS:
 	o->stats_path = optarg;
@@ -633,7 +644,7 @@ main (int argc, char **argv)
     for (i = 0; i < o.n_servers; i++)
       memcpy (o.servers[i].mac, macs[i], 6);
   }
-  if (host_ring_open (&lb.ring, o.ifname, o.vip.vip, o.tx_mode, err, sizeof err) < 0)
+  if (host_ring_open (&lb.ring, o.ifname, o.vip.vip, o.tx_mode, o.rx_mode, err, sizeof err) < 0)
     {
       fprintf (stderr, "lb_rl_host: --interface %s: %s\n", o.ifname, err);
       host_ring_close (&lb.ring);
