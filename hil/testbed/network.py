@@ -44,7 +44,8 @@ def build_network(plan: TestbedPlan) -> None:
     for node in plan.nodes:
         _link_node(node)
     for s in plan.servers:
-        # the VIP on lo, never announced or answered by ARP: only the LBs answer for it
+        # the VIP on lo, never announced or answered by ARP: clients reach it through an LB (the
+        # next hop of their VIP route), and the servers answer them straight from it
         sh.run(["ip", "-n", s.ns, "addr", "add", f"{plan.vip}/32", "dev", "lo"])
         _sysctl(s.ns, {"net.ipv4.conf.all.arp_ignore": 1, "net.ipv4.conf.all.arp_announce": 2,
                        "net.ipv4.conf.eth0.arp_ignore": 1, "net.ipv4.conf.eth0.arp_announce": 2,
