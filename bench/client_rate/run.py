@@ -29,7 +29,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -44,11 +43,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hil.testbed import apache  # noqa: E402
 from hil.testbed.schedule import build_schedule  # noqa: E402
 from simulator.config import ExperimentConfig  # noqa: E402
 
-MODULES = Path("/usr/lib/apache2/modules")
-PHP_MODULE = MODULES / "libphp8.2.so"
+PHP_MODULE = apache.MODULE_DIR / apache.PHP_MODULE
 TARGET_RATE = 1000.0
 TARGET_P99_S = 0.010
 PATHS = {"static": "/tiny.txt", "php": "/work.php"}
@@ -61,7 +60,9 @@ def free_port() -> int:
 
 
 class Apache:
-    """Apache prefork + mod_php from a private config on 127.0.0.1 (same shape as the tests')."""
+    """Apache prefork + mod_php on 127.0.0.1 from a private config: the testbed's own config and
+    instance (hil.testbed.apache) in this namespace, without the access log, serving work.php and
+    a 64-byte tiny.txt."""
 
     def __init__(self, workers: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="mlb-bench-apache-"))
@@ -73,73 +74,24 @@ class Apache:
         for p in (www, *www.iterdir()):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
         self.port = free_port()
-        self.pid_file = self.dir / "httpd.pid"
-        self.conf = self.dir / "httpd.conf"
-        self.conf.write_text(f"""
-LoadModule mpm_prefork_module {MODULES / 'mod_mpm_prefork.so'}
-LoadModule authz_core_module {MODULES / 'mod_authz_core.so'}
-LoadModule env_module {MODULES / 'mod_env.so'}
-LoadModule php_module {PHP_MODULE}
-ServerName localhost
-ServerRoot {self.dir}
-Listen 127.0.0.1:{self.port}
-User www-data
-Group www-data
-PidFile {self.pid_file}
-DefaultRuntimeDir {self.dir}
-Mutex file:{self.dir} default
-ErrorLog {self.dir / 'error.log'}
-StartServers {workers}
-MinSpareServers {workers}
-MaxSpareServers {workers}
-ServerLimit {workers}
-MaxRequestWorkers {workers}
-MaxConnectionsPerChild 0
-ListenBacklog 1024
-KeepAlive Off
-DocumentRoot {www}
-<Directory />
-    Require all denied
-</Directory>
-<Directory {www}>
-    Require all granted
-</Directory>
-<FilesMatch "\\.php$">
-    SetHandler application/x-httpd-php
-</FilesMatch>
-SetEnv MLB_SERVER 0
-""")
-        self.pid = 0
+        self.inst = apache.ApacheInstance(ns=None, run_dir=self.dir)
+        self.inst.write_config(apache.render_config(
+            server_index=1, listen=f"127.0.0.1:{self.port}", workers=workers, backlog=1024,
+            run_dir=self.dir, www=www, php_module=PHP_MODULE, access_log=False))
 
     def start(self) -> None:
-        subprocess.run(["apache2", "-f", str(self.conf), "-k", "start"], check=True)
+        self.inst.start()
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
-                self.pid = int(self.pid_file.read_text())
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
-            except (OSError, ValueError):
+            except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("apache did not start: " + self.error_log())
-
-    def error_log(self) -> str:
-        f = self.dir / "error.log"
-        return f.read_text()[-2000:] if f.exists() else ""
+        raise RuntimeError("apache did not start: " + self.inst.error_tail())
 
     def stop(self) -> None:
-        if self.pid:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.time() + 10
-            while time.time() < deadline:
-                try:
-                    os.kill(self.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
+        self.inst.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

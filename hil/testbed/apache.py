@@ -10,6 +10,7 @@ against what the servers saw."""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -66,8 +67,11 @@ def _world_traversable(path: Path) -> bool:
 
 
 def render_config(*, server_index: int, listen: str, workers: int, backlog: int, run_dir: Path,
-                  www: Path, php_module: Path) -> str:
-    """The complete httpd config of one instance (nothing from /etc/apache2 is read)."""
+                  www: Path, php_module: Path, access_log: bool = True) -> str:
+    """The complete httpd config of one instance (nothing from /etc/apache2 is read);
+    ``access_log`` False leaves out the per-request log (benchmarks of the client)."""
+    log = (f'LogFormat "{ACCESS_FORMAT}" mlb\nCustomLog {run_dir / "access.log"} mlb\n'
+           if access_log else "")
     m = MODULE_DIR
     return f"""# MARLLB testbed server {server_index} (generated; removed by `marllb hil down`)
 LoadModule mpm_prefork_module {m / 'mod_mpm_prefork.so'}
@@ -84,9 +88,7 @@ DefaultRuntimeDir {run_dir}
 Mutex file:{run_dir} default
 ErrorLog {run_dir / 'error.log'}
 LogLevel warn
-LogFormat "{ACCESS_FORMAT}" mlb
-CustomLog {run_dir / 'access.log'} mlb
-StartServers {workers}
+{log}StartServers {workers}
 MinSpareServers {workers}
 MaxSpareServers {workers}
 ServerLimit {workers}
@@ -112,9 +114,9 @@ php_admin_value max_execution_time 0
 
 @dataclass
 class ApacheInstance:
-    """One Apache instance in namespace ``ns``, files under ``run_dir``."""
+    """One Apache instance in namespace ``ns`` (None: this process's), files under ``run_dir``."""
 
-    ns: str
+    ns: str | None
     run_dir: Path
     cgroup_enter: str | None = None  # shell snippet that moves the shell into the server's cgroup
     cpus: tuple[int, ...] = ()  # pin the instance to these CPUs (empty: no pinning)
@@ -151,9 +153,7 @@ class ApacheInstance:
         self.pid_file.unlink(missing_ok=True)
         self.access_log.unlink(missing_ok=True)
         binary, _ = check_installed()
-        cmd = f"exec ip netns exec {self.ns} {binary} -f {self.conf} -k start"
-        if self.cpus:
-            cmd = cmd.replace("exec ", f"exec taskset -c {','.join(map(str, self.cpus))} ", 1)
+        cmd = "exec " + shlex.join(sh.in_ns(self.ns, [binary, "-f", str(self.conf), "-k", "start"], self.cpus))
         if self.cgroup_enter:
             cmd = f"{self.cgroup_enter} && {cmd}"
         sh.run(["sh", "-c", cmd], timeout_s=timeout_s)

@@ -23,14 +23,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hil.testbed import apache as testbed_apache
 from hil.testbed.client import COLUMNS, OUTCOMES
 from hil.testbed.schedule import Schedule, build_schedule
 from simulator.config import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 WWW = ROOT / "hil" / "testbed" / "www"
-MODULES = Path("/usr/lib/apache2/modules")
-PHP_MODULE = MODULES / "libphp8.2.so"
+PHP_MODULE = testbed_apache.MODULE_DIR / testbed_apache.PHP_MODULE
 STARTUP_S = 1.0  # T0 this far ahead of the subprocess start (interpreter + numpy import)
 
 
@@ -42,77 +42,33 @@ def _free_port() -> int:
 
 class LocalApache:
     """An Apache 2.4 prefork + mod_php instance on 127.0.0.1:<free port> from its own config in a
-    temporary directory (nothing from /etc/apache2), DocumentRoot = hil/testbed/www."""
+    temporary directory (the testbed's own config and instance, hil.testbed.apache, in this
+    namespace), DocumentRoot = hil/testbed/www."""
 
     def __init__(self, workers: int = 8, server_id: int = 3) -> None:
         self.run = Path(tempfile.mkdtemp(prefix="mlb-test-apache-"))
         os.chmod(self.run, 0o755)  # workers (www-data) reopen the mutex file
         self.port = _free_port()
-        self.conf = self.run / "httpd.conf"
-        self.pid_file = self.run / "httpd.pid"
-        self.conf.write_text(f"""
-LoadModule mpm_prefork_module {MODULES / 'mod_mpm_prefork.so'}
-LoadModule authz_core_module {MODULES / 'mod_authz_core.so'}
-LoadModule env_module {MODULES / 'mod_env.so'}
-LoadModule php_module {PHP_MODULE}
-ServerName localhost
-ServerRoot {self.run}
-Listen 127.0.0.1:{self.port}
-User www-data
-Group www-data
-PidFile {self.pid_file}
-DefaultRuntimeDir {self.run}
-Mutex file:{self.run} default
-ErrorLog {self.run / 'error.log'}
-StartServers {workers}
-MinSpareServers {workers}
-MaxSpareServers {workers}
-ServerLimit {workers}
-MaxRequestWorkers {workers}
-ListenBacklog 511
-KeepAlive Off
-DocumentRoot {WWW}
-<Directory />
-    Require all denied
-</Directory>
-<Directory {WWW}>
-    Require all granted
-</Directory>
-<FilesMatch "\\.php$">
-    SetHandler application/x-httpd-php
-</FilesMatch>
-SetEnv MLB_SERVER {server_id}
-""")
+        self.inst = testbed_apache.ApacheInstance(ns=None, run_dir=self.run)
+        self.inst.write_config(testbed_apache.render_config(
+            server_index=server_id + 1, listen=f"127.0.0.1:{self.port}", workers=workers, backlog=511,
+            run_dir=self.run, www=WWW, php_module=PHP_MODULE))
         self.pid = 0
 
     def start(self) -> None:
-        p = subprocess.run(["apache2", "-f", str(self.conf), "-k", "start"], capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr + self.error_log()
+        self.pid = self.inst.start()
         deadline = time.time() + 10
         while time.time() < deadline:
-            if self.pid_file.exists() and self.pid_file.read_text().strip():
-                self.pid = int(self.pid_file.read_text())
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise AssertionError("apache did not start: " + self.error_log())
-
-    def error_log(self) -> str:
-        f = self.run / "error.log"
-        return f.read_text() if f.exists() else ""
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("apache did not start: " + self.inst.error_tail())
 
     def stop(self) -> None:
         if self.pid:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.time() + 10
-            while time.time() < deadline and _alive(self.pid):
-                time.sleep(0.05)
+            self.inst.stop()
             assert not _alive(self.pid), f"apache {self.pid} still running"
         shutil.rmtree(self.run, ignore_errors=True)
 
