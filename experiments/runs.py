@@ -174,7 +174,10 @@ class RunData:
 def _read_table(path: Path) -> pd.DataFrame:
     csv = path.with_suffix(".csv")
     if path.exists():
-        return pd.read_parquet(path)
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise UserError(f"{path}: cannot read ({exc})") from None
     if csv.exists():
         return pd.read_csv(csv)
     raise UserError(f"{path}: missing (not a complete run directory)")
@@ -187,7 +190,7 @@ def load_run(path: str | Path) -> RunData:
         raise UserError(f"{p}: no such run directory")
     summary_path = p / "summary.json"
     if not summary_path.exists():
-        raise UserError(f"{p}: not a run directory (no summary.json)")
+        raise UserError(f"{summary_path}: missing (not a run directory)")
     try:
         summary = json.loads(summary_path.read_text())
     except json.JSONDecodeError as exc:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from simulator.config import ExperimentConfig, UserError, load_config
+from simulator.config import ExperimentConfig, UserError
 
 __all__ = ["SIM_COLUMNS", "REAL_COLUMNS", "RunTables", "load_tables", "read_hil_json", "num_col"]
 
@@ -49,33 +49,17 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], where: Path) -> N
 
 
 def load_tables(path: str | Path, columns: Sequence[str] = SIM_COLUMNS) -> RunTables:
-    """config.yaml, summary.json and requests.parquet (or .csv) of a run directory; a missing
-    directory, file or request column is a UserError naming it."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"{p}: no such run directory")
-    summary_path, cfg_path = p / "summary.json", p / "config.yaml"
-    for f in (summary_path, cfg_path):
-        if not f.is_file():
-            raise UserError(f"{f}: missing (not a complete run directory)")
-    try:
-        summary = json.loads(summary_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{summary_path}: not valid JSON ({exc})") from None
-    cfg = load_config(cfg_path)
-    req_path = p / "requests.parquet"
-    if req_path.is_file():
-        try:
-            requests = pd.read_parquet(req_path)
-        except Exception as exc:  # pyarrow raises several types for a broken file
-            raise UserError(f"{req_path}: cannot read ({exc})") from None
-    elif req_path.with_suffix(".csv").is_file():
+    """config.yaml, summary.json and requests.parquet (or .csv) of a run directory, read by
+    :func:`experiments.runs.load_run`; a missing directory, file or request column is a
+    UserError naming it."""
+    from experiments.runs import load_run
+
+    run = load_run(path)
+    req_path = run.path / "requests.parquet"
+    if not req_path.is_file():
         req_path = req_path.with_suffix(".csv")
-        requests = pd.read_csv(req_path)
-    else:
-        raise UserError(f"{req_path}: missing (not a complete run directory)")
-    _require_columns(requests, columns, req_path)
-    return RunTables(p, cfg, summary, requests)
+    _require_columns(run.requests, columns, req_path)
+    return RunTables(run.path, run.config, run.summary, run.requests)
 
 
 def read_hil_json(real_dir: Path) -> dict[str, Any]:
