@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 import pandas as pd
 
-__all__ = ["SimResult", "SUMMARY_KEYS", "PER_SERVER_KEYS"]
+__all__ = ["SimResult", "SUMMARY_KEYS", "PER_SERVER_KEYS", "quantile", "jain_index", "finite_or_none"]
 
 #: Keys `summary` must carry (run contract in DESIGN.md); more are allowed.
 SUMMARY_KEYS = (
@@ -30,3 +33,23 @@ class SimResult:
     requests: pd.DataFrame
     steps: pd.DataFrame
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# Summary figures shared by simulated and real runs (simulator.run.collect, hil.testbed.collect).
+
+def quantile(x: np.ndarray, q: float) -> float | None:
+    """np.quantile of x (linear), None for an empty array."""
+    return float(np.quantile(x, q)) if len(x) else None
+
+
+def jain_index(x: np.ndarray) -> float:
+    """Jain's fairness (sum x)^2 / (n sum x^2); 1.0 when every x is 0."""
+    return float(x.sum() ** 2 / (len(x) * (x ** 2).sum())) if (x ** 2).sum() > 0 else 1.0
+
+
+def finite_or_none(summary: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite float values -> None (JSON has no NaN), in place; returns summary."""
+    for k, v in list(summary.items()):
+        if isinstance(v, float) and not math.isfinite(v):
+            summary[k] = None
+    return summary

@@ -9,7 +9,6 @@ tie-breaking/probe delays and the background-load periods. Same config and seed 
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from typing import Any, Callable
@@ -21,7 +20,7 @@ from simulator.config import ExperimentConfig, LbConfig, UserError
 from simulator.model import COMPLETED, DROPPED, FEATURES, Simulation
 from simulator.policies import make_policy
 from simulator.protocols import DataPlane
-from simulator.results import SimResult
+from simulator.results import SimResult, finite_or_none, jain_index, quantile
 from simulator.traffic import make_source
 
 __all__ = ["run_experiment", "build_simulation", "make_dataplane", "build_graph", "make_traffic_source"]
@@ -147,10 +146,6 @@ def _run_with_progress(sim: Simulation, cfg: ExperimentConfig) -> None:
             prog.stop()
 
 
-def _pct(x: np.ndarray, q: float) -> float | None:
-    return float(np.quantile(x, q)) if len(x) else None
-
-
 def collect(sim: Simulation, wall_s: float) -> SimResult:
     """Summary, requests and steps tables of a finished Simulation.
 
@@ -203,16 +198,16 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
                            "busy_fraction": b, "mean_jobs": s.jobs_area / window,
                            "cores": s.cores, "refused": s.refused})
     bx = np.array(busy)
-    jain = float(bx.sum() ** 2 / (len(bx) * (bx ** 2).sum())) if (bx ** 2).sum() > 0 else 1.0
+    jain = jain_index(bx)
     summary: dict[str, Any] = {
         "arrived": n,
         "completed": int(completed.sum()),
         "dropped": int(dropped.sum()),
         "in_flight": int(n - completed.sum() - dropped.sum()),
         "jct_mean_s": float(j.mean()) if len(j) else None,
-        "jct_p50_s": _pct(j, 0.5),
-        "jct_p90_s": _pct(j, 0.9),
-        "jct_p99_s": _pct(j, 0.99),
+        "jct_p50_s": quantile(j, 0.5),
+        "jct_p90_s": quantile(j, 0.9),
+        "jct_p99_s": quantile(j, 0.99),
         "throughput_rps": float(meas.sum() / window),
         "jain_fairness": jain,
         "sim_time_s": float(end),
@@ -228,9 +223,7 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
         "link_drops": int(sum(lk.drops for lk in sim.links.values())),
         "core": type(sim.lbs[0].dp).__name__,
     }
-    for k, v in list(summary.items()):
-        if isinstance(v, float) and not math.isfinite(v):
-            summary[k] = None
+    finite_or_none(summary)
     cols = ["t_s", "lb", "server", "n_flow_on", "weight", *FEATURES]
     if sim.steps:
         steps = pd.DataFrame({c: np.concatenate(sim.steps[c]) for c in cols})

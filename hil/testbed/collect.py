@@ -15,13 +15,13 @@ over requests that finished in the window) over its CPU quota times the window;
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from simulator.config import ExperimentConfig
+from simulator.results import finite_or_none, jain_index, quantile
 
 __all__ = ["contract_requests", "summarise", "between_scripts_cpu", "DROP_OUTCOMES"]
 
@@ -102,10 +102,6 @@ def _median(x: np.ndarray) -> float | None:
     return float(np.median(x)) if len(x) else None
 
 
-def _pct(x: np.ndarray, q: float) -> float | None:
-    return float(np.quantile(x, q)) if len(x) else None
-
-
 def summarise(req: pd.DataFrame, cfg: ExperimentConfig, cores: list[float], quotas_cpus: list[float], *,
               wall_s: float, packets: int | None) -> dict[str, Any]:
     """summary.json of a real run (the simulator's keys, from measurements)."""
@@ -131,7 +127,7 @@ def summarise(req: pd.DataFrame, cfg: ExperimentConfig, cores: list[float], quot
                            if "overhead_cpu_s" in req else None,
                            "refused": int(np.sum(mine & (status == "dropped")))})
     bx = np.array(busy)
-    jain = float(bx.sum() ** 2 / (len(bx) * (bx ** 2).sum())) if (bx ** 2).sum() > 0 else 1.0
+    jain = jain_index(bx)
     late = req["lateness_s"].to_numpy(dtype=float)
     late = late[np.isfinite(late)]
     outcome_counts = req["outcome"].astype(str).value_counts().to_dict() if "outcome" in req else {}
@@ -141,9 +137,9 @@ def summarise(req: pd.DataFrame, cfg: ExperimentConfig, cores: list[float], quot
         "dropped": int((status == "dropped").sum()),
         "in_flight": int((status == "in_flight").sum()),
         "jct_mean_s": float(j.mean()) if len(j) else None,
-        "jct_p50_s": _pct(j, 0.5),
-        "jct_p90_s": _pct(j, 0.9),
-        "jct_p99_s": _pct(j, 0.99),
+        "jct_p50_s": quantile(j, 0.5),
+        "jct_p90_s": quantile(j, 0.9),
+        "jct_p99_s": quantile(j, 0.99),
         "throughput_rps": float(meas.sum() / window),
         "jain_fairness": jain,
         "sim_time_s": float(end),
@@ -157,13 +153,10 @@ def summarise(req: pd.DataFrame, cfg: ExperimentConfig, cores: list[float], quot
         "measured": int(meas.sum()),
         "outcomes": {str(k): int(v) for k, v in outcome_counts.items()},
         "lateness_mean_s": float(late.mean()) if len(late) else None,
-        "lateness_p99_s": _pct(late, 0.99),
+        "lateness_p99_s": quantile(late, 0.99),
         "lateness_max_s": float(late.max()) if len(late) else None,
         "core": "lb_rl_host",
         "real": True,
     }
-    for k, v in list(summary.items()):
-        if isinstance(v, float) and not math.isfinite(v):
-            summary[k] = None
-    return summary
+    return finite_or_none(summary)
 
