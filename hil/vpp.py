@@ -49,6 +49,7 @@ __all__ = [
     "VppTransport",
     "api_add_del_as",
     "api_add_del_vip",
+    "api_add_del_vip_v2",
     "api_conf",
     "api_set_weights",
     "cli_as",
@@ -150,12 +151,20 @@ def _check_weights(weights: Sequence[float]) -> list[float]:
     return w
 
 
-def cli_vip(prefix: str, encap: str = "gre4", delete: bool = False) -> str:
-    """``lb_rl vip <prefix> [encap gre4|gre6] [del]``."""
+def _check_table_size(n: int) -> int:
+    if n != 0 and (n < 1 or n & (n - 1) or n > 1 << 30):
+        raise ValueError(f"flow_table_size {n}: must be a power of two <= 2^30 (0 = VPP's default)")
+    return int(n)
+
+
+def cli_vip(prefix: str, encap: str = "gre4", delete: bool = False, flow_table_size: int = 0) -> str:
+    """``lb_rl vip <prefix> [encap gre4|gre6] [flow-table-size <n>] [del]`` (size 0: the
+    startup default)."""
     if delete:
         return f"lb_rl vip {_prefix(prefix)} del"
     _check_encap(encap)
-    return f"lb_rl vip {_prefix(prefix)} encap {encap}"
+    size = _check_table_size(flow_table_size)
+    return f"lb_rl vip {_prefix(prefix)} encap {encap}" + (f" flow-table-size {size}" if size else "")
 
 
 def cli_as(vip: str, addresses: Sequence[str], weight: float = 1.0, delete: bool = False) -> str:
@@ -239,6 +248,12 @@ def api_add_del_vip(prefix: str, encap: str = "gre4", delete: bool = False) -> d
     """Fields of ``lb_rl_add_del_vip``."""
     _check_encap(encap)
     return {"pfx": _prefix(prefix), "encap": ENCAPS[encap], "is_del": bool(delete)}
+
+
+def api_add_del_vip_v2(prefix: str, encap: str = "gre4", flow_table_size: int = 0,
+                       delete: bool = False) -> dict[str, Any]:
+    """Fields of ``lb_rl_add_del_vip_v2`` (API 1.1.0: a per-VIP flow-table size, 0 = default)."""
+    return {**api_add_del_vip(prefix, encap, delete), "flow_table_size": _check_table_size(flow_table_size)}
 
 
 def api_add_del_as(vip: str, address: str, weight: float = 1.0, delete: bool = False) -> dict[str, Any]:
@@ -465,11 +480,11 @@ class LbRlVpp:
         else:
             self.t.cli(cli_conf(**kw))
 
-    def add_vip(self, prefix: str, encap: str = "gre4") -> None:
+    def add_vip(self, prefix: str, encap: str = "gre4", flow_table_size: int = 0) -> None:
         if self.use_api:
-            self.t.call("lb_rl_add_del_vip", **api_add_del_vip(prefix, encap))
+            self.t.call("lb_rl_add_del_vip_v2", **api_add_del_vip_v2(prefix, encap, flow_table_size))
         else:
-            self.t.cli(cli_vip(prefix, encap))
+            self.t.cli(cli_vip(prefix, encap, flow_table_size=flow_table_size))
 
     def del_vip(self, prefix: str) -> None:
         if self.use_api:

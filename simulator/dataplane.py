@@ -168,8 +168,9 @@ class DataPlaneCore:
 
     Arguments mirror ``lb_rl_config_t``: ``table_size`` and ``ecmp_buckets`` must be powers of
     two; ``reservoir_size`` is K slots per (server, kind); ``sample_prob`` thins reservoir
-    samples; ``flow_timeout_s`` is the idle timeout of tracked flows; ``closed_linger_s`` how
-    long a FIN/RST-closed flow keeps forwarding; ``seed`` seeds the core's only RNG.
+    samples; ``flow_timeout_s`` is the idle timeout of tracked flows; ``syn_timeout_s`` that of
+    pending ones (SYN seen, not established); ``closed_linger_s`` how long a FIN/RST-closed flow
+    keeps forwarding; ``seed`` seeds the core's only RNG.
     Raises DataPlaneError on a bad configuration."""
 
     def __init__(
@@ -182,6 +183,7 @@ class DataPlaneCore:
         sample_prob: float = 1.0,
         flow_timeout_s: float = 40.0,
         closed_linger_s: float = 2.0,
+        syn_timeout_s: float = 3.0,
         policy: "str | int | Policy" = "sed",
         seed: int = 1,
     ) -> None:
@@ -194,6 +196,7 @@ class DataPlaneCore:
         cfg.sample_prob = sample_prob
         cfg.flow_timeout_s = flow_timeout_s
         cfg.closed_linger_s = closed_linger_s
+        cfg.syn_timeout_s = syn_timeout_s
         cfg.policy = int(Policy.parse(policy))
         cfg.seed = seed & 0xFFFFFFFFFFFFFFFF
         ctx = lib.lb_rl_create(cfg)
@@ -456,15 +459,17 @@ class DataPlaneCore:
     # --- reading state -------------------------------------------------------------------
 
     def server_counters(self, i: int) -> dict[str, int]:
-        """Counters of server ``i`` (``lb_rl_server_counters_t``) as a dict; ``n_flow_on`` is
-        a gauge, the rest are monotonic."""
+        """Counters of server ``i`` (``lb_rl_server_counters_t``) as a dict; ``n_flow_on`` and
+        ``n_flow_pending`` are gauges, the rest are monotonic."""
         c = ffi.new("lb_rl_server_counters_t *")
         self._check(lib.lb_rl_server_counters(self.ctx, i, c), f"server_counters({i})")
         return {
             "n_flow_on": c.n_flow_on,
+            "n_flow_pending": c.n_flow_pending,
             "n_flow_new": c.n_flow_new,
             "n_flow_closed": c.n_flow_closed,
             "n_flow_timeout": c.n_flow_timeout,
+            "n_flow_untracked": c.n_flow_untracked,
             "packets": c.packets,
             "bytes": c.bytes,
             "n_samples_flow_duration": c.n_samples[lib.LB_RL_RES_FLOW_DURATION],
@@ -518,6 +523,11 @@ class DataPlaneCore:
     def ecmp_bucket(self, b: int) -> int:
         """Server in ECMP bucket ``b`` of the active table (-1 if none eligible)."""
         return lib.lb_rl_ecmp_bucket(self.ctx, b)
+
+    def untracked_bucket(self, b: int) -> int:
+        """Server in bucket ``b`` of the table that forwards untracked flows (weighted by the
+        weights in force; the ECMP table under ECMP), -1 if none eligible."""
+        return lib.lb_rl_untracked_bucket(self.ctx, b)
 
 
 class ShmPublisher:

@@ -45,7 +45,7 @@ def make_dataplane(n_servers: int, core_policy: str, lb: LbConfig, seed: int) ->
         raise UserError(str(exc)) from None
     return DataPlaneCore(n_servers, table_size=lb.table_size, reservoir_size=lb.reservoir_size,
                          sample_prob=lb.sample_prob, flow_timeout_s=lb.flow_timeout_s,
-                         policy=core_policy, seed=seed)
+                         syn_timeout_s=lb.syn_timeout_s, policy=core_policy, seed=seed)
 
 
 def _seed_streams(cfg: ExperimentConfig) -> list[np.random.SeedSequence]:

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 # ---- constants mirrored from lb_rl_shm.h / lb_rl_core.h (pinned by tests/shm) ----
 MAGIC = 0x4853424C4C52414D  # b"MARLLBSH" read as a little-endian u64
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 256
 ALIGN = 64
 MAX_SERVERS = 64  # LB_RL_MAX_SERVERS
@@ -72,7 +72,7 @@ DEFAULT_RING = 4
 DEFAULT_FALLBACK_MS = 1000
 READ_RETRIES = 64
 OUT_FRAME_HDR_SIZE = 128
-SERVER_SIZE = 80
+SERVER_SIZE = 96
 IN_FRAME_SIZE = 576
 PAYLOAD_OFFSET = 16
 N_RES = 2  # LB_RL_N_RES
@@ -207,6 +207,8 @@ SERVER_DTYPE = _struct(
         ("n_samples", ("<u8", (N_RES,)), 48),
         ("weight", "<f8", 64),
         ("fill", ("<u4", (N_RES,)), 72),
+        ("n_flow_pending", "<i8", 80),
+        ("n_flow_untracked", "<u8", 88),
     ],
     SERVER_SIZE,
 )

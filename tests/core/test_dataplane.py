@@ -188,7 +188,7 @@ def test_untracked_miss_is_hash_forwarded() -> None:
     core = make_core(8, policy="sed")
     k = make_keys(0x0A0000AA, 0x0A010001, 7777, 80)[0]
     s = core.process(1.0, k, ACK, 100)
-    assert s == core.ecmp_bucket(core.key_hash(k) & 1023)
+    assert s == core.untracked_bucket(core.key_hash(k) & 1023)
     assert core.counters()["untracked_miss"] == 1
     assert core.flow(k)[0] == FlowState.NONE
     # a plain tuple (src_ip_u32, dst_ip_u32, sport, dport, proto) names the same flow

@@ -34,7 +34,9 @@ def out_frame_ok(f: OutFrame, s: int, k: int) -> bool:
             and np.array_equal(sv["n_flow_timeout"], (4 * qq + i).astype(np.uint64))
             and np.array_equal(sv["packets"], (5 * qq + i).astype(np.uint64))
             and np.array_equal(sv["bytes"], (6 * qq + i).astype(np.uint64))
-            and np.array_equal(sv["weight"], q + 0.25 * i)):
+            and np.array_equal(sv["weight"], q + 0.25 * i)
+            and np.array_equal(sv["n_flow_pending"], 8 * qq + i)
+            and np.array_equal(sv["n_flow_untracked"], (9 * qq + i).astype(np.uint64))):
         return False
     kind = np.arange(2, dtype=np.int64)
     fill = (q + i[:, None] + kind[None, :]) % (k + 1)  # (S, 2)

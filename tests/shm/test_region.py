@@ -55,7 +55,7 @@ def test_format_buffer_and_attach() -> None:
         shm.region_size(65, 8)
     with pytest.raises(ShmError, match="in_ring_len must be 2..64"):
         shm.region_size(3, 8, 4, 1)
-    with pytest.raises(ShmError, match="buffer of 100 bytes < 7168 needed"):
+    with pytest.raises(ShmError, match="buffer of 100 bytes < 7424 needed"):
         ShmRegion.format_buffer(bytearray(100), 3, 8)
 
 
@@ -185,7 +185,7 @@ def _bad_inputs(good: bytes) -> dict[str, tuple[bytes, int, str]]:
     return {
         "magic": (patch(0, b"NOTMARLL"), shm.E_MAGIC, "bad magic"),
         "zeros": (bytes(len(good)), shm.E_MAGIC, "bad magic"),
-        "version": (patch(8, (2).to_bytes(4, "little")), shm.E_VERSION, "version 2"),
+        "version": (patch(8, (1).to_bytes(4, "little")), shm.E_VERSION, "version 1"),
         "too_small": (good[:100], shm.E_TOO_SMALL, "100 bytes, smaller than the 256-byte"),
         "empty": (b"", shm.E_TOO_SMALL, "0 bytes, smaller than the 256-byte"),
         "truncated": (good[:-64], shm.E_TRUNCATED, "truncated"),

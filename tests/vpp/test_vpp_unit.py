@@ -101,6 +101,7 @@ def test_grammar_regex_rejects_garbage(grammar: dict[str, re.Pattern[str]]) -> N
         ("lb_rl vip", vpp.cli_vip("198.18.100.1/32", "gre4")),
         ("lb_rl vip", vpp.cli_vip("2001:db8::1/128", "gre6")),
         ("lb_rl vip", vpp.cli_vip("198.18.100.1/32", delete=True)),
+        ("lb_rl vip", vpp.cli_vip("198.18.100.1/32", "gre4", flow_table_size=1024)),
         ("lb_rl as", vpp.cli_as("198.18.100.1/32", ["198.18.1.11"], 2.0)),
         ("lb_rl as", vpp.cli_as("198.18.100.1/32", ["198.18.1.11", "198.18.1.12"], 1.0)),
         ("lb_rl as", vpp.cli_as("198.18.100.1/32", ["198.18.1.11"], delete=True)),
@@ -115,6 +116,8 @@ def test_cli_builders_match_plugin_grammar(grammar: dict[str, re.Pattern[str]], 
 
 def test_cli_builder_exact_strings() -> None:
     assert vpp.cli_vip("198.18.100.1", "gre4") == "lb_rl vip 198.18.100.1/32 encap gre4"
+    assert vpp.cli_vip("198.18.100.1", flow_table_size=1024) == (
+        "lb_rl vip 198.18.100.1/32 encap gre4 flow-table-size 1024")
     assert vpp.cli_as("198.18.100.1/32", ["198.18.1.11", "198.18.1.12"], 2) == (
         "lb_rl as 198.18.100.1/32 198.18.1.11 198.18.1.12 weight 2.0"
     )
@@ -125,6 +128,8 @@ def test_cli_builder_exact_strings() -> None:
     "call",
     [
         lambda: vpp.cli_vip("198.18.100.1/32", "vxlan"),
+        lambda: vpp.cli_vip("198.18.100.1/32", flow_table_size=1000),
+        lambda: vpp.api_add_del_vip_v2("198.18.100.1/32", flow_table_size=1 << 31),
         lambda: vpp.cli_as("198.18.100.1/32", []),
         lambda: vpp.cli_as("198.18.100.1/32", ["198.18.1.11"], 0),
         lambda: vpp.cli_as("198.18.100.1/32", ["not-an-ip"]),
@@ -186,6 +191,7 @@ def test_api_parser_sees_all_messages(api_msgs: dict[str, list[str]]) -> None:
     [
         ("lb_rl_conf", vpp.api_conf(policy="sed", step_s=0.25, ip4_src="198.18.1.1")),
         ("lb_rl_add_del_vip", vpp.api_add_del_vip("198.18.100.1/32", "gre4")),
+        ("lb_rl_add_del_vip_v2", vpp.api_add_del_vip_v2("198.18.100.1/32", "gre4", 1024)),
         ("lb_rl_add_del_as", vpp.api_add_del_as("198.18.100.1/32", "198.18.1.11", 2.0)),
         ("lb_rl_set_weights", vpp.api_set_weights("198.18.100.1/32", [1.0, 2.0])),
     ],
@@ -217,6 +223,7 @@ def test_api_json_from_vppapigen_if_installed() -> None:
     msgs = {m[0]: [f[1] for f in m[1:] if isinstance(f, list)] for m in j["messages"]}
     for msg, fields in [
         ("lb_rl_add_del_vip", vpp.api_add_del_vip("198.18.100.1/32")),
+        ("lb_rl_add_del_vip_v2", vpp.api_add_del_vip_v2("198.18.100.1/32")),
         ("lb_rl_add_del_as", vpp.api_add_del_as("198.18.100.1/32", "198.18.1.11")),
         ("lb_rl_set_weights", vpp.api_set_weights("198.18.100.1/32", [1.0])),
         ("lb_rl_conf", vpp.api_conf(policy="sed")),

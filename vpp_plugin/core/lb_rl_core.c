@@ -41,6 +41,7 @@ lb_rl_config_default (lb_rl_config_t *cfg)
   cfg->sample_prob = 1.0;
   cfg->flow_timeout_s = 40.0;
   cfg->closed_linger_s = 2.0;
+  cfg->syn_timeout_s = 3.0;
   cfg->policy = LB_RL_POLICY_SED;
   cfg->seed = 1;
 }
@@ -68,6 +69,8 @@ lb_rl_config_check (const lb_rl_config_t *cfg)
     return "flow_timeout_s must be finite and > 0";
   if (!(cfg->closed_linger_s >= 0.0 && isfinite (cfg->closed_linger_s)))
     return "closed_linger_s must be finite and >= 0";
+  if (!(cfg->syn_timeout_s > 0.0 && isfinite (cfg->syn_timeout_s)))
+    return "syn_timeout_s must be finite and > 0";
   if ((unsigned) cfg->policy >= LB_RL_N_POLICIES)
     return "unknown policy";
   return NULL;
@@ -116,7 +119,10 @@ lb_rl_create (const lb_rl_config_t *cfg)
   ctx->res = calloc (nres, sizeof (lb_rl_sample_t));
   ctx->wtab[0].ecmp = malloc (cfg->ecmp_buckets);
   ctx->wtab[1].ecmp = malloc (cfg->ecmp_buckets);
-  if (!ctx->tags || !ctx->flows || !ctx->res || !ctx->wtab[0].ecmp || !ctx->wtab[1].ecmp)
+  ctx->wtab[0].wmap = malloc (cfg->ecmp_buckets);
+  ctx->wtab[1].wmap = malloc (cfg->ecmp_buckets);
+  if (!ctx->tags || !ctx->flows || !ctx->res || !ctx->wtab[0].ecmp || !ctx->wtab[1].ecmp ||
+      !ctx->wtab[0].wmap || !ctx->wtab[1].wmap)
     goto nomem;
   memset (ctx->flows, 0, (size_t) cfg->table_size * sizeof (lb_rl_flow_t));
   lb_rl_rng_seed (&ctx->rng, cfg->seed);
@@ -143,6 +149,8 @@ lb_rl_destroy (lb_rl_ctx_t *ctx)
   free (ctx->res);
   free (ctx->wtab[0].ecmp);
   free (ctx->wtab[1].ecmp);
+  free (ctx->wtab[0].wmap);
+  free (ctx->wtab[1].wmap);
   free (ctx);
 }
 
@@ -167,6 +175,7 @@ lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
    * of an earlier incarnation carry an older generation and count as lost. */
   memset (&ctx->sc[idx], 0, sizeof ctx->sc[idx]);
   ctx->n_on[idx] = 0;
+  ctx->n_pend[idx] = 0;
   ctx->res_filled[idx][0] = ctx->res_filled[idx][1] = 0;
   ctx->gen[idx]++;
   ctx->present |= bit;
@@ -192,6 +201,7 @@ lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx)
   ctx->static_w[idx] = 0.0;
   /* Its flows are gone: the gauge drops now, entries are freed lazily. */
   ctx->n_on[idx] = 0;
+  ctx->n_pend[idx] = 0;
   ctx->gen[idx]++;
   lb_rl_tables_rebuild (ctx);
   return LB_RL_OK;
@@ -298,6 +308,7 @@ lb_rl_server_counters (const lb_rl_ctx_t *ctx, uint32_t idx, lb_rl_server_counte
     return LB_RL_E_INVALID;
   *out = ctx->sc[idx];
   out->n_flow_on = ctx->n_on[idx];
+  out->n_flow_pending = ctx->n_pend[idx];
   return LB_RL_OK;
 }
 
@@ -358,5 +369,13 @@ int32_t
 lb_rl_ecmp_bucket (const lb_rl_ctx_t *ctx, uint32_t b)
 {
   uint8_t s = ctx->wt->ecmp[b & ctx->ecmp_mask];
+  return s == LB_RL_NO_SERVER_U8 ? -1 : (int32_t) s;
+}
+
+int32_t
+lb_rl_untracked_bucket (const lb_rl_ctx_t *ctx, uint32_t b)
+{
+  const uint8_t *map = ctx->cfg.policy == LB_RL_POLICY_ECMP ? ctx->wt->ecmp : ctx->wt->wmap;
+  uint8_t s = map[b & ctx->ecmp_mask];
   return s == LB_RL_NO_SERVER_U8 ? -1 : (int32_t) s;
 }

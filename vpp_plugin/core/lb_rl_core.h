@@ -56,8 +56,8 @@ typedef enum
 {
   LB_RL_POLICY_ECMP = 0, /* hash of the 5-tuple into equal buckets */
   LB_RL_POLICY_WCMP = 1, /* weighted random: Vose alias table over weights */
-  LB_RL_POLICY_LSQ = 2,  /* argmin n_flow_on (ties at random) */
-  LB_RL_POLICY_SED = 3,  /* argmin (n_flow_on + 1) / w (ties at random) */
+  LB_RL_POLICY_LSQ = 2,  /* argmin n_flow_on + n_flow_pending (ties at random) */
+  LB_RL_POLICY_SED = 3,  /* argmin (n_flow_on + n_flow_pending + 1) / w (ties at random) */
   LB_RL_POLICY_LSQ2 = 4, /* LSQ between two distinct random candidates */
   LB_RL_POLICY_SED2 = 5, /* SED between two distinct random candidates */
   LB_RL_N_POLICIES = 6
@@ -87,11 +87,14 @@ typedef struct
 {
   uint32_t max_servers;    /* server indices are 0 .. max_servers-1, <= LB_RL_MAX_SERVERS */
   uint32_t table_size;     /* flow-table entries, power of two (default 1<<16) */
-  uint32_t ecmp_buckets;   /* ECMP/untracked bucket table length, power of two (default 1024) */
+  uint32_t ecmp_buckets;   /* length of the ECMP and the untracked-flow bucket tables,
+			    * power of two (default 1024) */
   uint32_t reservoir_size; /* K slots per reservoir (default 128) */
   double sample_prob;      /* probability a sample is offered to a reservoir (default 1.0) */
   double flow_timeout_s;   /* idle timeout of a tracked flow (default 40) */
   double closed_linger_s;  /* how long a FIN/RST-closed entry keeps forwarding (default 2) */
+  double syn_timeout_s;    /* idle timeout of a pending (SYN seen, not established) flow
+			    * (default 3: Linux's second SYN retransmission is due at 3 s) */
   lb_rl_policy_t policy;   /* new-flow policy (default SED) */
   uint64_t seed;           /* seeds the core's RNG (xoshiro256**) */
 } lb_rl_config_t;
@@ -100,9 +103,11 @@ typedef struct
 typedef struct
 {
   int64_t n_flow_on;       /* established, not yet closed flows (gauge) */
+  int64_t n_flow_pending;  /* SYN seen, not yet established nor timed out (gauge) */
   uint64_t n_flow_new;     /* flows assigned by the policy */
   uint64_t n_flow_closed;  /* FIN/RST closes of established flows */
   uint64_t n_flow_timeout; /* established flows ended by idle timeout */
+  uint64_t n_flow_untracked; /* SYNs that found the table full, hash-forwarded here */
   uint64_t packets;
   uint64_t bytes;
   uint64_t n_samples[LB_RL_N_RES]; /* samples offered to each reservoir */
@@ -200,5 +205,8 @@ int lb_rl_flow_get (const lb_rl_ctx_t *ctx, const lb_rl_5tuple_t *key, int32_t *
 uint64_t lb_rl_key_hash (const lb_rl_5tuple_t *key);
 /* Server in ECMP bucket b of the active table, or -1 if no eligible server. */
 int32_t lb_rl_ecmp_bucket (const lb_rl_ctx_t *ctx, uint32_t b);
+/* Server in bucket b of the table that forwards untracked flows (the weighted
+ * table, or the ECMP table under the ECMP policy), or -1 if none eligible. */
+int32_t lb_rl_untracked_bucket (const lb_rl_ctx_t *ctx, uint32_t b);
 
 #endif /* LB_RL_CORE_H */

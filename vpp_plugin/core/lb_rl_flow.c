@@ -30,6 +30,15 @@ lb_rl_slot_free (lb_rl_ctx_t *ctx, uint32_t s)
   ctx->c.tracked_flows--;
 }
 
+/* Idle time after which a live entry ends: pending (SYN) entries have their
+ * own short timeout so unanswered SYNs stop counting toward their server. */
+static inline double
+lb_rl_idle_limit (const lb_rl_ctx_t *ctx, const lb_rl_flow_t *e)
+{
+  return LB_RL_LIKELY (e->state == LB_RL_FLOW_EST) ? ctx->cfg.flow_timeout_s
+						  : ctx->cfg.syn_timeout_s;
+}
+
 /* End a live (SYN or EST) entry by idle timeout and free it. The flow's FCT
  * sample is last_seen - first_seen, stamped at detection time now. */
 static void
@@ -42,6 +51,8 @@ lb_rl_flow_timeout (lb_rl_ctx_t *ctx, uint32_t s, double now)
       ctx->sc[e->server].n_flow_timeout++;
       lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, e->last_seen - e->first_seen);
     }
+  else
+    ctx->n_pend[e->server]--;
   ctx->c.timeouts++;
   lb_rl_slot_free (ctx, s);
 }
@@ -67,7 +78,7 @@ lb_rl_slot_reclaim (lb_rl_ctx_t *ctx, uint32_t s, double now)
 	}
       return 0;
     }
-  if (now - e->last_seen > ctx->cfg.flow_timeout_s)
+  if (now - e->last_seen > lb_rl_idle_limit (ctx, e))
     {
       lb_rl_flow_timeout (ctx, s, now);
       return 1;
@@ -116,7 +127,7 @@ found:
 	goto free_and_miss;
       return lb_rl_forward (ctx, e->server, len);
     }
-  if (LB_RL_UNLIKELY (now - e->last_seen > ctx->cfg.flow_timeout_s))
+  if (LB_RL_UNLIKELY (now - e->last_seen > lb_rl_idle_limit (ctx, e)))
     {
       lb_rl_flow_timeout (ctx, s, now);
       if (free_slot == LB_RL_NO_SLOT)
@@ -132,6 +143,8 @@ found:
 	  ctx->sc[e->server].n_flow_closed++;
 	  lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, now - e->first_seen);
 	}
+      else
+	ctx->n_pend[e->server]--;
       e->state = LB_RL_FLOW_CLOSED;
     }
   else if ((flags & (LB_RL_TCP_ACK | LB_RL_TCP_SYN)) == LB_RL_TCP_ACK)
@@ -141,6 +154,7 @@ found:
       else
 	{
 	  e->state = LB_RL_FLOW_EST;
+	  ctx->n_pend[e->server]--;
 	  ctx->n_on[e->server]++;
 	}
     }
@@ -190,17 +204,27 @@ miss:
       ctx->c.tracked_flows++;
       ctx->c.new_flows++;
       ctx->sc[srv].n_flow_new++;
+      ctx->n_pend[srv]++;
       return lb_rl_forward (ctx, (uint32_t) srv, len);
     }
   ctx->c.untracked_miss++;
 
 hash_forward:
-  b = LB_RL_ACQUIRE (ctx->wt)->ecmp[h & ctx->ecmp_mask];
+  /* Untracked packets follow the weights in force through the weighted bucket
+   * table (equal buckets under ECMP, whose new flows ignore weights), so a flood
+   * that fills the table does not turn WCMP/SED into ECMP; same hash, same
+   * server while the weights stay. */
+  {
+    const lb_rl_wtab_t *t = LB_RL_ACQUIRE (ctx->wt);
+    b = (ctx->cfg.policy == LB_RL_POLICY_ECMP ? t->ecmp : t->wmap)[h & ctx->ecmp_mask];
+  }
   if (LB_RL_UNLIKELY (b == LB_RL_NO_SERVER_U8))
     {
       ctx->c.no_server++;
       return LB_RL_E_NO_SERVER;
     }
+  if (is_syn)
+    ctx->sc[b].n_flow_untracked++;
   return lb_rl_forward (ctx, b, len);
 }
 

@@ -53,6 +53,8 @@ typedef struct
   uint64_t thr[LB_RL_MAX_SERVERS];	/* keep column j's own server if u32 < thr[j] (thr <= 2^32) */
   double inv_w[LB_RL_MAX_SERVERS];	/* per server: 1/w (0 if not eligible) for SED */
   uint8_t *ecmp;			/* ecmp_buckets entries: server or LB_RL_NO_SERVER_U8 */
+  uint8_t *wmap;			/* ecmp_buckets entries, server i holding its weight's
+					 * share of them: forwards untracked flows */
 } lb_rl_wtab_t;
 
 struct lb_rl_ctx
@@ -79,8 +81,9 @@ struct lb_rl_ctx
   double cur_w[LB_RL_MAX_SERVERS]; /* weights in force (0 for absent servers) */
 
   /* n_flow_on gauges, contiguous (8 cache lines) so LSQ/SED scans stay cheap;
-   * sc[i].n_flow_on is filled from here by lb_rl_server_counters. */
+   * sc[i].n_flow_on / n_flow_pending are filled from here by lb_rl_server_counters. */
   int64_t n_on[LB_RL_MAX_SERVERS];
+  int64_t n_pend[LB_RL_MAX_SERVERS]; /* pending (SYN-state) entries per server */
   lb_rl_server_counters_t sc[LB_RL_MAX_SERVERS]; /* n_flow_on unused here */
   lb_rl_counters_t c;
 
@@ -101,6 +104,11 @@ void lb_rl_ecmp_fill (uint8_t *buckets, uint32_t m, const uint8_t *elig, uint32_
  * where alias[] holds values from idx[]. */
 void lb_rl_alias_build (const double *w, const uint8_t *idx, uint32_t n, uint64_t *thr,
 			uint8_t *alias);
+/* Update map (m buckets, power of two) so that server i holds its largest-remainder
+ * quota of m * w[i] / sum(w) buckets (w has max_servers entries, 0 = not eligible),
+ * moving only buckets of servers above their new quota: the fewest moves any table
+ * with these quotas allows. All zero weights empty the map. */
+void lb_rl_wmap_update (uint8_t *map, uint32_t m, const double *w, uint32_t max_servers);
 /* Choose a server for a new flow by the current policy; -1 if none eligible. */
 int32_t lb_rl_policy_choose (lb_rl_ctx_t *ctx, uint64_t hash);
 

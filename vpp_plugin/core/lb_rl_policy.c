@@ -2,8 +2,18 @@
  * lb_rl_policy.c — new-flow server selection over the published weight
  * tables. Called once per new flow; reads only ctx->wt, the counters and the
  * RNG. No allocation, no division (SED multiplies by the precomputed 1/w).
+ *
+ * A server's load for LSQ/SED counts its established flows and its pending
+ * ones (SYN seen, handshake not done): counting only the established ones
+ * sends every SYN of a burst shorter than one RTT to the same server.
  */
 #include "lb_rl_internal.h"
+
+static inline int64_t
+lb_rl_load (const lb_rl_ctx_t *ctx, uint32_t s)
+{
+  return ctx->n_on[s] + ctx->n_pend[s];
+}
 
 /* argmin over the eligible list of a per-server score, ties uniformly at
  * random: the tie set is collected in one pass, then one draw picks from it.
@@ -19,7 +29,7 @@ lb_rl_argmin_lsq (lb_rl_ctx_t *ctx, const lb_rl_wtab_t *t)
   for (j = 0; j < t->n_elig; j++)
     {
       uint8_t s = t->elig[j];
-      int64_t q = ctx->n_on[s];
+      int64_t q = lb_rl_load (ctx, s);
       if (q < best)
 	{
 	  best = q;
@@ -40,7 +50,7 @@ lb_rl_argmin_sed (lb_rl_ctx_t *ctx, const lb_rl_wtab_t *t)
   for (j = 0; j < t->n_elig; j++)
     {
       uint8_t s = t->elig[j];
-      double q = (double) (ctx->n_on[s] + 1) * t->inv_w[s];
+      double q = (double) (lb_rl_load (ctx, s) + 1) * t->inv_w[s];
       if (j == 0 || q < best)
 	{
 	  best = q;
@@ -93,8 +103,8 @@ lb_rl_policy_choose (lb_rl_ctx_t *ctx, uint64_t hash)
 	if (n == 1)
 	  return t->elig[0];
 	lb_rl_two_choices (ctx, t, &a, &b);
-	qa = ctx->n_on[a];
-	qb = ctx->n_on[b];
+	qa = lb_rl_load (ctx, a);
+	qb = lb_rl_load (ctx, b);
 	if (qa != qb)
 	  return qa < qb ? a : b;
 	return (lb_rl_rng_next (&ctx->rng) >> 63) ? a : b;
@@ -105,8 +115,8 @@ lb_rl_policy_choose (lb_rl_ctx_t *ctx, uint64_t hash)
 	if (n == 1)
 	  return t->elig[0];
 	lb_rl_two_choices (ctx, t, &a, &b);
-	qa = (double) (ctx->n_on[a] + 1) * t->inv_w[a];
-	qb = (double) (ctx->n_on[b] + 1) * t->inv_w[b];
+	qa = (double) (lb_rl_load (ctx, a) + 1) * t->inv_w[a];
+	qb = (double) (lb_rl_load (ctx, b) + 1) * t->inv_w[b];
 	if (qa != qb)
 	  return qa < qb ? a : b;
 	return (lb_rl_rng_next (&ctx->rng) >> 63) ? a : b;

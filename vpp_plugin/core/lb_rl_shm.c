@@ -89,6 +89,8 @@ LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, weight_updates, 120);
 LB_RL_SHM_PIN (lb_rl_shm_server_t, n_samples, 48);
 LB_RL_SHM_PIN (lb_rl_shm_server_t, weight, 64);
 LB_RL_SHM_PIN (lb_rl_shm_server_t, fill, 72);
+LB_RL_SHM_PIN (lb_rl_shm_server_t, n_flow_pending, 80);
+LB_RL_SHM_PIN (lb_rl_shm_server_t, n_flow_untracked, 88);
 LB_RL_SHM_PIN (lb_rl_shm_in_frame_t, time_s, 16);
 LB_RL_SHM_PIN (lb_rl_shm_in_frame_t, n, 32);
 LB_RL_SHM_PIN (lb_rl_shm_in_frame_t, weights, 64);
@@ -742,6 +744,8 @@ lb_rl_shm_publish (lb_rl_shm_t *shm, const lb_rl_ctx_t *ctx, double now_s, doubl
       if (lb_rl_server_counters (ctx, i, &sc) == LB_RL_OK)
 	{
 	  sv->n_flow_on = sc.n_flow_on;
+	  sv->n_flow_pending = sc.n_flow_pending;
+	  sv->n_flow_untracked = sc.n_flow_untracked;
 	  sv->n_flow_new = sc.n_flow_new;
 	  sv->n_flow_closed = sc.n_flow_closed;
 	  sv->n_flow_timeout = sc.n_flow_timeout;

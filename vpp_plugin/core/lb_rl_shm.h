@@ -22,7 +22,7 @@
 
 /* "MARLLBSH" read as a little-endian u64. */
 #define LB_RL_SHM_MAGIC 0x4853424c4c52414d
-#define LB_RL_SHM_VERSION 1
+#define LB_RL_SHM_VERSION 2
 #define LB_RL_SHM_HEADER_SIZE 256
 #define LB_RL_SHM_ALIGN 64
 /* Upper bound on reservoir slots per (server, kind) in a frame. */
@@ -37,7 +37,7 @@
 #define LB_RL_SHM_READ_RETRIES 64
 /* Sizes of the fixed parts. */
 #define LB_RL_SHM_OUT_FRAME_HDR_SIZE 128
-#define LB_RL_SHM_SERVER_SIZE 80
+#define LB_RL_SHM_SERVER_SIZE 96
 #define LB_RL_SHM_IN_FRAME_SIZE 576
 /* Offset in a frame where the checksummed payload starts (after seq, checksum). */
 #define LB_RL_SHM_PAYLOAD_OFFSET 16
@@ -143,7 +143,8 @@ typedef struct
   uint64_t weight_updates;
 } lb_rl_shm_out_frame_t;
 
-/* Per-server record in a msg_out frame (80 bytes), see lb_rl_server_counters_t. */
+/* Per-server record in a msg_out frame (96 bytes), see lb_rl_server_counters_t.
+ * Version 2 appended n_flow_pending and n_flow_untracked to version 1's 80 bytes. */
 typedef struct
 {
   int64_t n_flow_on;
@@ -155,6 +156,8 @@ typedef struct
   uint64_t n_samples[LB_RL_N_RES]; /* samples offered to each reservoir (monotonic) */
   double weight;                   /* weight in force for this server */
   uint32_t fill[LB_RL_N_RES];      /* filled slots of each reservoir snapshot, <= K */
+  int64_t n_flow_pending;          /* SYN seen, not established (gauge) */
+  uint64_t n_flow_untracked;       /* SYNs hash-forwarded here with the table full */
 } lb_rl_shm_server_t;
 
 /* msg_in frame (agent -> data plane), 576 bytes. */

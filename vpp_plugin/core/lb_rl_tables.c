@@ -1,6 +1,7 @@
 /*
  * lb_rl_tables.c — weight tables built off the fast path: eligible list,
- * 1/w for SED, Vose alias table for WCMP, Maglev-style ECMP bucket table.
+ * 1/w for SED, Vose alias table for WCMP, Maglev-style ECMP bucket table and
+ * the weighted bucket table that forwards untracked flows.
  * lb_rl_tables_rebuild fills the inactive buffer and publishes it with one
  * release store; the fast path only ever reads the published buffer.
  */
@@ -90,25 +91,90 @@ lb_rl_ecmp_fill (uint8_t *buckets, uint32_t m, const uint8_t *elig, uint32_t n)
 }
 
 void
+lb_rl_wmap_update (uint8_t *map, uint32_t m, const double *w, uint32_t max_servers)
+{
+  /* Quotas by the largest-remainder method: floor(m w_i / W) each, then one more
+   * bucket to the servers with the largest fractional parts (lower index first
+   * on ties), so every share is within one bucket of m w_i / W. */
+  uint32_t quota[LB_RL_MAX_SERVERS], have[LB_RL_MAX_SERVERS];
+  double frac[LB_RL_MAX_SERVERS], sum = 0.0;
+  uint32_t i, b, given = 0, next = 0;
+  for (i = 0; i < max_servers; i++)
+    sum += w[i];
+  for (i = 0; i < max_servers; i++)
+    {
+      double exact = sum > 0.0 ? (double) m * w[i] / sum : 0.0;
+      quota[i] = (uint32_t) exact;
+      frac[i] = exact - (double) quota[i];
+      given += quota[i];
+      have[i] = 0;
+    }
+  while (sum > 0.0 && given < m)
+    {
+      uint32_t best = max_servers;
+      for (i = 0; i < max_servers; i++)
+	if (w[i] > 0.0 && frac[i] >= 0.0 && (best == max_servers || frac[i] > frac[best]))
+	  best = i;
+      frac[best] = -1.0; /* at most one extra bucket each */
+      quota[best]++;
+      given++;
+    }
+  /* Release: a bucket stays with its server while the server is within quota;
+   * only the surplus is freed, so no bucket moves that need not. */
+  for (b = 0; b < m; b++)
+    {
+      uint8_t s = map[b];
+      if (s == LB_RL_NO_SERVER_U8)
+	continue;
+      if (s < max_servers && have[s] < quota[s])
+	have[s]++;
+      else
+	map[b] = LB_RL_NO_SERVER_U8;
+    }
+  /* Refill the freed buckets with the servers below quota, in index order. */
+  for (b = 0; b < m; b++)
+    {
+      if (map[b] != LB_RL_NO_SERVER_U8)
+	continue;
+      while (next < max_servers && have[next] >= quota[next])
+	next++;
+      if (next == max_servers)
+	break; /* all quotas met: only possible when every weight is 0 */
+      map[b] = (uint8_t) next;
+      have[next]++;
+    }
+}
+
+void
 lb_rl_tables_rebuild (lb_rl_ctx_t *ctx)
 {
   lb_rl_wtab_t *t = (ctx->wt == &ctx->wtab[0]) ? &ctx->wtab[1] : &ctx->wtab[0];
-  double w[LB_RL_MAX_SERVERS];
+  double w[LB_RL_MAX_SERVERS], w_by_server[LB_RL_MAX_SERVERS];
   uint32_t i, n = 0;
   uint64_t ok = ctx->present & ~ctx->drained;
   memset (t->inv_w, 0, sizeof t->inv_w);
   for (i = 0; i < ctx->cfg.max_servers; i++)
-    if ((ok & (1ULL << i)) && ctx->cur_w[i] > 0.0)
-      {
-	t->elig[n] = (uint8_t) i;
-	w[n] = ctx->cur_w[i];
-	t->inv_w[i] = 1.0 / ctx->cur_w[i];
-	n++;
-      }
+    {
+      w_by_server[i] = 0.0;
+      if ((ok & (1ULL << i)) && ctx->cur_w[i] > 0.0)
+	{
+	  t->elig[n] = (uint8_t) i;
+	  w[n] = ctx->cur_w[i];
+	  w_by_server[i] = ctx->cur_w[i];
+	  t->inv_w[i] = 1.0 / ctx->cur_w[i];
+	  n++;
+	}
+    }
   t->n_elig = n;
   if (n > 0)
     lb_rl_alias_build (w, t->elig, n, t->thr, t->alias);
   lb_rl_ecmp_fill (t->ecmp, ctx->cfg.ecmp_buckets, t->elig, n);
+  /* The weighted map evolves from the one in force (minimal disruption). */
+  if (ctx->wt)
+    memcpy (t->wmap, ctx->wt->wmap, ctx->cfg.ecmp_buckets);
+  else
+    memset (t->wmap, LB_RL_NO_SERVER_U8, ctx->cfg.ecmp_buckets);
+  lb_rl_wmap_update (t->wmap, ctx->cfg.ecmp_buckets, w_by_server, ctx->cfg.max_servers);
   /* Publish: a reader that sees the new pointer sees the filled tables. */
   LB_RL_PUBLISH (ctx->wt, t);
 }

@@ -57,11 +57,12 @@ host_stats_json (FILE *f, const char *event, const host_counters_t *c, const hos
 	  lb_rl_get_weights (ctx, w);
 	  lb_rl_server_counters (ctx, i, &sc);
 	  fprintf (f,
-		   ",\"weight\":%.17g,\"n_flow_on\":%" PRId64 ",\"n_flow_new\":%" PRIu64
-		   ",\"n_flow_closed\":%" PRIu64 ",\"n_flow_timeout\":%" PRIu64
+		   ",\"weight\":%.17g,\"n_flow_on\":%" PRId64 ",\"n_flow_pending\":%" PRId64
+		   ",\"n_flow_new\":%" PRIu64 ",\"n_flow_closed\":%" PRIu64
+		   ",\"n_flow_timeout\":%" PRIu64 ",\"n_flow_untracked\":%" PRIu64
 		   ",\"packets\":%" PRIu64 ",\"bytes\":%" PRIu64,
-		   w[i], sc.n_flow_on, sc.n_flow_new, sc.n_flow_closed, sc.n_flow_timeout,
-		   sc.packets, sc.bytes);
+		   w[i], sc.n_flow_on, sc.n_flow_pending, sc.n_flow_new, sc.n_flow_closed,
+		   sc.n_flow_timeout, sc.n_flow_untracked, sc.packets, sc.bytes);
 	}
       fputc ('}', f);
     }

@@ -101,6 +101,7 @@ usage (FILE *f)
 	 "                  --server IP[=MAC] [--server ...] [--weights W0,W1,...]\n"
 	 "                  [--policy ecmp|wcmp|lsq|sed|lsq2|sed2] [--step S] [--fallback S]\n"
 	 "                  [--shm PATH] [--seed N] [--table-size N] [--flow-timeout S]\n"
+	 "                  [--syn-timeout S]\n"
 	 "                  [--reservoir-size K] [--sample-prob P] [--max-servers N]\n"
 	 "                  [--forward-only] [--tx-mode copy|ring] [--rx-ring block|frame]\n"
 	 "                  [--stats-json PATH] [--quiet]\n"
@@ -235,7 +236,7 @@ parse_flags (int argc, char **argv, host_opts_t *o)
   enum
   {
     O_IF = 1000, O_VIP, O_VIP_PORT, O_SERVER, O_WEIGHTS, O_POLICY, O_STEP, O_FALLBACK, O_SHM,
-    O_SEED, O_TABLE, O_FLOW_TIMEOUT, O_RES, O_SAMPLE, O_MAXS, O_FWD, O_TXMODE, O_RXRING, O_STATS, O_QUIET, O_HELP
+    O_SEED, O_TABLE, O_FLOW_TIMEOUT, O_SYN_TIMEOUT, O_RES, O_SAMPLE, O_MAXS, O_FWD, O_TXMODE, O_RXRING, O_STATS, O_QUIET, O_HELP
   };
   static const struct option opts[] = {
     { "interface", required_argument, 0, O_IF },
@@ -250,6 +251,7 @@ parse_flags (int argc, char **argv, host_opts_t *o)
     { "seed", required_argument, 0, O_SEED },
     { "table-size", required_argument, 0, O_TABLE },
     { "flow-timeout", required_argument, 0, O_FLOW_TIMEOUT },
+    { "syn-timeout", required_argument, 0, O_SYN_TIMEOUT },
     { "reservoir-size", required_argument, 0, O_RES },
     { "sample-prob", required_argument, 0, O_SAMPLE },
     { "max-servers", required_argument, 0, O_MAXS },
@@ -317,6 +319,9 @@ parse_flags (int argc, char **argv, host_opts_t *o)
 	break;
       case O_FLOW_TIMEOUT:
 	o->cfg.flow_timeout_s = parse_double ("--flow-timeout", optarg, 1e-3, 1e9);
+	break;
+      case O_SYN_TIMEOUT:
+	o->cfg.syn_timeout_s = parse_double ("--syn-timeout", optarg, 1e-3, 1e9);
 	break;
       case O_RES:
 	o->cfg.reservoir_size = (uint32_t) parse_u64 ("--reservoir-size", optarg, 1, 1u << 20);

@@ -84,8 +84,25 @@ vl_api_lb_rl_add_del_vip_t_handler (vl_api_lb_rl_add_del_vip_t *mp)
   if (mp->is_del)
     rv = lb_rl_vip_del (&pfx);
   else
-    rv = lb_rl_vip_add (&pfx, (lb_rl_encap_t) mp->encap, 0);
+    rv = lb_rl_vip_add (&pfx, (lb_rl_encap_t) mp->encap, 0, 0);
   REPLY_MACRO (VL_API_LB_RL_ADD_DEL_VIP_REPLY);
+}
+
+static void
+vl_api_lb_rl_add_del_vip_v2_t_handler (vl_api_lb_rl_add_del_vip_v2_t *mp)
+{
+  lb_rl_main_t *lbm = &lb_rl_main;
+  vl_api_lb_rl_add_del_vip_v2_reply_t *rmp;
+  fib_prefix_t pfx;
+  int rv;
+
+  ip_prefix_decode (&mp->pfx, &pfx);
+  if (mp->is_del)
+    rv = lb_rl_vip_del (&pfx);
+  else
+    rv = lb_rl_vip_add (&pfx, (lb_rl_encap_t) mp->encap,
+			clib_net_to_host_u32 (mp->flow_table_size), 0);
+  REPLY_MACRO (VL_API_LB_RL_ADD_DEL_VIP_V2_REPLY);
 }
 
 static void

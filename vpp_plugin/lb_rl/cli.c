@@ -56,6 +56,8 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
   lb_rl_encap_t encap = ~0;
   int del = 0, have_pfx = 0, rv;
   u32 vip_index;
+  u64 table_size = 0;
+  const char *why;
 
   if (!unformat_user (input, unformat_line_input, line_input))
     return clib_error_return (0, "lb_rl: missing <prefix>");
@@ -68,6 +70,15 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
       else if (unformat (line_input, "encap %U", unformat_lb_rl_encap,
 			 &encap))
 	;
+      else if (unformat (line_input, "flow-table-size %llu", &table_size))
+	{
+	  if ((why = lb_rl_flow_table_size_check (table_size)))
+	    {
+	      error = clib_error_return (0, "lb_rl vip: %s (got %llu)", why,
+					 table_size);
+	      goto done;
+	    }
+	}
       else if (unformat (line_input, "del"))
 	del = 1;
       else
@@ -91,7 +102,7 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
   if (encap == (lb_rl_encap_t) ~0)
     encap = pfx.fp_proto == FIB_PROTOCOL_IP4 ? LB_RL_ENCAP_GRE4 :
 						 LB_RL_ENCAP_GRE6;
-  rv = lb_rl_vip_add (&pfx, encap, &vip_index);
+  rv = lb_rl_vip_add (&pfx, encap, (u32) table_size, &vip_index);
   error = lb_rl_cli_error (rv, "lb_rl vip");
   if (!error)
     vlib_cli_output (vm, "vip %u", vip_index);
@@ -103,7 +114,8 @@ done:
 
 VLIB_CLI_COMMAND (lb_rl_vip_command, static) = {
   .path = "lb_rl vip",
-  .short_help = "lb_rl vip <prefix> [encap gre4|gre6] [del]",
+  .short_help = "lb_rl vip <prefix> [encap gre4|gre6] [flow-table-size <n>] "
+		"[del]",
   .function = lb_rl_vip_command_fn,
 };
 

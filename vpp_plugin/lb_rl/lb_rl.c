@@ -200,10 +200,10 @@ format_lb_rl_server_counters (u8 *s, va_list *args)
 {
   lb_rl_server_counters_t *c = va_arg (*args, lb_rl_server_counters_t *);
   return format (s,
-		 "n_flow_on %lld new %llu closed %llu timeout %llu "
-		 "packets %llu bytes %llu samples fd %llu fct %llu",
-		 c->n_flow_on, c->n_flow_new, c->n_flow_closed,
-		 c->n_flow_timeout, c->packets, c->bytes,
+		 "n_flow_on %lld pending %lld new %llu closed %llu timeout %llu "
+		 "untracked %llu packets %llu bytes %llu samples fd %llu fct %llu",
+		 c->n_flow_on, c->n_flow_pending, c->n_flow_new, c->n_flow_closed,
+		 c->n_flow_timeout, c->n_flow_untracked, c->packets, c->bytes,
 		 c->n_samples[LB_RL_RES_FLOW_DURATION],
 		 c->n_samples[LB_RL_RES_FCT]);
 }
@@ -240,10 +240,10 @@ format_lb_rl_vip (u8 *s, va_list *args)
   lb_rl_main_t *lbm = &lb_rl_main;
   const lb_rl_config_t *cfg = lb_rl_get_config (vip->ctx_by_thread[0]);
 
-  s = format (s, "vip %u %U encap %U servers %u policy %U",
+  s = format (s, "vip %u %U encap %U servers %u policy %U flow-table-size %u",
 	      (u32) (vip - lbm->vips),
 	      format_fib_prefix, &vip->prefix, format_lb_rl_encap, vip->encap,
-	      vip->n_as, format_lb_rl_policy, cfg->policy);
+	      vip->n_as, format_lb_rl_policy, cfg->policy, cfg->table_size);
   if (verbose)
     {
       lb_rl_counters_t c;
@@ -319,6 +319,8 @@ lb_rl_vip_server_counters (const lb_rl_vip_t *vip, u32 server_index,
 	  LB_RL_OK)
 	continue;
       out->n_flow_on += c.n_flow_on;
+      out->n_flow_pending += c.n_flow_pending;
+      out->n_flow_untracked += c.n_flow_untracked;
       out->n_flow_new += c.n_flow_new;
       out->n_flow_closed += c.n_flow_closed;
       out->n_flow_timeout += c.n_flow_timeout;
@@ -416,8 +418,19 @@ lb_rl_vip_free_ctx (lb_rl_vip_t *vip)
   vec_free (vip->ctx_by_thread);
 }
 
+const char *
+lb_rl_flow_table_size_check (u64 n)
+{
+  if (n == 0 || (n & (n - 1)) != 0)
+    return "flow-table-size must be a power of two";
+  if (n > LB_RL_MAX_FLOW_TABLE_SIZE)
+    return "flow-table-size must be at most 2^30";
+  return 0;
+}
+
 int
-lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap, u32 *vip_index)
+lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
+	       u32 flow_table_size, u32 *vip_index)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   vlib_thread_main_t *tm = vlib_get_thread_main ();
@@ -428,6 +441,10 @@ lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap, u32 *vip_index)
 
   if ((u32) encap >= LB_RL_N_ENCAP)
     return VNET_API_ERROR_INVALID_VALUE;
+  if (flow_table_size == 0)
+    flow_table_size = lbm->flow_table_size;
+  if (lb_rl_flow_table_size_check (flow_table_size))
+    return VNET_API_ERROR_INVALID_VALUE_2;
   if (lb_rl_vip_find (pfx))
     return VNET_API_ERROR_VALUE_EXIST;
   if (encap == LB_RL_ENCAP_GRE4 && lbm->ip4_src_address.as_u32 == 0)
@@ -439,12 +456,15 @@ lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap, u32 *vip_index)
   index = vip - lbm->vips;
   vip->prefix = *pfx;
   vip->encap = encap;
+  vip->flow_table_size = flow_table_size;
   for (t = 0; t < LB_RL_MAX_SERVERS; t++)
     vip->as_by_server[t] = ~0;
 
   lb_rl_config_default (&cfg);
   cfg.max_servers = LB_RL_MAX_SERVERS;
   cfg.flow_timeout_s = lbm->flow_timeout_s;
+  cfg.table_size = flow_table_size;
+  cfg.sample_prob = lbm->sample_prob;
   cfg.policy = lbm->policy;
   vec_validate (vip->ctx_by_thread, tm->n_vlib_mains - 1);
   for (t = 0; t < tm->n_vlib_mains; t++)
@@ -453,7 +473,9 @@ lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap, u32 *vip_index)
       vip->ctx_by_thread[t] = lb_rl_create (&cfg);
       if (!vip->ctx_by_thread[t])
 	{
-	  clib_warning ("lb_rl_create: %s", lb_rl_last_error ());
+	  /* out of memory for the flow table is the likely cause */
+	  clib_warning ("lb_rl_create (flow-table-size %u): %s",
+			flow_table_size, lb_rl_last_error ());
 	  lb_rl_vip_free_ctx (vip);
 	  pool_put (lbm->vips, vip);
 	  return VNET_API_ERROR_INIT_FAILED;
@@ -740,6 +762,8 @@ lb_rl_vip_publish (lb_rl_vip_t *vip, f64 now, f64 wall)
       lb_rl_server_counters_t sc;
       lb_rl_vip_server_counters (vip, i, &sc);
       r->n_flow_on = sc.n_flow_on;
+      r->n_flow_pending = sc.n_flow_pending;
+      r->n_flow_untracked = sc.n_flow_untracked;
       r->n_flow_new = sc.n_flow_new;
       r->n_flow_closed = sc.n_flow_closed;
       r->n_flow_timeout = sc.n_flow_timeout;
@@ -856,6 +880,8 @@ lb_rl_init (vlib_main_t *vm)
   lbm->vnet_main = vnet_get_main ();
   lbm->policy = LB_RL_POLICY_SED;
   lbm->flow_timeout_s = LB_RL_DEFAULT_FLOW_TIMEOUT_S;
+  lbm->flow_table_size = LB_RL_DEFAULT_FLOW_TABLE_SIZE;
+  lbm->sample_prob = 1.0;
   lbm->step_s = LB_RL_DEFAULT_STEP_S;
   lbm->fallback_s = LB_RL_DEFAULT_FALLBACK_S;
   lbm->shm_dir = format (0, "%s%c", LB_RL_DEFAULT_SHM_DIR, 0);
@@ -869,18 +895,34 @@ lb_rl_init (vlib_main_t *vm)
 
 VLIB_INIT_FUNCTION (lb_rl_init);
 
-/** startup.conf section: lb_rl { seed <n> shm-dir <dir> }. */
+/** startup.conf section: lb_rl { seed <n> shm-dir <dir>
+ *  flow-table-size <n> sample-prob <p> }. */
 static clib_error_t *
 lb_rl_config_fn (vlib_main_t *vm, unformat_input_t *input)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   u8 *dir = 0;
-  u64 seed;
+  u64 seed, size;
+  f64 prob;
+  const char *why;
 
   while (unformat_check_input (input) != UNFORMAT_END_OF_INPUT)
     {
       if (unformat (input, "seed %llu", &seed))
 	lbm->seed = seed;
+      else if (unformat (input, "flow-table-size %llu", &size))
+	{
+	  if ((why = lb_rl_flow_table_size_check (size)))
+	    return clib_error_return (0, "lb_rl: %s (got %llu)", why, size);
+	  lbm->flow_table_size = (u32) size;
+	}
+      else if (unformat (input, "sample-prob %f", &prob))
+	{
+	  if (!(prob > 0 && prob <= 1))
+	    return clib_error_return (0, "lb_rl: sample-prob must be in (0, 1] "
+				      "(got %g)", prob);
+	  lbm->sample_prob = prob;
+	}
       else if (unformat (input, "shm-dir %s", &dir))
 	{
 	  vec_add1 (dir, 0);

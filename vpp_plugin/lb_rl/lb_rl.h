@@ -34,6 +34,11 @@
 #define LB_RL_DEFAULT_FALLBACK_S (LB_RL_SHM_DEFAULT_FALLBACK_MS / 1e3)
 /** Default idle timeout of a tracked flow, s (stock lb: 40 s). */
 #define LB_RL_DEFAULT_FLOW_TIMEOUT_S 40.0
+/** Default flow-table entries per VIP per thread (68 bytes each: a 64-byte
+ *  entry plus a 4-byte tag), i.e. 4.25 MiB per VIP and thread. */
+#define LB_RL_DEFAULT_FLOW_TABLE_SIZE (1u << 16)
+/** Largest flow table accepted (the core's bound; 68 GiB per context). */
+#define LB_RL_MAX_FLOW_TABLE_SIZE (1u << 30)
 /** Default directory of the per-VIP shm files. */
 #define LB_RL_DEFAULT_SHM_DIR "/dev/shm"
 /** Expired flow entries freed per context per process tick. */
@@ -87,6 +92,7 @@ typedef struct
 {
   fib_prefix_t prefix;	 /**< the FIB entry steering traffic to lb_rl */
   lb_rl_encap_t encap;
+  u32 flow_table_size; /**< entries per thread's context */
   /** AS pool index by server index, ~0 when the slot is free. */
   u32 as_by_server[LB_RL_MAX_SERVERS];
   u32 n_as;
@@ -113,6 +119,8 @@ typedef struct
   /* configuration */
   lb_rl_policy_t policy;
   f64 flow_timeout_s;
+  u32 flow_table_size; /**< default for new VIPs (startup flow-table-size) */
+  f64 sample_prob;     /**< reservoir sampling probability (startup sample-prob) */
   f64 step_s;	  /**< period of the shm process */
   f64 fallback_s; /**< agent silence before static weights, 0 = never */
   ip4_address_t ip4_src_address;
@@ -139,8 +147,12 @@ extern vlib_node_registration_t lb_rl_process_node;
 int lb_rl_conf (lb_rl_policy_t *policy, f64 flow_timeout_s, f64 step_s,
 		f64 fallback_s, const ip4_address_t *ip4_src,
 		const ip6_address_t *ip6_src, const char *shm_dir);
+/** flow_table_size 0 = the default (startup flow-table-size); else a power
+ *  of two in 1 .. LB_RL_MAX_FLOW_TABLE_SIZE (VNET_API_ERROR_INVALID_VALUE_2). */
 int lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
-		   u32 *vip_index);
+		   u32 flow_table_size, u32 *vip_index);
+/** NULL if n is a valid flow-table size, else why not. */
+const char *lb_rl_flow_table_size_check (u64 n);
 int lb_rl_vip_del (const fib_prefix_t *pfx);
 int lb_rl_as_add (const fib_prefix_t *vip_pfx, const ip46_address_t *addr,
 		  f64 static_weight);

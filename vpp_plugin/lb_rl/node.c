@@ -3,13 +3,13 @@
  *
  * A VIP's FIB entry points at an lb_rl DPO whose index is the VIP index, so
  * ip4-lookup / ip6-lookup hand us only VIP traffic with
- * vnet_buffer(b)->ip.adj_index[VLIB_TX] = VIP index. Per packet we build the
- * 5-tuple, ask the data-plane core of *this thread* for a server, push the
- * GRE encapsulation toward that server and send the packet to ip4/ip6-lookup
- * of FIB table 0 (the outer destination is the server address).
- *
- * Single loop with prefetch two packets ahead; no dual/quad loop because we
- * have no measurement yet showing it pays (STYLE rule 13).
+ * vnet_buffer(b)->ip.adj_index[VLIB_TX] = VIP index. A frame goes through
+ * three passes: parse every packet into the core's 5-tuple key; hand each
+ * run of packets of one VIP to the core of *this thread* in one batch call
+ * (it hashes and prefetches flow-table buckets several packets ahead, so the
+ * table's cache misses overlap instead of stalling one by one); push the GRE
+ * encapsulation toward each chosen server and send the packet to
+ * ip4/ip6-lookup of FIB table 0 (the outer destination is the server).
  */
 #include <vlib/vlib.h>
 #include <vnet/vnet.h>
@@ -181,95 +181,124 @@ lb_rl_encap (lb_rl_main_t *lbm, vlib_buffer_t *b, const lb_rl_vip_t *vip,
     }
 }
 
+/** How many packets ahead the key-extraction pass prefetches headers. */
+#define LB_RL_PREFETCH_AHEAD 4
+
 static_always_inline uword
 lb_rl_node_inline (vlib_main_t *vm, vlib_node_runtime_t *node,
 		   vlib_frame_t *frame, int is_ip6)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
-  u32 n_left = frame->n_vectors;
+  u32 n_pkts = frame->n_vectors, i, run;
   u32 *from = vlib_frame_vector_args (frame);
-  vlib_buffer_t *bufs[VLIB_FRAME_SIZE], **b = bufs;
-  u16 nexts[VLIB_FRAME_SIZE], *next = nexts;
+  vlib_buffer_t *bufs[VLIB_FRAME_SIZE];
+  u16 nexts[VLIB_FRAME_SIZE];
+  /* Per-packet inputs and outputs of the core's batch call. */
+  lb_rl_5tuple_t keys[VLIB_FRAME_SIZE];
+  f64 nows[VLIB_FRAME_SIZE];
+  u32 lens[VLIB_FRAME_SIZE], vip_of[VLIB_FRAME_SIZE];
+  i32 servers[VLIB_FRAME_SIZE];
+  u8 flags[VLIB_FRAME_SIZE];
   u32 thread_index = vm->thread_index;
   f64 now = vlib_time_now (vm);
   u32 n_fwd = 0, n_no_server = 0, n_not_tcp_udp = 0, n_frag = 0,
       n_no_vip = 0;
 
-  vlib_get_buffers (vm, from, bufs, n_left);
+  vlib_get_buffers (vm, from, bufs, n_pkts);
 
-  while (n_left > 0)
+  /* Pass 1: parse every packet into the core's key (headers prefetched
+   * ahead so their cache misses overlap). */
+  for (i = 0; i < n_pkts; i++)
     {
-      lb_rl_5tuple_t key;
-      lb_rl_vip_t *vip;
-      u32 vip_index, len, err;
-      u8 tcp_flags;
-      i32 server;
-
-      if (n_left > 2)
+      u32 err;
+      if (i + LB_RL_PREFETCH_AHEAD < n_pkts)
 	{
-	  vlib_prefetch_buffer_header (b[2], STORE);
-	  clib_prefetch_load (b[2]->data + b[2]->current_data);
+	  vlib_buffer_t *pb = bufs[i + LB_RL_PREFETCH_AHEAD];
+	  vlib_prefetch_buffer_header (pb, STORE);
+	  clib_prefetch_load (pb->data + pb->current_data);
 	}
-
-      vip_index = vnet_buffer (b[0])->ip.adj_index[VLIB_TX];
-      if (PREDICT_FALSE (pool_is_free_index (lbm->vips, vip_index)))
+      nows[i] = now;
+      vip_of[i] = vnet_buffer (bufs[i])->ip.adj_index[VLIB_TX];
+      if (PREDICT_FALSE (pool_is_free_index (lbm->vips, vip_of[i])))
 	{
-	  n_no_vip++;
-	  key.src_port = key.dst_port = 0;
-	  key.proto = 0;
-	  tcp_flags = 0;
-	  next[0] = LB_RL_NEXT_DROP;
-	  server = -1;
-	  b[0]->error = node->errors[LB_RL_ERROR_NO_VIP];
-	  goto trace;
+	  vip_of[i] = ~0;
+	  clib_memset_u8 (&keys[i], 0, sizeof (keys[i]));
+	  flags[i] = 0;
+	  continue;
 	}
-      vip = pool_elt_at_index (lbm->vips, vip_index);
-
       if (is_ip6)
-	lb_rl_key_ip6 (vlib_buffer_get_current (b[0]), &key, &tcp_flags, &len,
-		       &err);
+	lb_rl_key_ip6 (vlib_buffer_get_current (bufs[i]), &keys[i], &flags[i],
+		       &lens[i], &err);
       else
-	lb_rl_key_ip4 (vlib_buffer_get_current (b[0]), &key, &tcp_flags, &len,
-		       &err);
+	lb_rl_key_ip4 (vlib_buffer_get_current (bufs[i]), &keys[i], &flags[i],
+		       &lens[i], &err);
       n_not_tcp_udp += (err == LB_RL_ERROR_NOT_TCP_UDP);
       n_frag += (err == LB_RL_ERROR_FRAGMENT);
+    }
 
-      server = lb_rl_process (vip->ctx_by_thread[thread_index], now, &key,
-			      tcp_flags, len);
-      if (PREDICT_FALSE (server < 0 || server >= LB_RL_MAX_SERVERS ||
-			 vip->as_by_server[server] == ~0))
+  /* Pass 2: each run of packets of one VIP through the core's batch path,
+   * which hashes and prefetches flow-table buckets ahead of the lookups. */
+  for (i = 0; i < n_pkts; i += run)
+    {
+      u32 v = vip_of[i];
+      for (run = 1; i + run < n_pkts && vip_of[i + run] == v; run++)
+	;
+      if (PREDICT_FALSE (v == ~0))
 	{
-	  n_no_server++;
-	  server = -1;
-	  next[0] = LB_RL_NEXT_DROP;
-	  b[0]->error = node->errors[LB_RL_ERROR_NO_SERVER];
+	  u32 j;
+	  for (j = i; j < i + run; j++)
+	    servers[j] = -1;
+	  continue;
+	}
+      lb_rl_process_batch (
+	pool_elt_at_index (lbm->vips, v)->ctx_by_thread[thread_index], run,
+	nows + i, keys + i, flags + i, lens + i, 0, servers + i);
+    }
+
+  /* Pass 3: encapsulate toward the chosen server, or drop. */
+  for (i = 0; i < n_pkts; i++)
+    {
+      vlib_buffer_t *b = bufs[i];
+      i32 server = servers[i];
+      if (PREDICT_FALSE (vip_of[i] == ~0))
+	{
+	  n_no_vip++;
+	  nexts[i] = LB_RL_NEXT_DROP;
+	  b->error = node->errors[LB_RL_ERROR_NO_VIP];
 	}
       else
 	{
-	  lb_rl_as_t *as =
-	    pool_elt_at_index (lbm->ass, vip->as_by_server[server]);
-	  next[0] = lb_rl_encap (lbm, b[0], vip, as, len, is_ip6);
-	  n_fwd++;
+	  lb_rl_vip_t *vip = pool_elt_at_index (lbm->vips, vip_of[i]);
+	  if (PREDICT_FALSE (server < 0 || server >= LB_RL_MAX_SERVERS ||
+			     vip->as_by_server[server] == ~0))
+	    {
+	      n_no_server++;
+	      server = servers[i] = -1;
+	      nexts[i] = LB_RL_NEXT_DROP;
+	      b->error = node->errors[LB_RL_ERROR_NO_SERVER];
+	    }
+	  else
+	    {
+	      lb_rl_as_t *as =
+		pool_elt_at_index (lbm->ass, vip->as_by_server[server]);
+	      nexts[i] = lb_rl_encap (lbm, b, vip, as, lens[i], is_ip6);
+	      n_fwd++;
+	    }
 	}
-
-    trace:
-      if (PREDICT_FALSE (b[0]->flags & VLIB_BUFFER_IS_TRACED))
+      if (PREDICT_FALSE (b->flags & VLIB_BUFFER_IS_TRACED))
 	{
-	  lb_rl_trace_t *t = vlib_add_trace (vm, node, b[0], sizeof (*t));
-	  t->vip_index = vip_index;
+	  lb_rl_trace_t *t = vlib_add_trace (vm, node, b, sizeof (*t));
+	  t->vip_index = vip_of[i];
 	  t->server_index = server;
-	  t->next_index = next[0];
-	  t->src_port = key.src_port;
-	  t->dst_port = key.dst_port;
-	  t->tcp_flags = tcp_flags;
-	  t->proto = key.proto;
+	  t->next_index = nexts[i];
+	  t->src_port = keys[i].src_port;
+	  t->dst_port = keys[i].dst_port;
+	  t->tcp_flags = flags[i];
+	  t->proto = keys[i].proto;
 	}
-      b++;
-      next++;
-      n_left--;
     }
 
-  vlib_buffer_enqueue_to_next (vm, node, from, nexts, frame->n_vectors);
+  vlib_buffer_enqueue_to_next (vm, node, from, nexts, n_pkts);
 
   vlib_node_increment_counter (vm, node->node_index, LB_RL_ERROR_FORWARDED,
 			       n_fwd);
@@ -285,7 +314,7 @@ lb_rl_node_inline (vlib_main_t *vm, vlib_node_runtime_t *node,
   if (n_no_vip)
     vlib_node_increment_counter (vm, node->node_index, LB_RL_ERROR_NO_VIP,
 				 n_no_vip);
-  return frame->n_vectors;
+  return n_pkts;
 }
 
 VLIB_NODE_FN (lb_rl4_node)

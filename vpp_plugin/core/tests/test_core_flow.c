@@ -175,10 +175,13 @@ test_timeouts (void)
       lb_rl_process (ctx, 100.0, &k, SYN, 60);
     }
   CHECK_EQ_I (tc_on (ctx, 0) + tc_on (ctx, 1), 100);
-  CHECK_EQ_I (lb_rl_expire (ctx, 105.0, 1000), 1); /* only the RST-closed key(2) (linger 2 s) */
+  CHECK_EQ_I (tc_pending (ctx, 0) + tc_pending (ctx, 1), 20);
+  /* the RST-closed key(2) (linger 2 s) and the 20 half-open flows (SYN timeout 3 s) */
+  CHECK_EQ_I (lb_rl_expire (ctx, 105.0, 1000), 21);
+  CHECK_EQ_I (tc_pending (ctx, 0) + tc_pending (ctx, 1), 0);
   CHECK_EQ_I (lb_rl_expire (ctx, 109.0, 1000), 0);
   CHECK_EQ_I (lb_rl_expire (ctx, 111.0, 50), 50);
-  CHECK_EQ_I (lb_rl_expire (ctx, 111.0, 1000), 70);
+  CHECK_EQ_I (lb_rl_expire (ctx, 111.0, 1000), 50);
   CHECK_EQ_I (tc_on (ctx, 0) + tc_on (ctx, 1), 0);
   CHECK_EQ_I (tc_counters (ctx).tracked_flows, 0);
   lb_rl_server_counters (ctx, 0, &sc);
@@ -266,7 +269,7 @@ static void
 test_table_full (void)
 {
   /* 8-slot table: probe window = whole table; 9th concurrent SYN is untracked
-   * and forwarded by its ECMP bucket, as are its later packets. */
+   * and forwarded by its bucket of the weighted table, as are its later packets. */
   lb_rl_ctx_t *ctx = tc_ctx (4, NULL, LB_RL_POLICY_LSQ, 8, 5);
   lb_rl_counters_t c;
   lb_rl_5tuple_t k;
@@ -284,7 +287,7 @@ test_table_full (void)
   c = tc_counters (ctx);
   CHECK_EQ_I (c.untracked_full, 1);
   CHECK_EQ_I (c.new_flows, 8);
-  CHECK_EQ_I (s, lb_rl_ecmp_bucket (ctx, (uint32_t) (h & 1023)));
+  CHECK_EQ_I (s, lb_rl_untracked_bucket (ctx, (uint32_t) (h & 1023)));
   CHECK_EQ_I (lb_rl_flow_get (ctx, &k, NULL, NULL, NULL), LB_RL_FLOW_NONE);
   for (i = 0; i < 5; i++)
     CHECK_EQ_I (lb_rl_process (ctx, 1.6 + i, &k, ACK, 60), s);

@@ -114,6 +114,14 @@ tc_on (lb_rl_ctx_t *ctx, uint32_t srv)
   return c.n_flow_on;
 }
 
+static inline int64_t
+tc_pending (lb_rl_ctx_t *ctx, uint32_t srv)
+{
+  lb_rl_server_counters_t c;
+  lb_rl_server_counters (ctx, srv, &c);
+  return c.n_flow_pending;
+}
+
 static inline lb_rl_counters_t
 tc_counters (lb_rl_ctx_t *ctx)
 {

@@ -25,7 +25,7 @@ r64 (uint64_t x)
 static uint64_t
 expect_stride (uint64_t S, uint64_t K)
 {
-  return r64 (r64 (128 + 80 * S) + S * 2 * K * 16);
+  return r64 (r64 (128 + 96 * S) + S * 2 * K * 16);
 }
 
 static void *
@@ -57,9 +57,9 @@ test_layout (void)
   lb_rl_shm_params_default (&p);
   CHECK_EQ (p.max_servers, 64);
   CHECK_EQ (p.reservoir_slots, 128);
-  /* hand-computed: 128 + 64*80 = 5248 = 82*64; 64*2*128*16 = 262144 */
-  CHECK_EQ (lb_rl_shm_out_stride (64, 128), 5248 + 262144);
-  CHECK_EQ (lb_rl_shm_size (&p), 256 + 4 * (5248 + 262144) + 4 * 576);
+  /* hand-computed: 128 + 64*96 = 6272 = 98*64; 64*2*128*16 = 262144 */
+  CHECK_EQ (lb_rl_shm_out_stride (64, 128), 6272 + 262144);
+  CHECK_EQ (lb_rl_shm_size (&p), 256 + 4 * (6272 + 262144) + 4 * 576);
   /* S=2, K=4: samples at r64(288)=320, stride r64(320+256)=576 */
   CHECK_EQ (lb_rl_shm_out_stride (2, 4), 576);
   for (S = 1; S <= 64; S += 7)
@@ -179,7 +179,7 @@ expect_invalid (const void *good, uint64_t size, uint64_t attach_size,
 }
 
 static void c_magic (lb_rl_shm_header_t *h) { h->magic ^= 1; }
-static void c_version (lb_rl_shm_header_t *h) { h->version = 2; }
+static void c_version (lb_rl_shm_header_t *h) { h->version = 1; /* the 80-byte-record layout before n_flow_pending */ }
 static void c_hsize (lb_rl_shm_header_t *h) { h->header_size = 128; }
 static void c_servers0 (lb_rl_shm_header_t *h) { h->max_servers = 0; }
 static void c_servers65 (lb_rl_shm_header_t *h) { h->max_servers = 65; }
@@ -197,7 +197,7 @@ static void c_more (lb_rl_shm_header_t *h)
   uint64_t st = lb_rl_shm_out_stride (p.max_servers, p.reservoir_slots);
   h->max_servers = p.max_servers;
   h->out_frame_stride = st;
-  h->out_samples_offset = (uint32_t) r64 (128 + 80 * p.max_servers);
+  h->out_samples_offset = (uint32_t) r64 (128 + 96 * p.max_servers);
   h->in_ring_offset = 256 + p.out_ring_len * st;
   h->total_size = lb_rl_shm_size (&p);
 }
@@ -214,7 +214,7 @@ test_validation_errors (void)
   expect_invalid (good, size, 0, NULL, LB_RL_SHM_E_TOO_SMALL, "smaller than the 256-byte");
   expect_invalid (good, size, 255, NULL, LB_RL_SHM_E_TOO_SMALL, "255 bytes");
   expect_invalid (good, size, size, c_magic, LB_RL_SHM_E_MAGIC, "bad magic");
-  expect_invalid (good, size, size, c_version, LB_RL_SHM_E_VERSION, "layout version 2");
+  expect_invalid (good, size, size, c_version, LB_RL_SHM_E_VERSION, "layout version 1");
   expect_invalid (good, size, size, c_hsize, LB_RL_SHM_E_HEADER, "header_size 128");
   expect_invalid (good, size, size, c_servers0, LB_RL_SHM_E_HEADER, "max_servers 0");
   expect_invalid (good, size, size, c_servers65, LB_RL_SHM_E_HEADER, "max_servers 65");

@@ -124,6 +124,8 @@ main (int argc, char **argv)
   FIELD (lb_rl_shm_server_t, n_samples);
   FIELD (lb_rl_shm_server_t, weight);
   FIELD (lb_rl_shm_server_t, fill);
+  FIELD (lb_rl_shm_server_t, n_flow_pending);
+  FIELD (lb_rl_shm_server_t, n_flow_untracked);
   printf ("},\n \"in_frame\": {");
   first = 1;
   FIELD (lb_rl_shm_in_frame_t, seq);

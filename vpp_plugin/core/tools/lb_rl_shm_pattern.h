@@ -42,6 +42,8 @@ lb_rl_shm_pattern_fill_out (lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f, uint64_t
       sv->packets = q * 5 + i;
       sv->bytes = q * 6 + i;
       sv->weight = (double) q + 0.25 * i;
+      sv->n_flow_pending = (int64_t) (q * 8 + i);
+      sv->n_flow_untracked = q * 9 + i;
       for (k = 0; k < LB_RL_N_RES; k++)
 	{
 	  sv->n_samples[k] = q * 7 + i + k;
@@ -80,6 +82,7 @@ lb_rl_shm_pattern_check_out (lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f)
       bad |= sv->n_flow_closed != q * 3 + i || sv->n_flow_timeout != q * 4 + i;
       bad |= sv->packets != q * 5 + i || sv->bytes != q * 6 + i;
       bad |= sv->weight != (double) q + 0.25 * i;
+      bad |= sv->n_flow_pending != (int64_t) (q * 8 + i) || sv->n_flow_untracked != q * 9 + i;
       for (k = 0; k < LB_RL_N_RES; k++)
 	{
 	  fill = (uint32_t) ((q + i + k) % (K + 1));
