@@ -50,6 +50,7 @@ __all__ = [
     "api_add_del_as",
     "api_add_del_vip",
     "api_add_del_vip_v2",
+    "build_plugin",
     "api_conf",
     "api_set_weights",
     "cli_as",
@@ -592,6 +593,28 @@ def connect(paths: VppPaths | None = None, prefer_api: bool = True) -> LbRlVpp:
     return LbRlVpp(CliTransport(paths))
 
 
+def build_plugin(prefix: Path, build_dir: Path, install_dir: Path) -> Path:
+    """Configure, build (-j2) and install ``vpp_plugin/`` against the VPP in ``prefix`` into
+    ``install_dir``; returns the directory holding ``lb_rl_plugin.so``. Raises VppError with the
+    tail of the failing step's output, or when the build printed a warning (-Werror aside)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{prefix}/bin:/usr/bin:{os.environ.get('PATH', '')}"}
+    for argv in (
+        ["cmake", "-S", str(root / "vpp_plugin"), "-B", str(build_dir), f"-DVPP_PREFIX={prefix}",
+         f"-DCMAKE_INSTALL_PREFIX={install_dir}"],
+        ["cmake", "--build", str(build_dir), "-j2"],
+        ["cmake", "--install", str(build_dir)],
+    ):
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        out = r.stdout + r.stderr
+        if r.returncode != 0 or "warning:" in out:
+            raise VppError(f"{' '.join(argv)} (exit {r.returncode}):\n{out[-4000:]}")
+    found = list(install_dir.glob("lib/**/vpp_plugins/lb_rl_plugin.so"))
+    if not found:
+        raise VppError(f"no lb_rl_plugin.so under {install_dir} after install")
+    return found[0].parent
+
+
 class VppProcess:
     """A VPP started from a startup.conf template (``vpp_plugin/startup/``).
 
@@ -604,7 +627,8 @@ class VppProcess:
         self.paths = paths
         self.run_dir = run_dir
         self.conf_path = run_dir / "startup.conf"
-        self.subst = {"run_dir": str(run_dir), "prefix": str(paths.prefix), **subst}
+        self.subst = {"run_dir": str(run_dir), "prefix": str(paths.prefix), "extra_plugins": "",
+                      "lb_rl_extra": "", **subst}
         self.template = template
         self.proc: subprocess.Popen[bytes] | None = None
 

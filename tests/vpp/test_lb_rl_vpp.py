@@ -22,6 +22,7 @@ Marked ``vpp``; skips with the reason when VPP_PREFIX is unset, not root, no
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -90,20 +91,8 @@ def nsx(ns: str, *argv: str, check: bool = True) -> str:
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build and install lb_rl with vpp_plugin/CMakeLists.txt into a temp prefix."""
-    prefix = Path(os.environ["VPP_PREFIX"])
-    build = tmp_path_factory.mktemp("lb_rl_build")
     inst = tmp_path_factory.mktemp("lb_rl_inst")
-    env = {**os.environ, "PATH": f"{prefix}/bin:/usr/bin:{os.environ.get('PATH', '')}"}
-    for argv in (
-        ["cmake", "-S", str(ROOT / "vpp_plugin"), "-B", str(build), f"-DVPP_PREFIX={prefix}",
-         f"-DCMAKE_INSTALL_PREFIX={inst}"],
-        ["cmake", "--build", str(build), "-j2"],
-        ["cmake", "--install", str(build)],
-    ):
-        r = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-        assert r.returncode == 0, f"{' '.join(argv)}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
-        assert "warning:" not in r.stdout + r.stderr, r.stdout + r.stderr
-    so = next(inst.glob("lib/**/vpp_plugins/lb_rl_plugin.so"))
+    hv.build_plugin(Path(os.environ["VPP_PREFIX"]), tmp_path_factory.mktemp("lb_rl_build"), inst)
     assert next(inst.glob("share/vpp/api/**/lb_rl.api.json"))
     return inst
 
@@ -392,7 +381,8 @@ def _read_frame(path: str) -> dict:
         for i in range(3):
             s = lib.lb_rl_shm_frame_server(h[0], f, i)
             servers.append({"n_flow_on": s.n_flow_on, "packets": s.packets, "weight": s.weight,
-                            "fill_fd": s.fill[0]})
+                            "fill_fd": s.fill[0], "n_flow_new": s.n_flow_new,
+                            "n_flow_pending": s.n_flow_pending, "n_flow_untracked": s.n_flow_untracked})
         return {"seq": f.seq, "packets": f.packets, "active": f.active, "fallback": f.fallback_active,
                 "in_seq_applied": f.in_seq_applied, "servers": servers}
     finally:
@@ -484,6 +474,55 @@ def test_shm_frames_weights_and_fallback(lb: hv.LbRlVpp, vppi) -> None:
     send_flows([(s, CLOSE) for s in range(22000, 22004)])
 
 
+FLOOD_VIP = "198.18.100.3"
+FLOOD_SYNS = 50_000
+CHI2_2DF_999 = 13.816  # chi-square critical value, 2 degrees of freedom, p = 0.001
+
+
+def _chi2(counts: list[int], shares: list[float]) -> float:
+    total = sum(counts)
+    return sum((c - total * p) ** 2 / (total * p) for c, p in zip(counts, shares))
+
+
+def test_syn_flood_fills_table_and_split_follows_weights(lb: hv.LbRlVpp, vppi) -> None:
+    """A VIP with a 1,024-entry flow table per thread and static weights 1:2:3 takes 50,000
+    distinct SYNs (trafgen): the table is full almost at once and the untracked flows are
+    hash-forwarded by the weighted table, so the servers still see 1:2:3 (before: equal
+    buckets, 1:1:1). Truth: the servers' kernels' GRE receive counters."""
+    if shutil.which("trafgen") is None:
+        pytest.skip("trafgen not installed (apt-get install netsniff-ng)")
+    _, _, run = vppi
+    lb.t.cli(hv.cli_vip(f"{FLOOD_VIP}/32", "gre4", flow_table_size=1024))
+    try:
+        for addr, w in zip(SERVERS, (1.0, 2.0, 3.0)):
+            lb.add_as(f"{FLOOD_VIP}/32", addr, w)
+        line = next(ln for ln in lb.show("vips").splitlines() if f"{FLOOD_VIP}/32" in ln)
+        assert "flow-table-size 1024" in line, line
+        shm_path = str(run / f"lb_rl_vip{int(line.split()[1])}")
+        vpp_mac = re.search(r"Ethernet address (\S+)", lb.t.cli("show hardware-interfaces host-vc0")).group(1)
+        cfg = run / "flood.trafgen"
+        cfg.write_text(f"{{ eth(da={vpp_mac}), ipv4(sa=198.18.0.2, da={FLOOD_VIP}, ttl=64), "
+                       f"tcp(sp=dinc(1024, {1023 + FLOOD_SYNS}), dp=80, syn) }}\n")
+        before = server_rx()
+        r = subprocess.run(["ip", "netns", "exec", "lbrl-c", "trafgen", "-o", "c0", "-i", str(cfg),
+                            "-n", str(FLOOD_SYNS), "-t", "20us", "-q"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        time.sleep(3 * STEP_S + 0.3)  # the next shm frames carry the counters
+        at_servers = [a - b for a, b in zip(server_rx(), before)]
+        frame = _read_frame(shm_path)
+        untracked = [s["n_flow_untracked"] for s in frame["servers"]]
+        tracked = [s["n_flow_new"] for s in frame["servers"]]
+        print("at servers", at_servers, "untracked", untracked, "tracked", tracked)
+        assert sum(untracked) > 0.9 * sum(at_servers) > 0.9 * 0.9 * FLOOD_SYNS
+        assert sum(tracked) <= 1024 * (1 + int(vppi[0].subst["workers"]))
+        assert _chi2(untracked, [1 / 6, 2 / 6, 3 / 6]) < CHI2_2DF_999, untracked
+        assert _chi2(at_servers, [1 / 6, 2 / 6, 3 / 6]) < CHI2_2DF_999, at_servers
+    finally:
+        for addr in SERVERS:
+            lb.t.cli(f"lb_rl as {FLOOD_VIP}/32 {addr} del")
+        lb.t.cli(hv.cli_vip(f"{FLOOD_VIP}/32", delete=True))
+
+
 def test_binary_api(vppi, lb: hv.LbRlVpp) -> None:
     try:
         import vpp_papi  # noqa: F401
@@ -506,5 +545,12 @@ def test_binary_api(vppi, lb: hv.LbRlVpp) -> None:
         api.del_as("198.18.100.2/32", "198.18.1.11")
         api.del_vip("198.18.100.2/32")
         assert len(api.vips()) == 1
+        api.add_vip("198.18.100.2/32", "gre4", flow_table_size=2048)   # lb_rl_add_del_vip_v2
+        line = next(ln for ln in api.show("vips").splitlines() if "198.18.100.2/32" in ln)
+        assert line.endswith("flow-table-size 2048"), line
+        api.del_vip("198.18.100.2/32")
+        with pytest.raises(hv.VppError):
+            api.t.call("lb_rl_add_del_vip_v2", pfx="198.18.100.2/32", encap=0, flow_table_size=1000,
+                       is_del=False)
     finally:
         api.close()
