@@ -492,6 +492,8 @@ def test_syn_flood_fills_table_and_split_follows_weights(lb: hv.LbRlVpp, vppi) -
     if shutil.which("trafgen") is None:
         pytest.skip("trafgen not installed (apt-get install netsniff-ng)")
     _, _, run = vppi
+    with pytest.raises(hv.VppError, match="flow-table-size must be a power of two"):
+        lb.t.cli(f"lb_rl vip {FLOOD_VIP}/32 encap gre4 flow-table-size 1000")
     lb.t.cli(hv.cli_vip(f"{FLOOD_VIP}/32", "gre4", flow_table_size=1024))
     try:
         for addr, w in zip(SERVERS, (1.0, 2.0, 3.0)):

@@ -114,6 +114,7 @@ lb_rl_create (const lb_rl_config_t *cfg)
   ctx->ecmp_mask = cfg->ecmp_buckets - 1;
   ctx->probe = cfg->table_size < LB_RL_PROBE_LEN ? cfg->table_size : LB_RL_PROBE_LEN;
   ctx->tags = calloc (cfg->table_size, sizeof (uint32_t));
+  ctx->due = calloc (cfg->table_size, sizeof (uint32_t));
   ctx->flows = flows = lb_rl_alloc_table ((size_t) cfg->table_size * sizeof (lb_rl_flow_t));
   nres = (size_t) cfg->max_servers * LB_RL_N_RES * cfg->reservoir_size;
   ctx->res = calloc (nres, sizeof (lb_rl_sample_t));
@@ -121,7 +122,7 @@ lb_rl_create (const lb_rl_config_t *cfg)
   ctx->wtab[1].ecmp = malloc (cfg->ecmp_buckets);
   ctx->wtab[0].wmap = malloc (cfg->ecmp_buckets);
   ctx->wtab[1].wmap = malloc (cfg->ecmp_buckets);
-  if (!ctx->tags || !ctx->flows || !ctx->res || !ctx->wtab[0].ecmp || !ctx->wtab[1].ecmp ||
+  if (!ctx->tags || !ctx->due || !ctx->flows || !ctx->res || !ctx->wtab[0].ecmp || !ctx->wtab[1].ecmp ||
       !ctx->wtab[0].wmap || !ctx->wtab[1].wmap)
     goto nomem;
   memset (ctx->flows, 0, (size_t) cfg->table_size * sizeof (lb_rl_flow_t));
@@ -145,6 +146,7 @@ lb_rl_destroy (lb_rl_ctx_t *ctx)
   if (!ctx)
     return;
   free (ctx->tags);
+  free (ctx->due);
   free (ctx->flows);
   free (ctx->res);
   free (ctx->wtab[0].ecmp);
@@ -199,8 +201,11 @@ lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx)
   ctx->drained &= ~bit;
   ctx->cur_w[idx] = 0.0;
   ctx->static_w[idx] = 0.0;
-  /* Its flows are gone: the gauge drops now, entries are freed lazily. */
+  /* Its flows are gone: the gauge drops now, entries are freed lazily (and scans
+   * look at every entry's generation until the sweep has been round once). */
   ctx->n_on[idx] = 0;
+  ctx->lost_scan = 1;
+  ctx->lost_scan_left = ctx->cfg.table_size;
   ctx->n_pend[idx] = 0;
   ctx->gen[idx]++;
   lb_rl_tables_rebuild (ctx);

@@ -23,10 +23,31 @@ lb_rl_forward (lb_rl_ctx_t *ctx, uint32_t srv, uint32_t len)
   return (int32_t) srv;
 }
 
+/* Time in ticks of 1/256 s, wrapping modulo 2^32 (194 days): due hints are compared
+ * by signed difference, valid while a hint is within 97 days of now (the sweep
+ * visits every hint that has passed long before that). */
+#define LB_RL_TICKS_PER_S 256.0
+
+static inline uint32_t
+lb_rl_ticks (double t)
+{
+  return (uint32_t) (int64_t) (t * LB_RL_TICKS_PER_S);
+}
+
+/* Could slot s's entry be reclaimable at now? False only when it certainly is not:
+ * its due hint lies more than a tick ahead (the tick covers rounding) and no
+ * server removal is pending. */
+static inline int
+lb_rl_maybe_due (const lb_rl_ctx_t *ctx, uint32_t s, double now)
+{
+  return ctx->lost_scan || (int32_t) (ctx->due[s] - lb_rl_ticks (now)) <= 1;
+}
+
 static inline void
 lb_rl_slot_free (lb_rl_ctx_t *ctx, uint32_t s)
 {
   ctx->tags[s] = 0;
+  ctx->flows[s].state = LB_RL_FLOW_NONE; /* the home-slot check below relies on it */
   ctx->c.tracked_flows--;
 }
 
@@ -76,6 +97,7 @@ lb_rl_slot_reclaim (lb_rl_ctx_t *ctx, uint32_t s, double now)
 	  lb_rl_slot_free (ctx, s);
 	  return 1;
 	}
+      ctx->due[s] = lb_rl_ticks (e->last_seen + ctx->cfg.closed_linger_s);
       return 0;
     }
   if (now - e->last_seen > lb_rl_idle_limit (ctx, e))
@@ -83,6 +105,8 @@ lb_rl_slot_reclaim (lb_rl_ctx_t *ctx, uint32_t s, double now)
       lb_rl_flow_timeout (ctx, s, now);
       return 1;
     }
+  /* still live: the hint catches up with its packets since the last refresh */
+  ctx->due[s] = lb_rl_ticks (e->last_seen + lb_rl_idle_limit (ctx, e));
   return 0;
 }
 
@@ -100,6 +124,14 @@ lb_rl_process_hashed (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, u
   uint8_t b;
 
   ctx->c.packets++;
+  /* Most flows sit in their home slot: its entry alone (free slots have state NONE)
+   * identifies them, without a look at the tags. */
+  e = &ctx->flows[home];
+  if (LB_RL_LIKELY (e->state != LB_RL_FLOW_NONE && lb_rl_key_eq (&e->key, key)))
+    {
+      s = home;
+      goto found;
+    }
   for (j = 0; j < ctx->probe; j++)
     {
       uint32_t t;
@@ -146,6 +178,8 @@ found:
       else
 	ctx->n_pend[e->server]--;
       e->state = LB_RL_FLOW_CLOSED;
+      /* the linger may end before the old hint: the hint must never be late */
+      ctx->due[s] = lb_rl_ticks (now + ctx->cfg.closed_linger_s);
     }
   else if ((flags & (LB_RL_TCP_ACK | LB_RL_TCP_SYN)) == LB_RL_TCP_ACK)
     {
@@ -168,11 +202,13 @@ free_and_miss:
 miss:
   if (is_syn)
     {
+      /* Window full: reclaim an entry past its time, looking only at those whose
+       * due hint says they may be (under a flood none is, and no entry is read). */
       if (free_slot == LB_RL_NO_SLOT)
 	for (j = 0; j < ctx->probe; j++)
 	  {
 	    s = (home + j) & ctx->table_mask;
-	    if (lb_rl_slot_reclaim (ctx, s, now))
+	    if (lb_rl_maybe_due (ctx, s, now) && lb_rl_slot_reclaim (ctx, s, now))
 	      {
 		free_slot = s;
 		break;
@@ -201,6 +237,7 @@ miss:
       e->server = (uint8_t) srv;
       e->state = LB_RL_FLOW_SYN;
       ctx->tags[free_slot] = tag;
+      ctx->due[free_slot] = lb_rl_ticks (now + ctx->cfg.syn_timeout_s);
       ctx->c.tracked_flows++;
       ctx->c.new_flows++;
       ctx->sc[srv].n_flow_new++;
@@ -246,6 +283,18 @@ lb_rl_process (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint8_t 
 /* How many packets ahead the batch loop hashes and prefetches. */
 #define LB_RL_BATCH_AHEAD 8
 
+/* Prefetch what the lookup of a packet with this home slot reads first: the home
+ * entry (enough for most packets of tracked flows), and for a SYN, which usually
+ * misses, the tags and the due hints a full window's scan reads. */
+static inline void
+lb_rl_prefetch_home (const lb_rl_ctx_t *ctx, uint32_t home, uint8_t flags)
+{
+  LB_RL_PREFETCH (&ctx->flows[home]);
+  LB_RL_PREFETCH (&ctx->tags[home]);
+  if (flags & LB_RL_TCP_SYN)
+    LB_RL_PREFETCH (&ctx->due[home]);
+}
+
 /* Packets are processed strictly in order (results equal n single calls); only
  * the hash and the prefetch of the home tag/entry run AHEAD packets early so
  * their cache misses overlap. Packet i's key is keys[idx[i]], or keys[i] when
@@ -263,8 +312,7 @@ lb_rl_process_batch_inline (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
       uint64_t h = lb_rl_hash_5tuple (&keys[idx ? idx[i] : i]);
       uint32_t home = (uint32_t) h & ctx->table_mask;
       hs[i] = h;
-      LB_RL_PREFETCH (&ctx->tags[home]);
-      LB_RL_PREFETCH (&ctx->flows[home]);
+      lb_rl_prefetch_home (ctx, home, tcp_flags[i]);
     }
   for (i = 0; i < n; i++)
     {
@@ -275,8 +323,7 @@ lb_rl_process_batch_inline (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
 	  uint64_t ha = lb_rl_hash_5tuple (&keys[idx ? idx[ahead] : ahead]);
 	  uint32_t home = (uint32_t) ha & ctx->table_mask;
 	  hs[ahead % LB_RL_BATCH_AHEAD] = ha;
-	  LB_RL_PREFETCH (&ctx->tags[home]);
-	  LB_RL_PREFETCH (&ctx->flows[home]);
+	  lb_rl_prefetch_home (ctx, home, tcp_flags[ahead]);
 	}
       out_server[i] = lb_rl_process_hashed (ctx, now[i], &keys[idx ? idx[i] : i], h,
 					    tcp_flags[i], len[i], forced ? forced[i] : -1);
@@ -309,10 +356,17 @@ lb_rl_expire (lb_rl_ctx_t *ctx, double now, uint32_t budget)
   uint32_t visited, freed = 0, s = ctx->expire_cursor;
   for (visited = 0; visited < ctx->cfg.table_size && freed < budget; visited++)
     {
-      if (ctx->tags[s] != 0 && lb_rl_slot_reclaim (ctx, s, now))
+      if (ctx->tags[s] != 0 && lb_rl_maybe_due (ctx, s, now) && lb_rl_slot_reclaim (ctx, s, now))
 	freed++;
       s = (s + 1) & ctx->table_mask;
     }
   ctx->expire_cursor = s;
+  /* A full round with every generation checked ends the lost-entry scan. */
+  if (ctx->lost_scan)
+    {
+      ctx->lost_scan_left = visited >= ctx->lost_scan_left ? 0 : ctx->lost_scan_left - visited;
+      if (ctx->lost_scan_left == 0)
+	ctx->lost_scan = 0;
+    }
   return freed;
 }

@@ -65,6 +65,14 @@ struct lb_rl_ctx
   uint32_t probe; /* min (LB_RL_PROBE_LEN, table_size) */
   uint32_t expire_cursor;
   uint32_t *tags;      /* table_size */
+  /* table_size: a lower bound, in ticks of 1/256 s, of when a slot's entry may first
+   * be reclaimed (last_seen + its idle limit, set on insert and close, refreshed
+   * lazily). Scans for reclaimable entries (a full probe window, the sweep) read this
+   * compact array and touch only the entries it names; an entry's own times decide. */
+  uint32_t *due;
+  int lost_scan; /* a server was removed: scans check every entry's generation until the
+		  * sweep has completed a full round */
+  uint32_t lost_scan_left; /* slots the sweep still has to visit in that round */
   lb_rl_flow_t *flows; /* table_size, 64-byte aligned */
 
   lb_rl_wtab_t *wt; /* active tables (fast path reads with acquire) */
