@@ -113,8 +113,9 @@ lb_rl_create (const lb_rl_config_t *cfg)
   ctx->table_mask = cfg->table_size - 1;
   ctx->ecmp_mask = cfg->ecmp_buckets - 1;
   ctx->probe = cfg->table_size < LB_RL_PROBE_LEN ? cfg->table_size : LB_RL_PROBE_LEN;
-  ctx->tags = calloc (cfg->table_size, sizeof (uint32_t));
-  ctx->due = calloc (cfg->table_size, sizeof (uint32_t));
+  /* 64-byte aligned: a probe group of 16 tags (or hints) is exactly one cache line */
+  ctx->tags = lb_rl_alloc_table ((size_t) cfg->table_size * sizeof (uint32_t));
+  ctx->due = lb_rl_alloc_table ((size_t) cfg->table_size * sizeof (uint32_t));
   ctx->flows = flows = lb_rl_alloc_table ((size_t) cfg->table_size * sizeof (lb_rl_flow_t));
   nres = (size_t) cfg->max_servers * LB_RL_N_RES * cfg->reservoir_size;
   ctx->res = calloc (nres, sizeof (lb_rl_sample_t));
@@ -126,6 +127,8 @@ lb_rl_create (const lb_rl_config_t *cfg)
       !ctx->wtab[0].wmap || !ctx->wtab[1].wmap)
     goto nomem;
   memset (ctx->flows, 0, (size_t) cfg->table_size * sizeof (lb_rl_flow_t));
+  memset (ctx->tags, 0, (size_t) cfg->table_size * sizeof (uint32_t));
+  memset (ctx->due, 0, (size_t) cfg->table_size * sizeof (uint32_t));
   lb_rl_rng_seed (&ctx->rng, cfg->seed);
   ctx->sample_all = cfg->sample_prob >= 1.0;
   /* P(next64 < thr) = thr / 2^64 = sample_prob (to within 2^-53). */
@@ -346,7 +349,7 @@ lb_rl_flow_get (const lb_rl_ctx_t *ctx, const lb_rl_5tuple_t *key, int32_t *serv
   uint32_t j, s;
   for (j = 0; j < ctx->probe; j++)
     {
-      s = ((uint32_t) h + j) & ctx->table_mask;
+      s = lb_rl_group_slot (ctx, (uint32_t) h & ctx->table_mask, j);
       if (ctx->tags[s] == tag && lb_rl_key_eq (&ctx->flows[s].key, key))
 	{
 	  const lb_rl_flow_t *e = &ctx->flows[s];

@@ -3,11 +3,12 @@
  * per-server counters and reservoir samples, new-flow decisions, the batch
  * loop and the expiry sweep.
  *
- * Flow table: table_size slots (power of two) of 64-byte entries plus a
- * parallel u32 tag array. A flow lives in one of the PROBE_LEN slots
- * [home, home + PROBE_LEN) (mod table_size), home = hash & mask. Lookup scans
- * the whole window (no early stop on an empty slot), so freeing a slot needs
- * no tombstone. Expired, linger-ended and lost entries are freed lazily when
+ * Flow table: table_size slots (power of two) of 64-byte entries plus parallel
+ * u32 tag and due-hint arrays. A flow lives in the group of PROBE_LEN slots
+ * (16: one 64-byte line of tags, one of hints) that holds its home slot
+ * hash & mask, preferably in the home slot itself (a scan starts there and
+ * wraps within the group). Lookup scans the whole group (no early stop on an
+ * empty slot), so freeing a slot needs no tombstone. Expired, linger-ended and lost entries are freed lazily when
  * met (lookup or insertion) and by lb_rl_expire.
  */
 #include "lb_rl_hash.h"
@@ -135,7 +136,7 @@ lb_rl_process_hashed (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, u
   for (j = 0; j < ctx->probe; j++)
     {
       uint32_t t;
-      s = (home + j) & ctx->table_mask;
+      s = lb_rl_group_slot (ctx, home, j);
       t = ctx->tags[s];
       if (t == tag && LB_RL_LIKELY (lb_rl_key_eq (&ctx->flows[s].key, key)))
 	goto found;
@@ -207,7 +208,7 @@ miss:
       if (free_slot == LB_RL_NO_SLOT)
 	for (j = 0; j < ctx->probe; j++)
 	  {
-	    s = (home + j) & ctx->table_mask;
+	    s = lb_rl_group_slot (ctx, home, j);
 	    if (lb_rl_maybe_due (ctx, s, now) && lb_rl_slot_reclaim (ctx, s, now))
 	      {
 		free_slot = s;

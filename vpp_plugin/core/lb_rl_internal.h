@@ -120,6 +120,15 @@ void lb_rl_wmap_update (uint8_t *map, uint32_t m, const double *w, uint32_t max_
 /* Choose a server for a new flow by the current policy; -1 if none eligible. */
 int32_t lb_rl_policy_choose (lb_rl_ctx_t *ctx, uint64_t hash);
 
+/* Slot j (0 .. probe-1) of the probe group of home: home itself first, then the rest
+ * of its aligned group of probe slots, wrapping. */
+static inline uint32_t
+lb_rl_group_slot (const lb_rl_ctx_t *ctx, uint32_t home, uint32_t j)
+{
+  uint32_t m = ctx->probe - 1;
+  return (home & ~m) | ((home + j) & m);
+}
+
 /* Reservoir: offer one (t, v) sample to server srv's reservoir of kind. */
 static inline void
 lb_rl_res_add (lb_rl_ctx_t *ctx, uint32_t srv, lb_rl_res_kind_t kind, double t, double v)
