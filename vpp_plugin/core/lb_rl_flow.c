@@ -126,9 +126,10 @@ lb_rl_process_hashed (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, u
 
   ctx->c.packets++;
   /* Most flows sit in their home slot: its entry alone (free slots have state NONE)
-   * identifies them, without a look at the tags. */
+   * identifies them, without a look at the tags. Not for a SYN, which usually
+   * starts a flow: the tags say where (if anywhere) it is. */
   e = &ctx->flows[home];
-  if (LB_RL_LIKELY (e->state != LB_RL_FLOW_NONE && lb_rl_key_eq (&e->key, key)))
+  if (LB_RL_LIKELY (!is_syn) && e->state != LB_RL_FLOW_NONE && lb_rl_key_eq (&e->key, key))
     {
       s = home;
       goto found;
@@ -285,15 +286,16 @@ lb_rl_process (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint8_t 
 #define LB_RL_BATCH_AHEAD 8
 
 /* Prefetch what the lookup of a packet with this home slot reads first: the home
- * entry (enough for most packets of tracked flows), and for a SYN, which usually
- * misses, the tags and the due hints a full window's scan reads. */
+ * entry and the group's tags; for a SYN, which usually misses, the tags and the
+ * group's due hints (a full group's scan reads them), not the entry. */
 static inline void
 lb_rl_prefetch_home (const lb_rl_ctx_t *ctx, uint32_t home, uint8_t flags)
 {
-  LB_RL_PREFETCH (&ctx->flows[home]);
   LB_RL_PREFETCH (&ctx->tags[home]);
   if (flags & LB_RL_TCP_SYN)
     LB_RL_PREFETCH (&ctx->due[home]);
+  else
+    LB_RL_PREFETCH (&ctx->flows[home]);
 }
 
 /* Packets are processed strictly in order (results equal n single calls); only
