@@ -150,7 +150,7 @@ class LbConfig(_Strict):
     syn_timeout_s: float = Field(3.0, gt=0, description="idle timeout of a pending flow (SYN seen, "
                                  "not established); pending flows count toward SED/LSQ load")
     table_size: int = Field(1 << 16, ge=2, le=1 << 30, description="flow-table entries per LB, a "
-                            "power of two; 68 bytes each (64-byte entry + 4-byte tag)")
+                            "power of two; 72 bytes each (64-byte entry, 4-byte tag, 4-byte due hint)")
     shm_dir: str | None = Field(
         None, description="also write each LB's shm region to the file <shm_dir>/lb<k>.shm (k = 1..) "
         "for an agent in another process; default: regions in memory only")

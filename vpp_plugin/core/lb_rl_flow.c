@@ -288,15 +288,18 @@ lb_rl_process (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint8_t 
 /* Prefetch what the lookup of a packet with this home slot reads first: the home
  * entry and the group's tags; for a SYN, which usually misses, the tags and the
  * group's due hints (a full group's scan reads them), not the entry. */
-static inline void
-lb_rl_prefetch_home (const lb_rl_ctx_t *ctx, uint32_t home, uint8_t flags)
-{
-  LB_RL_PREFETCH (&ctx->tags[home]);
-  if (flags & LB_RL_TCP_SYN)
-    LB_RL_PREFETCH (&ctx->due[home]);
-  else
-    LB_RL_PREFETCH (&ctx->flows[home]);
-}
+/* A macro, not an inline function: GCC 12 -O2 deleted the prefetches of the inline
+ * version as dead code (clang kept them); check with -S | grep prefetch. */
+#define LB_RL_PREFETCH_HOME(ctx, home, flags)                                           \
+  do                                                                                     \
+    {                                                                                    \
+      LB_RL_PREFETCH (&(ctx)->tags[home]);                                               \
+      if ((flags) &LB_RL_TCP_SYN)                                                        \
+	LB_RL_PREFETCH (&(ctx)->due[home]);                                              \
+      else                                                                               \
+	LB_RL_PREFETCH (&(ctx)->flows[home]);                                            \
+    }                                                                                    \
+  while (0)
 
 /* Packets are processed strictly in order (results equal n single calls); only
  * the hash and the prefetch of the home tag/entry run AHEAD packets early so
@@ -315,7 +318,7 @@ lb_rl_process_batch_inline (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
       uint64_t h = lb_rl_hash_5tuple (&keys[idx ? idx[i] : i]);
       uint32_t home = (uint32_t) h & ctx->table_mask;
       hs[i] = h;
-      lb_rl_prefetch_home (ctx, home, tcp_flags[i]);
+      LB_RL_PREFETCH_HOME (ctx, home, tcp_flags[i]);
     }
   for (i = 0; i < n; i++)
     {
@@ -326,7 +329,7 @@ lb_rl_process_batch_inline (lb_rl_ctx_t *ctx, uint32_t n, const double *now,
 	  uint64_t ha = lb_rl_hash_5tuple (&keys[idx ? idx[ahead] : ahead]);
 	  uint32_t home = (uint32_t) ha & ctx->table_mask;
 	  hs[ahead % LB_RL_BATCH_AHEAD] = ha;
-	  lb_rl_prefetch_home (ctx, home, tcp_flags[ahead]);
+	  LB_RL_PREFETCH_HOME (ctx, home, tcp_flags[ahead]);
 	}
       out_server[i] = lb_rl_process_hashed (ctx, now[i], &keys[idx ? idx[i] : i], h,
 					    tcp_flags[i], len[i], forced ? forced[i] : -1);

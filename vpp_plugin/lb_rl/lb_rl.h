@@ -34,10 +34,10 @@
 #define LB_RL_DEFAULT_FALLBACK_S (LB_RL_SHM_DEFAULT_FALLBACK_MS / 1e3)
 /** Default idle timeout of a tracked flow, s (stock lb: 40 s). */
 #define LB_RL_DEFAULT_FLOW_TIMEOUT_S 40.0
-/** Default flow-table entries per VIP per thread (68 bytes each: a 64-byte
- *  entry plus a 4-byte tag), i.e. 4.25 MiB per VIP and thread. */
+/** Default flow-table entries per VIP per thread (72 bytes each: a 64-byte
+ *  entry, a 4-byte tag and a 4-byte due hint), i.e. 4.5 MiB per VIP and thread. */
 #define LB_RL_DEFAULT_FLOW_TABLE_SIZE (1u << 16)
-/** Largest flow table accepted (the core's bound; 68 GiB per context). */
+/** Largest flow table accepted (the core's bound; 72 GiB per context). */
 #define LB_RL_MAX_FLOW_TABLE_SIZE (1u << 30)
 /** Default directory of the per-VIP shm files. */
 #define LB_RL_DEFAULT_SHM_DIR "/dev/shm"
