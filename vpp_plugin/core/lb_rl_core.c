@@ -180,7 +180,7 @@ lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
    * of an earlier incarnation carry an older generation and count as lost. */
   memset (&ctx->sc[idx], 0, sizeof ctx->sc[idx]);
   ctx->n_on[idx] = 0;
-  ctx->n_pend[idx] = 0;
+  ctx->n_load[idx] = 0;
   ctx->res_filled[idx][0] = ctx->res_filled[idx][1] = 0;
   ctx->gen[idx]++;
   ctx->present |= bit;
@@ -209,7 +209,7 @@ lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx)
   ctx->n_on[idx] = 0;
   ctx->lost_scan = 1;
   ctx->lost_scan_left = ctx->cfg.table_size;
-  ctx->n_pend[idx] = 0;
+  ctx->n_load[idx] = 0;
   ctx->gen[idx]++;
   lb_rl_tables_rebuild (ctx);
   return LB_RL_OK;
@@ -316,7 +316,7 @@ lb_rl_server_counters (const lb_rl_ctx_t *ctx, uint32_t idx, lb_rl_server_counte
     return LB_RL_E_INVALID;
   *out = ctx->sc[idx];
   out->n_flow_on = ctx->n_on[idx];
-  out->n_flow_pending = ctx->n_pend[idx];
+  out->n_flow_pending = ctx->n_load[idx] - ctx->n_on[idx];
   return LB_RL_OK;
 }
 

@@ -73,8 +73,7 @@ lb_rl_flow_timeout (lb_rl_ctx_t *ctx, uint32_t s, double now)
       ctx->sc[e->server].n_flow_timeout++;
       lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, e->last_seen - e->first_seen);
     }
-  else
-    ctx->n_pend[e->server]--;
+  ctx->n_load[e->server]--; /* pending or established, it counted */
   ctx->c.timeouts++;
   lb_rl_slot_free (ctx, s);
 }
@@ -177,8 +176,7 @@ found:
 	  ctx->sc[e->server].n_flow_closed++;
 	  lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, now - e->first_seen);
 	}
-      else
-	ctx->n_pend[e->server]--;
+      ctx->n_load[e->server]--;
       e->state = LB_RL_FLOW_CLOSED;
       /* the linger may end before the old hint: the hint must never be late */
       ctx->due[s] = lb_rl_ticks (now + ctx->cfg.closed_linger_s);
@@ -190,8 +188,7 @@ found:
       else
 	{
 	  e->state = LB_RL_FLOW_EST;
-	  ctx->n_pend[e->server]--;
-	  ctx->n_on[e->server]++;
+	  ctx->n_on[e->server]++; /* pending -> established: the load stays */
 	}
     }
   return lb_rl_forward (ctx, e->server, len);
@@ -243,7 +240,7 @@ miss:
       ctx->c.tracked_flows++;
       ctx->c.new_flows++;
       ctx->sc[srv].n_flow_new++;
-      ctx->n_pend[srv]++;
+      ctx->n_load[srv]++;
       return lb_rl_forward (ctx, (uint32_t) srv, len);
     }
   ctx->c.untracked_miss++;

@@ -91,7 +91,9 @@ struct lb_rl_ctx
   /* n_flow_on gauges, contiguous (8 cache lines) so LSQ/SED scans stay cheap;
    * sc[i].n_flow_on / n_flow_pending are filled from here by lb_rl_server_counters. */
   int64_t n_on[LB_RL_MAX_SERVERS];
-  int64_t n_pend[LB_RL_MAX_SERVERS]; /* pending (SYN-state) entries per server */
+  /* established + pending (SYN-state) flows per server: the load LSQ/SED score, one
+   * array so their scan stays one pass over 8 cache lines; pending = n_load - n_on */
+  int64_t n_load[LB_RL_MAX_SERVERS];
   lb_rl_server_counters_t sc[LB_RL_MAX_SERVERS]; /* n_flow_on unused here */
   lb_rl_counters_t c;
 

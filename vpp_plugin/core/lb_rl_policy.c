@@ -12,7 +12,7 @@
 static inline int64_t
 lb_rl_load (const lb_rl_ctx_t *ctx, uint32_t s)
 {
-  return ctx->n_on[s] + ctx->n_pend[s];
+  return ctx->n_load[s];
 }
 
 /* argmin over the eligible list of a per-server score, ties uniformly at
