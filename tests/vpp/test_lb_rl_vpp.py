@@ -556,3 +556,18 @@ def test_binary_api(vppi, lb: hv.LbRlVpp) -> None:
                        is_del=False)
     finally:
         api.close()
+
+
+def test_startup_refuses_bad_flow_table_size(plugin: Path, tmp_path: Path) -> None:
+    """`lb_rl { flow-table-size 1000 }` stops VPP at start with one message naming the option."""
+    run = tmp_path / "bad"
+    cli = tmp_path / "empty.cli"
+    cli.write_text("")
+    proc = hv.VppProcess(hv.VppPaths.from_env(run), ROOT / "vpp_plugin" / "startup" / "af_packet.conf", run,
+                         plugin_dir=str(next(plugin.glob("lib/**/vpp_plugins"))), startup_cli=str(cli),
+                         api_prefix=f"lbrlbad{os.getpid()}", workers="0", lb_rl_extra="flow-table-size 1000")
+    try:
+        with pytest.raises(hv.VppError, match=r"flow-table-size must be a power of two \(got 1000\)"):
+            proc.start(timeout_s=15)
+    finally:
+        proc.stop()

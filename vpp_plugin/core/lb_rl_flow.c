@@ -8,8 +8,9 @@
  * (16: one 64-byte line of tags, one of hints) that holds its home slot
  * hash & mask, preferably in the home slot itself (a scan starts there and
  * wraps within the group). Lookup scans the whole group (no early stop on an
- * empty slot), so freeing a slot needs no tombstone. Expired, linger-ended and lost entries are freed lazily when
- * met (lookup or insertion) and by lb_rl_expire.
+ * empty slot), so freeing a slot needs no tombstone. Expired, linger-ended and
+ * lost entries are freed lazily when met (lookup or insertion) and by
+ * lb_rl_expire.
  */
 #include "lb_rl_hash.h"
 #include "lb_rl_internal.h"
@@ -284,9 +285,9 @@ lb_rl_process (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, uint8_t 
 
 /* Prefetch what the lookup of a packet with this home slot reads first: the home
  * entry and the group's tags; for a SYN, which usually misses, the tags and the
- * group's due hints (a full group's scan reads them), not the entry. */
-/* A macro, not an inline function: GCC 12 -O2 deleted the prefetches of the inline
- * version as dead code (clang kept them); check with -S | grep prefetch. */
+ * group's due hints (a full group's scan reads them), not the entry. A macro, not
+ * an inline function: GCC 12 -O2 deleted the inline version's prefetches as dead
+ * code (clang kept them); check with -S | grep prefetch. */
 #define LB_RL_PREFETCH_HOME(ctx, home, flags)                                           \
   do                                                                                     \
     {                                                                                    \
