@@ -36,13 +36,13 @@ lb_rl_ticks (double t)
   return (uint32_t) (int64_t) (t * LB_RL_TICKS_PER_S);
 }
 
-/* Could slot s's entry be reclaimable at now? False only when it certainly is not:
- * its due hint lies more than a tick ahead (the tick covers rounding) and no
- * server removal is pending. */
+/* Could slot s's entry be reclaimable at now_ticks = lb_rl_ticks (now)? False only
+ * when it certainly is not: its due hint lies more than a tick ahead (the tick
+ * covers rounding) and no server removal is pending. */
 static inline int
-lb_rl_maybe_due (const lb_rl_ctx_t *ctx, uint32_t s, double now)
+lb_rl_maybe_due (const lb_rl_ctx_t *ctx, uint32_t s, uint32_t now_ticks)
 {
-  return ctx->lost_scan || (int32_t) (ctx->due[s] - lb_rl_ticks (now)) <= 1;
+  return ctx->lost_scan || (int32_t) (ctx->due[s] - now_ticks) <= 1;
 }
 
 static inline void
@@ -117,7 +117,7 @@ lb_rl_process_hashed (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, u
 {
   uint32_t tag = (uint32_t) (h >> 32) | 1u;
   uint32_t home = (uint32_t) h & ctx->table_mask;
-  uint32_t free_slot = LB_RL_NO_SLOT, s = 0, j;
+  uint32_t free_slot = LB_RL_NO_SLOT, s = 0, j, now_ticks;
   int is_syn = (flags & (LB_RL_TCP_SYN | LB_RL_TCP_ACK | LB_RL_TCP_FIN | LB_RL_TCP_RST)) ==
 	       LB_RL_TCP_SYN;
   lb_rl_flow_t *e;
@@ -205,10 +205,10 @@ miss:
       /* Window full: reclaim an entry past its time, looking only at those whose
        * due hint says they may be (under a flood none is, and no entry is read). */
       if (free_slot == LB_RL_NO_SLOT)
-	for (j = 0; j < ctx->probe; j++)
+	for (j = 0, now_ticks = lb_rl_ticks (now); j < ctx->probe; j++)
 	  {
 	    s = lb_rl_group_slot (ctx, home, j);
-	    if (lb_rl_maybe_due (ctx, s, now) && lb_rl_slot_reclaim (ctx, s, now))
+	    if (lb_rl_maybe_due (ctx, s, now_ticks) && lb_rl_slot_reclaim (ctx, s, now))
 	      {
 		free_slot = s;
 		break;
@@ -357,10 +357,11 @@ lb_rl_expire (lb_rl_ctx_t *ctx, double now, uint32_t budget)
 {
   /* Visit at most one full table round from a persistent cursor, freeing up
    * to budget entries that are lost, closed past linger or idle past timeout. */
-  uint32_t visited, freed = 0, s = ctx->expire_cursor;
+  uint32_t visited, freed = 0, s = ctx->expire_cursor, now_ticks = lb_rl_ticks (now);
   for (visited = 0; visited < ctx->cfg.table_size && freed < budget; visited++)
     {
-      if (ctx->tags[s] != 0 && lb_rl_maybe_due (ctx, s, now) && lb_rl_slot_reclaim (ctx, s, now))
+      if (ctx->tags[s] != 0 && lb_rl_maybe_due (ctx, s, now_ticks) &&
+	  lb_rl_slot_reclaim (ctx, s, now))
 	freed++;
       s = (s + 1) & ctx->table_mask;
     }
