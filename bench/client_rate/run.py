@@ -25,7 +25,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -43,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import first_line, machine_info  # noqa: E402
 from hil.testbed import apache  # noqa: E402
 from hil.testbed.schedule import build_schedule  # noqa: E402
 from simulator.config import ExperimentConfig  # noqa: E402
@@ -165,23 +165,6 @@ def run_client(port: int, path: str, rate: float, seconds: float, tmp: Path, see
     }
 
 
-def machine_info() -> dict[str, object]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    ver = subprocess.run(["apache2", "-v"], capture_output=True, text=True).stdout.splitlines()
-    return {"cpu": cpu, "nproc": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "apache": ver[0] if ver else "",
-            "git_commit": commit, "loadavg_start": os.getloadavg()}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "client_rate.json")
@@ -199,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rates = [float(r) for r in args.rates.split(",")]
     targets = [t.strip() for t in args.targets.split(",")]
-    info = machine_info()
+    info = machine_info(apache=first_line("apache2", "-v"))
     apache = Apache(args.workers)
     apache.start()
     results: dict[str, dict] = {}

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -26,6 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import first_line, machine_info  # noqa: E402
 CORE = ROOT / "vpp_plugin" / "core"
 POLICIES = ("ecmp", "wcmp", "lsq", "sed", "lsq2", "sed2")
 TARGET_EST_NS = 60.0
@@ -85,28 +87,6 @@ def run_callgrind(exe: Path) -> dict[str, float]:
         return ir
 
 
-def machine_info() -> dict[str, object]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cc_ver = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    return {
-        "cpu": cpu,
-        "nproc": os.cpu_count(),
-        "platform": platform.platform(),
-        "compiler": cc_ver.splitlines()[0] if cc_ver else "",
-        "git_commit": commit,
-        "loadavg_start": os.getloadavg(),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "core_speed.json")
@@ -115,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
     args = ap.parse_args(argv)
 
-    info = machine_info()
+    info = machine_info(compiler=first_line("cc", "--version"))
     with tempfile.TemporaryDirectory() as tmp:
         exe, has_cg = build(args.cc, Path(tmp))
         timing, notes = run_timing(exe, args.reps)

@@ -47,7 +47,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -59,6 +58,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine_info  # noqa: E402
 
 PREFIX = "mlb-bd"
 NET = "198.18.200"
@@ -308,17 +309,6 @@ def measure_case(bed: Bed, exe: Path, tmp: Path, name: str, kind: str, extra: li
                                                   "tx_errors", "rx_blocks", "tx_kicks")}
         | {"core": lbstats.get("core")},
     }
-
-
-def machine_info() -> dict[str, object]:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    commit = sh("git", "-C", str(ROOT), "rev-parse", "HEAD", check=False).stdout.strip()
-    return {"cpu": cpu, "nproc": os.cpu_count(), "platform": platform.platform(),
-            "git_commit": commit, "loadavg_start": os.getloadavg()}
 
 
 CASES = {  # name -> (traffic, lb_rl_host flags)

@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -41,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine_info  # noqa: E402
 from hil import vpp as hv  # noqa: E402
 
 NS_C, NS_S = "mlb-vs-c", "mlb-vs-s"
@@ -161,7 +161,7 @@ def parse_runtime(text: str) -> dict[str, dict[str, float]]:
         parts = line.split()
         if len(parts) >= 7 and parts[0] in NODES.values():
             try:
-                calls, vectors, _susp = int(parts[2]), int(parts[3]), int(parts[4])
+                calls, vectors = int(parts[2]), int(parts[3])  # parts[4]: suspends
                 clocks, vpc = float(parts[5]), float(parts[6])
             except ValueError:
                 continue
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "vpp": version, "host": platform.node(), "cpus": os.cpu_count(),
+        "vpp": version, "machine": machine_info(),
         "seconds": args.seconds, "flows": args.flows, "sample_prob": args.sample_prob,
         "method": "one VPP (main thread, af_packet on veth), trafgen alternating identical packets "
                   "to an lb_rl GRE4 VIP and a stock lb GRE4 VIP; clocks/packet from show runtime",
