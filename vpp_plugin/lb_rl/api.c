@@ -72,19 +72,24 @@ vl_api_lb_rl_conf_get_t_handler (vl_api_lb_rl_conf_get_t *mp)
 		    }));
 }
 
+/** Shared body of lb_rl_add_del_vip and its _v2 (flow_table_size 0 = default). */
+static int
+lb_rl_api_add_del_vip (const vl_api_prefix_t *api_pfx, vl_api_lb_rl_encap_t encap,
+		       u32 flow_table_size, bool is_del)
+{
+  fib_prefix_t pfx;
+  ip_prefix_decode (api_pfx, &pfx);
+  if (is_del)
+    return lb_rl_vip_del (&pfx);
+  return lb_rl_vip_add (&pfx, (lb_rl_encap_t) encap, flow_table_size, 0);
+}
+
 static void
 vl_api_lb_rl_add_del_vip_t_handler (vl_api_lb_rl_add_del_vip_t *mp)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   vl_api_lb_rl_add_del_vip_reply_t *rmp;
-  fib_prefix_t pfx;
-  int rv;
-
-  ip_prefix_decode (&mp->pfx, &pfx);
-  if (mp->is_del)
-    rv = lb_rl_vip_del (&pfx);
-  else
-    rv = lb_rl_vip_add (&pfx, (lb_rl_encap_t) mp->encap, 0, 0);
+  int rv = lb_rl_api_add_del_vip (&mp->pfx, mp->encap, 0, mp->is_del);
   REPLY_MACRO (VL_API_LB_RL_ADD_DEL_VIP_REPLY);
 }
 
@@ -93,15 +98,8 @@ vl_api_lb_rl_add_del_vip_v2_t_handler (vl_api_lb_rl_add_del_vip_v2_t *mp)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   vl_api_lb_rl_add_del_vip_v2_reply_t *rmp;
-  fib_prefix_t pfx;
-  int rv;
-
-  ip_prefix_decode (&mp->pfx, &pfx);
-  if (mp->is_del)
-    rv = lb_rl_vip_del (&pfx);
-  else
-    rv = lb_rl_vip_add (&pfx, (lb_rl_encap_t) mp->encap,
-			clib_net_to_host_u32 (mp->flow_table_size), 0);
+  int rv = lb_rl_api_add_del_vip (
+    &mp->pfx, mp->encap, clib_net_to_host_u32 (mp->flow_table_size), mp->is_del);
   REPLY_MACRO (VL_API_LB_RL_ADD_DEL_VIP_V2_REPLY);
 }
 
