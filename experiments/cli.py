@@ -242,17 +242,23 @@ def cmd_hil_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_hil_run(args: argparse.Namespace) -> int:
     from experiments.runs import run_name
-    from hil.run import run_hil
-
+    from hil.swap import check_combination, run_swap
     from hil.testbed.plan import make_plan
 
     cfg = _load(args.config, args.set)
-    make_plan(cfg, args.config)  # a config this machine cannot host: the error names the file
+    if check_combination(cfg) == "testbed":
+        make_plan(cfg, args.config)  # a config this machine cannot host: the error names the file
     out = Path(args.out) if args.out else Path("runs") / ("hil_" + run_name(cfg))
-    result = run_hil(cfg, out, progress=not args.no_progress, keep_up=True if args.keep_up else None)
+    result = run_swap(cfg, out, progress=not args.no_progress, keep_up=True if args.keep_up else None)
     print_summary_table([(out.name, result.summary)], per_server=True)
     print(f"run directory: {out}")
     return 0
+
+
+def cmd_hil_parity(args: argparse.Namespace) -> int:
+    from hil.parity import main
+
+    return main(args)
 
 
 def cmd_hil_compare(args: argparse.Namespace) -> int:
@@ -453,13 +459,26 @@ def build_parser() -> argparse.ArgumentParser:
     hcal.add_argument("--cpu-per-core", type=float, metavar="F",
                       help="under a testbed worker's CPU quota of F CPUs (default: no quota)")
     hcal.set_defaults(func=cmd_hil_calibrate)
-    hrun = hil_sub.add_parser("run", help="run a config on the testbed; writes the run contract + hil.json")
+    hrun = hil_sub.add_parser("run", help="run a config with the parts its hil section names real "
+                              "(traffic, lb, servers, agent); writes the run contract + hil.json")
     hrun.add_argument("config", metavar="CONFIG.yaml")
     hrun.add_argument("--out", metavar="DIR", help="run directory (default runs/hil_<name>__...)")
     hrun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     hrun.add_argument("--keep-up", action="store_true", help="leave the testbed up afterwards")
     hrun.add_argument("--no-progress", action="store_true")
     hrun.set_defaults(func=cmd_hil_run)
+    hpar = hil_sub.add_parser("parity", help="replay a pcap through the simulator's core and lb_rl_host; "
+                              "identical server choices for every packet is the pass")
+    hpar.add_argument("pcap", metavar="PCAP", help="a simulator --pcap, or any capture of TCP flows to the VIP")
+    hpar.add_argument("--weights", required=True, metavar="W0,W1,...", help="static weights, one per server")
+    hpar.add_argument("--policy", default="sed", choices=("ecmp", "wcmp", "lsq", "sed", "lsq2", "sed2"))
+    hpar.add_argument("--seed", type=int, default=1, help="core seed (both replays)")
+    hpar.add_argument("--vip", default="10.0.1.1", help="the VIP (default: the simulator's)")
+    hpar.add_argument("--vip-port", type=int, default=80)
+    hpar.add_argument("--vpp", action="store_true", help="also replay through VPP with lb_rl (needs VPP_PREFIX)")
+    hpar.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    hpar.add_argument("--log-dir", default="hil_parity_logs", metavar="DIR", help="lb_rl_host's log and counters")
+    hpar.set_defaults(func=cmd_hil_parity)
     hcmp = hil_sub.add_parser("compare", help="the same config simulated and on the testbed; report")
     hcmp.add_argument("config", metavar="CONFIG.yaml")
     hcmp.add_argument("--out", required=True, metavar="DIR")

@@ -192,24 +192,38 @@ class BackgroundConfig(_Strict):
         "independent, starting in its stationary on/off state) or fixed (all start off at t=0)")
 
 
+class RealtimeConfig(_Strict):
+    """Pacing of a simulation to the wall clock (``marllb hil run`` with simulated parts)."""
+
+    factor: float = Field(1.0, gt=0, le=1000, description="simulated seconds per wall-clock second (1 = real time)")
+    max_lag_s: float | None = Field(None, gt=0, description="stop with an error when an event runs this much later than its wall time (default: best effort, lag only measured)")
+
+
 class HilConfig(_Strict):
-    """What is real in a hardware-in-the-loop run (`marllb hil ...`); the simulator ignores it.
+    """What is real in a hardware-in-the-loop run (`marllb hil run`); the simulator ignores it.
 
-    On the local testbed: real clients, `lb_rl_host` LBs and Apache servers in network
-    namespaces; each server's Apache gets a CPU quota of ``cores x cpu_per_core`` CPUs, so one
-    simulated core is ``cpu_per_core`` real CPUs and a job of ``work_s`` simulated seconds is
-    sent as the PHP loop count that takes ``work_s`` at that speed."""
+    The swap matrix: ``traffic`` (sim: simulated clients; client: the real open-loop client;
+    trex: a TRex generator), ``lb`` (sim: the core in process; host: `lb_rl_host` on veth;
+    vpp: VPP with lb_rl), ``servers`` (sim or apache), ``agent`` (inproc: the policy in the
+    run's process; process: `marllb hil controller` per LB on shm files). With simulated parts
+    the run is the simulation paced to the wall clock (``realtime``). On the all-real testbed each
+    server's Apache gets a CPU quota of ``cores x cpu_per_core`` CPUs, so one simulated core is
+    ``cpu_per_core`` real CPUs and a job of ``work_s`` simulated seconds is sent as the PHP loop
+    count that takes ``work_s`` at that speed."""
 
-    traffic: Literal["client"] = Field("client", description="request source: the real open-loop client")
-    lb: Literal["host"] = Field("host", description="data plane: lb_rl_host (the core on AF_PACKET)")
-    servers: Literal["apache"] = Field("apache", description="backends: Apache prefork + mod_php")
-    agent: Literal["process"] = Field("process", description="policy: `marllb hil controller` per LB")
+    traffic: Literal["sim", "client", "trex"] = Field("client", description="request source: sim (simulated clients), client (the real open-loop client), trex")
+    lb: Literal["sim", "host", "vpp"] = Field("host", description="data plane: sim (the core in process), host (lb_rl_host on AF_PACKET), vpp (VPP with lb_rl; needs VPP_PREFIX)")
+    servers: Literal["sim", "apache"] = Field("apache", description="backends: sim, or Apache prefork + mod_php on the testbed")
+    agent: Literal["inproc", "process"] = Field("process", description="policy: inproc (in the run's process), process (`marllb hil controller` per LB on the shm files)")
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig, description="pacing of runs with simulated parts")
     cpu_per_core: float = Field(0.04, gt=0, le=1, description="real CPUs per simulated core: CPU quota of each Apache worker; a server's is cores x this")
     fallback_s: float = Field(1.0, gt=0, description="data plane's static-weight fallback after agent silence")
     health: Literal["tcp", "http", "none"] = Field(
         "tcp", description="controller's health probe of each server (tcp: connect; http: GET work.php?n=0, "
         "which also fails on a server too busy to answer within the probe timeout)")
     request_timeout_s: float = Field(10.0, gt=0, description="client gives up on a request after this long")
+    packet_timeout_s: float = Field(0.05, gt=0, le=5, description="gateway (lb: host|vpp with simulated traffic): a packet the real LB has not forwarded after this long is lost")
+    queue_size: int = Field(65536, ge=16, description="gateway: bound of the queue of captured frames (a full queue drops, counted)")
 
 
 class ExperimentConfig(_Strict):

@@ -456,6 +456,10 @@ class DataPlaneCore:
         visits at most one round of the table. Returns how many were freed."""
         return lib.lb_rl_expire(self.ctx, now, budget)
 
+    def open_shm(self, path: str | None = None) -> "ShmPublisher":
+        """This core's shm region (in memory, or the file ``path``): see :class:`ShmPublisher`."""
+        return ShmPublisher(self, path)
+
     # --- reading state -------------------------------------------------------------------
 
     def server_counters(self, i: int) -> dict[str, int]:
@@ -590,6 +594,25 @@ class ShmPublisher:
         self._check(lib.lb_rl_shm_publish(self._shm, self.core.ctx, now_s, wall_s, self._seq),
                     "publish")
         return int(self._seq[0])
+
+    def set_fallback_timeout(self, timeout_s: float) -> None:
+        """How long an agent may stay silent before :meth:`poll` reinstates the static
+        weights (<= 0: never)."""
+        if self._shm is None:
+            raise DataPlaneError("shm set_fallback_timeout: region is closed")
+        lib.lb_rl_shm_set_fallback_timeout(self._shm, timeout_s)
+
+    def poll(self, now_s: float, wall_s: float = 0.0) -> int:
+        """Apply the agent's newest msg_in weights to the core with the C poll VPP runs
+        (``lb_rl_shm_poll_in``: validation, last good weights, silence fallback) at the data
+        plane's time ``now_s``. Returns LB_RL_SHM_POLL_* (0 nothing new, 1 applied,
+        2 rejected, 3 fallback, 4 busy); raises DataPlaneError on a region error."""
+        if self._shm is None:
+            raise DataPlaneError("shm poll: region is closed")
+        rc = lib.lb_rl_shm_poll_in(self._shm, self.core.ctx, now_s, wall_s)
+        if rc < 0:
+            self._check(rc, "poll")
+        return int(rc)
 
     def close(self) -> None:
         """Detach (and unmap a file region). Idempotent. An in-memory region's bytes stay

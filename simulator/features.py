@@ -34,10 +34,11 @@ RESERVOIR_NAMES = ("fd", "fct")  #: reservoir kinds 0 (flow duration) and 1 (fct
 FEATURE_NAMES = ("n_flow_on",) + tuple(f"{r}_{s}" for r in RESERVOIR_NAMES for s in STAT_NAMES)
 
 
-def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray, now_s: float,
+def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray, now_s: Any,
                     decay: float = DECAY_PER_S) -> np.ndarray:
     """Statistics of R reservoirs at once: row r uses slots [0, fill_R[r]) of t_RK[r]
-    (sample times, s) and v_RK[r] (values, s). Returns (R, 5): mean, p90, std, decayed mean,
+    (sample times, s) and v_RK[r] (values, s); ``now_s`` is one time or one per row (R,).
+    Returns (R, 5): mean, p90, std, decayed mean,
     decayed p90 (see the module docstring); NaN rows for empty reservoirs."""
     t_RK = np.asarray(t_RK, dtype=np.float64)
     v_RK = np.asarray(v_RK, dtype=np.float64)
@@ -59,7 +60,10 @@ def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray, now_
     hi = np.minimum(lo + 1, c - 1)
     rows = np.arange(n_r)
     p90 = vs[rows, lo] + (h - lo) * (vs[rows, hi] - vs[rows, lo])
-    w = np.where(valid, decay ** (now_s - np.where(valid, t_RK, now_s)), 0.0)
+    now = np.asarray(now_s, dtype=np.float64)
+    if now.ndim:
+        now = now[:, None]
+    w = np.where(valid, decay ** (now - np.where(valid, t_RK, now)), 0.0)
     wsum = w.sum(axis=1)
     dmean = (w * vz).sum(axis=1) / np.where(wsum > 0, wsum, 1.0)
     cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
@@ -70,15 +74,18 @@ def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray, now_
 
 
 def server_features(n_flow_on_S: np.ndarray, samples_SRK2: np.ndarray, fill_SR: np.ndarray,
-                    now_s: float, decay: float = DECAY_PER_S) -> np.ndarray:
+                    now_s: Any, decay: float = DECAY_PER_S) -> np.ndarray:
     """Feature matrix (S, len(FEATURE_NAMES)) from per-server ``n_flow_on``, reservoir
     snapshots ``samples_SRK2`` [server, kind (0 fd, 1 fct), slot, (t_s, v_s)] and filled-slot
-    counts ``fill_SR`` [server, kind], as in a msg_out frame."""
+    counts ``fill_SR`` [server, kind], as in a msg_out frame; ``now_s`` (the data plane's
+    clock) is one time or one per server (S,), e.g. when rows come from several LBs' frames."""
     samples = np.asarray(samples_SRK2, dtype=np.float64)
     n_s, n_k, k, _ = samples.shape
+    now = np.asarray(now_s, dtype=np.float64)
     stats = reservoir_stats(samples[..., 0].reshape(n_s * n_k, k),
                             samples[..., 1].reshape(n_s * n_k, k),
-                            np.asarray(fill_SR).reshape(n_s * n_k), now_s, decay)
+                            np.asarray(fill_SR).reshape(n_s * n_k),
+                            np.repeat(now, n_k) if now.ndim else now, decay)
     out = np.empty((n_s, 1 + 5 * n_k))
     out[:, 0] = np.asarray(n_flow_on_S, dtype=np.float64)
     out[:, 1:] = stats.reshape(n_s, n_k * 5)

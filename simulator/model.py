@@ -543,7 +543,7 @@ class Simulation:
         """One shm region per LB: in memory, or the file <shm_dir>/lb<k>.shm when asked."""
         from pathlib import Path
 
-        from simulator.dataplane import DataPlaneError, ShmPublisher
+        from simulator.dataplane import DataPlaneError
         from simulator.shm import ShmRegion
 
         if shm_dir is not None:
@@ -551,11 +551,11 @@ class Simulation:
         for lb in self.lbs:
             path = None if shm_dir is None else str(Path(shm_dir) / f"{self.lb_names[lb.idx]}.shm")
             try:
-                lb.shm = ShmPublisher(lb.dp, path)  # type: ignore[arg-type]
+                lb.shm = lb.dp.open_shm(path)
             except DataPlaneError as exc:
                 raise UserError(f"lb.shm_dir: {exc}") from None
-            lb.reader = (ShmRegion.from_buffer(lb.shm.buffer, role="reader") if path is None
-                         else ShmRegion.open(path, role="reader"))
+            lb.reader = (ShmRegion.from_buffer(lb.shm.buffer, role="reader") if lb.shm.buffer is not None
+                         else ShmRegion.open(lb.shm.path, role="reader"))
 
     def _on_step(self, k: int) -> None:
         """Every lb.step_s, per LB: hand the core the buffered packets, publish its state as an
@@ -569,9 +569,11 @@ class Simulation:
             lb.shm.publish(now, time.time())
             frames.append(lb.reader.latest_out())
         # features of all LBs in one vectorised call (each LB's rows from its own frame only)
+        # (at each frame's own time: a real data plane's clock is not the simulation's)
         mats = server_features(np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
                                np.concatenate([f.samples_SRK2[:n] for f in frames]),
-                               np.concatenate([f.servers["fill"][:n] for f in frames]), now)
+                               np.concatenate([f.servers["fill"][:n] for f in frames]),
+                               np.repeat([f.time_s for f in frames], n))
         per_lb = []
         for lb in self.lbs:
             feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])
@@ -648,6 +650,25 @@ class Simulation:
                 n += 1
         env._now = max(env._now, end)
         self.events += n
+
+    def next_time(self, packets: bool = False) -> float:
+        """Time of the next event (inf if none); with ``packets`` also of the next buffered
+        client->server packet (a real-time run hands real data planes each packet on time)."""
+        t = self._q[0][0] if self._q else math.inf
+        sq = self.env._queue
+        if sq and sq[0][0] < t:
+            t = sq[0][0]
+        if packets:
+            for lb in self.lbs:
+                if lb.buf and lb.buf[0][0] < t:
+                    t = lb.buf[0][0]
+        return t
+
+    def flush_lbs(self, now_s: float) -> None:
+        """Hand every LB's data plane its buffered packets stamped <= now_s."""
+        for lb in self.lbs:
+            if lb.buf and lb.buf[0][0] <= now_s:
+                lb.flush(now_s)
 
     def finish(self) -> None:
         """End the run at duration_s: hand the cores their last packets, close server statistics."""

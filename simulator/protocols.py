@@ -11,7 +11,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FlowKey", "TrafficSource", "DataPlane", "Server", "ServerPool", "Controller",
+__all__ = ["FlowKey", "TrafficSource", "DataPlane", "ShmEndpoint", "Server", "ServerPool", "Controller",
            "RES_FLOW_DURATION", "RES_FCT"]
 
 #: (src_ip, dst_ip, src_port, dst_port) of a TCP flow, IPv4 addresses as ints (proto is TCP).
@@ -80,6 +80,34 @@ class DataPlane(Protocol):
 
     def reservoir(self, i: int, kind: "str | int") -> tuple[np.ndarray, np.ndarray]:
         """Filled reservoir samples of server i: (t_s, value_s) arrays."""
+        ...
+
+    def open_shm(self, path: str | None = None) -> "ShmEndpoint":
+        """The LB's shm region: where its msg_out frames appear and msg_in weights are read
+        (``path``: a file another process can open; None: in memory)."""
+        ...
+
+
+@runtime_checkable
+class ShmEndpoint(Protocol):
+    """An LB's shm region as its node in the model uses it (see ``lb_rl_shm.h``)."""
+
+    path: str | None
+
+    @property
+    def buffer(self) -> Any:
+        """The region's bytes when it lives in this process's memory, else None (then
+        ``path`` names the file)."""
+        ...
+
+    def publish(self, now_s: float, wall_s: float = 0.0) -> int:
+        """Make the data plane's state at ``now_s`` the newest msg_out frame; returns its seq
+        (a data plane that publishes on its own clock just returns its newest seq)."""
+        ...
+
+    def poll(self, now_s: float, wall_s: float = 0.0) -> int:
+        """Apply the newest msg_in weights through the data plane's own poll (a real data
+        plane polls on its own: nothing to do); returns LB_RL_SHM_POLL_*."""
         ...
 
 

@@ -1,0 +1,273 @@
+"""The simulator's ``DataPlane`` for an LB node whose data plane is real (``hil.lb: host|vpp``).
+
+Every client->server packet the model hands the LB node is sent as a real frame into the real
+LB; a reader thread captures what the LB forwards (ns-3's pattern: a reader thread and a
+bounded queue, drops counted) and the call returns the server the LB chose, read from the
+frame (the destination MAC under layer-2 DSR, the GRE tunnel's destination under VPP). A packet
+not forwarded within ``timeout_s`` is lost (a SYN then has no server: the model drops the
+request); one that shows up later still is counted as late. Accounting: sent = delivered + lost.
+
+Weights go to the real data plane as msg_in frames in its shm region (``set_weights``, for an
+in-process agent); the features come from its own msg_out frames, so the model records what
+the real data plane saw and decided.
+"""
+
+from __future__ import annotations
+
+import queue
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from hil.gateway.frames import FrameBuilder, read_forwarded
+from simulator.config import UserError
+
+__all__ = ["FramePorts", "GatewayCounters", "GatewayDataPlane", "RealShm"]
+
+PACKET_OUTGOING = 4  # sll_pkttype of a frame this host sent
+
+
+@dataclass
+class GatewayCounters:
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    late: int = 0  #: lost packets whose frame showed up after the timeout
+    queue_drops: int = 0  #: captured frames the full queue dropped (their packets are lost)
+    mismatched: int = 0  #: captured frames whose tag matched but flow did not (counted lost)
+    unknown_server: int = 0  #: forwarded to a MAC/address that is no server (counted lost)
+    roundtrip_s: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        rt = np.asarray(self.roundtrip_s)
+        out = {k: v for k, v in self.__dict__.items() if k != "roundtrip_s"}
+        out["accounted"] = self.sent == self.delivered + self.lost
+        if len(rt):
+            out["roundtrip_mean_s"] = float(rt.mean())
+            out["roundtrip_p99_s"] = float(np.quantile(rt, 0.99))
+            out["roundtrip_max_s"] = float(rt.max())
+        return out
+
+
+class FramePorts:
+    """The gateway's AF_PACKET sockets, one per LB, and the reader thread that captures the
+    frames the LBs forward into one bounded queue of ``(tag, src_port, server, t_capture)``."""
+
+    def __init__(self, socks: Sequence[socket.socket], server_of: dict[Any, int], *,
+                 by: str = "mac", queue_size: int = 65536) -> None:
+        self.socks = list(socks)
+        self.server_of = server_of
+        self.by = by  # "mac": dst MAC names the server; "ip": the outer (tunnel) destination does
+        self.q: queue.Queue[tuple[int, int, int, float]] = queue.Queue(maxsize=queue_size)
+        self.counters = GatewayCounters()
+        self._stop = threading.Event()
+        for s in self.socks:
+            s.setblocking(False)
+        self._thread = threading.Thread(target=self._read, name="gateway-reader", daemon=True)
+        self._thread.start()
+
+    def send(self, k: int, frame: bytes) -> None:
+        s = self.socks[k]
+        while True:
+            try:
+                s.send(frame)
+                return
+            except BlockingIOError:  # the veth's queue is full for a moment
+                select.select([], [s], [], 0.01)
+
+    def _read(self) -> None:
+        socks, put, c = self.socks, self.q.put_nowait, self.counters
+        by_mac = self.by == "mac"
+        while not self._stop.is_set():
+            ready, _, _ = select.select(socks, [], [], 0.05)
+            for s in ready:
+                while True:
+                    try:
+                        frame, addr = s.recvfrom(2048)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        return
+                    if addr[2] == PACKET_OUTGOING:
+                        continue
+                    got = read_forwarded(frame)
+                    if got is None:
+                        continue
+                    mac, outer_dst, tag, sport = got
+                    srv = self.server_of.get(mac if by_mac else outer_dst, -1)
+                    try:
+                        put((tag, sport, srv, time.perf_counter()))
+                    except queue.Full:
+                        c.queue_drops += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        for s in self.socks:
+            s.close()
+
+
+class RealShm:
+    """A real data plane's shm region as the model uses it (ShmEndpoint): it publishes and
+    polls on its own clock, so ``publish`` only returns its newest frame's seq."""
+
+    buffer = None
+
+    def __init__(self, path: str) -> None:
+        from simulator.shm import ShmRegion
+
+        self.path = path
+        self.region = ShmRegion.open(path, role="agent")
+
+    def publish(self, now_s: float, wall_s: float = 0.0) -> int:
+        f = self.region.latest_out()
+        return 0 if f is None else f.seq
+
+    def poll(self, now_s: float, wall_s: float = 0.0) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.region.close()
+
+
+class GatewayDataPlane:
+    """LB ``k``'s data plane is a real LB of ``gw`` (a :class:`hil.gateway.session.Gateway`,
+    which starts the real LBs when the first region is opened); see the module docstring.
+    ``core_policy`` and ``seed`` are the settings the real LB is started with."""
+
+    def __init__(self, gw: Any, k: int, n_servers: int, core_policy: str, seed: int) -> None:
+        self.gw = gw
+        self.k = k
+        self.n_servers = n_servers
+        self.core_policy = core_policy
+        self.seed = seed
+        self.static: dict[int, float] = {}
+        self.shm: RealShm | None = None
+        self.builder: FrameBuilder | None = None
+        self._keys: tuple[np.ndarray, ...] | None = None  # src ip, dst ip, src port, dst port
+
+    # -- configuration (the real LB was started with the same servers and static weights) --
+    def add_server(self, i: int, static_weight: float = 1.0) -> None:
+        if not 0 <= i < self.n_servers:
+            raise UserError(f"gateway LB {self.k}: server {i} outside the real LB's 0..{self.n_servers - 1}")
+        self.static[i] = float(static_weight)
+
+    def remove_server(self, i: int) -> None:
+        raise UserError("a real data plane's servers are fixed at its start in a gateway run")
+
+    def drain(self, i: int, on: bool = True) -> None:
+        raise UserError("a real data plane's servers are fixed at its start in a gateway run")
+
+    def set_key_table(self, keys: np.ndarray) -> None:
+        def ip4(col: np.ndarray) -> np.ndarray:  # the v4-mapped address's last 4 bytes
+            return np.ascontiguousarray(col[:, 12:16]).view(">u4").reshape(-1).astype(np.int64)
+
+        self._keys = (ip4(keys["src"]), ip4(keys["dst"]), keys["src_port"].astype(np.int64),
+                      keys["dst_port"].astype(np.int64))
+
+    # -- packets ---------------------------------------------------------------------------
+    def process_idx(self, now: float, i: int, flags: int, length: int, forced: int = -1) -> int:
+        if forced >= 0:
+            raise UserError("a real data plane chooses servers itself: oracle policies cannot force them")
+        return self.process_packets((now,), (i,), (flags,), (length,))[0]
+
+    def process_batch_idx(self, now_s: Any, key_idx: Any, flags: Any, lengths: Any,
+                          forced: Any = None, out: Any = None) -> Any:
+        res = np.asarray(self.process_packets(list(now_s), list(key_idx), list(flags), list(lengths)),
+                         dtype=np.int32)
+        if out is not None:
+            out[:] = res
+            return out
+        return res
+
+    def process_packets(self, now_s: Any, key_idx: Any, flags: Any, lengths: Any) -> list[int]:
+        """Send each packet as a frame, in order; wait for the LB's forwarded frames; return the
+        server of each (-1: lost)."""
+        if self._keys is None or self.builder is None:
+            raise UserError("gateway: no key table or region yet (set_key_table, open_shm first)")
+        src, dst, sport, dport = self._keys
+        ports = self.gw.ports
+        c, tcp = ports.counters, self.builder.tcp
+        n = len(key_idx)
+        pending: dict[int, int] = {}
+        t_sent = time.perf_counter()
+        for j in range(n):
+            i = key_idx[j]
+            tag = c.sent = c.sent + 1
+            pending[tag & 0xFFFFFFFF] = j
+            ports.send(self.k, tcp(int(src[i]), int(dst[i]), int(sport[i]), int(dport[i]), flags[j],
+                                   lengths[j], tag))
+        out = [-1] * n
+        deadline = t_sent + self.gw.timeout_s
+        q = ports.q
+        while pending:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                tag, sp, srv, t_cap = q.get(timeout=remaining)
+            except queue.Empty:
+                break
+            j = pending.pop(tag, None)
+            if j is None:  # a packet given up on earlier
+                c.late += 1
+                continue
+            if sp != sport[key_idx[j]]:
+                c.mismatched += 1
+                continue
+            if srv < 0:
+                c.unknown_server += 1
+                continue
+            out[j] = srv
+            c.delivered += 1
+            c.roundtrip_s.append(t_cap - t_sent)
+        c.lost = c.sent - c.delivered
+        return out
+
+    def expire(self, now: float, budget: int = 1 << 30) -> int:
+        return 0  # the real data plane sweeps its flow table on its own clock
+
+    # -- weights and state (from the real data plane's shm region) -------------------------
+    def open_shm(self, path: str | None = None) -> RealShm:
+        """The real data plane's own region (``path``, where the model would put a simulated
+        LB's region, is not used). The gateway's real LBs start on the first call."""
+        self.gw.up()
+        self.builder = FrameBuilder(self.gw.lbs.gw_macs[self.k], self.gw.lbs.lb_macs[self.k])
+        self.shm = RealShm(str(self.gw.lbs.shm_paths[self.k]))
+        return self.shm
+
+    def _frame(self) -> Any:
+        if self.shm is None:
+            raise UserError(f"gateway LB {self.k}: region not open yet")
+        f = self.shm.region.latest_out()
+        if f is None:
+            raise UserError(f"gateway LB {self.k}: its data plane has published no msg_out frame yet")
+        return f
+
+    def set_weights(self, w: Any) -> int:
+        """Write the weights as the next msg_in frame; the real data plane validates and
+        applies them at its next poll. Returns 0 (its verdict shows in its frames)."""
+        if self.shm is None:
+            raise UserError(f"gateway LB {self.k}: region not open yet")
+        self.shm.region.write_weights(np.asarray(w, dtype=np.float64)[:self.n_servers], now_s=time.monotonic())
+        return 0
+
+    def use_static_weights(self) -> None:
+        self.set_weights([self.static.get(i, 0.0) for i in range(self.n_servers)])
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self._frame().servers["weight"].astype(np.float64)
+
+    def n_flow_on(self) -> np.ndarray:
+        return self._frame().servers["n_flow_on"].astype(np.int64)
+
+    def reservoir(self, i: int, kind: "str | int") -> tuple[np.ndarray, np.ndarray]:
+        k = {"flow_duration": 0, "fct": 1}.get(kind, kind) if isinstance(kind, str) else int(kind)
+        r = self._frame().reservoir(i, int(k))
+        return r[:, 0].copy(), r[:, 1].copy()
