@@ -97,9 +97,10 @@ def _keys(p: Packets) -> tuple[np.ndarray, np.ndarray]:
     return keys, idx.reshape(-1).astype(np.int64)
 
 
-def _run_cfg(policy: str, seed: int) -> ExperimentConfig:
+def _run_cfg(policy: str, seed: int, lb: str = "host") -> ExperimentConfig:
     cfg = ExperimentConfig()
-    return cfg.model_copy(update={"seed": seed, "lb": cfg.lb.model_copy(update={"step_s": 0.1})})
+    return cfg.model_copy(update={"seed": seed, "lb": cfg.lb.model_copy(update={"step_s": 0.1}),
+                                  "hil": cfg.hil.model_copy(update={"lb": lb})})
 
 
 def replay_sim(p: Packets, policy: str, weights: Sequence[float], seed: int) -> np.ndarray:
@@ -117,17 +118,19 @@ def replay_sim(p: Packets, policy: str, weights: Sequence[float], seed: int) -> 
 
 
 def replay_host(p: Packets, policy: str, weights: Sequence[float], seed: int, log_dir: Path,
-                vip_port: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Servers ``lb_rl_host`` chooses, per packet (-1: not forwarded), and the gateway's counters."""
+                vip_port: int, lb: str = "host") -> tuple[np.ndarray, dict[str, Any]]:
+    """Servers ``lb_rl_host`` (``lb="vpp"``: VPP with lb_rl) chooses, per packet (-1: not
+    forwarded), and the gateway's counters."""
     from hil.gateway.session import Gateway
 
-    cfg = _run_cfg(policy, seed)
-    gw = Gateway(cfg, log_dir, vip=int(p.dst[0]), vip_port=vip_port, fallback_s=-1.0)
+    cfg = _run_cfg(policy, seed, lb)
+    gw = Gateway(cfg, log_dir, vip=int(p.dst[0]), vip_port=vip_port, fallback_s=0.0)
     try:
         dp = gw.factory(len(weights), policy, cfg.lb, seed)
         for i, w in enumerate(weights):
             dp.add_server(i, w)
         dp.open_shm()
+        dp.wait_all = True  # every packet's own server, not its flow's
         keys, idx = _keys(p)
         dp.set_key_table(keys)
         out = np.empty(len(p), dtype=np.int64)
@@ -141,27 +144,33 @@ def replay_host(p: Packets, policy: str, weights: Sequence[float], seed: int, lo
 
 
 def parity(pcap: str | Path, *, policy: str, weights: Sequence[float], seed: int, vip: int, vip_port: int,
-           log_dir: Path) -> dict[str, Any]:
-    """Replay the pcap through both and compare (see the module docstring)."""
+           log_dir: Path, vpp: bool = False) -> dict[str, Any]:
+    """Replay the pcap through the simulator's core, lb_rl_host and (``vpp``) VPP with lb_rl,
+    and compare each real data plane's choices with the simulator's (see the module docstring)."""
     pk = read_pcap(pcap, vip, vip_port)
     sim = replay_sim(pk, policy, weights, seed)
-    real, info = replay_host(pk, policy, weights, seed, log_dir, vip_port)
-    diff = np.flatnonzero(sim != real)
-    report: dict[str, Any] = {
-        "pcap": str(pcap), "packets": len(pk), "flows": pk.flows(), "policy": policy,
-        "weights": list(weights), "seed": seed, "identical": int(len(pk) - len(diff)),
-        "differ": int(len(diff)), "pass": len(diff) == 0,
-        "per_server": {"sim": np.bincount(sim[sim >= 0], minlength=len(weights)).tolist(),
-                       "host": np.bincount(real[real >= 0], minlength=len(weights)).tolist()},
-        "host": info,
-    }
-    if len(diff):
-        i = int(diff[0])
-        report["first_divergence"] = {
-            "packet": i, "t_s": float(pk.t_s[i]), "src": ip_str(int(pk.src[i])), "sport": int(pk.sport[i]),
-            "flags": int(pk.flags[i]), "ip_len": int(pk.ip_len[i]), "sim_server": int(sim[i]),
-            "host_server": int(real[i])}
+    report: dict[str, Any] = {"pcap": str(pcap), "packets": len(pk), "flows": pk.flows(), "policy": policy,
+                              "weights": list(weights), "seed": seed,
+                              "per_server": {"sim": _per_server(sim, len(weights))}}
+    for name in ("host", "vpp") if vpp else ("host",):
+        real, info = replay_host(pk, policy, weights, seed, log_dir / name, vip_port, lb=name)
+        diff = np.flatnonzero(sim != real)
+        rep: dict[str, Any] = {"identical": int(len(pk) - len(diff)), "differ": int(len(diff)),
+                               "pass": len(diff) == 0, **info}
+        report["per_server"][name] = _per_server(real, len(weights))
+        if len(diff):
+            i = int(diff[0])
+            rep["first_divergence"] = {
+                "packet": i, "t_s": float(pk.t_s[i]), "src": ip_str(int(pk.src[i])), "sport": int(pk.sport[i]),
+                "flags": int(pk.flags[i]), "ip_len": int(pk.ip_len[i]), "sim_server": int(sim[i]),
+                f"{name}_server": int(real[i])}
+        report[name] = rep
+    report["pass"] = all(report[n]["pass"] for n in ("host", "vpp") if n in report)
     return report
+
+
+def _per_server(servers: np.ndarray, n: int) -> list[int]:
+    return np.bincount(servers[servers >= 0], minlength=n).tolist()
 
 
 def main(args: Any) -> int:
@@ -174,7 +183,9 @@ def main(args: Any) -> int:
     if why:
         raise UserError(f"hil parity: {why}")
     if args.vpp:
-        raise UserError("hil parity --vpp: the VPP replay is not built yet (lb_rl_host only)")
+        from hil.gateway.vpp_link import vpp_prefix
+
+        vpp_prefix()  # UserError naming what is missing
     try:
         weights = [float(x) for x in args.weights.split(",") if x.strip()]
     except ValueError:
@@ -188,15 +199,18 @@ def main(args: Any) -> int:
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     rep = parity(args.pcap, policy=args.policy, weights=weights, seed=args.seed, vip=vip,
-                 vip_port=args.vip_port, log_dir=log_dir)
+                 vip_port=args.vip_port, log_dir=log_dir, vpp=args.vpp)
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=1, default=str) + "\n")
     con = Console()
-    con.print(f"{rep['packets']} packets, {rep['flows']} flows, policy {rep['policy']}: "
-              f"{rep['identical']} identical, {rep['differ']} differ")
-    con.print(f"per server  sim {rep['per_server']['sim']}  lb_rl_host {rep['per_server']['host']}")
-    if rep["pass"]:
-        con.print("[bold green]PASS[/]: the simulator's core and lb_rl_host chose the same server for every packet")
-        return 0
-    con.print(f"[bold red]FAIL[/]: first divergence {rep['first_divergence']}")
-    return 1
+    con.print(f"{rep['packets']} packets, {rep['flows']} flows, policy {rep['policy']}, seed {rep['seed']}")
+    for name, label in (("host", "lb_rl_host"), ("vpp", "VPP lb_rl")):
+        if name not in rep:
+            continue
+        r = rep[name]
+        verdict = "[bold green]PASS[/]" if r["pass"] else "[bold red]FAIL[/]"
+        con.print(f"{verdict} {label}: {r['identical']} identical, {r['differ']} differ; per server "
+                  f"sim {rep['per_server']['sim']} {label} {rep['per_server'][name]}")
+        if not r["pass"]:
+            con.print(f"  first divergence: {r['first_divergence']}")
+    return 0 if rep["pass"] else 1

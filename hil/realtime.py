@@ -99,7 +99,9 @@ class Pacer:
             n0 = sim.events
             sim.advance(t)
             if packets:
-                sim.flush_lbs(t)
+                # packets already due by the wall clock go together (a train of back-to-back
+                # segments is one batch once we are late), never past the next event
+                sim.flush_lbs(max(t, min((clock() - t0) * self.factor, sim.next_time(False))))
             lags.append(lag if lag > 0 else 0.0)
             counts.append(max(1, sim.events - n0))
         sim.finish()

@@ -55,9 +55,6 @@ def check_combination(cfg: ExperimentConfig) -> str:
             raise UserError(f"{combo}: on the testbed each LB's agent is a `marllb hil controller` "
                             "process next to its lb_rl_host (agent: process)")
         return "testbed"
-    if h.lb == "vpp":
-        raise UserError(f"{combo}: the gateway to VPP is not built yet; use lb: host (lb_rl_host) "
-                        "or lb: sim")
     if h.lb != "sim" and cfg.policy.name in ORACLES:
         raise UserError(f"{combo}: policy {cfg.policy.name!r} is an oracle that forces each flow's "
                         "server; a real data plane chooses servers itself (use lb: sim)")
@@ -84,6 +81,10 @@ def _needs_root(cfg: ExperimentConfig) -> None:
         why = check_host()
         if why:
             raise UserError(f"hil.lb: {cfg.hil.lb}: {why}")
+    if cfg.hil.lb == "vpp":
+        from hil.gateway.vpp_link import vpp_prefix
+
+        vpp_prefix()
 
 
 def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True) -> SimResult:
@@ -120,7 +121,7 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
         base = inproc or make_policy(cfg.policy, random.Random(0))  # core policy, static weights
         agent = ProcessAgent(base, lambda k, shm: controller_command(policy_args, shm, len(cores), cores,
                                                                     cfg.lb.step_s), logs)
-    gw = Gateway(cfg, logs) if h.lb == "host" else None
+    gw = Gateway(cfg, logs) if h.lb in ("host", "vpp") else None
     t_wall = time.perf_counter()
     pacer = None
     regions: list[Any] = []

@@ -620,11 +620,14 @@ class VppProcess:
 
     The template is a :class:`string.Template`: ``${run_dir}``, ``${prefix}``
     and every extra keyword (``plugin_dir``, ``startup_cli``, ``api_prefix``)
-    are substituted; :meth:`start` waits until the CLI socket answers.
+    are substituted; :meth:`start` waits until the CLI socket answers. ``netns``
+    starts VPP inside that network namespace.
     """
 
-    def __init__(self, paths: VppPaths, template: Path, run_dir: Path, **subst: str) -> None:
+    def __init__(self, paths: VppPaths, template: Path, run_dir: Path, *, netns: str | None = None,
+                 **subst: str) -> None:
         self.paths = paths
+        self.netns = netns  # run VPP inside this network namespace (its af_packet interfaces live there)
         self.run_dir = run_dir
         self.conf_path = run_dir / "startup.conf"
         self.subst = {"run_dir": str(run_dir), "prefix": str(paths.prefix), "extra_plugins": "",
@@ -637,8 +640,10 @@ class VppProcess:
         self.conf_path.write_text(string.Template(self.template.read_text()).substitute(self.subst))
         log_path = self.run_dir / "vpp.stdout"
         with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen([str(self.paths.vpp_bin), "-c", str(self.conf_path)],
-                                         stdout=out, stderr=subprocess.STDOUT)
+            argv = [str(self.paths.vpp_bin), "-c", str(self.conf_path)]
+            if self.netns is not None:
+                argv = ["ip", "netns", "exec", self.netns, *argv]
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         cli = CliTransport(self.paths)
         while time.monotonic() < deadline:

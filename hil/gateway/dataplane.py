@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hil.gateway.frames import FrameBuilder, read_forwarded
+from hil.gateway.frames import TCP_RST, TCP_SYN, FrameBuilder, read_forwarded
 from simulator.config import UserError
 
 __all__ = ["FramePorts", "GatewayCounters", "GatewayDataPlane", "RealShm"]
@@ -35,18 +35,20 @@ PACKET_OUTGOING = 4  # sll_pkttype of a frame this host sent
 @dataclass
 class GatewayCounters:
     sent: int = 0
-    delivered: int = 0
-    lost: int = 0
+    delivered: int = 0  #: forwarded by the real LB and captured within the timeout
+    lost: int = 0  #: not captured within the timeout (includes the three kinds below)
     late: int = 0  #: lost packets whose frame showed up after the timeout
     queue_drops: int = 0  #: captured frames the full queue dropped (their packets are lost)
-    mismatched: int = 0  #: captured frames whose tag matched but flow did not (counted lost)
-    unknown_server: int = 0  #: forwarded to a MAC/address that is no server (counted lost)
-    roundtrip_s: list[float] = field(default_factory=list)
+    mismatched: int = 0  #: captured frames whose tag matched but flow did not
+    unknown_server: int = 0  #: forwarded to a MAC/address that is no server
+    misrouted: int = 0  #: delivered packets of an established flow to another server than its SYN's
+    in_flight: int = 0  #: sent, neither delivered nor given up on yet
+    roundtrip_s: list[float] = field(default_factory=list)  #: of the packets waited for (SYNs)
 
     def as_dict(self) -> dict[str, Any]:
         rt = np.asarray(self.roundtrip_s)
         out = {k: v for k, v in self.__dict__.items() if k != "roundtrip_s"}
-        out["accounted"] = self.sent == self.delivered + self.lost
+        out["accounted"] = self.sent == self.delivered + self.lost + self.in_flight
         if len(rt):
             out["roundtrip_mean_s"] = float(rt.mean())
             out["roundtrip_p99_s"] = float(np.quantile(rt, 0.99))
@@ -65,13 +67,18 @@ class FramePorts:
         self.by = by  # "mac": dst MAC names the server; "ip": the outer (tunnel) destination does
         self.q: queue.Queue[tuple[int, int, int, float]] = queue.Queue(maxsize=queue_size)
         self.counters = GatewayCounters()
+        self.pending: dict[int, tuple[int, int, float]] = {}  # tag -> (src port, expected server, t_sent)
         self._stop = threading.Event()
         for s in self.socks:
             s.setblocking(False)
         self._thread = threading.Thread(target=self._read, name="gateway-reader", daemon=True)
         self._thread.start()
 
-    def send(self, k: int, frame: bytes) -> None:
+    def send(self, k: int, frame: bytes, tag: int, sport: int, expected: int) -> None:
+        """Send one tagged frame towards LB k and track it until its forwarded copy is captured
+        (``expected``: the server it must reach, -1 if not known yet)."""
+        self.pending[tag] = (sport, expected, time.perf_counter())
+        self.counters.sent += 1
         s = self.socks[k]
         while True:
             try:
@@ -80,30 +87,87 @@ class FramePorts:
             except BlockingIOError:  # the veth's queue is full for a moment
                 select.select([], [s], [], 0.01)
 
+    def collect(self, wait_for: Sequence[int], timeout_s: float) -> dict[int, int]:
+        """Account for every captured frame so far; block until the frames of ``wait_for``
+        are captured (or timeout_s after they were sent). Returns their servers by tag."""
+        c, pending, q = self.counters, self.pending, self.q
+        want = {t for t in wait_for if t in pending}
+        got: dict[int, int] = {}
+        deadline = max((pending[t][2] for t in want), default=0.0) + timeout_s
+        while True:
+            block = deadline - time.perf_counter() if want else 0.0
+            try:
+                tag, sport, srv, t_cap = q.get(timeout=block) if block > 0 else q.get_nowait()
+            except queue.Empty:
+                break
+            rec = pending.pop(tag, None)
+            if rec is None:  # given up on earlier
+                c.late += 1
+                continue
+            if sport != rec[0]:
+                c.mismatched += 1
+                c.lost += 1
+            elif srv < 0:
+                c.unknown_server += 1
+                c.lost += 1
+            else:
+                c.delivered += 1
+                if rec[1] >= 0 and srv != rec[1]:
+                    c.misrouted += 1
+            if tag in want:
+                want.discard(tag)
+                got[tag] = srv if sport == rec[0] else -1
+                c.roundtrip_s.append(t_cap - rec[2])
+        now = time.perf_counter()
+        for tag in [t for t, rec in pending.items() if now - rec[2] > timeout_s]:
+            del pending[tag]
+            c.lost += 1
+        c.in_flight = len(pending)
+        return got
+
+    def finish(self, timeout_s: float) -> None:
+        """Wait up to timeout_s for the frames still in flight; the rest are lost."""
+        deadline = time.perf_counter() + timeout_s
+        while self.pending and time.perf_counter() < deadline:
+            self.collect([], timeout_s)
+            time.sleep(0.001)
+        self.collect([], 0.0)
+        self.counters.lost += len(self.pending)
+        self.pending.clear()
+        self.counters.in_flight = 0
+
     def _read(self) -> None:
-        socks, put, c = self.socks, self.q.put_nowait, self.counters
-        by_mac = self.by == "mac"
+        """The reader thread: capture until closed."""
         while not self._stop.is_set():
-            ready, _, _ = select.select(socks, [], [], 0.05)
-            for s in ready:
-                while True:
-                    try:
-                        frame, addr = s.recvfrom(2048)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError:
-                        return
-                    if addr[2] == PACKET_OUTGOING:
-                        continue
-                    got = read_forwarded(frame)
-                    if got is None:
-                        continue
-                    mac, outer_dst, tag, sport = got
-                    srv = self.server_of.get(mac if by_mac else outer_dst, -1)
-                    try:
-                        put((tag, sport, srv, time.perf_counter()))
-                    except queue.Full:
-                        c.queue_drops += 1
+            if not self._pump(0.05):
+                return
+
+    def _pump(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s for captured frames and queue every one that is ready (False:
+        the sockets are closed)."""
+        ready, _, _ = select.select(self.socks, [], [], max(0.0, timeout_s))
+        put, c = self.q.put_nowait, self.counters
+        by_mac = self.by == "mac"
+        for s in ready:
+            while True:
+                try:
+                    frame, addr = s.recvfrom(2048)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    return False
+                if addr[2] == PACKET_OUTGOING:
+                    continue
+                got = read_forwarded(frame)
+                if got is None:
+                    continue
+                mac, outer_dst, tag, sport = got
+                srv = self.server_of.get(mac if by_mac else outer_dst, -1)
+                try:
+                    put((tag, sport, srv, time.perf_counter()))
+                except queue.Full:
+                    c.queue_drops += 1
+        return True
 
     def close(self) -> None:
         self._stop.set()
@@ -123,10 +187,11 @@ class RealShm:
 
         self.path = path
         self.region = ShmRegion.open(path, role="agent")
+        self.frame: Any = None  # the newest frame at the last publish (one copy per LB step)
 
     def publish(self, now_s: float, wall_s: float = 0.0) -> int:
-        f = self.region.latest_out()
-        return 0 if f is None else f.seq
+        self.frame = self.region.latest_out()
+        return 0 if self.frame is None else self.frame.seq
 
     def poll(self, now_s: float, wall_s: float = 0.0) -> int:
         return 0
@@ -150,6 +215,9 @@ class GatewayDataPlane:
         self.shm: RealShm | None = None
         self.builder: FrameBuilder | None = None
         self._keys: tuple[np.ndarray, ...] | None = None  # src ip, dst ip, src port, dst port
+        self._flow_server: dict[int, int] = {}  # key row -> server of the flow's SYN
+        self._tag = k << 28  # tags of LB k start apart (they wrap at 2^32)
+        self.wait_all = False  # wait for every packet's frame, not only SYNs' (parity replays)
 
     # -- configuration (the real LB was started with the same servers and static weights) --
     def add_server(self, i: int, static_weight: float = 1.0) -> None:
@@ -186,47 +254,37 @@ class GatewayDataPlane:
         return res
 
     def process_packets(self, now_s: Any, key_idx: Any, flags: Any, lengths: Any) -> list[int]:
-        """Send each packet as a frame, in order; wait for the LB's forwarded frames; return the
-        server of each (-1: lost)."""
+        """Send each packet as a frame, in order, and return the server of each: for a SYN
+        the server the real LB forwarded it to (waited for; -1: lost), for any other packet the
+        server its flow's SYN went to -- the real LB's choice for it is checked when its frame
+        is captured (``misrouted``, ``lost``), without stalling the run for a round trip."""
         if self._keys is None or self.builder is None:
             raise UserError("gateway: no key table or region yet (set_key_table, open_shm first)")
         src, dst, sport, dport = self._keys
-        ports = self.gw.ports
-        c, tcp = ports.counters, self.builder.tcp
+        ports, flow_server = self.gw.ports, self._flow_server
+        tcp = self.builder.tcp
         n = len(key_idx)
-        pending: dict[int, int] = {}
-        t_sent = time.perf_counter()
+        out = [-1] * n
+        syns: dict[int, int] = {}
         for j in range(n):
             i = key_idx[j]
-            tag = c.sent = c.sent + 1
-            pending[tag & 0xFFFFFFFF] = j
-            ports.send(self.k, tcp(int(src[i]), int(dst[i]), int(sport[i]), int(dport[i]), flags[j],
-                                   lengths[j], tag))
-        out = [-1] * n
-        deadline = t_sent + self.gw.timeout_s
-        q = ports.q
-        while pending:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
-            try:
-                tag, sp, srv, t_cap = q.get(timeout=remaining)
-            except queue.Empty:
-                break
-            j = pending.pop(tag, None)
-            if j is None:  # a packet given up on earlier
-                c.late += 1
-                continue
-            if sp != sport[key_idx[j]]:
-                c.mismatched += 1
-                continue
-            if srv < 0:
-                c.unknown_server += 1
-                continue
-            out[j] = srv
-            c.delivered += 1
-            c.roundtrip_s.append(t_cap - t_sent)
-        c.lost = c.sent - c.delivered
+            f = flags[j]
+            self._tag = tag = (self._tag + 1) & 0xFFFFFFFF
+            sp = int(sport[i])
+            expected = -1 if f & TCP_SYN else flow_server.get(i, -1)
+            ports.send(self.k, tcp(int(src[i]), int(dst[i]), sp, int(dport[i]), f, lengths[j], tag),
+                       tag, sp, expected)
+            if f & TCP_SYN or self.wait_all:
+                syns[tag] = j
+            else:
+                out[j] = expected
+                if f & TCP_RST:  # the flow ends here (close: rst)
+                    flow_server.pop(i, None)
+        got = ports.collect(list(syns), self.gw.timeout_s)
+        for tag, j in syns.items():
+            srv = out[j] = got.get(tag, -1)
+            if srv >= 0:
+                flow_server[key_idx[j]] = srv
         return out
 
     def expire(self, now: float, budget: int = 1 << 30) -> int:
@@ -244,7 +302,7 @@ class GatewayDataPlane:
     def _frame(self) -> Any:
         if self.shm is None:
             raise UserError(f"gateway LB {self.k}: region not open yet")
-        f = self.shm.region.latest_out()
+        f = self.shm.frame or self.shm.region.latest_out()
         if f is None:
             raise UserError(f"gateway LB {self.k}: its data plane has published no msg_out frame yet")
         return f

@@ -17,7 +17,7 @@ __all__ = ["mac_bytes", "FrameBuilder", "read_forwarded", "SYN_OPTIONS", "ETH_HL
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
 IPPROTO_TCP, IPPROTO_GRE = 6, 47
-TCP_SYN, TCP_ACK = 0x02, 0x10
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
 #: MSS 1460, SACK permitted, timestamps (0, 0), NOP, window scale 7: 20 bytes as Linux sends
 SYN_OPTIONS = bytes([2, 4, 0x05, 0xB4, 4, 2, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 7])
 _IP = struct.Struct("!BBHHHBBH4s4s")

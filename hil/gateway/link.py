@@ -132,13 +132,10 @@ class RealLbs:
     # -- life cycle ------------------------------------------------------------------------
     def up(self) -> None:
         """Namespaces, veths and one lb_rl_host per LB (its shm region exists on return)."""
-        from hil.hostbin import host_binary
-
         left = [ns for ns in sh.namespaces() if ns == GW_NS or ns.startswith("mlb-glb")]
         if left:
             raise UserError(f"gateway namespaces {left} exist already (another run, or a crashed "
                             "one: `marllb hil down` removes them)")
-        binary = host_binary(build=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             sh.run(["ip", "netns", "add", GW_NS])
@@ -146,7 +143,7 @@ class RealLbs:
             for k in range(self.n_lbs):
                 self._link(k)
             for k in range(self.n_lbs):
-                self._start_lb(k, binary)
+                self._start_lb(k)
         except BaseException:
             self.down()
             raise
@@ -165,7 +162,10 @@ class RealLbs:
             sh.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"], ns=who)
             sh.run(["ethtool", "-K", ifname, "tx", "off"], ns=who, check=False)
 
-    def _start_lb(self, k: int, binary: Path) -> None:
+    def _start_lb(self, k: int) -> None:
+        from hil.hostbin import host_binary
+
+        binary = host_binary(build=True)
         s = self.spec
         shm = self.shm_paths[k]
         shm.unlink(missing_ok=True)
@@ -176,6 +176,7 @@ class RealLbs:
                 "--seed", str(s.seeds[k]), "--table-size", str(s.table_size),
                 "--flow-timeout", f"{s.flow_timeout_s:.17g}", "--syn-timeout", f"{s.syn_timeout_s:.17g}",
                 "--reservoir-size", str(s.reservoir_size), "--sample-prob", f"{s.sample_prob:.17g}",
+                "--max-servers", str(self.n_servers),  # frames sized for these servers, not 64
                 "--stats-json", str(self.log_dir / f"glb{k}.stats.json"), "--rx-ring", "frame",
                 *s.extra_args]
         log_path = self.log_dir / f"glb{k}.log"

@@ -18,7 +18,7 @@ __all__ = ["Gateway"]
 
 
 class Gateway:
-    """Real LBs (``lb_rl_host`` in namespaces) behind simulated LB nodes; ``factory`` is the
+    """Real LBs (``lb_rl_host``, or VPP with lb_rl for ``hil.lb: vpp``, in namespaces) behind simulated LB nodes; ``factory`` is the
     simulation's data-plane factory. Always :meth:`close` (also after a failure)."""
 
     def __init__(self, cfg: ExperimentConfig, log_dir: Path, *, vip: int = VIP, vip_port: int = VIP_PORT,
@@ -49,7 +49,12 @@ class Gateway:
                       table_size=lbc.table_size, flow_timeout_s=lbc.flow_timeout_s,
                       syn_timeout_s=lbc.syn_timeout_s, reservoir_size=lbc.reservoir_size,
                       sample_prob=lbc.sample_prob)
-        self.lbs = RealLbs(len(dps), n, spec, self.log_dir)
+        if self.cfg.hil.lb == "vpp":
+            from hil.gateway.vpp_link import VppLbs
+
+            self.lbs = VppLbs(len(dps), n, spec, self.log_dir)
+        else:
+            self.lbs = RealLbs(len(dps), n, spec, self.log_dir)
         self.lbs.up()
         socks = [packet_socket(GW_NS, f"g{k}") for k in range(len(dps))]
         server_of = {mac_bytes(m): j for j, m in enumerate(self.lbs.server_macs)}
@@ -65,10 +70,13 @@ class Gateway:
         return {} if self.ports is None else self.ports.counters.as_dict()
 
     def close(self) -> None:
-        """Stop the reader, the LBs (their counters are kept in ``lb_stats``), remove the
-        namespaces."""
+        """Account for the frames still in flight, stop the reader, the LBs (their counters
+        are kept in ``lb_stats``), remove the namespaces."""
         if self.ports is not None:
-            self.ports.close()
+            try:
+                self.ports.finish(self.timeout_s)
+            finally:
+                self.ports.close()
         for dp in self.dps:
             if dp.shm is not None:
                 dp.shm.close()

@@ -216,7 +216,7 @@ def down() -> dict[str, Any]:
     for ns in nss:
         sh.run(["ip", "netns", "del", ns], check=False)
         removed["namespaces"].append(ns)
-    for f in SHM_DIR.glob("mlb-lb*.shm"):
+    for f in _shm_files():
         f.unlink(missing_ok=True)
         removed["shm"].append(str(f))
     for d in (state_dir(), apache.FALLBACK_WWW):
@@ -238,7 +238,12 @@ def leftovers() -> dict[str, list[str]]:
               if "/netns/" in line and sh.TESTBED_NAME.match(line.split()[4].rsplit("/", 1)[-1])]
     return {"mounts": mounts, "namespaces": [n for n in sh.namespaces() if sh.TESTBED_NAME.match(n)],
             "cgroups": [g for g in groups if sh.TESTBED_NAME.match(g)],
-            "shm": sorted(str(f) for f in SHM_DIR.glob("mlb-lb*.shm"))}
+            "shm": sorted(str(f) for f in _shm_files())}
+
+
+def _shm_files() -> list[Path]:
+    """Regions of the testbed's LBs and of the gateway's (swap-in runs with a real data plane)."""
+    return [*SHM_DIR.glob("mlb-lb*.shm"), *SHM_DIR.glob("mlb-glb*.shm")]
 
 
 def status() -> dict[str, Any]:

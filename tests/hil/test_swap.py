@@ -37,6 +37,8 @@ SIM = {"traffic": "sim", "servers": "sim"}
     ({**SIM, "lb": "sim", "agent": "process"}, "realtime"),
     ({**SIM, "lb": "host", "agent": "inproc"}, "realtime"),
     ({**SIM, "lb": "host", "agent": "process"}, "realtime"),
+    ({**SIM, "lb": "vpp", "agent": "inproc"}, "realtime"),
+    ({**SIM, "lb": "vpp", "agent": "process"}, "realtime"),
     ({"traffic": "client", "lb": "host", "servers": "apache", "agent": "process"}, "testbed"),
 ])
 def test_accepted_combinations(hil: dict, mode: str) -> None:
@@ -51,6 +53,8 @@ def test_accepted_combinations(hil: dict, mode: str) -> None:
     ({"traffic": "trex", "lb": "host", "servers": "apache", "agent": "process"}, "sed", "TRex's stateless"),
     ({"traffic": "client", "lb": "sim", "servers": "apache", "agent": "process"}, "sed",
      "a simulated LB cannot take real packets"),
+    ({"traffic": "client", "lb": "vpp", "servers": "apache", "agent": "process"}, "sed",
+     "VPP on the testbed bridge is not supported"),
     ({"traffic": "client", "lb": "host", "servers": "apache", "agent": "inproc"}, "sed",
      "(agent: process)"),
     ({**SIM, "lb": "host", "agent": "inproc"}, "gsq", "a real data plane chooses servers itself"),
@@ -61,6 +65,19 @@ def test_refused_combinations_say_why(hil: dict, policy: str, why: str) -> None:
         check_combination(cfg_with(hil, policy={"name": policy}))
     assert why in str(e.value)
     assert f"traffic: {hil['traffic']}, lb: {hil['lb']}" in str(e.value)
+
+
+def test_refused_combination_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from experiments.cli import main
+
+    cfg_path = tmp_path / "bad.yaml"
+    cfg_path.write_text(json.dumps({"name": "bad", "hil": {"traffic": "client", "lb": "host", "servers": "sim",
+                                                            "agent": "process"}}))
+    shm_before = set(os.listdir("/dev/shm"))
+    assert main(["hil", "run", str(cfg_path), "--out", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "simulated servers cannot answer a real client's TCP connections" in err[0], err
+    assert not (tmp_path / "run").exists() and set(os.listdir("/dev/shm")) == shm_before
 
 
 class VirtualClock:
