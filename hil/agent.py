@@ -55,7 +55,7 @@ class ProcessAgent:
         argv = self.controller_argv(k, shm_path)
         with open(self.log_dir / f"controller{k}.log", "ab") as out:
             p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 cwd=Path(__file__).resolve().parents[1])
+                                 cwd=Path(__file__).resolve().parents[1], preexec_fn=_die_with_parent)
         while len(self.procs) <= k:
             self.procs.append(None)
         self.procs[k] = p
@@ -117,6 +117,15 @@ class ProcessAgent:
 
     def poll_counts(self) -> list[dict[str, int]]:
         return [{name: int(c) for name, c in zip(POLL_NAMES, row)} for row in self.polls]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the run's process dies, however it dies."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def controller_command(policy_args: list[str], shm_path: str, n_servers: int, cores: Sequence[float],

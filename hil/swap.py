@@ -122,6 +122,7 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
         agent = ProcessAgent(base, lambda k, shm: controller_command(policy_args, shm, len(cores), cores,
                                                                     cfg.lb.step_s), logs)
     gw = Gateway(cfg, logs) if h.lb in ("host", "vpp") else None
+    _sigterm_exits()  # a SIGTERM still runs the clean-up below
     t_wall = time.perf_counter()
     pacer = None
     regions: list[Any] = []
@@ -161,6 +162,18 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
     (out / "hil.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
     write_run(out, cfg, result)
     return result
+
+
+def _sigterm_exits() -> None:
+    """Turn SIGTERM into SystemExit (Python's default would skip every finally: block)."""
+    import signal
+    import threading
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
 
 
 def _start_agents(sim: Any, agent: Any, cfg: ExperimentConfig, gw: Any) -> list[Any]:

@@ -18,7 +18,7 @@ from typing import Sequence
 from simulator.config import UserError
 
 __all__ = ["PREFIX", "TESTBED_NAME", "HostCommandError", "run", "in_ns", "namespaces", "ns_pids", "kill_pids",
-           "pid_alive", "require_tool"]
+           "pid_alive", "require_tool", "realtime_leftover_pids"]
 
 log = logging.getLogger("marllb.hil.testbed")
 
@@ -121,6 +121,22 @@ def _reap() -> None:
             return
         if pid == 0:
             return
+
+
+def realtime_leftover_pids() -> list[int]:
+    """`marllb hil controller` processes on a swap-in run's shm files (/dev/shm/mlb-rt-<pid>/)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"controller" in argv and any(a.startswith(b"/dev/shm/mlb-rt-") for a in argv):
+            pids.append(int(d))
+    return pids
 
 
 def require_tool(name: str, fix: str) -> str:

@@ -198,6 +198,9 @@ def down() -> dict[str, Any]:
             pids = [p["pid"] for p in run.procs.get(role, [])]
             sh.kill_pids(pids)
             removed["processes"] += pids
+    realtime = sh.realtime_leftover_pids()  # controllers of a killed swap-in run
+    sh.kill_pids(realtime)
+    removed["processes"] += realtime
     nss = [ns for ns in sh.namespaces() if sh.TESTBED_NAME.match(ns)]
     for ns in nss:  # everything still living in our namespaces is ours
         pids = sh.ns_pids(ns)
@@ -217,7 +220,10 @@ def down() -> dict[str, Any]:
         sh.run(["ip", "netns", "del", ns], check=False)
         removed["namespaces"].append(ns)
     for f in _shm_files():
-        f.unlink(missing_ok=True)
+        if f.is_dir():
+            shutil.rmtree(f, ignore_errors=True)
+        else:
+            f.unlink(missing_ok=True)
         removed["shm"].append(str(f))
     for d in (state_dir(), apache.FALLBACK_WWW):
         if d.is_dir():
@@ -242,8 +248,9 @@ def leftovers() -> dict[str, list[str]]:
 
 
 def _shm_files() -> list[Path]:
-    """Regions of the testbed's LBs and of the gateway's (swap-in runs with a real data plane)."""
-    return [*SHM_DIR.glob("mlb-lb*.shm"), *SHM_DIR.glob("mlb-glb*.shm")]
+    """Regions of the testbed's LBs, of the gateway's (swap-in runs with a real data plane) and
+    the directories of simulated LBs' regions (``mlb-rt-<pid>``, agent in the loop)."""
+    return [*SHM_DIR.glob("mlb-lb*.shm"), *SHM_DIR.glob("mlb-glb*.shm"), *SHM_DIR.glob("mlb-rt-*")]
 
 
 def status() -> dict[str, Any]:
