@@ -1,6 +1,7 @@
 """Pacing a simulation to the wall clock, as ns-3's real-time scheduler does: every event waits
-for its wall time ``t0 + t_sim / factor`` and the lag (how much later than that it ran) is
-measured; best effort by default, a hard limit on request (``max_lag_s``: the run stops with
+for its wall time ``t0 + t_sim / factor`` (sleeping, then busy-waiting the last ``spin_s``, as
+ns-3's WallClockSynchronizer does: on a VM a sleep's wake-up is often late by a millisecond or
+more) and the lag (how much later than that it ran) is measured; best effort by default, a hard limit on request (``max_lag_s``: the run stops with
 :class:`LagError`).
 
 The pacer drives :class:`simulator.model.Simulation` from outside through its public stepping
@@ -55,13 +56,15 @@ class Pacer:
     """Run ``sim`` paced to the wall clock. ``clock``/``sleep`` are injectable (tests)."""
 
     def __init__(self, sim: Any, *, factor: float = 1.0, max_lag_s: float | None = None,
-                 packets_on_time: bool = False, clock: Callable[[], float] = time.perf_counter,
+                 spin_s: float = 0.001, packets_on_time: bool = False,
+                 clock: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not factor > 0:
             raise UserError(f"hil.realtime.factor must be > 0, got {factor}")
         self.sim = sim
         self.factor = float(factor)
         self.max_lag_s = max_lag_s
+        self.spin_s = spin_s
         self.packets_on_time = packets_on_time
         self.clock = clock
         self.sleep = sleep
@@ -77,7 +80,7 @@ class Pacer:
         sim.start(progress)
         end = sim.end_s
         lags, counts = self._lags, self._counts
-        clock, sleep, inv = self.clock, self.sleep, 1.0 / self.factor
+        clock, sleep, inv, spin = self.clock, self.sleep, 1.0 / self.factor, self.spin_s
         packets = self.packets_on_time
         t0 = self.t0_wall = clock()
         self.t0_unix = time.time()
@@ -88,7 +91,10 @@ class Pacer:
             target = t0 + t * inv
             now = clock()
             if now < target:
-                sleep(target - now)
+                if target - now > spin:
+                    sleep(target - now - spin)
+                while clock() < target:  # the last spin_s: a sleep's wake-up can be late by ms
+                    pass
                 now = clock()
             lag = now - target
             if self.max_lag_s is not None and lag > self.max_lag_s:

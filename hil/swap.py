@@ -133,7 +133,7 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
         if agent is not None:
             regions = _start_agents(sim, agent, cfg, gw)
         pacer = Pacer(sim, factor=h.realtime.factor, max_lag_s=h.realtime.max_lag_s,
-                      packets_on_time=gw is not None)
+                      spin_s=h.realtime.spin_s, packets_on_time=gw is not None)
         with _progress_bar(cfg, progress) as update:
             lag = pacer.run(update)
         result = collect(sim, time.perf_counter() - t_wall)

@@ -197,6 +197,7 @@ class RealtimeConfig(_Strict):
 
     factor: float = Field(1.0, gt=0, le=1000, description="simulated seconds per wall-clock second (1 = real time)")
     max_lag_s: float | None = Field(None, gt=0, description="stop with an error when an event runs this much later than its wall time (default: best effort, lag only measured)")
+    spin_s: float = Field(0.001, ge=0, le=0.1, description="busy-wait this long before each event's wall time instead of sleeping (a sleep's wake-up can be ms late on a VM; costs CPU)")
 
 
 class HilConfig(_Strict):

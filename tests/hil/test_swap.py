@@ -102,7 +102,7 @@ def test_pacer_measures_the_lateness_it_is_given() -> None:
     cfg = cfg_with({**SIM, "lb": "sim", "agent": "inproc"})
     clock = VirtualClock(0.0004)
     sim = build_simulation(cfg)
-    st = Pacer(sim, clock=clock, sleep=clock.sleep).run()
+    st = Pacer(sim, clock=clock, sleep=clock.sleep, spin_s=0.0).run()
     assert st.events == sim.events
     assert st.max_s == pytest.approx(0.0004, abs=1e-9)
     assert st.p99_s == pytest.approx(0.0004, abs=1e-9)
@@ -111,10 +111,30 @@ def test_pacer_measures_the_lateness_it_is_given() -> None:
     assert cfg.duration_s - 0.3 <= st.wall_s <= cfg.duration_s + 0.0004 + 1e-9  # virtual wall s
 
 
+class TickingClock(VirtualClock):
+    """Time also runs while we look at the clock: 10 us per reading (a busy-wait's progress)."""
+
+    def __call__(self) -> float:
+        self.t += 1e-5
+        return self.t
+
+
+def test_busy_wait_hides_late_wake_ups() -> None:
+    """Sleeps overshoot by 2 ms; sleeping only up to 3 ms before each event and busy-waiting the
+    rest makes no event later than one clock reading (plus the model's own readings)."""
+    cfg = cfg_with({**SIM, "lb": "sim", "agent": "inproc"})
+    clock = TickingClock(0.002)
+    st = Pacer(build_simulation(cfg), clock=clock, sleep=clock.sleep, spin_s=0.003).run()
+    assert st.max_s <= 3e-5 and st.late_share == 0.0
+    clock = TickingClock(0.002)
+    st = Pacer(build_simulation(cfg), clock=clock, sleep=clock.sleep, spin_s=0.0).run()
+    assert st.max_s >= 0.002  # without it, every wake-up is 2 ms late
+
+
 def test_pacer_strict_mode_stops_with_one_clear_error() -> None:
     cfg = cfg_with({**SIM, "lb": "sim", "agent": "inproc"})
     clock = VirtualClock(0.003)
-    p = Pacer(build_simulation(cfg), clock=clock, sleep=clock.sleep, max_lag_s=0.002)
+    p = Pacer(build_simulation(cfg), clock=clock, sleep=clock.sleep, spin_s=0.0, max_lag_s=0.002)
     with pytest.raises(LagError, match=r"ran 3\.000 ms late \(hil.realtime.max_lag_s = 2 ms\)"):
         p.run()
     st = p.stats()
@@ -127,7 +147,7 @@ def test_paced_run_equals_the_unpaced_simulation() -> None:
     ref = run_experiment(cfg, progress=False)
     clock = VirtualClock(0.0)
     sim = build_simulation(cfg)
-    Pacer(sim, clock=clock, sleep=clock.sleep).run()
+    Pacer(sim, clock=clock, sleep=clock.sleep, spin_s=0.0).run()
     got = collect(sim, 0.0)
     pd.testing.assert_frame_equal(got.requests, ref.requests)
     pd.testing.assert_frame_equal(got.steps, ref.steps)
