@@ -263,12 +263,16 @@ def cmd_hil_parity(args: argparse.Namespace) -> int:
 
 def cmd_hil_compare(args: argparse.Namespace) -> int:
     from hil.compare import compare
-    from hil.run import run_hil
-
+    from hil.swap import check_combination, run_swap
     from hil.testbed.plan import make_plan
 
     cfg = _load(args.config, args.set)
-    make_plan(cfg, args.config)
+    testbed = check_combination(cfg) == "testbed"
+    if testbed:
+        make_plan(cfg, args.config)
+    elif args.calibrate:
+        raise UserError("--calibrate fits the real servers' speed; this config's servers are simulated "
+                        f"(hil.servers: {cfg.hil.servers})")
     policies = _split_list(args.policies, "policies") if args.policies else [cfg.policy.name]
     seeds = [int(x) for x in _split_list(args.seeds, "seeds")] if args.seeds else [cfg.seed]
     from hil.testbed.dataplane import ORACLES
@@ -278,8 +282,8 @@ def cmd_hil_compare(args: argparse.Namespace) -> int:
         raise UserError(f"--policies: {', '.join(oracles)} read true server state and exist only in the "
                         "simulator; the testbed runs ecmp, wcmp, awcmp, lsq, sed, lsq2, sed2 and agent")
 
-    def run_real(c: ExperimentConfig, out: Path) -> Path:
-        run_hil(c, out, progress=False, keep_up=True)
+    def run_real(c: ExperimentConfig, out: Path) -> Path:  # whatever the config's hil section swaps in
+        run_swap(c, out, progress=False, keep_up=True)
         return out
 
     from hil.testbed.testbed import down, load_state
