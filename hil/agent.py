@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hil.gateway.link import server_ip
 from hil.testbed import sh
 from simulator.config import UserError
 
@@ -133,6 +134,6 @@ def controller_command(policy_args: list[str], shm_path: str, n_servers: int, co
     """``marllb hil controller`` on one simulated LB's region: no health probes (simulated servers
     have no address) and no metrics endpoint."""
     return [sys.executable, "-m", "experiments.cli", "hil", "controller", "--shm", shm_path,
-            *policy_args, "--servers", ",".join(f"198.18.4.{j + 1}:80" for j in range(n_servers)),
+            *policy_args, "--servers", ",".join(f"{server_ip(j)}:80" for j in range(n_servers)),
             "--cores", ",".join(f"{c:g}" for c in cores), "--step", f"{step_s:g}", "--health", "none",
             "--metrics-port", "-1", "--fallback-after", str(fallback_after), "--log-json"]

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -29,7 +29,8 @@ from hil.testbed import sh
 from hil.testbed.dataplane import SHM_DIR
 from simulator.config import UserError
 
-__all__ = ["GW_NS", "lb_ns", "lb_shm_path", "server_mac", "RealLbs", "LbSpec", "packet_socket"]
+__all__ = ["GW_NS", "lb_ns", "lb_shm_path", "server_mac", "server_ip", "RealLbs", "LbSpec", "packet_socket",
+           "gateway_namespaces", "teardown", "check_host"]
 
 log = logging.getLogger("marllb.hil.gateway")
 
@@ -101,7 +102,6 @@ class LbSpec:
     syn_timeout_s: float = 3.0
     reservoir_size: int = 128
     sample_prob: float = 1.0
-    extra_args: Sequence[str] = field(default_factory=tuple)
 
 
 class RealLbs:
@@ -132,7 +132,7 @@ class RealLbs:
     # -- life cycle ------------------------------------------------------------------------
     def up(self) -> None:
         """Namespaces, veths and one lb_rl_host per LB (its shm region exists on return)."""
-        left = [ns for ns in sh.namespaces() if ns == GW_NS or ns.startswith("mlb-glb")]
+        left = gateway_namespaces()
         if left:
             raise UserError(f"gateway namespaces {left} exist already (another run, or a crashed "
                             "one: `marllb hil down` removes them)")
@@ -177,8 +177,7 @@ class RealLbs:
                 "--flow-timeout", f"{s.flow_timeout_s:.17g}", "--syn-timeout", f"{s.syn_timeout_s:.17g}",
                 "--reservoir-size", str(s.reservoir_size), "--sample-prob", f"{s.sample_prob:.17g}",
                 "--max-servers", str(self.n_servers),  # frames sized for these servers, not 64
-                "--stats-json", str(self.log_dir / f"glb{k}.stats.json"), "--rx-ring", "frame",
-                *s.extra_args]
+                "--stats-json", str(self.log_dir / f"glb{k}.stats.json"), "--rx-ring", "frame"]
         log_path = self.log_dir / f"glb{k}.log"
         with open(log_path, "ab") as out:
             p = subprocess.Popen(sh.in_ns(lb_ns(k), argv), stdout=out, stderr=subprocess.STDOUT,
@@ -217,10 +216,15 @@ class RealLbs:
         teardown()
 
 
+def gateway_namespaces() -> list[str]:
+    """The gateway's namespaces that exist now."""
+    return [ns for ns in sh.namespaces() if ns == GW_NS or ns.startswith("mlb-glb")]
+
+
 def teardown() -> list[str]:
     """Remove every gateway namespace (killing what lives in it) and shm file; returns the
     namespaces removed."""
-    nss = [ns for ns in sh.namespaces() if ns == GW_NS or ns.startswith("mlb-glb")]
+    nss = gateway_namespaces()
     for ns in nss:
         pids = sh.ns_pids(ns)
         if pids:

@@ -19,7 +19,7 @@ from scipy.stats import chisquare
 
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
-from hil.gateway.link import check_host, teardown  # noqa: E402
+from hil.gateway.link import check_host, gateway_namespaces, teardown  # noqa: E402
 from hil.testbed import sh  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,8 +29,7 @@ CORES = [2.0, 2, 2, 4, 4, 4]  # the unittest preset
 
 
 def gateway_leftovers() -> list[str]:
-    nss = [n for n in sh.namespaces() if n == "mlb-gw" or n.startswith("mlb-glb")]
-    return nss + [f for f in os.listdir("/dev/shm") if f.startswith("mlb-glb") or f.startswith("mlb-rt-")]
+    return gateway_namespaces() + [f for f in os.listdir("/dev/shm") if f.startswith("mlb-glb") or f.startswith("mlb-rt-")]
 
 
 @pytest.fixture(autouse=True)

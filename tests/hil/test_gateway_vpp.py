@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
-from hil.gateway.link import check_host, teardown  # noqa: E402
+from hil.gateway.link import check_host, gateway_namespaces, teardown  # noqa: E402
 from simulator.config import UserError  # noqa: E402
 
 
@@ -37,11 +37,8 @@ CORES = [2.0, 2, 2, 4, 4, 4]
 
 @pytest.fixture(autouse=True)
 def nothing_left() -> object:
-    from hil.testbed import sh
-
     def left() -> list[str]:
-        return ([n for n in sh.namespaces() if n == "mlb-gw" or n.startswith("mlb-glb")]
-                + [f for f in os.listdir("/dev/shm") if f.startswith("mlb-glb")])
+        return gateway_namespaces() + [f for f in os.listdir("/dev/shm") if f.startswith("mlb-glb")]
 
     assert left() == []
     try:
