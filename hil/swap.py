@@ -122,7 +122,7 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
         agent = ProcessAgent(base, lambda k, shm: controller_command(policy_args, shm, len(cores), cores,
                                                                     cfg.lb.step_s), logs)
     gw = Gateway(cfg, logs) if h.lb in ("host", "vpp") else None
-    _sigterm_exits()  # a SIGTERM still runs the clean-up below
+    old_term = _sigterm_exits()  # a SIGTERM still runs the clean-up below
     t_wall = time.perf_counter()
     pacer = None
     regions: list[Any] = []
@@ -138,6 +138,7 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
             lag = pacer.run(update)
         result = collect(sim, time.perf_counter() - t_wall)
     finally:
+        _restore_sigterm(old_term)
         codes = agent.stop() if agent is not None else []
         for r in regions:
             r.close()
@@ -164,16 +165,25 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
     return result
 
 
-def _sigterm_exits() -> None:
-    """Turn SIGTERM into SystemExit (Python's default would skip every finally: block)."""
+def _sigterm_exits() -> Any:
+    """Turn SIGTERM into SystemExit (Python's default would skip every finally: block); returns
+    the previous handler (None off the main thread, where handlers cannot be set)."""
     import signal
     import threading
 
     def on_term(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_term)
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, on_term)
+
+
+def _restore_sigterm(old: Any) -> None:
+    import signal
+
+    if old is not None:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _start_agents(sim: Any, agent: Any, cfg: ExperimentConfig, gw: Any) -> list[Any]:
