@@ -2,10 +2,13 @@
 
 Every client->server packet the model hands the LB node is sent as a real frame into the real
 LB; a reader thread captures what the LB forwards (ns-3's pattern: a reader thread and a
-bounded queue, drops counted) and the call returns the server the LB chose, read from the
-frame (the destination MAC under layer-2 DSR, the GRE tunnel's destination under VPP). A packet
-not forwarded within ``timeout_s`` is lost (a SYN then has no server: the model drops the
-request); one that shows up later still is counted as late. Accounting: sent = delivered + lost.
+bounded queue, drops counted) and the server is read from the frame (the destination MAC; under
+VPP the GRE tunnel's neighbour). For a SYN the call waits and returns the server the real LB
+chose; every later packet of the flow is checked when its frame is captured (``misrouted`` if
+the LB sent it elsewhere), so established traffic never stalls the run for a round trip. A
+packet not forwarded within the timeout is lost (a SYN then has no server: the model drops the
+request); one that shows up later still is counted as late. Accounting: sent = delivered + lost
+(+ in flight during the run).
 
 Weights go to the real data plane as msg_in frames in its shm region (``set_weights``, for an
 in-process agent); the features come from its own msg_out frames, so the model records what
