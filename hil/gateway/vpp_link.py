@@ -98,10 +98,31 @@ class VppLbs(RealLbs):
         self.argv.append(cli)
 
     def stats(self, k: int) -> dict | None:
-        return None  # VPP's counters are read while it runs (not implemented for the gateway)
+        """What ``show lb_rl stats`` and ``show interface`` said just before LB k's VPP stopped."""
+        path = self.log_dir / f"vpp{k}" / "final_show.json"
+        try:
+            import json
+
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return None
+
+    def _save_counters(self, k: int, proc: object) -> None:
+        import json
+
+        from hil import vpp as hv
+
+        run_dir = self.log_dir / f"vpp{k}"
+        try:
+            lb = hv.LbRlVpp(hv.CliTransport(hv.VppPaths.from_env(run_dir)), use_api=False)
+            shown = {"show lb_rl stats": lb.show("stats"), "show interface": lb.t.cli("show interface")}
+            (run_dir / "final_show.json").write_text(json.dumps(shown, indent=1) + "\n")
+        except Exception as e:  # noqa: BLE001 - counters are a report, not the run
+            (run_dir / "final_show.json").write_text(json.dumps({"error": str(e)}) + "\n")
 
     def down(self) -> None:
-        for p in self.vpps:
+        for k, p in enumerate(self.vpps):
+            self._save_counters(k, p)
             p.stop()  # type: ignore[attr-defined]
         self.vpps = []
         super().down()

@@ -88,6 +88,10 @@ def test_real_time_run_through_vpp(tmp_path: Path) -> None:
     info = json.loads((out / "hil.json").read_text())
     pk = info["gateway"]["packets"]
     assert pk["accounted"] and pk["sent"] > 1000 and pk["lost"] == 0 and pk["misrouted"] == 0
+    import re
+
+    shown = info["gateway"]["lb_stats"][0]["show lb_rl stats"]
+    assert int(re.search(r"packets (\d+) new-flows", shown).group(1)) == pk["sent"]  # VPP's own count
     import pandas as pd
 
     steps = pd.read_parquet(out / "steps.parquet")
