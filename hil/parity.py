@@ -56,7 +56,7 @@ def read_pcap(path: str | Path, vip: int, vip_port: int) -> Packets:
     rows: list[tuple[float, int, int, int, int, int, int]] = []
     try:
         reader = RawPcapReader(str(path))
-    except (OSError, ValueError) as e:  # scapy's Scapy_Exception is a ValueError-free Exception
+    except OSError as e:
         raise UserError(f"{path}: cannot read as pcap ({e})") from None
     except Exception as e:  # noqa: BLE001 - scapy raises its own Exception type for bad magic
         raise UserError(f"{path}: not a pcap file ({e})") from None

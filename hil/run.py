@@ -33,7 +33,7 @@ from hil.testbed.testbed import (cap_workers, controller_policy_args, down, load
 from simulator.config import ExperimentConfig, UserError
 from simulator.results import SimResult
 
-__all__ = ["run_hil"]
+__all__ = ["run_hil", "start_run_dir"]
 
 log = logging.getLogger("marllb.hil.run")
 
@@ -45,17 +45,11 @@ FIRST_WEIGHTS_TIMEOUT_S = 5.0
 def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
             keep_up: bool | None = None) -> SimResult:
     """Run cfg on the testbed and write the run directory. Returns the result tables."""
-    from experiments.runs import _clear_outputs, config_to_yaml, write_run  # experiments wires us
+    from experiments.runs import write_run  # experiments wires us
 
     plan = make_plan(cfg)
     controller_policy_args(cfg, len(plan.servers))  # policy/checkpoint errors before anything starts
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_outputs(out)
-    (out / "config.yaml").write_text(config_to_yaml(cfg))
-    logs = out / "hil_logs"
-    shutil.rmtree(logs, ignore_errors=True)
-    logs.mkdir()
+    out, logs = start_run_dir(cfg, out_dir)
     was_up = load_state() is not None
     t_wall = time.perf_counter()
     iters = iters_per_cpu_s(plan.cpu_per_core)  # measured under a worker's quota
@@ -100,6 +94,21 @@ def run_hil(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True
     finally:
         if not (keep_up if keep_up is not None else was_up):
             down()
+
+
+def start_run_dir(cfg: ExperimentConfig, out_dir: str | Path) -> tuple[Path, Path]:
+    """Create the run directory (old contract files removed), write config.yaml first (a run
+    that fails still says what it ran) and an empty ``hil_logs/``; returns (out, logs)."""
+    from experiments.runs import _clear_outputs, config_to_yaml
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_outputs(out)
+    (out / "config.yaml").write_text(config_to_yaml(cfg))
+    logs = out / "hil_logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir()
+    return out, logs
 
 
 def _calibration_of(cpu_per_core: float) -> dict[str, Any]:

@@ -89,28 +89,22 @@ def _needs_root(cfg: ExperimentConfig) -> None:
 
 def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool = True) -> SimResult:
     """The simulation paced to the wall clock with the real parts cfg.hil names."""
-    from experiments.runs import _clear_outputs, agent_controller, config_to_yaml, write_run
+    from experiments.runs import agent_controller, write_run
     from hil.agent import ProcessAgent, controller_command
     from hil.gateway.session import Gateway
     from hil.realtime import Pacer
+    from hil.run import start_run_dir
     from hil.testbed.dataplane import SHM_DIR, controller_policy_args
     from simulator.policies import make_policy
-    from simulator.run import build_graph, build_simulation, collect
+    from simulator.run import build_graph, build_simulation, collect, server_nodes
 
     check_combination(cfg)
     _needs_root(cfg)
     h = cfg.hil
     graph = build_graph(cfg)
-    cores = [graph.nodes[n]["cores"] for n in sorted((n for n, k in graph.nodes(data="kind") if k == "server"),
-                                                      key=lambda n: int(n[1:]))]
+    cores = [graph.nodes[n]["cores"] for n in server_nodes(graph)]
     policy_args = controller_policy_args(cfg, len(cores)) if h.agent == "process" else []
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_outputs(out)
-    (out / "config.yaml").write_text(config_to_yaml(cfg))
-    logs = out / "hil_logs"
-    shutil.rmtree(logs, ignore_errors=True)
-    logs.mkdir()
+    out, logs = start_run_dir(cfg, out_dir)
 
     shm_dir = SHM_DIR / f"mlb-rt-{os.getpid()}" if h.lb == "sim" and h.agent == "process" else None
     run_cfg = cfg if shm_dir is None else cfg.model_copy(

@@ -23,7 +23,8 @@ from simulator.protocols import DataPlane
 from simulator.results import SimResult, finite_or_none, jain_index, quantile
 from simulator.traffic import make_source
 
-__all__ = ["run_experiment", "build_simulation", "make_dataplane", "build_graph", "make_traffic_source"]
+__all__ = ["run_experiment", "build_simulation", "make_dataplane", "build_graph", "make_traffic_source",
+           "server_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def _seed_streams(cfg: ExperimentConfig) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(cfg.seed).spawn(7)
 
 
-def _servers(graph: Any) -> list[str]:
+def server_nodes(graph: Any) -> list[str]:
+    """The topology's server nodes in index order (s1, s2, ...)."""
     return sorted((n for n, k in graph.nodes(data="kind") if k == "server"), key=lambda n: int(n[1:]))
 
 
@@ -63,7 +65,7 @@ def make_traffic_source(cfg: ExperimentConfig, graph: Any = None) -> Any:
     ``traffic.load`` refers to. Used by build_simulation and by the testbed's schedule."""
     s_arr, s_size = _seed_streams(cfg)[:2]
     graph = build_graph(cfg) if graph is None else graph
-    total = float(sum(graph.nodes[n]["cores"] for n in _servers(graph)))
+    total = float(sum(graph.nodes[n]["cores"] for n in server_nodes(graph)))
     return make_source(cfg.traffic, total, np.random.default_rng(s_arr), np.random.default_rng(s_size))
 
 
@@ -78,7 +80,7 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
     _, _, s_cli, s_salt, s_core, s_pol, s_bg = _seed_streams(cfg)
     policy = controller or make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
     graph = build_graph(cfg)
-    servers = _servers(graph)
+    servers = server_nodes(graph)
     cores = [graph.nodes[n]["cores"] for n in servers]
     n_lbs = sum(1 for _, k in graph.nodes(data="kind") if k == "lb")
     source = make_traffic_source(cfg, graph)

@@ -106,7 +106,7 @@ class LbSpec:
 
 class RealLbs:
     """``n_lbs`` lb_rl_host processes for ``n_servers`` simulated servers (see the module
-    docstring). Use as a context manager, or call :meth:`up` and (always) :meth:`down`."""
+    docstring): call :meth:`up` and (always) :meth:`down`."""
 
     def __init__(self, n_lbs: int, n_servers: int, spec: LbSpec, log_dir: Path) -> None:
         if len(spec.seeds) != n_lbs:
@@ -121,13 +121,6 @@ class RealLbs:
         self.gw_macs = [GW_MAC.format(k) for k in range(n_lbs)]
         self.lb_macs = [LB_MAC.format(k) for k in range(n_lbs)]
         self.server_macs = [server_mac(j) for j in range(n_servers)]
-
-    def __enter__(self) -> RealLbs:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
 
     # -- life cycle ------------------------------------------------------------------------
     def up(self) -> None:
@@ -192,9 +185,6 @@ class RealLbs:
             if time.monotonic() > deadline:
                 raise UserError(f"lb_rl_host (LB {k}) did not create {shm} within 10 s")
             time.sleep(0.01)
-
-    def alive(self) -> list[bool]:
-        return [sh.pid_alive(p) for p in self.pids]
 
     def stats(self, k: int) -> dict | None:
         """LB k's counters as lb_rl_host wrote them on exit (after :meth:`down`)."""

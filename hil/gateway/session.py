@@ -11,7 +11,7 @@ from typing import Any
 from hil.gateway.dataplane import FramePorts, GatewayDataPlane
 from hil.gateway.frames import mac_bytes
 from hil.gateway.link import GW_NS, LbSpec, RealLbs, packet_socket
-from simulator.config import ExperimentConfig, LbConfig, UserError
+from simulator.config import ExperimentConfig, LbConfig
 from simulator.packet import VIP, VIP_PORT, ip_str
 
 __all__ = ["Gateway"]
@@ -59,12 +59,6 @@ class Gateway:
         socks = [packet_socket(GW_NS, f"g{k}") for k in range(len(dps))]
         server_of = {mac_bytes(m): j for j, m in enumerate(self.lbs.server_macs)}
         self.ports = FramePorts(socks, server_of, by="mac", queue_size=self.cfg.hil.queue_size)
-
-    @property
-    def shm_paths(self) -> list[str]:
-        if self.lbs is None:
-            raise UserError("gateway: not up")
-        return [str(p) for p in self.lbs.shm_paths]
 
     def counters(self) -> dict[str, Any]:
         return {} if self.ports is None else self.ports.counters.as_dict()

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,17 +18,10 @@ import pytest
 
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.hil.swap_util import REPO, first_controller, start_hil_run  # noqa: E402
+
 CORES = np.array([2.0, 2, 2, 4, 4, 4])  # the unittest preset: the static (fallback) weights
 STEP_S, FALLBACK_S = 0.25, 1.0
-
-
-def wait_for(path: Path, timeout_s: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert proc.poll() is None, f"run exited early ({proc.returncode})"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 def test_controller_in_another_process_drives_the_simulated_lb(tmp_path: Path) -> None:
@@ -40,15 +32,10 @@ def test_controller_in_another_process_drives_the_simulated_lb(tmp_path: Path) -
     cfg_path, out = tmp_path / "loop.yaml", tmp_path / "run"
     cfg_path.write_text(json.dumps(cfg))
     shm_before = set(os.listdir("/dev/shm"))
-    run = subprocess.Popen([sys.executable, "-m", "experiments.cli", "hil", "run", str(cfg_path),
-                            "--out", str(out), "--no-progress"], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run = start_hil_run(cfg_path, out)
     restarted: subprocess.Popen | None = None
     try:
-        index = out / "hil_logs" / "controllers.json"
-        wait_for(index, 30, run)
-        time.sleep(0.3)  # the index is written before the JSON is complete only in theory
-        ctl = json.loads(index.read_text())[0]
+        ctl = first_controller(out, run, 30)
         time.sleep(7.0)
         os.kill(ctl["pid"], signal.SIGKILL)  # a crash, not a clean stop
         t_kill = time.time()

@@ -21,8 +21,8 @@ pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip i
 
 from hil.gateway.link import check_host, gateway_namespaces, teardown  # noqa: E402
 from hil.testbed import sh  # noqa: E402
+from tests.hil.swap_util import REPO, first_controller, start_hil_run  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 WHY = check_host()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(WHY is not None, reason=WHY or "")]
 CORES = [2.0, 2, 2, 4, 4, 4]  # the unittest preset
@@ -59,18 +59,10 @@ def test_real_lb_under_simulated_clients_and_servers(tmp_path: Path) -> None:
     follows the weights in force before and after (chi-square, p > 0.001); every packet is
     accounted for, and the gateway's count agrees with what lb_rl_host itself counted."""
     out = tmp_path / "run"
-    run = subprocess.Popen([sys.executable, "-m", "experiments.cli", "hil", "run", str(hil_config(tmp_path)),
-                            "--out", str(out), "--no-progress"], cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run = start_hil_run(hil_config(tmp_path), out)
     second = None
     try:
-        index = out / "hil_logs" / "controllers.json"
-        deadline = time.monotonic() + 60
-        while not index.exists():
-            assert run.poll() is None and time.monotonic() < deadline, "the run did not start its controller"
-            time.sleep(0.05)
-        time.sleep(0.3)
-        ctl = json.loads(index.read_text())[0]
+        ctl = first_controller(out, run, 60)
         time.sleep(12.0)
         argv = list(ctl["argv"])
         argv[argv.index("--cores") + 1] = "1,1,1,1,1,8"
@@ -134,18 +126,6 @@ def test_inproc_policy_through_the_real_lb(tmp_path: Path) -> None:
     assert steps["n_flow_on"].sum() > 0 and np.isfinite(steps["fd_mean_s"]).any()
     # the features are ages on lb_rl_host's clock: flow durations of this run, not of its uptime
     assert steps["fd_mean_s"].dropna().between(0.0, 5.0).all()
-
-
-@pytest.fixture(scope="module")
-def sim_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from simulator.config import parse_config
-    from simulator.run import run_experiment
-
-    path = tmp_path_factory.mktemp("parity") / "run.pcap"
-    cfg = parse_config({"name": "parity", "seed": 3, "duration_s": 40.0, "topology": {"preset": "unittest"},
-                        "traffic": {"load": 0.6}, "policy": {"name": "sed"}})
-    run_experiment(cfg, progress=False, pcap_path=str(path))
-    return path
 
 
 @pytest.mark.parametrize("policy", ["ecmp", "wcmp", "sed"])

@@ -50,18 +50,6 @@ def nothing_left() -> object:
         assert subprocess.run(["pgrep", "-f", "mlb-glb"], capture_output=True).stdout == b""
 
 
-@pytest.fixture(scope="module")
-def sim_pcap(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from simulator.config import parse_config
-    from simulator.run import run_experiment
-
-    path = tmp_path_factory.mktemp("parity") / "run.pcap"
-    cfg = parse_config({"name": "parity", "seed": 3, "duration_s": 40.0, "topology": {"preset": "unittest"},
-                        "traffic": {"load": 0.6}, "policy": {"name": "sed"}})
-    run_experiment(cfg, progress=False, pcap_path=str(path))
-    return path
-
-
 @pytest.mark.parametrize("policy", ["ecmp", "wcmp", "sed"])
 def test_parity_sim_core_lb_rl_host_and_vpp(sim_pcap: Path, tmp_path: Path, policy: str) -> None:
     from hil.parity import parity
