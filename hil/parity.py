@@ -41,6 +41,7 @@ class Packets:
     dport: np.ndarray
     flags: np.ndarray
     ip_len: np.ndarray
+    payload: np.ndarray  # TCP payload bytes
 
     def __len__(self) -> int:
         return len(self.t_s)
@@ -49,11 +50,12 @@ class Packets:
         return len(set(zip(self.src.tolist(), self.sport.tolist())))
 
 
-def read_pcap(path: str | Path, vip: int, vip_port: int) -> Packets:
-    """The pcap's IPv4/TCP packets to vip:vip_port (Ethernet or raw-IP link types)."""
+def read_pcap(path: str | Path, vip: int | None, vip_port: int | None) -> Packets:
+    """The pcap's IPv4/TCP packets to vip:vip_port (None: any address / port; Ethernet or
+    raw-IP link types)."""
     from scapy.utils import RawPcapReader
 
-    rows: list[tuple[float, int, int, int, int, int, int]] = []
+    rows: list[tuple[float, int, int, int, int, int, int, int]] = []
     try:
         reader = RawPcapReader(str(path))
     except OSError as e:
@@ -72,18 +74,20 @@ def read_pcap(path: str | Path, vip: int, vip_port: int) -> Packets:
                 continue
             ihl = (data[off] & 0x0F) * 4
             src, dst = struct.unpack_from("!II", data, off + 12)
-            if dst != vip:
+            if vip is not None and dst != vip:
                 continue
             sport, dport = struct.unpack_from("!HH", data, off + ihl)
-            if dport != vip_port:
+            if vip_port is not None and dport != vip_port:
                 continue
             t = meta.sec + meta.usec / (1e9 if getattr(meta, "tshift", 0) else 1e6)
             tot = struct.unpack_from("!H", data, off + 2)[0]
-            rows.append((t, src, dst, sport, dport, data[off + ihl + 13], tot))
+            payload = tot - ihl - (data[off + ihl + 12] >> 4) * 4
+            rows.append((t, src, dst, sport, dport, data[off + ihl + 13], tot, payload))
     if not rows:
-        raise UserError(f"{path}: no TCP packets to {ip_str(vip)}:{vip_port}")
+        to = "" if vip is None else f" to {ip_str(vip)}:{vip_port}"
+        raise UserError(f"{path}: no TCP packets{to}")
     a = np.array(rows, dtype=np.float64)
-    as_int = [a[:, j].astype(np.int64) for j in range(1, 7)]
+    as_int = [a[:, j].astype(np.int64) for j in range(1, 8)]
     return Packets(a[:, 0], *as_int)
 
 
