@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hil.testbed import sh
+from hil.testbed.cgroups import detect
 from simulator.config import UserError
 
 __all__ = ["PerfBed", "LbRun", "PREFIX", "VIP", "leftovers"]
@@ -34,12 +35,18 @@ PREFIX = "mlb-pf"
 NET = "198.18.210"
 VIP = "198.19.210.1"
 NFT_TABLE = "mlb_pf_lb"
+CGROUP = "mlb-pf-lb"
 GEN_CPU, LB_CPU = 0, 1
 
 
 def leftovers() -> list[str]:
-    """Namespaces of a bench bed that are still there."""
-    return [ns for ns in sh.namespaces() if ns.startswith(PREFIX + "-")]
+    """Namespaces and the cgroup of a bench bed that are still there."""
+    left = [ns for ns in sh.namespaces() if ns.startswith(PREFIX + "-")]
+    try:
+        left += [f"cgroup {g}" for g in detect().groups(CGROUP)]
+    except UserError:
+        pass
+    return left
 
 
 class PerfBed:
@@ -69,10 +76,12 @@ class PerfBed:
 
     def _build(self) -> None:
         sh.run(["ip", "netns", "add", self.sw])
+        self._no_ipv6(self.sw)
         sh.run(["ip", "-n", self.sw, "link", "add", "br0", "type", "bridge"])
         sh.run(["ip", "-n", self.sw, "link", "set", "br0", "up"])
         for k, ns in enumerate(self.nodes):
             sh.run(["ip", "netns", "add", ns])
+            self._no_ipv6(ns)
             sh.run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p{k}",
                     "netns", self.sw])
             sh.run(["ip", "-n", self.sw, "link", "set", f"p{k}", "master", "br0", "up"])
@@ -83,7 +92,6 @@ class PerfBed:
             sh.run(["ip", "-n", ns, "addr", "add", f"{self.ip[ns]}/24", "dev", "eth0"])
             sh.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
             sh.run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            sh.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], ns=ns)
             sh.run(["ethtool", "-K", "eth0", "tx", "off"], ns=ns)
         sh.run(["sysctl", "-qw", "net.ipv4.ip_forward=0"], ns=self.lb)
         rule = (f"table netdev {NFT_TABLE} {{\n chain vip_in {{\n"
@@ -91,9 +99,24 @@ class PerfBed:
                 f"  ip daddr {self.vip} drop\n }}\n}}\n")
         sh.run(["nft", "-f", "-"], ns=self.lb, input_text=rule)
 
+    @staticmethod
+    def _no_ipv6(ns: str) -> None:
+        """No IPv6 (router solicitations, MLD reports) on any link made later in ns: the
+        servers' rx counters must count only what the LB forwarded."""
+        sh.run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"],
+               ns=ns)
+
     def down(self) -> None:
         for ns in [*reversed(self.nodes), self.sw]:
+            if ns in sh.namespaces():
+                sh.kill_pids(sh.ns_pids(ns))  # a generator or LB left by an interrupted trial
             sh.run(["ip", "netns", "del", ns], check=False)
+        try:
+            cg = detect()
+            if CGROUP in cg.groups():
+                cg.remove(CGROUP)
+        except UserError:
+            pass  # no CPU controller: no group was made
 
     def __enter__(self) -> "PerfBed":
         return self.up()
@@ -131,6 +154,8 @@ class LbRun:
     flow_timeout_s: float = 40.0
     shm: Path | None = None
     step_s: float = 0.25
+    rx_ring: str = "block"  # lb_rl_host --rx-ring: block (TPACKET_V3, fewer wake-ups) or frame
+    cpus: float | None = None  # a CPU quota (cgroup CGROUP): a slower data plane, e.g. in tests
     stats_path: Path | None = None
     proc: subprocess.Popen | None = None
 
@@ -138,7 +163,8 @@ class LbRun:
         b = self.bed
         argv = [str(self.exe), "--interface", "eth0", "--vip", b.vip, "--vip-port", str(self.vip_port),
                 "--policy", self.policy, "--table-size", str(self.table_size),
-                "--flow-timeout", str(self.flow_timeout_s), "--step", str(self.step_s), "--quiet"]
+                "--flow-timeout", str(self.flow_timeout_s), "--step", str(self.step_s),
+                "--rx-ring", self.rx_ring, "--quiet"]
         for s in b.servers:
             argv += ["--server", f"{b.ip[s]}={b.mac[s]}"]
         if self.weights:
@@ -149,6 +175,10 @@ class LbRun:
             argv += ["--stats-json", str(self.stats_path)]
         cmd = sh.in_ns(b.lb, argv, cpus=[LB_CPU] if shutil.which("taskset") else ())
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if self.cpus is not None:  # `ip netns exec` and taskset exec: the PID is lb_rl_host's
+            cg = detect()
+            cg.create(CGROUP, self.cpus)
+            cg.move(self.proc.pid, CGROUP)
         for _ in range(8):  # its rings are up within a few ms; an early exit is a bad flag
             time.sleep(0.05)
             if self.proc.poll() is not None:
@@ -167,6 +197,8 @@ class LbRun:
                 p.kill()
                 p.wait()
         self.proc = None
+        if self.cpus is not None:
+            detect().remove(CGROUP)
         if self.stats_path is not None and self.stats_path.exists():
             try:
                 return json.loads(self.stats_path.read_text())

@@ -96,7 +96,8 @@ class _Local:
         ctl = ControllerSpec(policy=self.args.controller_policy, checkpoint=self.args.checkpoint) if rl else None
         weights = [float(w) for w in self.args.weights.split(",")] if self.args.weights else ()
         return LocalMeasurer(self.bed, program, self.exe, policy=self.args.policy, weights=weights,
-                             controller=ctl, flow_timeout_s=self.args.flow_timeout)
+                             controller=ctl, flow_timeout_s=self.args.flow_timeout,
+                             rx_ring=self.args.rx_ring, lb_cpus=self.args.lb_cpus)
 
     def describe(self) -> dict:
         from hil.hostbin import host_binary
@@ -211,6 +212,8 @@ def _result_dict(program: Program, rl: bool, res: SearchResult) -> dict:
         if t is not None:
             frame_bits = _mean_frame_bits(program)
             d |= {"mpps": t.offered_pps / 1e6, "gbps": t.offered_pps * frame_bits / 1e9,
+                  # the generator could not offer more: the bound is the generator's
+                  "generator_limited": tr.generator_limited,
                   "new_flows_per_s": _new_flow_rate(program, t.extra.get("mult", 1.0)),
                   "trial": t.to_dict()}
         out["targets"][tr.target.name] = d
@@ -248,6 +251,8 @@ def cmd_throughput(args: argparse.Namespace) -> dict:
                 cases.append(case)
                 for name, d in case["targets"].items():
                     rate = f"{d['mpps']:.4f} Mpps, {d['gbps']:.3f} Gbit/s" if "mpps" in d else "below --min-load"
+                    if d.get("generator_limited"):
+                        rate += " (the generator's limit: the data plane lost nothing at the most it could offer)"
                     print(f"  {label} {name}: {rate}")
         env = environment(runner.describe())
     finally:
@@ -337,6 +342,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--policy", default="wcmp", help="lb_rl_host --policy (wcmp)")
     g.add_argument("--weights", help="lb_rl_host --weights W0,W1,... (default 1 each)")
     g.add_argument("--flow-timeout", type=float, default=40.0, metavar="S")
+    g.add_argument("--lb-cpus", type=float, metavar="CPUS",
+                   help="a CPU quota for lb_rl_host (cgroup mlb-pf-lb): a slower data plane")
+    g.add_argument("--rx-ring", choices=("block", "frame"),
+                   help="lb_rl_host --rx-ring: block (TPACKET_V3: fewer wake-ups, up to 1 ms of added "
+                        "latency at low rates) or frame (TPACKET_V2); default block for throughput, "
+                        "frame for latency")
     t = p.add_argument_group("TRex")
     t.add_argument("--trex", metavar="HOST[:PORT]", help="a TRex server (sync port 4501 by default)")
     t.add_argument("--trex-client", choices=("official", "stl"), default="official")
@@ -358,14 +369,14 @@ def parser() -> argparse.ArgumentParser:
     th.add_argument("--initial-trial", type=float, default=0.5, metavar="S", help="short trials first (0.5 s)")
     th.add_argument("--latency-bound-us", type=float, metavar="US",
                     help="latency stop rule: a trial with p99 above this fails every target")
-    th.set_defaults(func=cmd_throughput)
+    th.set_defaults(func=cmd_throughput, rx_ring="block")
     la = sub.add_parser("latency", help="latency percentiles at fractions of the PDR and a minimal load")
     _common(la)
     la.add_argument("--pdr", type=float, metavar="PPS", help="the PDR to take fractions of (default: search it)")
     la.add_argument("--from", dest="from_json", metavar="JSON", help="take the PDR from a throughput result")
     la.add_argument("--pdr-loss", type=float, default=0.005, help="loss ratio of the quick PDR search")
     la.add_argument("--loads", default="0.1,0.5,0.9", help="fractions of the PDR (0.1,0.5,0.9)")
-    la.set_defaults(func=cmd_latency, trial=5.0)
+    la.set_defaults(func=cmd_latency, trial=5.0, rx_ring="frame")
     return p
 
 

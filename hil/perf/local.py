@@ -49,11 +49,13 @@ class LocalMeasurer:
 
     def __init__(self, bed: PerfBed, program: Program, lb_exe: Path, *, policy: str = "wcmp",
                  weights: Sequence[float] = (), controller: ControllerSpec | None = None,
-                 flow_timeout_s: float = 40.0, table_size: int = 1 << 20, work_dir: Path | None = None):
+                 flow_timeout_s: float = 40.0, table_size: int = 1 << 20, rx_ring: str = "block",
+                 lb_cpus: float | None = None, work_dir: Path | None = None):
         self.bed, self.program, self.lb_exe = bed, program, lb_exe
         self.policy, self.weights = policy, list(weights) or [1.0] * len(bed.servers)
         self.controller = controller
-        self.flow_timeout_s, self.table_size = flow_timeout_s, table_size
+        self.flow_timeout_s, self.table_size, self.rx_ring = flow_timeout_s, table_size, rx_ring
+        self.lb_cpus = lb_cpus
         self.work_dir = work_dir or Path(tempfile.mkdtemp(prefix="mlb-pf-"))
         self.trials = 0
         self.has_probes = any(s.latency for s in program.streams)
@@ -65,7 +67,8 @@ class LocalMeasurer:
         return LbRun(self.bed, self.lb_exe, policy=self.policy, weights=self.weights,
                      vip_port=int(self.program.info.get("vip_port", 80)), table_size=self.table_size,
                      flow_timeout_s=self.flow_timeout_s, shm=shm,
-                     step_s=self.controller.step_s if self.controller else 0.25,
+                     step_s=self.controller.step_s if self.controller else 0.25, rx_ring=self.rx_ring,
+                     cpus=self.lb_cpus,
                      stats_path=self.work_dir / f"lb-{self.trials}.json")
 
     def _start_controller(self, shm: Path) -> subprocess.Popen:

@@ -15,7 +15,10 @@ NDR (loss 0) and PDR (loss <= 0.5 %) in one search, after FD.io CSIT's MLRsearch
   for every target, which ends the search upwards there;
 * loss = sent - received, where "sent" is what the generator really put on the wire (packets it
   failed to send are not lost ones), and the load that matters is the one offered
-  (``Trial.offered_pps``), not the one aimed at.
+  (``Trial.offered_pps``), not the one aimed at: a trial's bound sits at its offered load. A
+  trial that passed although the generator offered clearly less than asked (by more than half
+  the resolution) ends that target: its result is the generator's limit
+  (``TargetResult.generator_limited``), not the data plane's.
 
 A :class:`Measurer` runs one trial: ``measure(load_pps, duration_s) -> Trial``.
 """
@@ -70,6 +73,7 @@ class TargetResult:
     lower_pps: float | None  # highest load that passed a final trial (None: not even min_load)
     upper_pps: float | None  # lowest load that failed a final trial (None: max_load passed)
     lower_trial: Trial | None = None  # the final trial at lower_pps (its offered rate, counters)
+    generator_limited: bool = False  # the generator could not offer more than lower_pps
 
     @property
     def rate_pps(self) -> float | None:
@@ -100,6 +104,7 @@ class _Bounds:
         self.lo_trial: Trial | None = None
         self.hi_trial: Trial | None = None
         self.step = 0.0  # relative width of the next expansion
+        self.gen_limited = False
 
 
 def search(measurer: Measurer, *, min_load: float, max_load: float,
@@ -133,6 +138,8 @@ def search(measurer: Measurer, *, min_load: float, max_load: float,
 
         def next_load(b: _Bounds, hint: tuple[float | None, float | None]) -> float | None:
             lo, hi = b.lo, b.hi
+            if b.gen_limited:
+                return None
             if lo is None and hi is None:
                 return hint[0] if hint[0] is not None else (hint[1] if hint[1] is not None else max_load)
             if lo is None:  # only failed so far: step down, doubling the step, or straight to
@@ -168,16 +175,20 @@ def search(measurer: Measurer, *, min_load: float, max_load: float,
                 trials.append(t)
                 if on_trial:
                     on_trial(t, len(trials))
+            at = min(load, t.offered_pps) if t.offered_pps > 0 else load
+            short_of = at < load * (1 - resolution / 2)
             for bb in bounds:
                 ok = passes(t, bb.target)
-                if ok and (bb.lo is None or load > bb.lo) and (bb.hi is None or load < bb.hi):
+                if ok and short_of and (bb.hi is None or at < bb.hi):
+                    bb.lo, bb.lo_trial, bb.gen_limited = at, t, True
+                elif ok and (bb.lo is None or at > bb.lo) and (bb.hi is None or at < bb.hi):
                     widened = bb.lo is not None
-                    bb.lo, bb.lo_trial = load, t
+                    bb.lo, bb.lo_trial = at, t
                     if widened:
                         bb.step *= 2
-                elif not ok and (bb.hi is None or load < bb.hi):
+                elif not ok and (bb.hi is None or at < bb.hi):
                     widened = bb.hi is not None and bb.lo is None
-                    bb.hi, bb.hi_trial = load, t
+                    bb.hi, bb.hi_trial = at, t
                     if widened:
                         bb.step *= 2
                 if bb.lo is not None and bb.hi is not None and bb.lo >= bb.hi:
@@ -187,7 +198,7 @@ def search(measurer: Measurer, *, min_load: float, max_load: float,
         hints = [(b.lo, b.hi) for b in bounds]
         final = bounds
     return SearchResult(
-        targets=[TargetResult(b.target, b.lo, b.hi, b.lo_trial) for b in final],
+        targets=[TargetResult(b.target, b.lo, b.hi, b.lo_trial, b.gen_limited) for b in final],
         trials=trials, resolution=resolution, latency_bound_us=latency_bound_us)
 
 

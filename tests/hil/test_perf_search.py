@@ -94,3 +94,42 @@ def test_custom_target():
     true = 50_000 / 0.99
     assert r.targets[0].lower_pps <= true < r.targets[0].upper_pps
     assert DEFAULT_TARGETS[1].loss_ratio == 0.005
+
+
+class SlowGenerator(Curve):
+    """The generator tops out at ``gen_max`` offered packets/s, below the device's capacity."""
+
+    def __init__(self, capacity: float, gen_max: float):
+        super().__init__(capacity)
+        self.gen_max = gen_max
+
+    def measure(self, load: float, duration: float) -> Trial:
+        self.calls.append((load, duration))
+        offered = min(load, self.gen_max)
+        sent = round(offered * duration)
+        got = min(offered, self.capacity) * duration
+        return Trial(load, duration, sent, min(sent, round(got)), offered_pps=offered)
+
+
+def test_a_generator_slower_than_the_device_is_reported_as_the_limit():
+    dev = SlowGenerator(capacity=500_000, gen_max=180_000)
+    r = search(dev, min_load=10_000, max_load=1_000_000, resolution=0.02)
+    for t in r.targets:
+        assert t.generator_limited and t.lower_pps == 180_000 and t.rate_pps == 180_000
+    # short trial at max_load falls short; the final phase passes at that offered rate, and one
+    # step above it falls short again
+    assert [round(c[0]) for c in dev.calls] == [1_000_000, 180_000, 183_600]
+
+
+def test_bounds_sit_at_the_offered_load():
+    # the generator reaches 95 % of what is asked (within resolution/2 = not "limited" at 0.2)
+    class Lagging(Curve):
+        def measure(self, load, duration):
+            t = super().measure(load, duration)
+            t.offered_pps = 0.95 * load
+            return t
+
+    r = search(Lagging(100_000), min_load=1_000, max_load=1_000_000, resolution=0.2)
+    ndr = r.by_name("NDR")
+    assert ndr.lower_pps == ndr.lower_trial.offered_pps == pytest.approx(0.95 * ndr.lower_trial.load_pps)
+    assert not ndr.generator_limited
