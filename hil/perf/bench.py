@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hil.perf.search import SearchResult, Target, Trial, search
-from hil.traffic.profile import compile_profile, load_profile
+from hil.traffic.profile import TrafficProfile, compile_profile, load_profile
 from hil.traffic.program import Program
 from simulator.config import UserError
 
@@ -49,12 +49,16 @@ def resolve_profile(name: str) -> Path:
     return p
 
 
-def _profiles(args: argparse.Namespace, dst_mac: str, src_mac: str) -> list[Program]:
-    progs = []
-    for name in args.profile or ["established", "new"]:
-        prof = load_profile(resolve_profile(name))
-        progs.append(compile_profile(prof, dst_mac=dst_mac, src_mac=src_mac))
-    return progs
+def _load_profiles(args: argparse.Namespace) -> list[TrafficProfile]:
+    """Every --profile, validated before anything starts."""
+    profs = [load_profile(resolve_profile(name)) for name in args.profile or ["established", "new"]]
+    for p in profs:  # tuple splits and the like: compiling once finds them
+        compile_profile(p)
+    return profs
+
+
+def _compile(profs: list[TrafficProfile], runner: Any) -> list[Program]:
+    return [compile_profile(p, dst_mac=runner.dst_mac, src_mac=runner.src_mac) for p in profs]
 
 
 # -- environment -------------------------------------------------------------------------------
@@ -235,10 +239,11 @@ def _new_flow_rate(program: Program, mult: float) -> float:
 
 
 def cmd_throughput(args: argparse.Namespace) -> dict:
+    profs = _load_profiles(args)
     runner = _Trex(args) if args.trex else _Local(args)
     cases = []
     try:
-        for program in _profiles(args, runner.dst_mac, runner.src_mac):
+        for program in _compile(profs, runner):
             for rl in ([False, True] if args.rl else [False]):
                 label = f"{program.name} ({'RL control' if rl else 'static'})"
                 m = runner.measurer(program, rl)
@@ -271,13 +276,18 @@ def _pdr_from(path: Path, profile: str, control: str) -> float:
 
 
 def cmd_latency(args: argparse.Namespace) -> dict:
+    profs = _load_profiles(args)
+    for p in profs:
+        if p.latency is None:
+            raise UserError(f"profile {p.name!r} has no latency stream (add `latency: {{rate_pps: 1000}}`)")
+    try:
+        loads = [float(x) for x in args.loads.split(",")]
+    except ValueError:
+        raise UserError(f"--loads {args.loads!r}: expected fractions of the PDR, e.g. 0.1,0.5,0.9") from None
     runner = _Trex(args) if args.trex else _Local(args)
-    loads = [float(x) for x in args.loads.split(",")]
     cases = []
     try:
-        for program in _profiles(args, runner.dst_mac, runner.src_mac):
-            if not any(s.latency for s in program.streams):
-                raise UserError(f"profile {program.name!r} has no latency stream (add `latency: {{rate_pps: 1000}}`)")
+        for program in _compile(profs, runner):
             for rl in ([False, True] if args.rl else [False]):
                 control = "rl" if rl else "static"
                 m = runner.measurer(program, rl)

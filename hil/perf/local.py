@@ -81,6 +81,25 @@ class LocalMeasurer:
         log_path = self.work_dir / f"controller-{self.trials}.log"
         return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
 
+    def _wait_for_weights(self, shm: Path, ctl: subprocess.Popen, timeout_s: float = 30.0) -> None:
+        """Until the controller has written its first weights (it needs a second or more to
+        start): the whole trial then runs under its control."""
+        from simulator.shm import ShmError, ShmRegion
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ctl.poll() is not None:
+                break
+            try:
+                with ShmRegion.open(shm, role="reader") as region:
+                    if region.in_seq_latest() > 0:
+                        return
+            except ShmError:
+                pass  # lb_rl_host has not created the region yet
+            time.sleep(0.05)
+        raise UserError(f"the controller wrote no weights within {timeout_s:.0f} s "
+                        f"(exit {ctl.poll()}); see {self.work_dir}/controller-{self.trials}.log")
+
     def measure(self, load_pps: float, duration_s: float) -> Trial:
         self.trials += 1
         mult = load_pps / self.program.rate_pps
@@ -89,6 +108,7 @@ class LocalMeasurer:
         try:
             if self.controller is not None:
                 ctl = self._start_controller(lb.shm)
+                self._wait_for_weights(lb.shm, ctl)
             if self.program.ramp_up:
                 run_generator(self.program, self.bed.gen, "eth0", duration_s=None,
                               streams=self.program.ramp_up, cpu=GEN_CPU)

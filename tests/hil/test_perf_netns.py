@@ -86,19 +86,24 @@ def test_search_on_the_real_lb_is_reproducible(bed, tmp_path):
 
 
 def test_bench_commands_end_to_end(bed, tmp_path):
-    """`marllb bench throughput` and `latency` on the bench bed: JSON and plots written. (The
-    bed fixture's namespaces are down while the CLI builds its own.)"""
+    """`marllb bench throughput --rl` and `latency` on the bench bed: JSON and plots written;
+    in the RL case the controller's weights reached the data plane during the measured trials,
+    in the static case none did. (The fixture's bed is down while the CLI builds its own.)"""
     bed.down()
     try:
         out = tmp_path / "tp.json"
         cp = subprocess.run([sys.executable, "bench/throughput/run.py", "--profile", "established",
                              "--trial", "0.5", "--initial-trial", "0.25", "--resolution", "0.3",
-                             "--max-load", "100000", "--lb-cpus", "0.1", "--out", str(out)],
+                             "--max-load", "100000", "--lb-cpus", "0.1", "--rl", "--out", str(out)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert cp.returncode == 0, cp.stderr[-3000:]
         d = json.loads(out.read_text())
-        (case,) = d["cases"]
-        assert set(case["targets"]) == {"NDR", "PDR"} and case["targets"]["NDR"]["mpps"] > 0
+        static, rl = d["cases"]
+        assert (static["control"], rl["control"]) == ("static", "rl")
+        for case in (static, rl):
+            assert set(case["targets"]) == {"NDR", "PDR"} and case["targets"]["NDR"]["mpps"] > 0
+        lb = [c["targets"]["NDR"]["trial"]["extra"]["lb"] for c in (static, rl)]
+        assert lb[0]["shm_applied"] == 0 and lb[1]["shm_applied"] > 0 and lb[1]["core"]["weight_updates"] > 0
         assert d["environment"]["kernel"] and d["environment"]["git_commit"]
         assert (tmp_path / "tp_loss.png").stat().st_size > 10_000
         out2 = tmp_path / "lat.json"

@@ -23,6 +23,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from hil.trex import venv
+from tests.hil.stl_rebuild import rebuild
 from hil.trex.client import DRIVER, TrexDriver, compile_streams, connect, parse_server
 from hil.traffic.program import FixL4, Program, Stream, Var, packet_at
 from simulator.config import UserError
@@ -93,59 +94,6 @@ def _streams_of(compiled: dict, client: str) -> list[dict]:
     return compiled[client]
 
 
-# ---- an independent interpreter of the streams' field-engine JSON --------------------------
-
-def _inc_mod(lo: int, hi: int, cur: int, step: int) -> int:
-    """TRex's inc_mod (trex_stl_stream_vm.h): the value after cur, wrapping inside [lo, hi]."""
-    left = hi - cur
-    return cur + step if step <= left else lo + (step - left - 1)
-
-
-def _rebuild(stream_json: dict, n: int) -> list[bytes]:
-    """The first n packets the stream's JSON describes: the base packet, then per packet the VM
-    instructions in order (a flow var's first value is its init_value), checksums by scapy."""
-    base = base64.b64decode(stream_json["packet"]["binary"])
-    ins = stream_json["vm"]["instructions"]
-    cur: dict[str, int] = {}
-    size: dict[str, int] = {}
-    out = []
-    for _ in range(n):
-        pkt = bytearray(base)
-        for i in ins:
-            t = i["type"]
-            if t == "flow_var":
-                assert i["op"] == "inc"
-                name = i["name"]
-                cur[name] = (i["init_value"] if name not in cur else
-                             _inc_mod(i["min_value"], i["max_value"], cur[name], i["step"]))
-                size[name] = i["size"]
-            elif t == "write_flow_var":
-                sz, off = size[i["name"]], i["pkt_offset"]
-                v = (cur[i["name"]] + i["add_value"]) % (1 << (8 * sz))
-                pkt[off:off + sz] = v.to_bytes(sz, "big" if i["is_big_endian"] else "little")
-            elif t == "fix_checksum_ipv4":
-                off = i["pkt_offset"]
-                ip = IP(bytes(pkt[off:]))
-                hl = ip.ihl * 4
-                del ip.chksum
-                pkt[off:off + hl] = bytes(ip)[:hl]
-            elif t == "fix_checksum_hw":  # IPv4 header and TCP/UDP checksums (NIC offload)
-                l3, l4 = i["l2_len"], i["l2_len"] + i["l3_len"]
-                ip = IP(bytes(pkt[l3:]))
-                assert ip.ihl * 4 == i["l3_len"], "fix_checksum_hw: l3_len is not the IP header"
-                layer = {13: TCP, 11: UDP}[i["l4_type"]]
-                assert isinstance(ip.payload, layer)
-                del ip.chksum
-                del ip[layer].chksum
-                rebuilt = bytes(ip)
-                pkt[l3:l3 + len(rebuilt)] = rebuilt
-                assert len(pkt) == len(base) and l4 < len(pkt)
-            else:
-                raise AssertionError(f"unexpected VM instruction {t!r}")
-        out.append(bytes(pkt))
-    return out
-
-
 # ---- (a) each client's streams are the program's packets, rates and timing -----------------
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -154,7 +102,7 @@ def test_compiled_streams_are_the_program(compiled, client):
     assert len(streams) == len(PROGRAM.streams)
     for k, (s, js) in enumerate(zip(PROGRAM.streams, streams)):
         assert base64.b64decode(js["packet"]["binary"]) == s.packet
-        rebuilt = _rebuild(js, N_PKTS)
+        rebuilt = rebuild(js, N_PKTS)
         for n, got in enumerate(rebuilt):
             assert got == packet_at(s, n), f"{client} stream {s.name!r} packet {n}"
         if s.vars:  # the checksums really changed with the fields
@@ -180,7 +128,7 @@ def test_compiled_streams_are_the_program(compiled, client):
 def test_tcp_stream_cycles_through_all_combinations(compiled):
     """The two coprime vars give 7 * 5 = 35 distinct (IP src, sport) pairs per cycle."""
     for client, streams in compiled.items():
-        pkts = _rebuild(streams[0], 70)
+        pkts = rebuild(streams[0], 70)
         pairs = [(p[26:30], p[34:36]) for p in pkts]
         assert len(set(pairs[:35])) == 35 and pairs[35:] == pairs[:35], client
         assert int.from_bytes(pkts[0][26:30], "big") == IP_BASE + 2
@@ -205,7 +153,7 @@ def test_both_clients_agree(compiled):
     stl, off = compiled["stl"], compiled["official"]
     assert [_normalised(s) for s in stl] == [_normalised(s) for s in off]
     for a, b in zip(stl, off):
-        assert _rebuild(a, N_PKTS) == _rebuild(b, N_PKTS)
+        assert rebuild(a, N_PKTS) == rebuild(b, N_PKTS)
     # Fields only one client writes: the official client's vars say how they split over cores.
     assert all(i["split_to_cores"] is True for s in off for i in s["vm"]["instructions"]
                if i["type"] == "flow_var")
