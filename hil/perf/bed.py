@@ -7,9 +7,11 @@ namespace with one veth to a bridge in ``mlb-pf-sw``:
     mlb-pf-s0 .. s<n-1>  --/
 
 The generator sends to the LB's MAC; the LB rewrites the destination MAC to the chosen server's
-and sends the frame back to the bridge; what reached a server is its ``eth0`` ``rx_packets``
-(the sinks do not own the VIP: their IP stack drops the frames after counting them). The LB's
-own IP stack never sees VIP frames (an nftables netdev ingress drop after lb_rl_host's tap).
+and sends the frame back to the bridge; what reached a server is counted where it enters the
+server's ``eth0``: an nftables netdev ingress rule counts and drops IPv4 frames to the VIP with
+that server's MAC (only the LB's output; dropped there, they cost the sink's IP stack nothing —
+that work would otherwise run on the LB's CPU, in its sendto). The LB's own IP stack never sees
+VIP frames either (an ingress drop after lb_rl_host's tap).
 Its names (``mlb-pf-*``) differ from the testbed's, so a bench can run while a testbed is up.
 Addresses 198.18.210.0/24, VIP 198.19.210.1. ``down()`` removes everything by name.
 """
@@ -35,6 +37,7 @@ PREFIX = "mlb-pf"
 NET = "198.18.210"
 VIP = "198.19.210.1"
 NFT_TABLE = "mlb_pf_lb"
+NFT_SINK = "mlb_pf_sink"
 CGROUP = "mlb-pf-lb"
 GEN_CPU, LB_CPU = 0, 1
 
@@ -94,10 +97,17 @@ class PerfBed:
             sh.run(["ip", "-n", ns, "link", "set", "lo", "up"])
             sh.run(["ethtool", "-K", "eth0", "tx", "off"], ns=ns)
         sh.run(["sysctl", "-qw", "net.ipv4.ip_forward=0"], ns=self.lb)
-        rule = (f"table netdev {NFT_TABLE} {{\n chain vip_in {{\n"
+        sh.run(["nft", "-f", "-"], ns=self.lb, input_text=self._ingress_rule(NFT_TABLE, f"ip daddr {self.vip}"))
+        for srv in self.servers:
+            match = f"ether daddr {self.mac[srv]} ip daddr {self.vip} counter"
+            sh.run(["nft", "-f", "-"], ns=srv, input_text=self._ingress_rule(NFT_SINK, match))
+
+    @staticmethod
+    def _ingress_rule(table: str, match: str) -> str:
+        """An nftables netdev table dropping ``match`` at eth0's ingress."""
+        return (f"table netdev {table} {{\n chain vip_in {{\n"
                 '  type filter hook ingress device "eth0" priority -500; policy accept;\n'
-                f"  ip daddr {self.vip} drop\n }}\n}}\n")
-        sh.run(["nft", "-f", "-"], ns=self.lb, input_text=rule)
+                f"  {match} drop\n }}\n}}\n")
 
     @staticmethod
     def _no_ipv6(ns: str) -> None:
@@ -129,8 +139,14 @@ class PerfBed:
         return int(sh.run(["cat", f"/sys/class/net/eth0/statistics/{name}"], ns=ns).stdout)
 
     def received(self) -> list[int]:
-        """rx_packets of every server's eth0."""
-        return [self.counter(s, "rx_packets") for s in self.servers]
+        """VIP frames that entered every server's eth0 (its ingress counter)."""
+        out = []
+        for srv in self.servers:
+            js = json.loads(sh.run(["nft", "-j", "list", "table", "netdev", NFT_SINK], ns=srv).stdout)
+            counters = [e["counter"]["packets"] for item in js["nftables"] if "rule" in item
+                        for e in item["rule"]["expr"] if "counter" in e]
+            out.append(sum(counters))
+        return out
 
     def sent(self) -> int:
         return self.counter(self.gen, "tx_packets")

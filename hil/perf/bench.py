@@ -333,6 +333,41 @@ def vars_of(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
 
 
+# -- summary -----------------------------------------------------------------------------------
+
+def summary_text(result: dict) -> str:
+    """The result as a small text table (also printed at the end of a run)."""
+    env = result["environment"]
+    lines = [f"# bench/{result['benchmark']}: {env['target']}, {env['time_utc']}, {env['cpu']} x{env['nproc']}, "
+             f"kernel {env['kernel']}, commit {env['git_commit'][:10]}"]
+    if result["benchmark"] == "throughput":
+        st = result["search"]
+        lines.append(f"search: NDR (loss 0) and PDR (loss <= {st['pdr']:.2%}), resolution {st['resolution']:.0%}, "
+                     f"trials {st['initial_trial']:g} s then {st['trial']:g} s, loads {st['min_load']:g}.."
+                     f"{st['max_load']:g} pps" + (f", LB CPU quota {st['lb_cpus']:g}" if st.get("lb_cpus") else ""))
+        lines.append(f"{'profile':12} {'control':7} {'target':6} {'Mpps':>8} {'Gbit/s':>7} {'new flows/s':>11} "
+                     f"{'trials':>6}  limited by")
+        for c in result["cases"]:
+            for name, d in c["targets"].items():
+                if "mpps" not in d:
+                    lines.append(f"{c['profile']:12} {c['control']:7} {name:6} {'< min load':>8}")
+                    continue
+                lim = "generator" if d["generator_limited"] else "data plane"
+                lines.append(f"{c['profile']:12} {c['control']:7} {name:6} {d['mpps']:8.4f} {d['gbps']:7.3f} "
+                             f"{d['new_flows_per_s']:11.0f} {len(c['trials']):6d}  {lim}")
+    else:
+        lines.append(f"{'profile':12} {'control':7} {'level':>8} {'kpps':>8} {'loss %':>7} "
+                     + " ".join(f"{k:>8}" for k in ("p50", "p90", "p99", "p99.9", "max")) + "  (us)")
+        for c in result["cases"]:
+            for p in c["points"]:
+                pc = p["latency"].get("percentiles_us", {})
+                lines.append(f"{c['profile']:12} {c['control']:7} {p['level']:>8} {p['offered_pps'] / 1e3:8.1f} "
+                             f"{100 * p['loss_ratio']:7.3f} "
+                             + " ".join(f"{pc[k]:8.0f}" if k in pc else f"{'-':>8}"
+                                        for k in ("p50", "p90", "p99", "p99.9", "max")))
+    return "\n".join(lines) + "\n"
+
+
 # -- command line ------------------------------------------------------------------------------
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -401,9 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))
+    text = summary_text(result)
+    out.with_suffix(".txt").write_text(text)
+    print(text, end="")
     from hil.perf.plots import plot_latency, plot_throughput
 
     plots = plot_throughput(result, out.with_suffix("")) if args.bench == "throughput" \
         else plot_latency(result, out.with_suffix(""))
-    print(f"wrote {out}" + "".join(f"\nwrote {p}" for p in plots))
+    print(f"wrote {out}, {out.with_suffix('.txt')}" + "".join(f"\nwrote {p}" for p in plots))
     return 0

@@ -92,7 +92,7 @@ class LocalMeasurer:
                 break
             try:
                 with ShmRegion.open(shm, role="reader") as region:
-                    if region.in_seq_latest() > 0:
+                    if region.in_seq_latest > 0:
                         return
             except ShmError:
                 pass  # lb_rl_host has not created the region yet

@@ -23,10 +23,11 @@ __all__ = ["PREFIX", "TESTBED_NAME", "HostCommandError", "run", "in_ns", "namesp
 log = logging.getLogger("marllb.hil.testbed")
 
 PREFIX = "mlb-"
-#: names the testbed gives: switch, clients, LBs, servers, calibration, and the gateway of swap-in
-#: runs with a real data plane (``gw``, ``glb<k>``); other mlb-* names, e.g. a test's or a
-#: benchmark's own namespaces, belong to someone else and are left alone
-TESTBED_NAME = re.compile(r"^mlb-(sw|cal|c\d+|lb\d+|s\d+|gw|glb\d+)$")
+#: names the testbed gives: switch, clients, LBs, servers, calibration, the gateway of swap-in
+#: runs with a real data plane (``gw``, ``glb<k>``) and the throughput benchmarks' bench bed
+#: (``pf-*``, hil/perf/bed.py); other mlb-* names, e.g. a test's or another benchmark's own
+#: namespaces, belong to someone else and are left alone
+TESTBED_NAME = re.compile(r"^mlb-(sw|cal|c\d+|lb\d+|s\d+|gw|glb\d+|pf-(sw|g|lb|s\d+))$")
 
 
 class HostCommandError(UserError):

@@ -248,9 +248,11 @@ def leftovers() -> dict[str, list[str]]:
 
 
 def _shm_files() -> list[Path]:
-    """Regions of the testbed's LBs, of the gateway's (swap-in runs with a real data plane) and
-    the directories of simulated LBs' regions (``mlb-rt-<pid>``, agent in the loop)."""
-    return [*SHM_DIR.glob("mlb-lb*.shm"), *SHM_DIR.glob("mlb-glb*.shm"), *SHM_DIR.glob("mlb-rt-*")]
+    """Regions of the testbed's LBs, of the gateway's (swap-in runs with a real data plane), of
+    the bench bed's LB (RL-controlled trials) and the directories of simulated LBs' regions
+    (``mlb-rt-<pid>``, agent in the loop)."""
+    return [*SHM_DIR.glob("mlb-lb*.shm"), *SHM_DIR.glob("mlb-glb*.shm"), *SHM_DIR.glob("mlb-pf-lb*.shm"),
+            *SHM_DIR.glob("mlb-rt-*")]
 
 
 def status() -> dict[str, Any]:
