@@ -284,18 +284,25 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ExperimentCo
         raise ConfigError(_format_errors(err, source)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate a YAML config. Raises ConfigError with field paths."""
+def read_yaml_mapping(path: str | Path, what: str = "config") -> tuple[dict[str, Any], str]:
+    """(the mapping, the text) of a YAML file; ConfigError naming the file when it cannot be
+    read, is not YAML, or its top level is not a mapping."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    return data, text
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a YAML config. Raises ConfigError with field paths."""
+    data, _ = read_yaml_mapping(path)
     apply_overrides(data, overrides or [])
     return parse_config(data, str(path))

@@ -13,13 +13,11 @@ leftovers by name).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,6 @@ log = logging.getLogger("marllb.hil.gateway")
 
 GW_NS = "mlb-gw"
 ETH_P_ALL = 0x0003
-CLONE_NEWNET = 0x40000000
 GW_MAC = "02:6d:6c:67:00:{:02x}"  # the gateway's end of LB k's veth
 LB_MAC = "02:6d:6c:67:01:{:02x}"  # LB k's eth0
 SERVER_MAC = "02:6d:6c:67:{:02x}:{:02x}"  # simulated server j: 02:6d:6c:67:(2 + j // 256):(j % 256)
@@ -59,30 +56,19 @@ def server_ip(j: int) -> str:
 
 
 def packet_socket(ns: str, iface: str) -> socket.socket:
-    """An AF_PACKET socket bound to ``iface`` of namespace ``ns``, opened from a short-lived
-    thread that enters the namespace (setns changes only the calling thread; the socket stays
-    in the namespace it was created in)."""
-    box: dict[str, object] = {}
+    """An AF_PACKET socket bound to ``iface`` of namespace ``ns`` (opened from a thread that
+    entered the namespace; the socket stays in it)."""
 
-    def enter_and_open() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/var/run/netns/{ns}") as fh:
-                if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns({ns})")
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-            s.bind((iface, 0))
-            box["sock"] = s
-        except OSError as e:
-            box["error"] = e
+    def open_socket() -> socket.socket:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.bind((iface, 0))
+        return s
 
-    t = threading.Thread(target=enter_and_open, name=f"setns-{ns}")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise UserError(f"cannot open a packet socket on {iface} in namespace {ns}: {box['error']}")
-    return box["sock"]  # type: ignore[return-value]
+    try:
+        return sh.in_netns_thread(ns, open_socket)
+    except OSError as e:
+        raise UserError(f"cannot open a packet socket on {iface} in namespace {ns}: {e}") from None
 
 
 @dataclass

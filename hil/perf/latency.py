@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from hil.testbed import sh
 from hil.traffic.profile import ETH_BYTES, PROBE_IP_ID
 from simulator.config import UserError
 
@@ -30,7 +31,6 @@ ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
-CLONE_NEWNET = 0x40000000
 SEQ_OFFSET = ETH_BYTES + 20 + 8  # after Ethernet, IPv4 (no options), UDP
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
@@ -49,35 +49,24 @@ def probe_filter() -> bytes:
 
 
 def _probe_socket(ns: str, iface: str) -> socket.socket:
-    """A filtered, timestamping AF_PACKET socket on iface of namespace ns (opened from a thread
-    that enters the namespace; the socket stays in it). The filter is attached before the
-    socket is bound, so no bulk frame ever queues on it."""
-    box: dict[str, object] = {}
+    """A filtered, timestamping AF_PACKET socket on iface of namespace ns. The filter is
+    attached before the socket is bound, so no bulk frame ever queues on it."""
     prog = probe_filter()
 
-    def enter_and_open() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/var/run/netns/{ns}") as fh:
-                if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns({ns})")
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            buf = ctypes.create_string_buffer(prog)
-            fprog = struct.pack("HL", len(prog) // 8, ctypes.addressof(buf))
-            s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            s.bind((iface, ETH_P_ALL))
-            box["sock"] = s
-        except OSError as e:
-            box["error"] = e
+    def open_socket() -> socket.socket:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        buf = ctypes.create_string_buffer(prog)
+        fprog = struct.pack("HL", len(prog) // 8, ctypes.addressof(buf))
+        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind((iface, ETH_P_ALL))
+        return s
 
-    t = threading.Thread(target=enter_and_open, name=f"setns-{ns}")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise UserError(f"cannot open a probe capture on {iface} in namespace {ns}: {box['error']}")
-    return box["sock"]  # type: ignore[return-value]
+    try:
+        return sh.in_netns_thread(ns, open_socket)
+    except OSError as e:
+        raise UserError(f"cannot open a probe capture on {iface} in namespace {ns}: {e}") from None
 
 
 @dataclass

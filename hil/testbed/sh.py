@@ -6,21 +6,24 @@ finds leftovers by that prefix only (never by a broad process name)."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from simulator.config import UserError
 
 __all__ = ["PREFIX", "TESTBED_NAME", "HostCommandError", "run", "in_ns", "namespaces", "ns_pids", "kill_pids",
-           "pid_alive", "require_tool", "realtime_leftover_pids"]
+           "pid_alive", "require_tool", "realtime_leftover_pids", "in_netns_thread"]
 
 log = logging.getLogger("marllb.hil.testbed")
+T = TypeVar("T")
 
 PREFIX = "mlb-"
 #: names the testbed gives: switch, clients, LBs, servers, calibration, the gateway of swap-in
@@ -56,6 +59,33 @@ def run(argv: Sequence[str], *, ns: str | None = None, check: bool = True,
         msg = (cp.stderr or cp.stdout).strip()
         raise HostCommandError(f"`{' '.join(cmd)}` failed (exit {cp.returncode}): {msg}")
     return cp
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def in_netns_thread(ns: str, fn: Callable[[], T]) -> T:
+    """fn() run in a short-lived thread that entered network namespace ns (setns changes only
+    the calling thread; a socket fn opens stays in the namespace it was created in). An
+    OSError of setns or fn is raised here."""
+    box: dict[str, Any] = {}
+
+    def enter_and_call() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/var/run/netns/{ns}") as fh:
+                if libc.setns(fh.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({ns})")
+            box["result"] = fn()
+        except OSError as e:
+            box["error"] = e
+
+    t = threading.Thread(target=enter_and_call, name=f"setns-{ns}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def namespaces(prefix: str = PREFIX) -> list[str]:

@@ -48,7 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hil.traffic.program import FixL4, Program, Stream, Var
-from simulator.config import ConfigError
+from simulator.config import ConfigError, read_yaml_mapping
 
 __all__ = ["TrafficProfile", "load_profile", "parse_profile", "compile_profile", "split_tuples",
            "PROBE_IP_ID", "MSS", "HEADER_BYTES"]
@@ -196,17 +196,7 @@ def parse_profile(data: dict[str, Any], source: str = "<profile>", text: str | N
 
 
 def load_profile(path: str | Path) -> TrafficProfile:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read traffic profile ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    data, text = read_yaml_mapping(path, "traffic profile")
     return parse_profile(data, str(path), text)
 
 
