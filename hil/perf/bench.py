@@ -49,16 +49,43 @@ def resolve_profile(name: str) -> Path:
     return p
 
 
+def profile_of(spec: str) -> TrafficProfile:
+    """--profile: a built-in name or a profile YAML; ``config:FILE`` the traffic of an experiment
+    config (hil.traffic.derive.profile_from_config); ``pcap:FILE`` (or a .pcap/.pcapng file)
+    a profile fitted to a capture's TCP flows."""
+    from hil.traffic.derive import profile_from_config, profile_from_pcap
+
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "config":
+        from simulator.config import load_config
+
+        return profile_from_config(load_config(resolve_profile(rest)))
+    if sep and kind == "pcap":
+        return profile_from_pcap(resolve_profile(rest))
+    if Path(spec).suffix in (".pcap", ".pcapng"):
+        return profile_from_pcap(resolve_profile(spec))
+    return load_profile(resolve_profile(spec))
+
+
 def _load_profiles(args: argparse.Namespace) -> list[TrafficProfile]:
     """Every --profile, validated before anything starts."""
-    profs = [load_profile(resolve_profile(name)) for name in args.profile or ["established", "new"]]
+    profs = [profile_of(spec) for spec in args.profile or ["established", "new"]]
     for p in profs:  # tuple splits and the like: compiling once finds them
         compile_profile(p)
     return profs
 
 
 def _compile(profs: list[TrafficProfile], runner: Any) -> list[Program]:
-    return [compile_profile(p, dst_mac=runner.dst_mac, src_mac=runner.src_mac) for p in profs]
+    """The programs, addressed to the device: on the bench bed, flows go to the bed's VIP
+    whatever VIP a profile names (a profile fitted to a capture keeps the capture's)."""
+    vip = getattr(runner, "vip", None)
+    out = []
+    for p in profs:
+        if vip is not None and p.vip != vip:
+            log.warning("profile %r: its flows go to the bench bed's VIP %s (not %s)", p.name, vip, p.vip)
+            p = p.model_copy(update={"vip": vip})
+        out.append(compile_profile(p, dst_mac=runner.dst_mac, src_mac=runner.src_mac))
+    return out
 
 
 # -- environment -------------------------------------------------------------------------------
@@ -93,6 +120,7 @@ class _Local:
         generator_binary()  # build both before the bed goes up
         self.bed = PerfBed(args.servers).up()
         self.dst_mac, self.src_mac = self.bed.mac[self.bed.lb], self.bed.mac[self.bed.gen]
+        self.vip = self.bed.vip
 
     def measurer(self, program: Program, rl: bool) -> Any:
         from hil.perf.local import ControllerSpec, LocalMeasurer
@@ -345,23 +373,23 @@ def summary_text(result: dict) -> str:
         lines.append(f"search: NDR (loss 0) and PDR (loss <= {st['pdr']:.2%}), resolution {st['resolution']:.0%}, "
                      f"trials {st['initial_trial']:g} s then {st['trial']:g} s, loads {st['min_load']:g}.."
                      f"{st['max_load']:g} pps" + (f", LB CPU quota {st['lb_cpus']:g}" if st.get("lb_cpus") else ""))
-        lines.append(f"{'profile':12} {'control':7} {'target':6} {'Mpps':>8} {'Gbit/s':>7} {'new flows/s':>11} "
+        lines.append(f"{'profile':16} {'control':7} {'target':6} {'Mpps':>8} {'Gbit/s':>7} {'new flows/s':>11} "
                      f"{'trials':>6}  limited by")
         for c in result["cases"]:
             for name, d in c["targets"].items():
                 if "mpps" not in d:
-                    lines.append(f"{c['profile']:12} {c['control']:7} {name:6} {'< min load':>8}")
+                    lines.append(f"{c['profile']:16} {c['control']:7} {name:6} {'< min load':>8}")
                     continue
                 lim = "generator" if d["generator_limited"] else "data plane"
-                lines.append(f"{c['profile']:12} {c['control']:7} {name:6} {d['mpps']:8.4f} {d['gbps']:7.3f} "
+                lines.append(f"{c['profile']:16} {c['control']:7} {name:6} {d['mpps']:8.4f} {d['gbps']:7.3f} "
                              f"{d['new_flows_per_s']:11.0f} {len(c['trials']):6d}  {lim}")
     else:
-        lines.append(f"{'profile':12} {'control':7} {'level':>8} {'kpps':>8} {'loss %':>7} "
+        lines.append(f"{'profile':16} {'control':7} {'level':>8} {'kpps':>8} {'loss %':>7} "
                      + " ".join(f"{k:>8}" for k in ("p50", "p90", "p99", "p99.9", "max")) + "  (us)")
         for c in result["cases"]:
             for p in c["points"]:
                 pc = p["latency"].get("percentiles_us", {})
-                lines.append(f"{c['profile']:12} {c['control']:7} {p['level']:>8} {p['offered_pps'] / 1e3:8.1f} "
+                lines.append(f"{c['profile']:16} {c['control']:7} {p['level']:>8} {p['offered_pps'] / 1e3:8.1f} "
                              f"{100 * p['loss_ratio']:7.3f} "
                              + " ".join(f"{pc[k]:8.0f}" if k in pc else f"{'-':>8}"
                                         for k in ("p50", "p90", "p99", "p99.9", "max")))
@@ -372,8 +400,9 @@ def summary_text(result: dict) -> str:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="append", metavar="NAME|FILE",
-                   help=f"traffic profile, repeatable (built in: {', '.join(BUILTIN_PROFILES)}; "
-                        "default: established and new)")
+                   help=f"traffic profile, repeatable: built in ({', '.join(BUILTIN_PROFILES)}), a profile "
+                        "YAML, config:EXPERIMENT.yaml (its traffic section) or pcap:FILE (fitted to its TCP "
+                        "flows); default: established and new")
     p.add_argument("--out", type=Path, help="result JSON (plots next to it); default bench/out/<bench>.json")
     p.add_argument("--trial", type=float, default=2.0, metavar="S", help="trial duration, s")
     p.add_argument("--min-load", type=float, default=5_000, metavar="PPS")

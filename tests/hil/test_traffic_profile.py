@@ -17,7 +17,7 @@ from hil.traffic.derive import profile_from_config, profile_from_pcap
 from hil.traffic.profile import (PROBE_IP_ID, compile_profile, load_profile, parse_profile,
                                  split_tuples)
 from hil.traffic.program import Program, packet_at
-from simulator.config import ConfigError, parse_config
+from simulator.config import ConfigError, UserError, parse_config
 
 LB_MAC, GEN_MAC = "02:6d:70:66:00:02", "02:6d:70:66:00:01"
 
@@ -180,3 +180,16 @@ def test_profile_from_a_file_that_is_not_a_pcap(tmp_path: Path):
     f.write_text("hello")
     with pytest.raises(Exception, match="x.pcap"):
         profile_from_pcap(f)
+
+
+def test_bench_profile_specs(sim_run):
+    """`marllb bench --profile` takes a built-in name, config:EXPERIMENT.yaml and pcap:FILE."""
+    from hil.perf.bench import profile_of
+
+    _, pcap = sim_run
+    assert profile_of("established").streams[0].kind == "tcp_established"
+    from_config = profile_of("config:experiments/configs/quickstart.yaml")
+    assert from_config.streams[0].kind == "tcp_flows" and from_config.name == "quickstart-traffic"
+    assert profile_of(f"pcap:{pcap}") == profile_of(str(pcap)) == profile_from_pcap(pcap)
+    with pytest.raises(UserError, match="nosuch.pcap: neither a built-in profile"):
+        profile_of("pcap:nosuch.pcap")
