@@ -154,6 +154,7 @@ class _Trex:
         self.args = args
         t0 = time.monotonic()
         self.drv = connect(args.trex, client=args.trex_client, timeout_s=5.0)
+        self.client_info = self.drv.hello()  # client and scapy versions, for the result file
         log.info("connected to TRex at %s in %.1f s", args.trex, time.monotonic() - t0)
         self.dst_mac, self.src_mac = args.dut_mac, args.src_mac
 
@@ -165,7 +166,7 @@ class _Trex:
 
     def describe(self) -> dict:
         return {"target": f"device under test via TRex at {self.args.trex}", "tx_port": self.args.tx_port,
-                "rx_port": self.args.rx_port, "dut_mac": self.args.dut_mac, "client": self.args.trex_client}
+                "rx_port": self.args.rx_port, "dut_mac": self.args.dut_mac, "client": self.client_info}
 
     def close(self) -> None:
         self.drv.close()
