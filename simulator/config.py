@@ -24,6 +24,8 @@ __all__ = [
     "LbConfig",
     "EventConfig",
     "BackgroundConfig",
+    "ServerEffectsConfig",
+    "JobComponent",
     "HilConfig",
     "ExperimentConfig",
     "POLICY_NAMES",
@@ -32,7 +34,7 @@ __all__ = [
     "apply_overrides",
 ]
 
-POLICY_NAMES = ("ecmp", "wcmp", "awcmp", "lsq", "sed", "lsq2", "sed2", "gsq", "gsed", "srt", "agent")
+POLICY_NAMES = ("ecmp", "wcmp", "awcmp", "lsq", "sed", "lsq2", "sed2", "gsq", "gsed", "srt", "sed_true", "agent")
 
 
 class UserError(Exception):
@@ -82,19 +84,39 @@ class TopologyConfig(_Strict):
         return self
 
 
-class JobConfig(_Strict):
-    """CPU work per request, in seconds on one core."""
+class JobComponent(_Strict):
+    """One request type of a ``mixture``: its share of requests and its size distribution."""
 
-    dist: Literal["exp", "lognormal", "pareto", "deterministic", "empirical"] = "exp"
+    weight: float = Field(gt=0, description="relative share of requests of this type")
+    dist: Literal["exp", "lognormal", "pareto", "deterministic"] = "exp"
+    mean_s: float = Field(gt=0, description="mean CPU seconds of this type")
+    sigma: float = Field(1.0, gt=0, description="lognormal: sigma of the underlying normal")
+    alpha: float = Field(2.5, gt=1, description="pareto: tail index")
+
+
+class JobConfig(_Strict):
+    """CPU work per request, in seconds on one core, and an optional non-CPU part."""
+
+    dist: Literal["exp", "lognormal", "pareto", "deterministic", "empirical", "mixture"] = "exp"
     mean_s: float = Field(0.2, gt=0)
     sigma: float = Field(1.0, gt=0, description="lognormal: sigma of the underlying normal")
     alpha: float = Field(2.5, gt=1, description="pareto: tail index (mean finite for alpha > 1)")
     path: str | None = Field(None, description="empirical: file with one size in seconds per line")
+    components: list[JobComponent] | None = Field(
+        None, description="mixture: request types (e.g. many cheap static pages and a tail of expensive "
+        "ones); mean_s is then ignored: the mean is the components' weighted mean")
+    io_s: float = Field(0.0, ge=0, description="mean time a request holds its worker without using the CPU "
+                        "(blocking I/O, a database or cache call), before its CPU work; 0 = none")
+    io_dist: Literal["exp", "deterministic"] = Field("exp", description="distribution of the non-CPU time")
 
     @model_validator(mode="after")
-    def _empirical_needs_path(self) -> "JobConfig":
+    def _dist_needs_its_fields(self) -> "JobConfig":
         if self.dist == "empirical" and not self.path:
             raise ValueError("dist 'empirical' needs 'path'")
+        if self.dist == "mixture" and not self.components:
+            raise ValueError("dist 'mixture' needs a non-empty 'components' list")
+        if self.dist != "mixture" and self.components:
+            raise ValueError(f"'components' is for dist 'mixture', not {self.dist!r}")
         return self
 
 
@@ -192,6 +214,32 @@ class BackgroundConfig(_Strict):
         "independent, starting in its stationary on/off state) or fixed (all start off at t=0)")
 
 
+class ServerEffectsConfig(_Strict):
+    """Properties of servers that the load balancer cannot see: its static weights and the
+    features' capacity use the nominal ``cores``. Per chosen server, the requests in CPU
+    service n share a total rate (CPU-seconds of work per second)
+
+        R(n) = speed * (min(n, P) + smt_gain * clamp(n - P, 0, C - P)) / (1 + contention * max(0, n - C))
+
+    with C = cores * (1 - background) logical CPUs available and P = C / threads_per_core
+    physical cores; each request progresses at R(n) / n. With the defaults R(n) = min(n, C):
+    today's processor sharing. A request's non-CPU part (``traffic.job.io_s``) goes through
+    ``io_slots`` parallel slots of a shared resource (a database connection pool; FIFO beyond),
+    or no limit."""
+
+    servers: list[int] | None = Field(None, description="server indices (0-based); default all")
+    speed: float = Field(1.0, gt=0, description="work done per CPU-second relative to a nominal core "
+                         "(older CPUs, lower clocks)")
+    threads_per_core: int = Field(1, ge=1, le=8, description="SMT: logical CPUs per physical core "
+                                  "(the nominal cores count logical CPUs)")
+    smt_gain: float = Field(0.25, ge=0, le=1, description="extra work a physical core does per additional "
+                            "busy hardware thread (Intel: 'up to 30 %')")
+    contention: float = Field(0.0, ge=0, description="throughput loss per request in CPU service beyond "
+                              "the logical CPUs (cache and memory pressure): R is divided by 1 + contention * excess")
+    io_slots: int | None = Field(None, ge=1, description="parallel slots of the shared resource the non-CPU "
+                                 "part uses (e.g. database connections); default unlimited")
+
+
 class RealtimeConfig(_Strict):
     """Pacing of a simulation to the wall clock (``marllb hil run`` with simulated parts)."""
 
@@ -238,6 +286,9 @@ class ExperimentConfig(_Strict):
     lb: LbConfig = Field(default_factory=LbConfig)
     events: list[EventConfig] = Field(default_factory=list)
     background: BackgroundConfig | None = Field(None, description="co-located load; default none")
+    effects: list[ServerEffectsConfig] = Field(
+        default_factory=list, description="hidden server effects (effective capacity, SMT, contention, "
+        "shared resources); a server in at most one entry; default none")
     hil: HilConfig = Field(default_factory=HilConfig, description="hardware in the loop: what is real")
 
     @model_validator(mode="after")

@@ -50,12 +50,13 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from simulator.config import ExperimentConfig, UserError
+from simulator.config import ExperimentConfig, JobConfig, UserError
 from simulator.features import FEATURE_NAMES, as_dict, server_features
 from simulator.network import Chain, Path, Template, build_links, path_between, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
 from simulator.server import PsServer
+from simulator.traffic import JobSizes
 
 __all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES"]
 
@@ -73,10 +74,11 @@ FEATURES = FEATURE_NAMES[1:]
 class Request:
     """One request/flow. Times in simulated seconds (-1.0 = not reached)."""
 
-    __slots__ = ("id", "client", "kidx", "lb", "server", "t0", "work_s", "t_srv_arrive",
+    __slots__ = ("id", "client", "kidx", "lb", "server", "t0", "work_s", "io_s", "t_srv_arrive",
                  "t_srv_done", "t_done", "status")
 
-    def __init__(self, rid: int, client: int, kidx: int, lb: int, t0: float, work_s: float) -> None:
+    def __init__(self, rid: int, client: int, kidx: int, lb: int, t0: float, work_s: float,
+                 io_s: float = 0.0) -> None:
         self.id = rid
         self.client = client
         self.kidx = kidx  # row of the flow's key in the simulation's key table
@@ -84,6 +86,7 @@ class Request:
         self.server = -1
         self.t0 = t0
         self.work_s = work_s
+        self.io_s = io_s  # time holding a worker without the CPU (traffic.job.io_s)
         self.t_srv_arrive = -1.0
         self.t_srv_done = -1.0
         self.t_done = -1.0
@@ -214,7 +217,8 @@ class Simulation:
                  dataplanes: Sequence[DataPlane], controller: Controller, *,
                  rng: np.random.Generator, ecmp_salt: int,
                  server_factory: Callable[..., Any] | None = None,
-                 log_packets: bool = False, bg_rng: np.random.Generator | None = None) -> None:
+                 log_packets: bool = False, bg_rng: np.random.Generator | None = None,
+                 io_rng: np.random.Generator | None = None) -> None:
         self.cfg = cfg
         self.env = simpy.Environment()
         self._q: list[tuple[float, int, Callable[[Any], None], Any]] = []  # see schedule()
@@ -248,6 +252,12 @@ class Simulation:
         self.servers = [make(i, graph.nodes[n]["cores"], graph.nodes[n]["workers"],
                              graph.nodes[n]["backlog"], self.schedule, self._on_done, self._on_drop)
                         for i, n in enumerate(servers)]
+        self._apply_effects()
+        job = cfg.traffic.job
+        # the non-CPU part of each request, drawn in arrival order (the same for every policy)
+        self._io = (JobSizes(JobConfig(dist=job.io_dist, mean_s=job.io_s),
+                             io_rng if io_rng is not None else np.random.default_rng(0))
+                    if job.io_s > 0 else None)
 
         links = build_links(graph)
         self.links = links
@@ -414,6 +424,21 @@ class Simulation:
         self.n_packets += 1
         return t
 
+    def _apply_effects(self) -> None:
+        """cfg.effects: hidden properties of the chosen servers (a server in one entry at most)."""
+        seen: dict[int, int] = {}
+        for k, eff in enumerate(self.cfg.effects):
+            for i in range(self.n_servers) if eff.servers is None else eff.servers:
+                if not 0 <= i < self.n_servers:
+                    raise UserError(f"effects.{k}.servers: no server {i} (the topology has "
+                                    f"{self.n_servers}: 0..{self.n_servers - 1})")
+                if i in seen:
+                    raise UserError(f"effects.{k}.servers: server {i} is already in effects.{seen[i]}")
+                seen[i] = k
+                if not hasattr(self.servers[i], "set_effects"):
+                    raise UserError("effects need simulated servers (this run's servers are real)")
+                self.servers[i].set_effects(eff)
+
     # -- arrivals ----------------------------------------------------------------------------
     def _generate(self) -> None:
         """Create the next request, send its SYN and schedule its arrival at the LB."""
@@ -434,7 +459,8 @@ class Simulation:
         n_lbs = self.n_lbs
         lb = hash((self._ips[c], EPHEMERAL_LO + off, self.salt)) % n_lbs if n_lbs > 1 else 0
         reqs = self.requests
-        req = Request(len(reqs), c, c * EPHEMERAL_N + off, lb, t0, work)
+        req = Request(len(reqs), c, c * EPHEMERAL_N + off, lb, t0, work,
+                      self._io.next() if self._io is not None else 0.0)
         reqs.append(req)
         self._eid += 1
         heapq.heappush(self._q, (t0, self._eid, self._on_send_syn, req))

@@ -46,8 +46,10 @@ AGENT_NEEDS_CONTROLLER = (
     "simulator does not import: use `marllb sim run` / experiments.runs.run_one, or pass "
     "controller=CheckpointController(cfg) to simulator.run.run_experiment")
 
+# sed_true: SED whose static weights are the servers' true effective capacities (an oracle
+# reference: build_simulation passes simulator.run.effective_capacities as its cores)
 CORE_POLICY = {"ecmp": "ecmp", "wcmp": "wcmp", "awcmp": "wcmp", "lsq": "lsq", "sed": "sed",
-               "lsq2": "lsq2", "sed2": "sed2", "gsq": "ecmp", "gsed": "ecmp", "srt": "ecmp"}
+               "lsq2": "lsq2", "sed2": "sed2", "gsq": "ecmp", "gsed": "ecmp", "srt": "ecmp", "sed_true": "sed"}
 
 
 class StaticPolicy:

@@ -50,8 +50,10 @@ def make_dataplane(n_servers: int, core_policy: str, lb: LbConfig, seed: int) ->
 
 
 def _seed_streams(cfg: ExperimentConfig) -> list[np.random.SeedSequence]:
-    """The run's independent streams: arrivals, sizes, clients, ECMP salt, cores, policy, background."""
-    return np.random.SeedSequence(cfg.seed).spawn(7)
+    """The run's independent streams: arrivals, sizes, clients, ECMP salt, cores, policy,
+    background, non-CPU times (spawned children are fixed by their index: adding a stream at the
+    end leaves the others' draws unchanged)."""
+    return np.random.SeedSequence(cfg.seed).spawn(8)
 
 
 def server_nodes(graph: Any) -> list[str]:
@@ -77,7 +79,7 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
     ``controller`` replaces the policy built from ``cfg.policy`` (it must offer ``core_policy``,
     ``static_weights(cores)`` and the Controller protocol): how learned policies are injected
     without the simulator importing agents."""
-    _, _, s_cli, s_salt, s_core, s_pol, s_bg = _seed_streams(cfg)
+    _, _, s_cli, s_salt, s_core, s_pol, s_bg, s_io = _seed_streams(cfg)
     policy = controller or make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
     graph = build_graph(cfg)
     servers = server_nodes(graph)
@@ -86,7 +88,7 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
     source = make_traffic_source(cfg, graph)
     factory = dataplane_factory or make_dataplane
     core_seeds = s_core.generate_state(n_lbs, dtype=np.uint64)
-    weights = policy.static_weights(cores)
+    weights = policy.static_weights(effective_capacities(cfg, cores) if cfg.policy.name == "sed_true" else cores)
     dps = []
     for k in range(n_lbs):
         dp = factory(len(servers), policy.core_policy, cfg.lb, int(core_seeds[k]))
@@ -95,7 +97,21 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
         dps.append(dp)
     salt = int(s_salt.generate_state(1)[0])
     return Simulation(cfg, graph, source, dps, policy, rng=np.random.default_rng(s_cli),
-                      ecmp_salt=salt, log_packets=log_packets, bg_rng=np.random.default_rng(s_bg))
+                      ecmp_salt=salt, log_packets=log_packets, bg_rng=np.random.default_rng(s_bg),
+                      io_rng=np.random.default_rng(s_io))
+
+
+def effective_capacities(cfg: ExperimentConfig, cores: list[float]) -> list[float]:
+    """Each server's saturated service rate under cfg.effects (its hidden effects: speed, SMT;
+    not background load, contention or shared resources): the static weights ``sed_true``
+    uses, which a perfect learner of static weights would find."""
+    from simulator.server import saturated_rate
+
+    eff: dict[int, Any] = {}
+    for e in cfg.effects:
+        for i in range(len(cores)) if e.servers is None else e.servers:
+            eff[i] = e
+    return [saturated_rate(c, eff.get(i)) for i, c in enumerate(cores)]
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None,

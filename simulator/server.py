@@ -17,8 +17,16 @@ Model of one server:
 * ``fail``: every admitted connection (in service, waiting or awaiting its request) is dropped;
   new SYNs are refused until ``recover``. ``set_cores`` changes capacity at once.
 * Co-located background load (``set_background``): a fraction f of the cores is taken by another
-  tenant, so the requests share ``capacity`` = cores * (1 - f) (each still at most one core):
+  tenant, so the requests share cores * (1 - f) logical CPUs (each still at most one core):
   with workers=1, cores=1 and a constant f the server is an M/M/1 queue of rate mu (1 - f).
+* Hidden effects (``set_effects``, config ``effects``; the LB never sees them): with C = cores *
+  (1 - f) logical CPUs and P = C / threads_per_core physical cores, n requests in CPU service
+  share the total rate R(n) = speed * (min(n, P) + smt_gain * clamp(n - P, 0, C - P)) /
+  (1 + contention * max(0, n - C)), each progressing at R(n) / n. ``capacity`` is the saturated
+  rate R(C) (what the oracles divide by). Defaults give R(n) = min(n, C).
+* A request with a non-CPU part (``req.io_s`` > 0: blocking I/O, a database call) first holds its
+  worker for io_s without the CPU, through ``io_slots`` parallel slots of a shared resource
+  (FIFO when all are busy; default unlimited), then starts its CPU work.
 
 Statistics are time integrals since ``reset_stats``: ``mean_jobs`` = time-average number of
 requests at the server (request arrived, not yet completed: in CPU service + waiting for a
@@ -32,9 +40,18 @@ import heapq
 from collections import deque
 from typing import Any, Callable
 
-__all__ = ["PsServer"]
+__all__ = ["PsServer", "saturated_rate"]
 
 Schedule = Callable[[float, Callable[[Any], None], Any], None]
+
+
+def saturated_rate(logical: float, effects: Any) -> float:
+    """R(C): the total service rate of a server with ``logical`` CPUs available when all are busy
+    (CPU-seconds of nominal work per second), under hidden ``effects`` (None: ``logical``)."""
+    if effects is None:
+        return logical
+    p = logical / effects.threads_per_core
+    return effects.speed * (p + effects.smt_gain * (logical - p))
 
 
 class PsServer:
@@ -46,7 +63,14 @@ class PsServer:
         self.idx = idx
         self.cores = float(cores)
         self.background = 0.0  # fraction of the cores taken by co-located load
-        self.capacity = self.cores  # cores * (1 - background): what the requests share
+        self.logical = self.cores  # cores * (1 - background): logical CPUs the requests share
+        self.capacity = self.cores  # R(logical): the saturated service rate
+        self.effects: Any = None  # hidden effects (speed, SMT, contention, io_slots); None: none
+        self.io_slots: int | None = None
+        self._io_busy = 0
+        self._io_queue: deque[Any] = deque()  # requests waiting for an I/O slot
+        self._io_live: dict[int, Any] = {}  # id -> request in its non-CPU part
+        self._epoch = 0  # bumped by fail(): I/O completions of dropped requests are ignored
         self.workers = workers
         self.backlog = backlog
         self.failed = False
@@ -77,7 +101,7 @@ class PsServer:
             n = len(self._heap)
             if n:
                 self._v += dt * self._rate
-                c = self.capacity
+                c = self.logical
                 self.busy_area += dt * (n if n < c else c) / self.cores
             self.jobs_area += dt * self._n_jobs
             self._t = now
@@ -90,8 +114,11 @@ class PsServer:
             self._token += 1
             self._timer_t = -1.0
             return
-        c = self.capacity
-        self._rate = rate = 1.0 if n <= c else c / n
+        if self.effects is None:
+            c = self.logical
+            self._rate = rate = 1.0 if n <= c else c / n
+        else:
+            self._rate = rate = self.total_rate(n) / n
         t_next = now + (heap[0][0] - self._v) / rate
         if t_next != self._timer_t:
             self._token += 1
@@ -125,9 +152,52 @@ class PsServer:
             nxt = waitq.popleft()
             self._busy_workers += 1
             if nxt.t_srv_arrive >= 0:
-                self._start(nxt)
+                self._begin(nxt, now)
             else:
                 self._awaiting[nxt.id] = nxt
+
+    def total_rate(self, n: int) -> float:
+        """R(n): CPU-seconds of work per second that n requests in CPU service get together."""
+        c = self.logical
+        e = self.effects
+        if e is None:
+            return float(n if n < c else c)
+        p = c / e.threads_per_core
+        r = min(n, p) + e.smt_gain * min(max(n - p, 0.0), c - p)
+        if n > c:
+            r /= 1.0 + e.contention * (n - c)
+        return e.speed * r
+
+    def _set_capacity(self) -> None:
+        self.logical = self.cores * (1.0 - self.background)
+        self.capacity = saturated_rate(self.logical, self.effects)
+
+    def _begin(self, req: Any, now: float) -> None:
+        """A request that holds a worker and has arrived: its non-CPU part, then its CPU work."""
+        if getattr(req, "io_s", 0.0) > 0.0:
+            if self.io_slots is None or self._io_busy < self.io_slots:
+                self._io_busy += 1
+                self._io_live[req.id] = req
+                self._schedule(now + req.io_s, self._io_done, (self._epoch, req, now + req.io_s))
+            else:
+                self._io_queue.append(req)
+            return
+        self._start(req)
+
+    def _io_done(self, arg: tuple[int, Any, float]) -> None:
+        epoch, req, now = arg
+        if epoch != self._epoch:
+            return  # dropped by a failure
+        self._io_busy -= 1
+        del self._io_live[req.id]
+        if self._io_queue:
+            nxt = self._io_queue.popleft()
+            self._io_busy += 1
+            self._io_live[nxt.id] = nxt
+            self._schedule(now + nxt.io_s, self._io_done, (self._epoch, nxt, now + nxt.io_s))
+        self._advance(now)
+        self._start(req)
+        self._rearm(now)
 
     def _start(self, req: Any) -> None:
         self._seq += 1
@@ -153,7 +223,7 @@ class PsServer:
         self._n_jobs += 1
         req.t_srv_arrive = now_s
         if self._awaiting.pop(req.id, None) is not None:
-            self._start(req)
+            self._begin(req, now_s)
             self._rearm(now_s)
 
     def n_requests(self) -> int:
@@ -170,12 +240,13 @@ class PsServer:
         rem = sum(vf - v for vf, _, _ in self._heap)
         rem += sum(r.work_s for r in self._waitq)
         rem += sum(r.work_s for r in self._awaiting.values())
+        rem += sum(r.work_s for r in self._io_live.values()) + sum(r.work_s for r in self._io_queue)
         return rem
 
     def set_cores(self, cores: float, now_s: float) -> None:
         self._advance(now_s)
         self.cores = float(cores)
-        self.capacity = self.cores * (1.0 - self.background)
+        self._set_capacity()
         self._rearm(now_s)
 
     def set_background(self, fraction: float, now_s: float) -> None:
@@ -184,17 +255,31 @@ class PsServer:
             raise ValueError(f"background fraction must be in [0, 1), got {fraction}")
         self._advance(now_s)
         self.background = float(fraction)
-        self.capacity = self.cores * (1.0 - self.background)
+        self._set_capacity()
+        self._rearm(now_s)
+
+    def set_effects(self, effects: Any, now_s: float = 0.0) -> None:
+        """Hidden effects (a ServerEffectsConfig: speed, threads_per_core, smt_gain, contention,
+        io_slots) from now_s on."""
+        self._advance(now_s)
+        self.effects = effects
+        self.io_slots = effects.io_slots
+        self._set_capacity()
         self._rearm(now_s)
 
     def fail(self, now_s: float) -> None:
         self._advance(now_s)
         self.failed = True
-        victims = [r for _, _, r in self._heap] + list(self._waitq) + list(self._awaiting.values())
-        self._n_jobs -= len(self._heap) + sum(1 for r in self._waitq if r.t_srv_arrive >= 0)
+        in_io = list(self._io_live.values()) + list(self._io_queue)
+        victims = [r for _, _, r in self._heap] + list(self._waitq) + list(self._awaiting.values()) + in_io
+        self._n_jobs -= len(self._heap) + sum(1 for r in self._waitq if r.t_srv_arrive >= 0) + len(in_io)
         self._heap.clear()
         self._waitq.clear()
         self._awaiting.clear()
+        self._io_live.clear()
+        self._io_queue.clear()
+        self._io_busy = 0
+        self._epoch += 1
         self._busy_workers = 0
         self._rearm(now_s)
         for r in victims:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.config import JobConfig, TrafficConfig, UserError
+from simulator.config import JobComponent, JobConfig, TrafficConfig, UserError
 
 __all__ = ["JobSizes", "PoissonSource", "DiurnalSource", "TraceSource", "make_source",
            "read_empirical", "read_trace", "mean_job_s"]
@@ -58,6 +58,9 @@ def mean_job_s(job: JobConfig) -> float:
     if job.dist == "empirical":
         assert job.path is not None
         return float(read_empirical(job.path).mean())
+    if job.dist == "mixture":
+        assert job.components
+        return sum(c.weight * c.mean_s for c in job.components) / sum(c.weight for c in job.components)
     return job.mean_s
 
 
@@ -71,19 +74,33 @@ class JobSizes:
         self._buf: list[float] = []
         self._i = 0
 
+    @staticmethod
+    def _draw(j: JobConfig | JobComponent, rng: np.random.Generator, n: int) -> np.ndarray:
+        if j.dist == "exp":
+            return rng.exponential(j.mean_s, n)
+        if j.dist == "lognormal":
+            return rng.lognormal(math.log(j.mean_s) - j.sigma ** 2 / 2, j.sigma, n)
+        if j.dist == "pareto":
+            return j.mean_s * (j.alpha - 1) / j.alpha * (1.0 + rng.pareto(j.alpha, n))
+        assert j.dist == "deterministic"
+        return np.full(n, j.mean_s)
+
     def _refill(self) -> None:
         j, rng, n = self.job, self.rng, _BLOCK
-        if j.dist == "exp":
-            a = rng.exponential(j.mean_s, n)
-        elif j.dist == "lognormal":
-            a = rng.lognormal(math.log(j.mean_s) - j.sigma ** 2 / 2, j.sigma, n)
-        elif j.dist == "pareto":
-            a = j.mean_s * (j.alpha - 1) / j.alpha * (1.0 + rng.pareto(j.alpha, n))
-        elif j.dist == "deterministic":
-            a = np.full(n, j.mean_s)
-        else:
+        if j.dist == "empirical":
             assert self._emp is not None
             a = rng.choice(self._emp, n)
+        elif j.dist == "mixture":
+            # each request's type by the weights, then its size from that type's distribution
+            assert j.components
+            w = np.array([c.weight for c in j.components])
+            kind = rng.choice(len(w), n, p=w / w.sum())
+            a = np.empty(n)
+            for k, comp in enumerate(j.components):
+                pick = kind == k
+                a[pick] = self._draw(comp, rng, int(pick.sum()))
+        else:
+            a = self._draw(j, rng, n)
         self._buf = a.tolist()
         self._i = 0
 
