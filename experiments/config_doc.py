@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from simulator.config import (
-    BackgroundConfig, EventConfig, ExperimentConfig, HilConfig, JobConfig, LbConfig, LinkSpec, PolicyConfig,
-    ServerSpec, TopologyConfig, TrafficConfig,
+    BackgroundConfig, EventConfig, ExperimentConfig, HilConfig, JobComponent, JobConfig, LbConfig, LinkSpec,
+    PolicyConfig, ServerEffectsConfig, ServerSpec, TopologyConfig, TrafficConfig,
 )
 
 __all__ = ["config_reference", "BEGIN", "END"]
@@ -36,10 +36,12 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`topology.link`", LinkSpec),
     ("`traffic`", TrafficConfig),
     ("`traffic.job`", JobConfig),
+    ("`traffic.job.components[]`", JobComponent),
     ("`policy`", PolicyConfig),
     ("`lb`", LbConfig),
     ("`events[]`", EventConfig),
     ("`background`", BackgroundConfig),
+    ("`effects[]`", ServerEffectsConfig),
     ("`hil`", HilConfig),
 ]
 

@@ -215,9 +215,10 @@ class BackgroundConfig(_Strict):
 
 
 class ServerEffectsConfig(_Strict):
-    """Properties of servers that the load balancer cannot see: its static weights and the
-    features' capacity use the nominal ``cores``. Per chosen server, the requests in CPU
-    service n share a total rate (CPU-seconds of work per second)
+    """Hidden server effects: what the LB cannot see (its weights and features use ``cores``).
+
+    Per chosen server, the requests in CPU service n share a total rate (CPU-seconds of work per
+    second)
 
         R(n) = speed * (min(n, P) + smt_gain * clamp(n - P, 0, C - P)) / (1 + contention * max(0, n - C))
 
