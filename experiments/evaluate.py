@@ -10,7 +10,8 @@ heuristics'. After all runs:
 * ``OUT/comparison.csv``: per (label, load) over seeds: n, mean of ``jct_mean_s`` and of
   ``jct_p90_s`` with the half-width of their 95 % Student-t confidence interval (NaN for n = 1),
   mean throughput and Jain fairness, and ``vs_best_heuristic`` = mean JCT relative to the best
-  (lowest mean JCT) non-agent label at that load (-0.2 = 20 % lower).
+  (lowest mean JCT) local heuristic at that load (-0.2 = 20 % lower): agents and oracles
+  (``simulator.policies.ORACLES``) are not candidates.
 
 Held-out seeds: training draws its episode seeds from ``agents.common.seeding.episode_seed``
 (31-bit hashes of the training seed), so small explicit seeds such as the default 1000,1001,1002
@@ -28,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from simulator.policies import ORACLES
 from simulator.config import POLICY_NAMES, ExperimentConfig, UserError
 
 __all__ = ["EvalPoint", "plan_eval", "run_eval", "compare", "ci95", "DEFAULT_SEEDS"]
@@ -122,11 +124,11 @@ def compare(runs: pd.DataFrame) -> pd.DataFrame:
                      "jct_p90_s": float(np.nanmean(p90)), "jct_p90_ci95_s": ci95(p90),
                      "throughput_rps": float(grp["throughput_rps"].mean()),
                      "jain_fairness": float(grp["jain_fairness"].mean()),
-                     "is_agent": bool(grp["is_agent"].iloc[0])})
+                     "is_agent": bool(grp["is_agent"].iloc[0]), "is_oracle": label in ORACLES})
     table = pd.DataFrame(rows)
     best = {}
     for load, grp in table.groupby(table["load"].fillna(-1.0)):
-        heur = grp[~grp["is_agent"]]
+        heur = grp[~grp["is_agent"] & ~grp["is_oracle"]]
         best[load] = float(heur["jct_mean_s"].min()) if len(heur) else math.nan
     table["vs_best_heuristic"] = [row.jct_mean_s / best[-1.0 if row.load is None or pd.isna(row.load)
                                                          else row.load] - 1.0

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulator.policies import ORACLES
 from simulator.config import ExperimentConfig, UserError
 from simulator.results import SimResult
 
@@ -28,7 +29,6 @@ __all__ = ["check_combination", "run_swap", "run_realtime"]
 
 log = logging.getLogger("marllb.hil.swap")
 
-ORACLES = ("gsq", "gsed", "srt")
 
 
 def check_combination(cfg: ExperimentConfig) -> str:

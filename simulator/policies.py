@@ -39,12 +39,16 @@ import numpy as np
 
 from simulator.config import PolicyConfig, UserError
 
-__all__ = ["StaticPolicy", "AwcmpPolicy", "OraclePolicy", "make_policy", "CORE_POLICY"]
+__all__ = ["StaticPolicy", "AwcmpPolicy", "OraclePolicy", "make_policy", "CORE_POLICY", "ORACLES"]
 
 AGENT_NEEDS_CONTROLLER = (
     "policy 'agent' runs a checkpoint through agents.sim_controller.CheckpointController, which the "
     "simulator does not import: use `marllb sim run` / experiments.runs.run_one, or pass "
     "controller=CheckpointController(cfg) to simulator.run.run_experiment")
+
+#: policies that read what a load balancer cannot know (true server state, hidden effects):
+#: references for the simulator, never run in a real data plane, not "heuristics" in comparisons
+ORACLES = ("gsq", "gsed", "srt", "sed_true")
 
 # sed_true: SED whose static weights are the servers' true effective capacities (an oracle
 # reference: build_simulation passes simulator.run.effective_capacities as its cores)

@@ -40,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import write_report  # noqa: E402
 from experiments.evaluate import EvalPoint, plan_eval, run_eval  # noqa: E402
+from simulator.policies import ORACLES
 from simulator.config import load_config  # noqa: E402
 
 LOCAL = ("ecmp", "wcmp", "lsq", "sed", "lsq2", "sed2")  #: decide from what the LB itself sees
 HEURISTICS = (*LOCAL, "awcmp")  #: awcmp also probes the servers' busy workers
-ORACLES = ("gsq", "gsed", "srt")
 FLOOR_LOAD = 0.02
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from hil.testbed import sh
 from hil.testbed.plan import TestbedPlan, helper_cpus
 from hil.testbed.state import Running
+from simulator.policies import ORACLES
 from simulator.config import ExperimentConfig, UserError
 
 __all__ = ["controller_policy_args", "start_dataplane", "stop_processes", "SHM_DIR", "ORACLES"]
 
 SHM_DIR = Path("/dev/shm")
-ORACLES = ("gsq", "gsed", "srt")
 
 
 def controller_policy_args(cfg: ExperimentConfig, n_servers: int) -> list[str]:
