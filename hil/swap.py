@@ -54,10 +54,14 @@ def check_combination(cfg: ExperimentConfig) -> str:
         if h.agent != "process":
             raise UserError(f"{combo}: on the testbed each LB's agent is a `marllb hil controller` "
                             "process next to its lb_rl_host (agent: process)")
+        if cfg.effects or cfg.traffic.job.io_s > 0:
+            raise UserError(f"{combo}: hidden server effects (effects, traffic.job.io_s) exist only in "
+                            "simulated servers; real Apache servers have their own (remove them, or use "
+                            "servers: sim)")
         return "testbed"
     if h.lb != "sim" and cfg.policy.name in ORACLES:
-        raise UserError(f"{combo}: policy {cfg.policy.name!r} is an oracle that forces each flow's "
-                        "server; a real data plane chooses servers itself (use lb: sim)")
+        raise UserError(f"{combo}: policy {cfg.policy.name!r} is an oracle (it reads true server state "
+                        "or hidden effects); a real data plane only has what it sees (use lb: sim)")
     if h.agent == "process" and cfg.policy.name in ORACLES:
         raise UserError(f"{combo}: policy {cfg.policy.name!r} is an oracle that reads true server "
                         "state; it cannot run as a `marllb hil controller` process (agent: inproc)")

@@ -57,7 +57,8 @@ def test_accepted_combinations(hil: dict, mode: str) -> None:
      "VPP on the testbed bridge is not supported"),
     ({"traffic": "client", "lb": "host", "servers": "apache", "agent": "inproc"}, "sed",
      "(agent: process)"),
-    ({**SIM, "lb": "host", "agent": "inproc"}, "gsq", "a real data plane chooses servers itself"),
+    ({**SIM, "lb": "host", "agent": "inproc"}, "gsq", "a real data plane only has what it sees"),
+    ({**SIM, "lb": "host", "agent": "inproc"}, "sed_true", "a real data plane only has what it sees"),
     ({**SIM, "lb": "sim", "agent": "process"}, "srt", "cannot run as a `marllb hil controller`"),
 ])
 def test_refused_combinations_say_why(hil: dict, policy: str, why: str) -> None:
@@ -65,6 +66,13 @@ def test_refused_combinations_say_why(hil: dict, policy: str, why: str) -> None:
         check_combination(cfg_with(hil, policy={"name": policy}))
     assert why in str(e.value)
     assert f"traffic: {hil['traffic']}, lb: {hil['lb']}" in str(e.value)
+
+
+def test_testbed_refuses_simulated_server_effects() -> None:
+    testbed = {"traffic": "client", "lb": "host", "servers": "apache", "agent": "process"}
+    for extra in ({"effects": [{"speed": 0.5}]}, {"traffic": {"load": 0.5, "job": {"io_s": 0.01}}}):
+        with pytest.raises(UserError, match="exist only in simulated servers"):
+            check_combination(cfg_with(testbed, **extra))
 
 
 def test_refused_combination_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
