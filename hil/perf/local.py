@@ -78,8 +78,8 @@ class LocalMeasurer:
                 "--health", "none", "--step", str(c.step_s), "--metrics-port", "-1",
                 "--cores", ",".join(f"{w:g}" for w in self.weights)]
         argv += ["--checkpoint", c.checkpoint] if c.checkpoint else ["--policy", c.policy]
-        log_path = self.work_dir / f"controller-{self.trials}.log"
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+        with open(self.work_dir / f"controller-{self.trials}.log", "w") as log_file:
+            return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log_file)
 
     def _wait_for_weights(self, shm: Path, ctl: subprocess.Popen, timeout_s: float = 30.0) -> None:
         """Until the controller has written its first weights (it needs a second or more to
