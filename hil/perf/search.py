@@ -97,14 +97,17 @@ class SearchResult:
 class _Bounds:
     """One target's interval during one phase."""
 
-    def __init__(self, target: Target):
+    def __init__(self, target: Target, step: float):
         self.target = target
         self.lo: float | None = None  # passed
         self.hi: float | None = None  # failed
         self.lo_trial: Trial | None = None
         self.hi_trial: Trial | None = None
-        self.step = 0.0  # relative width of the next expansion
+        self.step = step  # relative width of the next expansion
         self.gen_limited = False
+
+    def state(self) -> tuple:
+        return self.lo, self.hi, self.step, self.gen_limited
 
 
 def search(measurer: Measurer, *, min_load: float, max_load: float,
@@ -131,9 +134,7 @@ def search(measurer: Measurer, *, min_load: float, max_load: float,
     hints: list[tuple[float | None, float | None]] = [(None, None)] * len(targets)
     final: list[_Bounds] = []
     for duration in phases:
-        bounds = [_Bounds(tg) for tg in targets]
-        for b in bounds:
-            b.step = resolution
+        bounds = [_Bounds(tg, resolution) for tg in targets]
         cache: dict[float, Trial] = {}
 
         def next_load(b: _Bounds, hint: tuple[float | None, float | None]) -> float | None:
@@ -169,6 +170,7 @@ def search(measurer: Measurer, *, min_load: float, max_load: float,
             b, load = todo[0]  # targets in order (NDR first): later ones reuse its trials
             load = round(load, 3)
             t = cache.get(load)
+            before = [bb.state() for bb in bounds] if t is not None else None
             if t is None:
                 t = measurer.measure(load, duration)
                 cache[load] = t
@@ -195,6 +197,8 @@ def search(measurer: Measurer, *, min_load: float, max_load: float,
                     # a noisy measurement: a higher load passed after a lower one failed;
                     # keep the failure (conservative) and search below it again
                     bb.lo, bb.lo_trial = None, None
+            if before is not None and before == [bb.state() for bb in bounds]:
+                break  # a repeated load that moved no bound (after a noisy reset): stop, not spin
         hints = [(b.lo, b.hi) for b in bounds]
         final = bounds
     return SearchResult(

@@ -4,6 +4,9 @@ same answer for the same curve."""
 
 from __future__ import annotations
 
+import random
+import signal
+
 import pytest
 
 from hil.perf.search import DEFAULT_TARGETS, Target, Trial, search, trials_bound
@@ -133,3 +136,44 @@ def test_bounds_sit_at_the_offered_load():
     ndr = r.by_name("NDR")
     assert ndr.lower_pps == ndr.lower_trial.offered_pps == pytest.approx(0.95 * ndr.lower_trial.load_pps)
     assert not ndr.generator_limited
+
+
+
+class NoisyLagging:
+    """A device behind a lagging generator (offers ``off`` of the load, at most ``gen_max``) that
+    loses one packet in a random share of trials: the conditions under which a repeated load
+    once moved no bound and the search looped on its cache (found by fuzzing)."""
+
+    def __init__(self, rnd: random.Random):
+        self.rnd = rnd
+        self.cap = rnd.uniform(2e4, 9e5)
+        self.off = rnd.choice([1.0, 0.995, 0.98, 0.9])
+        self.noise = rnd.random() * 0.3
+        self.gen_max = rnd.choice([1e9, rnd.uniform(2e4, 9e5)])
+
+    def measure(self, load: float, duration: float) -> Trial:
+        offered = min(load * self.off, self.gen_max)
+        sent = round(offered * duration)
+        got = min(offered, self.cap) * duration
+        if self.rnd.random() < self.noise:
+            got *= 0.999
+        return Trial(load, duration, sent, min(sent, round(got)), offered_pps=offered)
+
+
+@pytest.mark.parametrize("seed", [67, 1745, 2837])
+def test_a_noisy_device_cannot_make_the_search_spin(seed: int):
+    rnd = random.Random(seed)
+    dev = NoisyLagging(rnd)
+    resolution, initial = rnd.choice([0.01, 0.02, 0.05, 0.3]), rnd.choice([None, 0.5])
+
+    def hung(*_):
+        raise AssertionError("the search did not end within 10 s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        r = search(dev, min_load=1e4, max_load=1e6, resolution=resolution, initial_trial_s=initial)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert 0 < len(r.trials) <= 60
