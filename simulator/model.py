@@ -55,7 +55,7 @@ from simulator.features import FEATURE_NAMES, as_dict, server_features
 from simulator.network import Chain, Path, Template, build_links, path_between, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
-from simulator.server import PsServer
+from simulator.server import PsServer, effects_by_server
 from simulator.traffic import JobSizes
 
 __all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES"]
@@ -426,18 +426,10 @@ class Simulation:
 
     def _apply_effects(self) -> None:
         """cfg.effects: hidden properties of the chosen servers (a server in one entry at most)."""
-        seen: dict[int, int] = {}
-        for k, eff in enumerate(self.cfg.effects):
-            for i in range(self.n_servers) if eff.servers is None else eff.servers:
-                if not 0 <= i < self.n_servers:
-                    raise UserError(f"effects.{k}.servers: no server {i} (the topology has "
-                                    f"{self.n_servers}: 0..{self.n_servers - 1})")
-                if i in seen:
-                    raise UserError(f"effects.{k}.servers: server {i} is already in effects.{seen[i]}")
-                seen[i] = k
-                if not hasattr(self.servers[i], "set_effects"):
-                    raise UserError("effects need simulated servers (this run's servers are real)")
-                self.servers[i].set_effects(eff)
+        for i, eff in effects_by_server(self.cfg.effects, self.n_servers).items():
+            if not hasattr(self.servers[i], "set_effects"):
+                raise UserError("effects need simulated servers (this run's servers are real)")
+            self.servers[i].set_effects(eff)
 
     # -- arrivals ----------------------------------------------------------------------------
     def _generate(self) -> None:

@@ -105,12 +105,9 @@ def effective_capacities(cfg: ExperimentConfig, cores: list[float]) -> list[floa
     """Each server's saturated service rate under cfg.effects (its hidden effects: speed, SMT;
     not background load, contention or shared resources): the static weights ``sed_true``
     uses, which a perfect learner of static weights would find."""
-    from simulator.server import saturated_rate
+    from simulator.server import effects_by_server, saturated_rate
 
-    eff: dict[int, Any] = {}
-    for e in cfg.effects:
-        for i in range(len(cores)) if e.servers is None else e.servers:
-            eff[i] = e
+    eff = effects_by_server(cfg.effects, len(cores))
     return [saturated_rate(c, eff.get(i)) for i, c in enumerate(cores)]
 
 

@@ -40,7 +40,9 @@ import heapq
 from collections import deque
 from typing import Any, Callable
 
-__all__ = ["PsServer", "saturated_rate"]
+from simulator.config import UserError
+
+__all__ = ["PsServer", "saturated_rate", "effects_by_server"]
 
 Schedule = Callable[[float, Callable[[Any], None], Any], None]
 
@@ -52,6 +54,22 @@ def saturated_rate(logical: float, effects: Any) -> float:
         return logical
     p = logical / effects.threads_per_core
     return effects.speed * (p + effects.smt_gain * (logical - p))
+
+
+def effects_by_server(effects: Any, n_servers: int) -> dict[int, Any]:
+    """{server index: its entry of the config's ``effects`` list}; UserError naming the field
+    for an index outside the topology or a server in two entries."""
+    out: dict[int, Any] = {}
+    where: dict[int, int] = {}
+    for k, eff in enumerate(effects):
+        for i in range(n_servers) if eff.servers is None else eff.servers:
+            if not 0 <= i < n_servers:
+                raise UserError(f"effects.{k}.servers: no server {i} (the topology has "
+                                f"{n_servers}: 0..{n_servers - 1})")
+            if i in where:
+                raise UserError(f"effects.{k}.servers: server {i} is already in effects.{where[i]}")
+            where[i], out[i] = k, eff
+    return out
 
 
 class PsServer:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hil.perf.search import SearchResult, Target, Trial, search
-from hil.traffic.profile import TrafficProfile, compile_profile, load_profile
+from hil.traffic.profile import ETH_BYTES, TrafficProfile, compile_profile, load_profile
 from hil.traffic.program import Program
 from simulator.config import UserError
 
@@ -91,15 +91,12 @@ def _compile(profs: list[TrafficProfile], runner: Any) -> list[Program]:
 # -- environment -------------------------------------------------------------------------------
 
 def environment(extra: dict[str, Any]) -> dict[str, Any]:
-    """Versions, CPU, kernel, git commit: the block every result file starts with."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "") if Path("/proc/cpuinfo").exists() else ""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    return {"time_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu, "nproc": os.cpu_count(), "kernel": platform.release(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "git_commit": commit, "loadavg_start": os.getloadavg(), **extra}
+    """Versions, CPU, kernel, git commit: the block every result file starts with (the bench
+    scripts' machine block, plus the time and the kernel)."""
+    from bench.machine import machine_info  # the benchmarks run from the source checkout
+
+    return machine_info(time_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                        kernel=platform.release(), **extra)
 
 
 # -- the two ways to run a trial ---------------------------------------------------------------
@@ -117,7 +114,7 @@ class _Local:
         self.exe = host_binary()
         from hil.traffic.localgen import generator_binary
 
-        generator_binary()  # build both before the bed goes up
+        self.gen_exe = generator_binary()  # build both before the bed goes up
         self.bed = PerfBed(args.servers).up()
         self.dst_mac, self.src_mac = self.bed.mac[self.bed.lb], self.bed.mac[self.bed.gen]
         self.vip = self.bed.vip
@@ -132,11 +129,9 @@ class _Local:
                              rx_ring=self.args.rx_ring, lb_cpus=self.args.lb_cpus)
 
     def describe(self) -> dict:
-        from hil.hostbin import host_binary
-
         return {"target": "lb_rl_host on the local bench bed", "bed": self.bed.describe(),
                 "lb_binary": str(self.exe), "generator": "mlb_gen (AF_PACKET)",
-                "lb_rl_host_policy": self.args.policy, "generator_binary": str(host_binary(name="mlb_gen"))}
+                "lb_rl_host_policy": self.args.policy, "generator_binary": str(self.gen_exe)}
 
     def close(self) -> None:
         self.bed.down()
@@ -262,9 +257,11 @@ def _mean_frame_bits(program: Program) -> float:
 
 
 def _new_flow_rate(program: Program, mult: float) -> float:
-    """New flows per second at multiplier mult: the SYN streams' rate."""
+    """New flows per second at multiplier mult: the rate of the streams of TCP SYNs (SYN set,
+    ACK clear in the template's TCP flags)."""
+    ip_proto, tcp_flags = ETH_BYTES + 9, ETH_BYTES + 20 + 13
     return sum(s.rate_pps * mult for s in program.streams
-               if not s.latency and s.packet[14 + 9] == 6 and s.packet[14 + 20 + 13] & 0x12 == 0x02)
+               if not s.latency and s.packet[ip_proto] == 6 and s.packet[tcp_flags] & 0x12 == 0x02)
 
 
 def cmd_throughput(args: argparse.Namespace) -> dict:

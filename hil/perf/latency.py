@@ -140,7 +140,7 @@ class LatencyCapture:
         lat = [self._rx_ns[q] - t for q, t in self._tx_ns.items() if q in self._rx_ns]
         for v in lat:
             hist.record_value(max(1, v))
-        st = LatencyStats(sent=len(self._tx_ns), received=sum(1 for q in self._tx_ns if q in self._rx_ns))
+        st = LatencyStats(sent=len(self._tx_ns), received=len(lat))
         if lat:
             st.percentiles_us = {f"p{p:g}": hist.get_value_at_percentile(p) / 1e3 for p in PERCENTILES}
             st.percentiles_us |= {"min": min(lat) / 1e3, "max": max(lat) / 1e3,
