@@ -101,10 +101,13 @@ def _keys(p: Packets) -> tuple[np.ndarray, np.ndarray]:
     return keys, idx.reshape(-1).astype(np.int64)
 
 
+PARITY_TIMEOUT_S = 2.0  # a chunk waits for its last frame at most this long: a busy host is slow, not lossy
+
+
 def _run_cfg(policy: str, seed: int, lb: str = "host") -> ExperimentConfig:
     cfg = ExperimentConfig()
     return cfg.model_copy(update={"seed": seed, "lb": cfg.lb.model_copy(update={"step_s": 0.1}),
-                                  "hil": cfg.hil.model_copy(update={"lb": lb})})
+                                  "hil": cfg.hil.model_copy(update={"lb": lb, "packet_timeout_s": PARITY_TIMEOUT_S})})
 
 
 def replay_sim(p: Packets, policy: str, weights: Sequence[float], seed: int) -> np.ndarray:

@@ -136,7 +136,7 @@ def test_parity_sim_core_and_lb_rl_host(sim_pcap: Path, tmp_path: Path, policy: 
     rep = parity(sim_pcap, policy=policy, weights=CORES, seed=11, vip=VIP, vip_port=VIP_PORT, log_dir=tmp_path)
     assert rep["packets"] >= 10_000 and rep["flows"] >= 1_000
     host = rep["host"]
-    assert rep["pass"] and host["pass"], host.get("first_divergence")
+    assert rep["pass"] and host["pass"], (host.get("first_divergence"), host["packets"], host["lb_stats"])
     assert host["identical"] == rep["packets"] and host["packets"]["lost"] == 0
     assert rep["per_server"]["sim"] == rep["per_server"]["host"]
     assert host["lb_stats"][0]["forwarded"] == rep["packets"]
