@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from simulator.config import ExperimentConfig, UserError
-from simulator.envs import LEVELS, N_FEATURES, normalise_features, parallel_env
+from simulator.actions import action_weights, weights_feature
+from simulator.envs import N_FEATURES, normalise_features, parallel_env
 from simulator.features import FEATURE_NAMES
 
 __all__ = ["CheckpointController"]
@@ -38,18 +39,20 @@ class CheckpointController:
         # weights in the observation (S more floats) and Box actions
         self.prev_action = saved.obs_dim == saved.n_servers * (N_FEATURES + 1)
         self.continuous = saved.action_kind == "continuous"
+        self.action_scale = saved.action_scale
         # the env on the same topology with the core rule the agents drive (SED): it builds the
         # graph only and gives the signature (LBs, servers, observation size)
         as_env = cfg.policy.model_copy(update={"name": self.core_policy, "checkpoint": None})
         env = parallel_env(cfg.model_copy(update={"policy": as_env}), prev_action=self.prev_action,
-                           continuous=self.continuous)
+                           continuous=self.continuous, action_scale=self.action_scale)
+        self._env = env
         self.policy = load_policy(cfg.policy.checkpoint, EnvSignature.from_env(env))
         self.agents = env.possible_agents
         self.n_lbs = env.n_lbs
         self.n_servers = env.n_servers
         self.name = "agent"
         self._obs: dict[str, np.ndarray] = {}
-        self._weights = {a: np.ones(self.n_servers) for a in self.agents}
+        self._weights = {a: env.initial_weights() for a in self.agents}
         self._sim: Any = None
 
     def static_weights(self, cores: Sequence[float]) -> list[float]:
@@ -60,7 +63,7 @@ class CheckpointController:
     def start(self, sim: Any) -> None:
         self._sim = sim
         self.policy.reset()
-        self._weights = {a: np.ones(self.n_servers) for a in self.agents}
+        self._weights = {a: self._env.initial_weights() for a in self.agents}
 
     def force(self, now_s: float, lb: int) -> int:
         return -1
@@ -69,15 +72,16 @@ class CheckpointController:
         matrix = np.stack([features[name] for name in FEATURE_NAMES], axis=1)
         agent = self.agents[lb]
         obs = normalise_features(matrix).reshape(-1)
-        if self.prev_action:  # as the env: the weights in force, minus 1
-            obs = np.concatenate([obs, (self._weights[agent] - 1.0).astype(np.float32)])
+        if self.prev_action:  # as the env: the weights in force
+            obs = np.concatenate([obs, weights_feature(self._weights[agent], scale=self.action_scale,
+                                                       static=self._env.static_weights)])
         self._obs[agent] = obs
         if lb == self.n_lbs - 1:  # every LB of this step has reported: decide jointly
             actions = self.policy.act(self._obs, deterministic=True)
             for k, a in enumerate(self.agents):
                 act = np.asarray(actions[a])
-                w = (np.clip(act.astype(np.float64), 1.0, 2.0) if self.continuous
-                     else LEVELS[np.clip(act.astype(np.int64), 0, len(LEVELS) - 1)])
+                w = action_weights(act, scale=self.action_scale, continuous=self.continuous,
+                                   static=self._env.static_weights)
                 self._sim.lbs[k].dp.set_weights(w)
                 self._weights[a] = w
         return None

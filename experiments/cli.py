@@ -317,7 +317,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 hp=args.hp, workers=args.workers, backend=args.backend,
                                 ray_address=args.ray_address, resume=args.resume,
                                 progress=not args.no_progress, prev_action=args.prev_action,
-                                continuous=args.continuous,
+                                continuous=args.continuous, action_scale=args.action_scale,
                                 time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min,
                                 snapshot_every=args.snapshot_every, torch_threads=args.torch_threads)
     print(f"run directory: {run_dir}  (checkpoint: {run_dir / 'last.pt'})")
@@ -525,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "trainings share a small machine (oversubscribed updates run ~20x slower)")
     tr.add_argument("--prev-action", action="store_true", help="observation ends with the weights in force")
     tr.add_argument("--continuous", action="store_true", help="Box actions (weights in [1, 2]) instead of levels")
+    tr.add_argument("--action-scale", default="absolute", choices=("absolute", "relative"),
+                    help="absolute: level a is weight 1 + 0.2a (CIKM'22); relative: the server's static "
+                         "weight (cores) x 2^((a-3)/2), ratios up to 5.7x either way of the nominal one")
     tr.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>__<algo>__<seed>__<time>)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tr.add_argument("--no-progress", action="store_true")

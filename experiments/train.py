@@ -64,11 +64,11 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
                       load_range: tuple[float, float] | None = None, hp: list[str] | None = None,
                       workers: int = 0, backend: str = "local", ray_address: str | None = None,
                       resume: bool = False, progress: bool = True,
-                      prev_action: bool = False, continuous: bool = False,
+                      prev_action: bool = False, continuous: bool = False, action_scale: str = "absolute",
                       time_budget_s: float | None = None, snapshot_every: int = 0,
                       torch_threads: int | None = None) -> Path:
-    """Train and return the run directory. ``prev_action`` / ``continuous``: the env options of
-    the same names (the checkpoint's signature records them; ``policy: agent`` follows it).
+    """Train and return the run directory. ``prev_action`` / ``continuous`` / ``action_scale``: the
+    env options of the same names (the checkpoint's signature records them; ``policy: agent`` follows it).
     ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
     try:
         from agents.training import train
@@ -89,10 +89,11 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
         {"algo": algo, "episodes": episodes, "seed": seed, "reward": reward,
          "load_range": list(load_range) if load_range else None, "workers": workers,
          "backend": backend,
-         "prev_action": prev_action, "continuous": continuous, "time_budget_s": time_budget_s,
+         "prev_action": prev_action, "continuous": continuous, "action_scale": action_scale,
+         "time_budget_s": time_budget_s,
          "hp": list(hp or [])}, indent=2) + "\n")
     env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range,
-                               prev_action=prev_action, continuous=continuous)
+                               prev_action=prev_action, continuous=continuous, action_scale=action_scale)
     env_fn()  # config errors surface here, before any worker starts
     if algo == "fairness":
         _run_fairness(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, progress=progress)

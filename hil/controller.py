@@ -45,6 +45,7 @@ import numpy as np
 
 from hil.health import HealthChecker
 from simulator import features
+from simulator.actions import action_weights
 from simulator.config import UserError
 from simulator.shm import OutFrame, ShmRegion
 
@@ -153,16 +154,17 @@ class CheckpointPolicy:
     needs the ``rl`` extra) acting as agent ``agent`` (default: the checkpoint's first agent).
 
     The observation must be the flat vector the env produced in training (``obs_dim`` long):
-    build it with the env's observation builder. Discrete actions (levels) map to the weights
-    {1.0, 1.2, ..., 2.0}; continuous actions are the weights themselves."""
+    build it with the env's observation builder. Actions map to weights as in the env
+    (:func:`simulator.actions.action_weights`, the checkpoint's action kind and scale; a
+    relative-scale checkpoint scales ``cores``, the LB's static weights)."""
 
-    def __init__(self, path: str, agent: str | None = None, n_servers: int | None = None) -> None:
+    def __init__(self, path: str, agent: str | None = None, n_servers: int | None = None,
+                 cores: Sequence[float] | None = None) -> None:
         try:
-            from agents.common.spaces import levels_to_weights
             from agents.deploy import load_policy
         except ImportError as e:  # torch missing
             raise UserError(f"--checkpoint needs the rl extra (torch): {e}") from None
-        self._levels_to_weights = levels_to_weights
+        self.cores = None if cores is None else np.asarray(cores, dtype=np.float64)
         self.policy = load_policy(path)
         self.sig = self.policy.signature
         self.agent = agent or self.sig.agents[0]
@@ -171,6 +173,8 @@ class CheckpointPolicy:
         if n_servers is not None and n_servers != self.sig.n_servers:
             raise UserError(f"checkpoint {path} was trained for {self.sig.n_servers} servers; "
                             f"--servers gives {n_servers}")
+        if self.sig.action_scale == "relative" and self.cores is None:
+            raise UserError(f"checkpoint {path} sets weights relative to the static ones: give --cores")
         self.name = f"checkpoint:{path}"
         self.policy.reset()
 
@@ -180,9 +184,8 @@ class CheckpointPolicy:
             raise UserError(f"observation has {o.shape[0]} values, the checkpoint expects "
                             f"{self.sig.obs_dim}: wrong observation builder?")
         act = np.asarray(self.policy.act({self.agent: o}, deterministic=True)[self.agent])
-        if self.sig.action_kind == "discrete":
-            return np.asarray(self._levels_to_weights(act), dtype=np.float64)
-        return np.clip(act.astype(np.float64), self.sig.action_low, self.sig.action_high)
+        return action_weights(act, scale=self.sig.action_scale, continuous=self.sig.action_kind == "continuous",
+                              static=self.cores)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +460,8 @@ def add_arguments(p: Any) -> None:
     p.add_argument("--servers", required=True, metavar="HOST:PORT,...",
                    help="servers in data-plane index order (health probe addresses)")
     p.add_argument("--cores", metavar="C1,C2,...",
-                   help="server capacities for static/wcmp/sed/awcmp weights (default 1 each)")
+                   help="server capacities for static/wcmp/sed/awcmp weights and the base of a "
+                        "relative-scale checkpoint's weights (default 1 each)")
     p.add_argument("--step", type=float, default=0.25, metavar="S", help="step period, s (0.25)")
     p.add_argument("--deadline", type=float, metavar="S",
                    help="decision deadline after the step start, s (default: the step)")
@@ -529,7 +533,7 @@ def run_from_args(args: Any) -> int:
     if args.checkpoint:
         observe = resolve_obs_builder(args.obs_builder) if args.obs_builder \
             else _default_checkpoint_observer()
-        policy: WeightPolicy = CheckpointPolicy(args.checkpoint, args.agent, n)
+        policy: WeightPolicy = CheckpointPolicy(args.checkpoint, args.agent, n, cores)
     else:
         policy = make_heuristic(args.policy, cores)
         if args.obs_builder:

@@ -19,7 +19,9 @@ mean/p90/std/decayed mean/decayed p90 of flow duration and FCT), normalised by
 weights. :func:`frame_observation` is the same mapping from a frame, for the real-time controller.
 
 Action: MultiDiscrete([6] * n_servers), level a -> weight 1.0 + 0.2 a (CIKM'22), or a Box in
-[1, 2]^n with ``continuous=True``. Weights set at step t apply to flows that start after t.
+[1, 2]^n with ``continuous=True``; with ``action_scale="relative"`` level a -> the server's static
+weight (its ``cores``) x 2^((a - 3) / 2), a Box of those factors (:mod:`simulator.actions`). Weights
+set at step t apply to flows that start after t.
 
 Rewards (``reward=``), computed from the decayed mean flow duration x_j of each server as the
 LB sees it (MARLLB's feature), or from the requests finished during the step:
@@ -45,13 +47,13 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
+from simulator.actions import LEVELS, action_bounds, action_weights, weights_feature
 from simulator.config import ExperimentConfig, UserError, load_config, parse_config
 from simulator.features import FEATURE_NAMES, frame_features, server_features
 
 __all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features",
            "frame_observation", "reward_from", "LEVELS", "REWARDS", "N_FEATURES", "WEIGHTED_POLICIES"]
 
-LEVELS = np.round(1.0 + 0.2 * np.arange(6), 1)  #: weight of action level a
 REWARDS = ("product", "jain", "variance", "jct")
 #: config policies whose core uses the per-server weights (agents' actions; non-agent LBs keep
 #: the policy's static weights w_i = cores_i)
@@ -134,7 +136,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
     def __init__(self, config: ExperimentConfig | dict | str | Path, *, reward: str = "product",
                  continuous: bool = False, prev_action: bool = False,
                  load_range: tuple[float, float] | None = None,
-                 agent_lbs: list[int] | None = None) -> None:
+                 agent_lbs: list[int] | None = None, action_scale: str = "absolute") -> None:
         if reward not in REWARDS:
             raise UserError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
         self.cfg = _as_config(config)
@@ -142,10 +144,14 @@ class LoadBalanceParallelEnv(ParallelEnv):
             # every LB of a run shares one core policy: the agents' weights must reach the choice
             raise UserError(f"policy {self.cfg.policy.name!r}: the env needs a core policy that uses "
                             f"weights for every LB ({', '.join(WEIGHTED_POLICIES)}; sed is MARLLB's)")
-        from simulator.run import build_graph  # the graph gives the server and LB counts
+        from simulator.run import build_graph, server_nodes  # the graph gives the servers and LBs
 
         graph = build_graph(self.cfg)
         self.n_servers = sum(1 for _, k in graph.nodes(data="kind") if k == "server")
+        #: the LBs' static weights (SED's w_i = cores_i), the base of relative actions
+        self.static_weights = np.array([graph.nodes[n]["cores"] for n in server_nodes(graph)], dtype=np.float64)
+        action_bounds(action_scale)  # UserError for an unknown scale
+        self.action_scale = action_scale
         self.n_lbs = sum(1 for _, k in graph.nodes(data="kind") if k == "lb")
         self.reward_kind, self.continuous, self.prev_action = reward, continuous, prev_action
         self.load_range = load_range
@@ -155,7 +161,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
         self.agents: list[str] = []
         obs_dim = self.n_servers * N_FEATURES + (self.n_servers if prev_action else 0)
         self._obs_space = spaces.Box(0.0, OBS_HIGH, (obs_dim,), np.float32)
-        self._act_space = (spaces.Box(1.0, 2.0, (self.n_servers,), np.float32) if continuous
+        self._act_space = (spaces.Box(*action_bounds(action_scale), (self.n_servers,), np.float32) if continuous
                            else spaces.MultiDiscrete([len(LEVELS)] * self.n_servers))
         self.state_space = spaces.Box(0.0, OBS_HIGH, (obs_dim * len(lbs),), np.float32)
         self._rng = np.random.default_rng()
@@ -195,7 +201,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
         self._t = self._step_s
         self.sim.advance(self._t)  # the first step publishes the first frames
         self.agents = list(self.possible_agents)
-        self._weights = {a: np.ones(self.n_servers) for a in self.agents}
+        self._weights = {a: self.initial_weights() for a in self.agents}
         return self._observations(), {a: {"t_s": self._t} for a in self.agents}
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -232,16 +238,19 @@ class LoadBalanceParallelEnv(ParallelEnv):
 
     # -- helpers -----------------------------------------------------------------------------
     def _to_weights(self, action: Any) -> np.ndarray:
-        a = np.asarray(action)
-        if self.continuous:
-            return np.clip(a.astype(np.float64), 1.0, 2.0)
-        return LEVELS[np.clip(a.astype(np.int64), 0, len(LEVELS) - 1)]
+        return action_weights(action, scale=self.action_scale, continuous=self.continuous,
+                              static=self.static_weights)
+
+    def initial_weights(self) -> np.ndarray:
+        """Weights in force before an agent's first action, as the observation reports them
+        (absolute: 1 as CIKM'22's env; relative: the static weights the LB starts with)."""
+        return self.static_weights.copy() if self.action_scale == "relative" else np.ones(self.n_servers)
 
     def _observation(self, agent: str) -> np.ndarray:
         obs = normalise_features(self._ctl.features[self._agent_idx[agent]]).reshape(-1)
         if self.prev_action:
-            prev = (self._weights.get(agent, np.ones(self.n_servers)) - 1.0).astype(np.float32)
-            obs = np.concatenate([obs, prev])
+            w = self._weights.get(agent, self.initial_weights())
+            obs = np.concatenate([obs, weights_feature(w, scale=self.action_scale, static=self.static_weights)])
         return obs
 
     def _observations(self) -> dict[str, np.ndarray]:

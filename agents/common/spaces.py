@@ -5,7 +5,8 @@ Every agent in this package acts with *weight levels*: per server an integer ind
 ``MultiDiscrete([6] * n_servers)`` (the index itself is the env action) or a continuous
 ``Box(low, high, (n_servers,))`` of weights; in the Box case the agent's level is decoded to the weight
 ``WEIGHT_LEVELS[level]`` clipped into the box.  Agents therefore stay discrete in both cases; a Box env
-simply receives the decoded weights.
+simply receives the decoded weights.  With the env's ``action_scale="relative"`` the six levels
+stand for factors on the LB's static weights (:mod:`simulator.actions`); a Box then holds factors.
 
 An `EnvSignature` is what a checkpoint must match to be usable on an env: agent names (one per LB),
 server count, observation and state sizes, and the action kind.
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from simulator.actions import ACTION_SCALES, RELATIVE_FACTORS
 from simulator.config import UserError
 
 __all__ = [
@@ -34,21 +36,24 @@ WEIGHT_LEVELS: tuple[float, ...] = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
 N_LEVELS = len(WEIGHT_LEVELS)
 
 _LEVELS_L = np.asarray(WEIGHT_LEVELS, dtype=np.float32)
+_TABLES = {"absolute": _LEVELS_L, "relative": RELATIVE_FACTORS.astype(np.float32)}
 
 
 class SignatureMismatchError(UserError):
     """A checkpoint (or policy) was built for another environment shape (LBs, servers, obs size)."""
 
 
-def levels_to_weights(levels_H: np.ndarray) -> np.ndarray:
-    """Map integer levels (any shape, values in [0, 6)) to float32 weights in [1.0, 2.0]."""
-    return _LEVELS_L[np.asarray(levels_H, dtype=np.int64)]
+def levels_to_weights(levels_H: np.ndarray, scale: str = "absolute") -> np.ndarray:
+    """Map integer levels (any shape, values in [0, 6)) to float32 weights in [1.0, 2.0]
+    (``scale="relative"``: to the factors on the static weights)."""
+    return _TABLES[scale][np.asarray(levels_H, dtype=np.int64)]
 
 
-def weights_to_levels(weights_H: np.ndarray) -> np.ndarray:
-    """Map weights to the nearest level index (int64); weights outside [1, 2] saturate."""
+def weights_to_levels(weights_H: np.ndarray, scale: str = "absolute") -> np.ndarray:
+    """Map weights (or relative factors) to the nearest level index (int64); values outside the
+    range saturate."""
     w = np.asarray(weights_H, dtype=np.float64)
-    return np.abs(w[..., None] - _LEVELS_L).argmin(axis=-1).astype(np.int64)
+    return np.abs(w[..., None] - _TABLES[scale]).argmin(axis=-1).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class EnvSignature:
         env has no `state_space` and the state is built by concatenating observations.
     action_kind: ``"discrete"`` (MultiDiscrete levels) or ``"continuous"`` (Box of weights).
     action_low / action_high: Box bounds (continuous only; weights are clipped into them).
+    action_scale: what a level means, ``"absolute"`` weights or ``"relative"`` factors on the
+        static weights (:mod:`simulator.actions`); checkpoints from before it existed are absolute.
     """
 
     agents: tuple[str, ...]
@@ -71,6 +78,7 @@ class EnvSignature:
     action_kind: Literal["discrete", "continuous"] = "discrete"
     action_low: float = 1.0
     action_high: float = 2.0
+    action_scale: str = "absolute"
 
     @property
     def n_agents(self) -> int:
@@ -118,6 +126,9 @@ class EnvSignature:
         if len(obs_dims) != 1 or len(heads) != 1 or len(kinds) != 1:
             raise UserError("all agents must share observation size, server count and action kind")
         obs_dim, n_servers, kind = obs_dims.pop(), heads.pop(), kinds.pop()
+        scale = getattr(env, "action_scale", "absolute")
+        if scale not in ACTION_SCALES:
+            raise UserError(f"env action_scale {scale!r}: expected one of {', '.join(ACTION_SCALES)}")
         state_space = getattr(env, "state_space", None)
         state_dim = int(np.prod(state_space.shape)) if state_space is not None else len(agents) * obs_dim
         return cls(
@@ -128,12 +139,13 @@ class EnvSignature:
             action_kind=kind,  # type: ignore[arg-type]
             action_low=min(lows) if lows else 1.0,
             action_high=max(highs) if highs else 2.0,
+            action_scale=scale,
         )
 
     def check_compatible(self, other: "EnvSignature", what: str = "checkpoint") -> None:
         """Raise `SignatureMismatchError` naming every differing field if `other` (the env) differs."""
         diffs = []
-        for field in ("agents", "n_servers", "obs_dim", "state_dim", "action_kind"):
+        for field in ("agents", "n_servers", "obs_dim", "state_dim", "action_kind", "action_scale"):
             mine, theirs = getattr(self, field), getattr(other, field)
             if mine != theirs:
                 diffs.append(f"{field}: {what} has {mine!r}, env has {theirs!r}")
@@ -149,10 +161,11 @@ class EnvSignature:
         levels_H = np.asarray(levels_H, dtype=np.int64)
         if self.action_kind == "discrete":
             return levels_H
-        return np.clip(levels_to_weights(levels_H), self.action_low, self.action_high).astype(np.float32)
+        return np.clip(levels_to_weights(levels_H, self.action_scale), self.action_low,
+                       self.action_high).astype(np.float32)
 
     def decode_action(self, action_H: np.ndarray) -> np.ndarray:
         """Env action -> agent levels (identity for MultiDiscrete, nearest level for Box weights)."""
         if self.action_kind == "discrete":
             return np.asarray(action_H, dtype=np.int64)
-        return weights_to_levels(action_H)
+        return weights_to_levels(action_H, self.action_scale)

@@ -3,6 +3,11 @@
 Paired comparison: every policy runs the same test seeds (same arrivals and job sizes), so the
 agent is compared with the best local-information heuristic seed by seed: d_s = JCT_agent,s /
 JCT_best,s - 1, with a 95 % Student-t interval over seeds.
+
+Oracle gap (issue 15): with the best oracle O and the best local heuristic L of a load, the agent
+A closes (L - A) / (L - O) of the gap (means over seeds, for mean and p90 JCT); "half the gap"
+is judged seed by seed on h_s = (A_s - L_s - (O_s - L_s) / 2) / L_s, whose 95 % interval lying
+below 0 means the agent closes at least half of it.
 """
 
 from __future__ import annotations
@@ -21,22 +26,39 @@ TARGET_HIGH_LOAD = -0.20  #: QMIX vs best local heuristic at loads >= 0.85
 TARGET_ANY_LOAD = 0.05  #: never worse than this at any load
 
 
-def paired(runs: pd.DataFrame, agents: list[str], local: list[str]) -> pd.DataFrame:
+def _best(grp: pd.DataFrame, labels: list[str]) -> str | None:
+    """The label among ``labels`` with the lowest mean JCT over seeds (None if none ran)."""
+    base = grp[grp["label"].isin(labels)]
+    return None if base.empty else str(base.groupby("label")["jct_mean_s"].mean().idxmin())
+
+
+def paired(runs: pd.DataFrame, agents: list[str], local: list[str],
+           oracles: list[str] | None = None) -> pd.DataFrame:
     """Per agent and load: the best local heuristic (lowest mean JCT over seeds) and the paired
-    relative difference of mean JCT against it (mean over seeds, 95 % CI)."""
+    relative difference of mean and p90 JCT against it (mean over seeds, 95 % CI); with
+    ``oracles``, the share of the oracle gap the agent closes (module docstring)."""
     rows = []
     cols = ["jct_mean_s", "jct_p90_s"]
     for load, grp in runs.groupby("load"):
-        base = grp[grp["label"].isin(local)]
-        best = base.groupby("label")["jct_mean_s"].mean().idxmin()
-        ref = base[base["label"] == best].set_index("seed")[cols]
+        best = _best(grp, local)
+        ref = grp[grp["label"] == best].set_index("seed")[cols]
+        oracle = _best(grp, oracles or [])
+        orc = None if oracle is None else grp[grp["label"] == oracle].set_index("seed")[cols].reindex(ref.index)
         for agent in agents:
-            mine = grp[grp["label"] == agent].set_index("seed")[cols]
-            rel = mine / ref.reindex(mine.index) - 1.0
+            mine = grp[grp["label"] == agent].set_index("seed")[cols].reindex(ref.index)
+            rel = mine / ref - 1.0
             d, d90 = rel["jct_mean_s"].to_numpy(float), rel["jct_p90_s"].to_numpy(float)
-            rows.append({"agent": agent, "load": load, "best_local": best, "n": int(np.isfinite(d).sum()),
-                         "rel_mean_jct": float(np.nanmean(d)), "rel_mean_jct_ci95": ci95(d),
-                         "rel_p90_jct": float(np.nanmean(d90)), "rel_p90_jct_ci95": ci95(d90)})
+            row = {"agent": agent, "load": load, "best_local": best, "n": int(np.isfinite(d).sum()),
+                   "rel_mean_jct": float(np.nanmean(d)), "rel_mean_jct_ci95": ci95(d),
+                   "rel_p90_jct": float(np.nanmean(d90)), "rel_p90_jct_ci95": ci95(d90)}
+            if orc is not None:
+                row["best_oracle"] = oracle
+                for col, tag in (("jct_mean_s", "mean"), ("jct_p90_s", "p90")):
+                    gap = ref[col].mean() - orc[col].mean()
+                    row[f"gap_closed_{tag}"] = float((ref[col].mean() - mine[col].mean()) / gap) if gap > 0 else np.nan
+                    h = ((mine[col] - ref[col] - (orc[col] - ref[col]) / 2) / ref[col]).to_numpy(float)
+                    row[f"half_gap_{tag}"], row[f"half_gap_{tag}_ci95"] = float(np.nanmean(h)), ci95(h)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -154,13 +176,14 @@ def write_report(out: Path, meta: dict, test_runs: pd.DataFrame, curve_runs: pd.
     agents = list(meta["algos"])
     local = list(meta["local_heuristics"])
     table = compare(test_runs)
-    pair = paired(test_runs, agents, local)
+    pair = paired(test_runs, agents, local, list(meta["oracles"]))
     floor_s = float(floor_runs["jct_mean_s"].mean())
     training = {a: training_log(Path(meta["training"][a]["run_dir"])) for a in agents}
     for a, wide in training.items():
         meta["training"][a]["episodes"] = int(wide.index.max()) + 1
         meta["training"][a]["train_wall_s"] = float(wide["charts/wall_s"].max())
-    order = [*local, "awcmp", *meta["oracles"], *agents]
+    ran = set(table["label"])
+    order = [x for x in (*local, "awcmp", *meta["oracles"], *agents) if x in ran]
     table.to_csv(out / "comparison.csv", index=False)
     pair.to_csv(out / "paired.csv", index=False)
     best_local = {row.load: row for row in table[table["label"].isin(local)]
@@ -174,7 +197,11 @@ def write_report(out: Path, meta: dict, test_runs: pd.DataFrame, curve_runs: pd.
     for r in pair.itertuples():
         md.append(f"- {r.agent} @ {r.load:g} vs {r.best_local}: mean JCT {100 * r.rel_mean_jct:+.1f} "
                   f"± {100 * r.rel_mean_jct_ci95:.1f} %, p90 {100 * r.rel_p90_jct:+.1f} "
-                  f"± {100 * r.rel_p90_jct_ci95:.1f} % (n={r.n})")
+                  f"± {100 * r.rel_p90_jct_ci95:.1f} % (n={r.n})"
+                  + ("" if "best_oracle" not in pair else
+                     f"; closes {100 * r.gap_closed_mean:.0f} % (mean) / {100 * r.gap_closed_p90:.0f} % (p90) "
+                     f"of the gap to {r.best_oracle}; half-gap margin {100 * r.half_gap_mean:+.1f} "
+                     f"± {100 * r.half_gap_mean_ci95:.1f} % (< 0: at least half closed)"))
     for a, info in meta["training"].items():
         md.append(f"- {a}: {info['episodes']} episodes in {info['train_wall_s'] / 60:.1f} min")
     (out / "table.md").write_text("\n".join(md) + "\n")

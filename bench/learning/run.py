@@ -79,7 +79,7 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
                "--episodes", "100000", "--seed", str(args.train_seed), "--reward", args.reward,
                "--load-range", args.train_loads, "--time-budget-min", str(args.budget_min),
                "--snapshot-every", str(args.snapshot_every), "--torch-threads", "1",
-               "--out", str(run_dir), "--no-progress"]
+               "--action-scale", args.action_scale, "--out", str(run_dir), "--no-progress"]
         cmd += [x for hp in args.hp for x in ("--hp", hp)]
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         print(f"[learning] training {algo}: {' '.join(cmd[2:])}", flush=True)
@@ -110,6 +110,9 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=30.0, help="training wall budget per algorithm")
     ap.add_argument("--parallel", action="store_true", help="train the algorithms at the same time")
     ap.add_argument("--reward", default="product")
+    ap.add_argument("--action-scale", default="absolute", choices=("absolute", "relative"))
+    ap.add_argument("--heuristics", type=lambda s: s.split(","), default=list(HEURISTICS),
+                    help="heuristics of the test (default all; the oracles always run)")
     ap.add_argument("--hp", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--train-loads", default="0.7,0.97", help="LO,HI of the per-episode load draw")
     ap.add_argument("--train-seed", type=int, default=0)
@@ -143,7 +146,7 @@ def main() -> None:
 
     # learning curve: greedy snapshots at the middle load, validation seeds
     mid_load = sorted(args.loads)[len(args.loads) // 2]
-    curve_points = plan_eval(cfg, ["sed", "lsq", "gsed"], [], args.val_seeds, [mid_load])
+    curve_points = plan_eval(cfg, ["sed", "lsq", "gsed", "sed_true"], [], args.val_seeds, [mid_load])
     for algo, t in training.items():
         snaps = sorted((Path(t["run_dir"]) / "snapshots").glob("ep*.pt"))
         if snaps:
@@ -153,7 +156,7 @@ def main() -> None:
     curve_runs, _ = run_eval(curve_points, out / "curve", progress=False, workers=args.workers)
 
     # test: heuristics, oracles and the final agents on held-out seeds
-    test_points = plan_eval(cfg, [*HEURISTICS, *ORACLES], [str(c) for c in checkpoints.values()],
+    test_points = plan_eval(cfg, [*args.heuristics, *ORACLES], [str(c) for c in checkpoints.values()],
                             args.seeds, args.loads)
     labels = {str(c): a for a, c in checkpoints.items()}
     test_points = [_relabel(p, labels.get(str(p.cfg.policy.checkpoint), p.label)) for p in test_points]
@@ -164,6 +167,7 @@ def main() -> None:
 
     meta = {"config": str(args.config), "algos": args.algos, "budget_min": args.budget_min,
             "parallel": args.parallel, "reward": args.reward, "hp": args.hp,
+            "action_scale": args.action_scale, "heuristics": args.heuristics,
             "train_loads": args.train_loads, "train_seed": args.train_seed, "loads": args.loads,
             "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,
             "training": training, "local_heuristics": list(LOCAL),

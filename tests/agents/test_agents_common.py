@@ -47,6 +47,24 @@ def test_levels_weights_roundtrip():
     np.testing.assert_array_equal(weights_to_levels([0.3, 1.29, 1.31, 7.0]), [0, 1, 2, 5])
 
 
+def test_relative_levels_and_the_signature_records_the_scale():
+    from agents.common.spaces import SignatureMismatchError
+
+    levels = np.arange(6)
+    np.testing.assert_allclose(levels_to_weights(levels, "relative"), 2.0 ** ((levels - 3) / 2), rtol=1e-6)
+    np.testing.assert_array_equal(weights_to_levels(levels_to_weights(levels, "relative"), "relative"), levels)
+    rel = EnvSignature(("lb1",), n_servers=2, obs_dim=4, state_dim=4, action_scale="relative")
+    old = rel.to_dict()
+    del old["action_scale"]  # a checkpoint from before the field: absolute levels
+    assert EnvSignature.from_dict(old).action_scale == "absolute"
+    assert EnvSignature.from_dict(rel.to_dict()) == rel
+    with pytest.raises(SignatureMismatchError, match="action_scale: checkpoint has 'relative', env has 'absolute'"):
+        rel.check_compatible(EnvSignature.from_dict(old))
+    cont = EnvSignature(("lb1",), 2, 4, 4, action_kind="continuous", action_low=0.35, action_high=2.0,
+                        action_scale="relative")
+    np.testing.assert_allclose(cont.encode_action(np.array([0, 3, 5])), [2 ** -1.5, 1.0, 2.0], rtol=1e-6)
+
+
 def test_potential_step_moves_weight_from_slow_to_fast():
     cfg = FairnessPotentialConfig(step_size=0.5)
     w = np.array([1.5, 1.5])

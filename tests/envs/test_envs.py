@@ -195,3 +195,46 @@ def test_a_core_that_ignores_weights_is_refused(policy: str) -> None:
 
     with pytest.raises(UserError, match="uses weights"):
         parallel_env(dict(UNITTEST, policy={"name": policy}))
+
+
+def test_relative_scale_levels_are_factors_of_the_cores_that_reach_the_core() -> None:
+    """moderate: cores 2,2,2,2,4,4,4. Level 3 is SED as configured; levels 0..5 scale a server's
+    cores by 2^((a-3)/2), so a 4-CPU server's weight ranges from 1/2.83 to 11.3 times a 2-CPU one's."""
+    from simulator.actions import RELATIVE_FACTORS
+
+    env = parallel_env(MODERATE, action_scale="relative", prev_action=True)
+    parallel_api_test(env, num_cycles=10)
+    cores = np.array([2, 2, 2, 2, 4, 4, 4], dtype=float)
+    np.testing.assert_array_equal(env.static_weights, cores)
+    obs, _ = env.reset(seed=4)
+    # before any action the weights in force are the static ones: factor 1 on the log2 range
+    np.testing.assert_allclose(obs["lb1"][-7:], (0.0 + 1.5) / 2.5, rtol=1e-6)
+    action = {"lb1": np.array([5, 5, 5, 5, 0, 0, 0]), "lb2": np.full(7, 3)}
+    obs, *_ = env.step(action)
+    w1 = env.sim.lbs[0].dp.weights[:7]
+    np.testing.assert_allclose(w1, cores * RELATIVE_FACTORS[action["lb1"]])
+    assert w1[4] / w1[0] == pytest.approx(2 ** -1.5)  # 4:2 nominal becomes 1:2.83
+    np.testing.assert_allclose(env.sim.lbs[1].dp.weights[:7], cores)  # level 3 = static
+    np.testing.assert_allclose(obs["lb1"][-7:], [1, 1, 1, 1, 0, 0, 0], atol=1e-6)
+
+
+def test_relative_continuous_actions_are_clipped_factors() -> None:
+    from simulator.actions import RELATIVE_FACTORS
+
+    env = parallel_env(dict(UNITTEST, duration_s=2.0), action_scale="relative", continuous=True)
+    check_env(LoadBalanceEnv(dict(UNITTEST, duration_s=2.0), action_scale="relative", continuous=True),
+              skip_render_check=True)
+    space = env.action_space("lb1")
+    assert space.low.min() == pytest.approx(RELATIVE_FACTORS[0]) and space.high.max() == pytest.approx(2.0)
+    env.reset(seed=5)
+    f = np.linspace(0.1, 3.0, env.n_servers)
+    env.step({"lb1": f.astype(np.float32)})
+    expected = env.static_weights * np.clip(f.astype(np.float32), RELATIVE_FACTORS[0], 2.0)
+    np.testing.assert_allclose(env.sim.lbs[0].dp.weights[:env.n_servers], expected, rtol=1e-6)
+
+
+def test_an_unknown_action_scale_is_one_clear_error() -> None:
+    from simulator.config import UserError
+
+    with pytest.raises(UserError, match="action scale 'log'.*absolute, relative"):
+        parallel_env(UNITTEST, action_scale="log")

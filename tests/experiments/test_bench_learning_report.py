@@ -43,3 +43,17 @@ def test_targets_judged_and_not_judged():
     assert bad["qmix"] == {"high_load_20pct_lower": False, "never_5pct_worse": False}
     low_only = targets(paired(_runs({0.6: [0.5] * 3}), ["qmix"], ["sed", "lsq"]))
     assert low_only["qmix"]["high_load_20pct_lower"] is None  # no load >= 0.85: not judged
+
+
+def test_oracle_gap_closed_by_hand():
+    """gsed (oracle) at 0.8 x sed, the agent at 0.88 x sed: the gap is 20 % of sed, the agent
+    closes 12/20 = 60 % of it; h_s = (0.88 - 1 - (0.8 - 1) / 2) = -0.02 on every seed."""
+    runs = _runs({0.9: [0.88] * 4})
+    orc = runs[runs["label"] == "sed"].assign(label="gsed")
+    orc[["jct_mean_s", "jct_p90_s"]] *= 0.8
+    row = paired(pd.concat([runs, orc]), ["qmix"], ["sed", "lsq"], ["gsed"]).iloc[0]
+    assert row.best_oracle == "gsed"
+    assert row.gap_closed_mean == pytest.approx(0.6) and row.gap_closed_p90 == pytest.approx(0.6)
+    assert row.half_gap_mean == pytest.approx(-0.02) and row.half_gap_mean_ci95 == pytest.approx(0.0, abs=1e-12)
+    # no oracle ran: no gap columns
+    assert "gap_closed_mean" not in paired(runs, ["qmix"], ["sed", "lsq"], ["gsed"])

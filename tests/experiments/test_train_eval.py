@@ -199,8 +199,11 @@ def test_train_resume_is_exact_and_workers_give_the_same_parameters(tmp_path) ->
 
 
 @pytest.mark.parametrize("algo, flags", [("qmix", []), ("qmix", ["--prev-action"]),
-                                         ("fairness", []), ("fairness", ["--prev-action", "--continuous"])],
-                         ids=["qmix", "qmix-prev-action", "fairness", "fairness-prev-action-continuous"])
+                                         ("qmix", ["--prev-action", "--action-scale", "relative"]),
+                                         ("fairness", []), ("fairness", ["--prev-action", "--continuous"]),
+                                         ("fairness", ["--continuous", "--action-scale", "relative"])],
+                         ids=["qmix", "qmix-prev-action", "qmix-prev-action-relative", "fairness",
+                              "fairness-prev-action-continuous", "fairness-continuous-relative"])
 def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_path) -> None:
     """Train/deploy parity: the same checkpoint, driven once by the env (reset seed s) and once as
     `policy: agent` in run_experiment on the run seed the env derives from s, sets the same
@@ -221,8 +224,11 @@ def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_p
             "--no-progress", "--out", str(tmp_path / "run"), *hp, *flags]
     assert main(args) == 0
     ckpt = tmp_path / "run" / "last.pt"
-    env = parallel_env(cfg, prev_action="--prev-action" in flags, continuous="--continuous" in flags)
+    scale = "relative" if "relative" in flags else "absolute"
+    env = parallel_env(cfg, prev_action="--prev-action" in flags, continuous="--continuous" in flags,
+                       action_scale=scale)
     policy = load_policy(ckpt, EnvSignature.from_env(env))
+    assert policy.signature.action_scale == scale
     obs, _ = env.reset(seed=21)
     policy.reset()
     env_w = []
@@ -239,6 +245,13 @@ def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_p
     np.testing.assert_allclose(sim_w[:n], np.array(env_w), rtol=1e-6)
     if algo == "fairness":
         assert len({tuple(np.round(w, 6)) for w in env_w}) > 2  # the weights really moved
+    if scale == "relative":  # factors of the static weights, TINY's cores 1 and 3
+        from simulator.actions import RELATIVE_FACTORS
+
+        factors = np.array(env_w) / np.array([1.0, 3.0])
+        assert factors.min() >= RELATIVE_FACTORS[0] - 1e-9 and factors.max() <= RELATIVE_FACTORS[-1] + 1e-9
+        if "--continuous" not in flags:
+            assert np.isclose(factors[..., None], RELATIVE_FACTORS).any(axis=-1).all()
 
 
 def test_eval_workers_give_the_same_numbers(fairness_ckpt, tmp_path) -> None:

@@ -263,3 +263,33 @@ def test_checkpoint_policy_weights_reach_the_core(core_region: CoreRegion, tmp_p
     ctl.observe = lambda frame, n: np.zeros(5)  # wrong observation size: a policy failure
     assert ctl.step().failure == "policy_error"
     region.close()
+
+
+def test_relative_checkpoint_scales_the_cores_it_is_given(core_region: CoreRegion, tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="checkpoint policies need torch (rl extra)")
+    from agents.common.spaces import EnvSignature
+    from agents.sac_gru import SacGruAgent, SacGruConfig
+
+    from hil.controller import CheckpointPolicy
+    from simulator.actions import RELATIVE_FACTORS
+    from simulator.config import UserError
+
+    obs_dim = 3 * len(features.FEATURE_NAMES)
+    sig = EnvSignature(("lb0",), n_servers=3, obs_dim=obs_dim, state_dim=obs_dim, action_scale="relative")
+    ckpt = tmp_path / "rel.pt"
+    SacGruAgent(SacGruConfig(hidden=16), sig).save(ckpt)
+    with pytest.raises(UserError, match="relative to the static ones: give --cores"):
+        CheckpointPolicy(str(ckpt), n_servers=3)
+    cores = np.array([1.0, 2.0, 4.0])
+    pol = CheckpointPolicy(str(ckpt), n_servers=3, cores=cores)
+    cr = core_region
+    cr.open_flows(5)
+    cr.publish()
+    ctl, region = _controller(cr, pol, observe=lambda frame, n: np.nan_to_num(feature_observation(frame, n)).reshape(-1))
+    r = ctl.step()
+    assert r.failure is None
+    factors = r.weights / cores  # every weight is a level's factor on its server's cores
+    assert np.isclose(factors[:, None], RELATIVE_FACTORS).any(axis=1).all()
+    assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
+    np.testing.assert_allclose(cr.weights(3), r.weights)
+    region.close()
