@@ -4,8 +4,9 @@ Every step the simulator hands each LB's frame features to the controller; once 
 step are in, the policy acts on their observations (built with the env's own
 :func:`simulator.envs.normalise_features`, so exactly what the agent saw in training) and the
 weights are written to every agent LB's core — applying to flows that start from now on, as in
-the env. Checkpoints trained with ``prev_action=True`` or ``continuous=True`` are recognised from
-their signature and get the same observation / action mapping as in training. The LBs run SED on those weights (the CIKM'22 data-plane rule).
+the env. Checkpoints trained with ``prev_action=True``, ``continuous=True`` or
+``action_scale="relative"`` are recognised from their signature and get the same observation /
+action mapping as in training. The LBs run SED on those weights (the CIKM'22 data-plane rule).
 """
 
 from __future__ import annotations

@@ -173,12 +173,12 @@ def jct_bars(table: pd.DataFrame, order: list[str], local: list[str], floor_s: f
 def write_report(out: Path, meta: dict, test_runs: pd.DataFrame, curve_runs: pd.DataFrame,
                  floor_runs: pd.DataFrame) -> str:
     """Write every output file; return a printable summary."""
-    agents = list(meta["algos"])
+    agents = [*meta["algos"], *meta.get("selected", {})]
     local = list(meta["local_heuristics"])
     table = compare(test_runs)
     pair = paired(test_runs, agents, local, list(meta["oracles"]))
     floor_s = float(floor_runs["jct_mean_s"].mean())
-    training = {a: training_log(Path(meta["training"][a]["run_dir"])) for a in agents}
+    training = {a: training_log(Path(meta["training"][a]["run_dir"])) for a in meta["algos"]}
     for a, wide in training.items():
         meta["training"][a]["episodes"] = int(wide.index.max()) + 1
         meta["training"][a]["train_wall_s"] = float(wide["charts/wall_s"].max())
@@ -204,6 +204,8 @@ def write_report(out: Path, meta: dict, test_runs: pd.DataFrame, curve_runs: pd.
                      f"± {100 * r.half_gap_mean_ci95:.1f} % (< 0: at least half closed)"))
     for a, info in meta["training"].items():
         md.append(f"- {a}: {info['episodes']} episodes in {info['train_wall_s'] / 60:.1f} min")
+    for label, ckpt in meta.get("selected", {}).items():
+        md.append(f"- {label}: snapshot {Path(ckpt).stem}, the lowest mean JCT on the validation seeds")
     (out / "table.md").write_text("\n".join(md) + "\n")
     learning_curve(training, curve_runs, floor_s).savefig(out / "learning_curve.png", dpi=120)
     jct_bars(table, order, local, floor_s, len(agents)).savefig(out / "jct_bars.png", dpi=120)

@@ -12,6 +12,9 @@ heuristic and the oracles on held-out seeds at three loads.
    31-bit hashes), through `marllb eval` (run-contract directories).
 4. Reference measured in the same run: the no-queueing floor, SED at load 0.02 (service time +
    network), the lowest mean JCT any policy can reach.
+5. Model selection (early stopping): per algorithm the snapshot with the lowest mean JCT on the
+   validation seeds of the learning curve is also tested, as ``<algo>_best`` (the test seeds
+   never take part in the choice).
 
 Writes OUT/learning.json, OUT/table.md, OUT/comparison.csv, OUT/paired.csv, OUT/learning_curve.png,
 OUT/jct_bars.png (see bench/learning/report.py). Targets (issue 4): QMIX >= 20 % lower mean JCT than
@@ -19,6 +22,7 @@ the best local-information heuristic at 85-95 % load and never > 5 % worse at an
 
     python bench/learning/run.py [--budget-min 30] [--parallel] [--algos qmix,isac] [--out DIR]
     python bench/learning/run.py --skip-train --out DIR   # re-evaluate existing training runs
+    python bench/learning/run.py --skip-train --reuse-eval --out DIR   # only the runs not yet in DIR
 """
 
 from __future__ import annotations
@@ -66,6 +70,30 @@ def _git_commit() -> str | None:
 
 def _relabel(point: EvalPoint, label: str) -> EvalPoint:
     return EvalPoint(label, point.load, point.seed, point.cfg)
+
+
+def _evaluate(points: list[EvalPoint], out: Path, args: argparse.Namespace) -> pd.DataFrame:
+    """run_eval's runs table; with --reuse-eval, OUT's runs.csv if it already holds every point."""
+    done = out / "runs.csv"
+    if args.reuse_eval and done.exists():
+        runs = pd.read_csv(done)
+        if {p.dirname for p in points} <= set(runs["dir"]):
+            print(f"[learning] reusing {done}", flush=True)
+            return runs[runs["dir"].isin({p.dirname for p in points})]
+    return run_eval(points, out, progress=False, workers=args.workers)[0]
+
+
+def best_snapshots(curve_runs: pd.DataFrame, training: dict[str, dict]) -> dict[str, str]:
+    """Per algorithm, the snapshot with the lowest mean JCT over the validation runs (label
+    ``<algo>@ep<N>``): ``{"<algo>_best": path}``."""
+    chosen = {}
+    for algo, t in training.items():
+        mine = curve_runs[curve_runs["label"].str.startswith(f"{algo}@")]
+        if mine.empty:
+            continue
+        label = mine.groupby("label")["jct_mean_s"].mean().idxmin()
+        chosen[f"{algo}_best"] = str(Path(t["run_dir"]) / "snapshots" / f"{label.split('@', 1)[1]}.pt")
+    return chosen
 
 
 def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
@@ -122,6 +150,8 @@ def main() -> None:
     ap.add_argument("--val-seeds", type=_ints, default=[900, 901], help="learning-curve seeds")
     ap.add_argument("--workers", type=int, default=2, help="eval processes")
     ap.add_argument("--skip-train", action="store_true", help="use OUT/train_<algo>/ as they are")
+    ap.add_argument("--reuse-eval", action="store_true",
+                    help="keep OUT's finished evaluation tables when they hold every planned run")
     ap.add_argument("--report-only", action="store_true",
                     help="redo tables and plots from OUT's finished runs (no simulation)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/out/learning")
@@ -133,6 +163,8 @@ def main() -> None:
         keep = ("comparison", "paired", "targets", "floor_jct_mean_s", "headroom_vs_best_local")
         meta = {k: v for k, v in meta.items() if k not in keep}
         runs = {part: pd.read_csv(out / part / "runs.csv") for part in ("test", "curve", "floor")}
+        if meta.get("selected"):
+            runs["test"] = pd.concat([runs["test"], pd.read_csv(out / "selected" / "runs.csv")], ignore_index=True)
         print(write_report(out, meta, runs["test"], runs["curve"], runs["floor"]))
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +185,8 @@ def main() -> None:
             curve_points += [_relabel(p, f"{algo}@{Path(p.cfg.policy.checkpoint).stem}")
                              for p in plan_eval(cfg, [], [str(s) for s in snaps], args.val_seeds, [mid_load])]
     print(f"[learning] learning curve: {len(curve_points)} runs", flush=True)
-    curve_runs, _ = run_eval(curve_points, out / "curve", progress=False, workers=args.workers)
+    curve_runs = _evaluate(curve_points, out / "curve", args)
+    selected = best_snapshots(curve_runs, training)
 
     # test: heuristics, oracles and the final agents on held-out seeds
     test_points = plan_eval(cfg, [*args.heuristics, *ORACLES], [str(c) for c in checkpoints.values()],
@@ -162,15 +195,20 @@ def main() -> None:
     test_points = [_relabel(p, labels.get(str(p.cfg.policy.checkpoint), p.label)) for p in test_points]
     floor_points = plan_eval(cfg, ["sed"], [], args.seeds[:3], [FLOOR_LOAD])
     print(f"[learning] test: {len(test_points)} runs (+{len(floor_points)} floor runs)", flush=True)
-    test_runs, _ = run_eval(test_points, out / "test", progress=False, workers=args.workers)
-    floor_runs, _ = run_eval(floor_points, out / "floor", progress=False, workers=args.workers)
+    test_runs = _evaluate(test_points, out / "test", args)
+    floor_runs = _evaluate(floor_points, out / "floor", args)
+    if selected:
+        sel_points = [_relabel(p, label) for label, ckpt in selected.items()
+                      for p in plan_eval(cfg, [], [ckpt], args.seeds, args.loads)]
+        print(f"[learning] selected snapshots: {selected}; {len(sel_points)} runs", flush=True)
+        test_runs = pd.concat([test_runs, _evaluate(sel_points, out / "selected", args)], ignore_index=True)
 
     meta = {"config": str(args.config), "algos": args.algos, "budget_min": args.budget_min,
             "parallel": args.parallel, "reward": args.reward, "hp": args.hp,
             "action_scale": args.action_scale, "heuristics": args.heuristics,
             "train_loads": args.train_loads, "train_seed": args.train_seed, "loads": args.loads,
             "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,
-            "training": training, "local_heuristics": list(LOCAL),
+            "training": training, "selected": selected, "local_heuristics": list(LOCAL),
             "oracles": list(ORACLES), "python": platform.python_version(), "cpus": os.cpu_count(),
             "commit": _git_commit(),
             "bench_wall_s": time.perf_counter() - t_start}

@@ -57,3 +57,14 @@ def test_oracle_gap_closed_by_hand():
     assert row.half_gap_mean == pytest.approx(-0.02) and row.half_gap_mean_ci95 == pytest.approx(0.0, abs=1e-12)
     # no oracle ran: no gap columns
     assert "gap_closed_mean" not in paired(runs, ["qmix"], ["sed", "lsq"], ["gsed"])
+
+
+def test_best_snapshot_is_chosen_on_validation_runs_only():
+    from run import best_snapshots
+
+    curve = pd.DataFrame({"label": ["sed", "sed", "qmix@ep00010", "qmix@ep00010", "qmix@ep00020",
+                                    "qmix@ep00020", "isac@ep00010"],
+                          "jct_mean_s": [0.01, 0.01, 0.05, 0.03, 0.035, 0.036, 0.09]})
+    chosen = best_snapshots(curve, {"qmix": {"run_dir": "r/q"}, "isac": {"run_dir": "r/i"}, "x": {"run_dir": "r/x"}})
+    # qmix: ep10 averages 40 ms, ep20 35.5 ms; sed is no snapshot; x has none
+    assert chosen == {"qmix_best": str(Path("r/q/snapshots/ep00020.pt")), "isac_best": str(Path("r/i/snapshots/ep00010.pt"))}
