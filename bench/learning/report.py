@@ -124,7 +124,7 @@ def learning_curve(training: dict[str, pd.DataFrame], curve: pd.DataFrame, floor
         ep = mine["label"].str.extract(r"@ep(\d+)")[0].astype(int)
         means = mine.assign(ep=ep).groupby("ep")["jct_mean_s"].mean()
         ax2.plot(means.index, 1e3 * means.to_numpy(), "o-", color=f"C{i}", label=f"{algo} (greedy)")
-    for label, color in (("sed", "C3"), ("lsq", "C2"), ("gsed", "C8")):
+    for label, color in (("sed", "C3"), ("lsq", "C2"), ("sed_true", "C4"), ("gsed", "C8")):
         ref = curve[curve["label"] == label]["jct_mean_s"]
         if len(ref):
             ax2.axhline(1e3 * ref.mean(), color=color, ls="--", label=label)
