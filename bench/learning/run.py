@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import write_report  # noqa: E402
 from experiments.evaluate import EvalPoint, plan_eval, run_eval  # noqa: E402
-from simulator.policies import ORACLES
+from simulator.policies import ORACLES  # noqa: E402
 from simulator.config import load_config  # noqa: E402
 
 LOCAL = ("ecmp", "wcmp", "lsq", "sed", "lsq2", "sed2")  #: decide from what the LB itself sees
@@ -140,7 +140,9 @@ def main() -> None:
     ap.add_argument("--reward", default="product")
     ap.add_argument("--action-scale", default="absolute", choices=("absolute", "relative"))
     ap.add_argument("--heuristics", type=lambda s: s.split(","), default=list(HEURISTICS),
-                    help="heuristics of the test (default all; the oracles always run)")
+                    help="heuristics of the test (default all)")
+    ap.add_argument("--oracles", type=lambda s: s.split(","), default=list(ORACLES),
+                    help="oracles of the test (default all)")
     ap.add_argument("--hp", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--train-loads", default="0.7,0.97", help="LO,HI of the per-episode load draw")
     ap.add_argument("--train-seed", type=int, default=0)
@@ -189,7 +191,7 @@ def main() -> None:
     selected = best_snapshots(curve_runs, training)
 
     # test: heuristics, oracles and the final agents on held-out seeds
-    test_points = plan_eval(cfg, [*args.heuristics, *ORACLES], [str(c) for c in checkpoints.values()],
+    test_points = plan_eval(cfg, [*args.heuristics, *args.oracles], [str(c) for c in checkpoints.values()],
                             args.seeds, args.loads)
     labels = {str(c): a for a, c in checkpoints.items()}
     test_points = [_relabel(p, labels.get(str(p.cfg.policy.checkpoint), p.label)) for p in test_points]
@@ -209,7 +211,7 @@ def main() -> None:
             "train_loads": args.train_loads, "train_seed": args.train_seed, "loads": args.loads,
             "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,
             "training": training, "selected": selected, "local_heuristics": list(LOCAL),
-            "oracles": list(ORACLES), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "oracles": list(args.oracles), "python": platform.python_version(), "cpus": os.cpu_count(),
             "commit": _git_commit(),
             "bench_wall_s": time.perf_counter() - t_start}
     summary = write_report(out, meta, test_runs, curve_runs, floor_runs)
