@@ -533,7 +533,8 @@ def run_from_args(args: Any) -> int:
     if args.checkpoint:
         observe = resolve_obs_builder(args.obs_builder) if args.obs_builder \
             else _default_checkpoint_observer()
-        policy: WeightPolicy = CheckpointPolicy(args.checkpoint, args.agent, n, cores)
+        # a relative-scale checkpoint needs the real cores, not the default of 1 each
+        policy: WeightPolicy = CheckpointPolicy(args.checkpoint, args.agent, n, cores if args.cores else None)
     else:
         policy = make_heuristic(args.policy, cores)
         if args.obs_builder:
