@@ -49,7 +49,7 @@ from pettingzoo import ParallelEnv
 
 from simulator.actions import LEVELS, action_bounds, action_weights, weights_feature
 from simulator.config import ExperimentConfig, UserError, load_config, parse_config
-from simulator.features import FEATURE_NAMES, frame_features, server_features
+from simulator.features import FEATURE_NAMES, frame_features
 
 __all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features",
            "frame_observation", "reward_from", "LEVELS", "REWARDS", "N_FEATURES", "WEIGHTED_POLICIES"]
