@@ -22,25 +22,27 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ACTION_SCALES", "LEVELS", "RELATIVE_FACTORS", "action_bounds", "action_weights",
-           "weights_feature"]
+__all__ = ["ACTION_SCALES", "LEVELS", "RELATIVE_FACTORS", "level_table", "action_bounds",
+           "action_weights", "weights_feature"]
 
 ACTION_SCALES = ("absolute", "relative")
 LEVELS = np.round(1.0 + 0.2 * np.arange(6), 1)  #: absolute weight of level a
 RELATIVE_FACTORS = 2.0 ** ((np.arange(6) - 3) / 2.0)  #: factor on the static weight of level a
 
 
-def _check_scale(scale: str) -> None:
+def level_table(scale: str) -> np.ndarray:
+    """What each level means on ``scale``: weights (absolute) or factors (relative); UserError
+    for an unknown scale."""
     if scale not in ACTION_SCALES:
         from simulator.config import UserError
 
         raise UserError(f"unknown action scale {scale!r}; choose one of {', '.join(ACTION_SCALES)}")
+    return LEVELS if scale == "absolute" else RELATIVE_FACTORS
 
 
 def action_bounds(scale: str) -> tuple[float, float]:
     """Range of a continuous action: weights (absolute) or factors (relative)."""
-    _check_scale(scale)
-    table = LEVELS if scale == "absolute" else RELATIVE_FACTORS
+    table = level_table(scale)
     return float(table[0]), float(table[-1])
 
 
@@ -48,13 +50,11 @@ def action_weights(action: Any, *, scale: str = "absolute", continuous: bool = F
                    static: Sequence[float] | None = None) -> np.ndarray:
     """Per-server weights of one agent's action (levels, or Box values when ``continuous``);
     ``static``: the LB's static weights, needed by the relative scale."""
-    _check_scale(scale)
+    table = level_table(scale)
     a = np.asarray(action)
     if continuous:
-        lo, hi = action_bounds(scale)
-        value = np.clip(a.astype(np.float64), lo, hi)
+        value = np.clip(a.astype(np.float64), table[0], table[-1])
     else:
-        table = LEVELS if scale == "absolute" else RELATIVE_FACTORS
         value = table[np.clip(a.astype(np.int64), 0, len(table) - 1)]
     if scale == "absolute":
         return value

@@ -47,7 +47,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from simulator.actions import LEVELS, action_bounds, action_weights, weights_feature
+from simulator.actions import LEVELS, action_bounds, action_weights, level_table, weights_feature
 from simulator.config import ExperimentConfig, UserError, load_config, parse_config
 from simulator.features import FEATURE_NAMES, frame_features
 
@@ -150,7 +150,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
         self.n_servers = sum(1 for _, k in graph.nodes(data="kind") if k == "server")
         #: the LBs' static weights (SED's w_i = cores_i), the base of relative actions
         self.static_weights = np.array([graph.nodes[n]["cores"] for n in server_nodes(graph)], dtype=np.float64)
-        action_bounds(action_scale)  # UserError for an unknown scale
+        level_table(action_scale)  # UserError for an unknown scale
         self.action_scale = action_scale
         self.n_lbs = sum(1 for _, k in graph.nodes(data="kind") if k == "lb")
         self.reward_kind, self.continuous, self.prev_action = reward, continuous, prev_action

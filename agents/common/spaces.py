@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from simulator.actions import ACTION_SCALES, RELATIVE_FACTORS
+from simulator.actions import ACTION_SCALES, LEVELS, level_table
 from simulator.config import UserError
 
 __all__ = [
@@ -31,12 +31,9 @@ __all__ = [
     "weights_to_levels",
 ]
 
-WEIGHT_LEVELS: tuple[float, ...] = (1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
-"""Weight of each discrete level; level k means weight 1 + 0.2 k."""
+WEIGHT_LEVELS: tuple[float, ...] = tuple(float(w) for w in LEVELS)
+"""Weight of each discrete level; level k means weight 1 + 0.2 k (the env's absolute scale)."""
 N_LEVELS = len(WEIGHT_LEVELS)
-
-_LEVELS_L = np.asarray(WEIGHT_LEVELS, dtype=np.float32)
-_TABLES = {"absolute": _LEVELS_L, "relative": RELATIVE_FACTORS.astype(np.float32)}
 
 
 class SignatureMismatchError(UserError):
@@ -46,14 +43,14 @@ class SignatureMismatchError(UserError):
 def levels_to_weights(levels_H: np.ndarray, scale: str = "absolute") -> np.ndarray:
     """Map integer levels (any shape, values in [0, 6)) to float32 weights in [1.0, 2.0]
     (``scale="relative"``: to the factors on the static weights)."""
-    return _TABLES[scale][np.asarray(levels_H, dtype=np.int64)]
+    return level_table(scale).astype(np.float32)[np.asarray(levels_H, dtype=np.int64)]
 
 
 def weights_to_levels(weights_H: np.ndarray, scale: str = "absolute") -> np.ndarray:
     """Map weights (or relative factors) to the nearest level index (int64); values outside the
     range saturate."""
     w = np.asarray(weights_H, dtype=np.float64)
-    return np.abs(w[..., None] - _TABLES[scale]).argmin(axis=-1).astype(np.int64)
+    return np.abs(w[..., None] - level_table(scale).astype(np.float32)).argmin(axis=-1).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -77,9 +77,10 @@ def _evaluate(points: list[EvalPoint], out: Path, args: argparse.Namespace) -> p
     done = out / "runs.csv"
     if args.reuse_eval and done.exists():
         runs = pd.read_csv(done)
-        if {p.dirname for p in points} <= set(runs["dir"]):
+        planned = {p.dirname for p in points}
+        if planned <= set(runs["dir"]):
             print(f"[learning] reusing {done}", flush=True)
-            return runs[runs["dir"].isin({p.dirname for p in points})]
+            return runs[runs["dir"].isin(planned)]
     return run_eval(points, out, progress=False, workers=args.workers)[0]
 
 
