@@ -49,13 +49,13 @@ class Runner(Protocol):
 def agent_controller(cfg: ExperimentConfig) -> Any:
     """The controller of ``policy: {name: agent, checkpoint: PATH}``: agents.sim_controller's
     CheckpointController (imported here, so torch loads only for agent runs). UserError if the
-    'rl' extra is missing, the checkpoint is missing or unreadable, or it was trained for another
+    RL packages (torch) are missing, the checkpoint is missing or unreadable, or it was trained for another
     topology (LB/server count)."""
     try:
         from agents.sim_controller import CheckpointController
     except ImportError as exc:
-        raise UserError(f"policy 'agent' needs the rl extra ({exc}): "
-                        "pip install torch==2.13.0 -e '.[rl]'") from None
+        raise UserError(f"policy 'agent' needs torch ({exc}): "
+                        "pip install -e '.[dev]'") from None
     return CheckpointController(cfg)
 
 

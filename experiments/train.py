@@ -74,7 +74,7 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
         from agents.training import train
         from simulator.envs import parallel_env
     except ImportError as exc:
-        raise UserError(f"training needs the rl extra ({exc}): pip install torch==2.13.0 -e '.[rl]'") from None
+        raise UserError(f"training needs torch, gymnasium and pettingzoo ({exc}): pip install -e '.[dev]'") from None
     if torch_threads is not None:
         if torch_threads < 1:
             raise UserError(f"--torch-threads {torch_threads}: must be >= 1")

@@ -8,7 +8,8 @@
   ``gymnasium.make("simulator.envs:marllb/LoadBalance-v0", config=...)``.
 
 Both take the same :class:`~simulator.config.ExperimentConfig` as ``marllb sim run`` (or a dict
-or a YAML path). The config's policy must be a core policy that uses weights
+or a YAML path); without one they run :data:`DEFAULT_SCENARIO` (2 LBs, 4 servers, 10 s episodes).
+The config's policy must be a core policy that uses weights
 (:data:`WEIGHTED_POLICIES`; ``sed``, the default, is MARLLB's): every LB of a run shares it, agent
 LBs get their weights from the actions every step, the others keep its static weights.
 
@@ -51,13 +52,23 @@ from simulator.actions import LEVELS, action_bounds, action_weights, level_table
 from simulator.config import ExperimentConfig, UserError, load_config, parse_config
 from simulator.features import FEATURE_NAMES, frame_features
 
-__all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features",
+__all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features", "DEFAULT_SCENARIO",
            "frame_observation", "reward_from", "LEVELS", "REWARDS", "N_FEATURES", "WEIGHTED_POLICIES"]
 
 REWARDS = ("product", "jain", "variance", "jct")
 #: config policies whose core uses the per-server weights (agents' actions; non-agent LBs keep
 #: the policy's static weights w_i = cores_i)
 WEIGHTED_POLICIES = ("sed", "sed2", "wcmp")
+#: the scenario of an env made without a config (``gymnasium.make("marllb/LoadBalance-v0")``,
+#: ``parallel_env()``): small enough for a first try and for API checkers, two LBs so that the
+#: PettingZoo env has two agents, servers of 2 and 4 CPUs so that weights matter; Poisson arrivals
+#: at 80 % of the 12 CPUs, exponential 50 ms jobs, 10 s episodes of 40 steps
+DEFAULT_SCENARIO: dict[str, Any] = {
+    "name": "env_default", "seed": 0, "duration_s": 10.0, "warmup_s": 0.0,
+    "topology": {"lbs": 2, "servers": [{"cores": 2}, {"cores": 2}, {"cores": 4}, {"cores": 4}]},
+    "traffic": {"kind": "poisson", "load": 0.8, "job": {"dist": "exp", "mean_s": 0.05}},
+    "policy": {"name": "sed"}, "lb": {"step_s": 0.25},
+}
 N_FEATURES = len(FEATURE_NAMES)
 FLOW_SCALE = 8.0      #: n_flow_on is reported as log1p(n / FLOW_SCALE)
 TIME_SCALE_S = 0.1    #: durations are reported as log1p(d / TIME_SCALE_S)
@@ -97,7 +108,9 @@ def reward_from(kind: str, features_SF: np.ndarray, jct_s: np.ndarray | None = N
     raise UserError(f"unknown reward {kind!r}; choose one of {', '.join(REWARDS)}")
 
 
-def _as_config(config: ExperimentConfig | dict | str | Path) -> ExperimentConfig:
+def _as_config(config: ExperimentConfig | dict | str | Path | None) -> ExperimentConfig:
+    if config is None:
+        return parse_config(DEFAULT_SCENARIO)
     if isinstance(config, ExperimentConfig):
         return config
     if isinstance(config, dict):
@@ -133,7 +146,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
 
     metadata = {"name": "marllb_loadbalance_v0", "render_modes": []}
 
-    def __init__(self, config: ExperimentConfig | dict | str | Path, *, reward: str = "product",
+    def __init__(self, config: ExperimentConfig | dict | str | Path | None = None, *, reward: str = "product",
                  continuous: bool = False, prev_action: bool = False,
                  load_range: tuple[float, float] | None = None,
                  agent_lbs: list[int] | None = None, action_scale: str = "absolute") -> None:
@@ -268,8 +281,8 @@ class LoadBalanceParallelEnv(ParallelEnv):
         return np.array([r.t_done - r.t0 for r in done if r.status == COMPLETED])
 
 
-def parallel_env(config: ExperimentConfig | dict | str | Path, **kwargs: Any) -> LoadBalanceParallelEnv:
-    """The PettingZoo env: one agent per LB."""
+def parallel_env(config: ExperimentConfig | dict | str | Path | None = None, **kwargs: Any) -> LoadBalanceParallelEnv:
+    """The PettingZoo env: one agent per LB (``config`` None: :data:`DEFAULT_SCENARIO`)."""
     return LoadBalanceParallelEnv(config, **kwargs)
 
 
@@ -278,7 +291,8 @@ class LoadBalanceEnv(gymnasium.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: ExperimentConfig | dict | str | Path, *, lb: int = 0, **kwargs: Any) -> None:
+    def __init__(self, config: ExperimentConfig | dict | str | Path | None = None, *, lb: int = 0,
+                 **kwargs: Any) -> None:
         self._penv = LoadBalanceParallelEnv(config, agent_lbs=[lb], **kwargs)
         self._agent = self._penv.possible_agents[0]
         self.observation_space = self._penv.observation_space(self._agent)

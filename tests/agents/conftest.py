@@ -5,10 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
-torch = pytest.importorskip("torch", reason="agents need the 'rl' extra (torch)")
-pytest.importorskip("pettingzoo", reason="agents need the 'rl' extra (pettingzoo)")
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(1)

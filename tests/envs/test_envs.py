@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gymnasium import spaces
+from gymnasium.utils.env_checker import check_env
+from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-pytest.importorskip("gymnasium", reason="gymnasium is in the 'rl' extra")
-pytest.importorskip("pettingzoo", reason="pettingzoo is in the 'rl' extra")
-
-from gymnasium.utils.env_checker import check_env  # noqa: E402
-from pettingzoo.test import parallel_api_test, parallel_seed_test  # noqa: E402
-
-from simulator.envs import (LEVELS, N_FEATURES, LoadBalanceEnv, frame_observation,  # noqa: E402
+from simulator.config import parse_config
+from simulator.envs import (DEFAULT_SCENARIO, LEVELS, N_FEATURES, LoadBalanceEnv, frame_observation,
                             parallel_env, reward_from)
 
 MODERATE = {"duration_s": 3.0, "topology": {"preset": "moderate"},
@@ -30,6 +28,21 @@ def test_pettingzoo_api_and_seed(cfg: dict) -> None:
 @pytest.mark.parametrize("cfg", [MODERATE, UNITTEST], ids=["moderate", "unittest"])
 def test_gymnasium_check_env(cfg: dict) -> None:
     check_env(LoadBalanceEnv(cfg), skip_render_check=True)
+
+
+def test_envs_without_a_config_run_the_default_scenario() -> None:
+    """What a Gymnasium or PettingZoo user types first: no config at all."""
+    import gymnasium
+
+    env = gymnasium.make("marllb/LoadBalance-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.action_space == spaces.MultiDiscrete([len(LEVELS)] * 4)
+    penv = parallel_env()
+    assert penv.possible_agents == ["lb1", "lb2"]
+    parallel_api_test(penv, num_cycles=50)
+    obs, _ = penv.reset(seed=3)
+    assert obs["lb1"].shape == (4 * N_FEATURES,)
+    assert penv.cfg.model_dump() == parse_config(DEFAULT_SCENARIO).model_dump()
 
 
 def test_gymnasium_env_on_the_second_lb_of_two() -> None:

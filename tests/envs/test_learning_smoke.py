@@ -18,17 +18,14 @@ import copy
 import numpy as np
 import pytest
 
-pytest.importorskip("torch", reason="torch is in the 'rl' extra")
-pytest.importorskip("pettingzoo", reason="pettingzoo is in the 'rl' extra")
-
-from agents.common.spaces import EnvSignature  # noqa: E402
-from agents.deploy import load_policy  # noqa: E402
-from agents.qmix import QmixConfig  # noqa: E402
-from agents.training import train  # noqa: E402
-from simulator.config import UserError, parse_config  # noqa: E402
-from simulator.envs import parallel_env  # noqa: E402
-from simulator.model import COMPLETED  # noqa: E402
-from simulator.run import run_experiment  # noqa: E402
+from agents.common.spaces import EnvSignature
+from agents.deploy import load_policy
+from agents.qmix import QmixConfig
+from agents.training import train
+from simulator.config import UserError, parse_config
+from simulator.envs import parallel_env
+from simulator.model import COMPLETED
+from simulator.run import run_experiment
 
 TINY = {"duration_s": 5.0,
         "topology": {"lbs": 1, "servers": [{"cores": 1, "workers": 32}, {"cores": 3, "workers": 32}]},

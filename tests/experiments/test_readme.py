@@ -43,3 +43,23 @@ def test_marllb_commands_in_readme_parse() -> None:
 def test_example_configs_exist() -> None:
     for example in ("quickstart", "moderate_sed", "moderate_ecmp", "large_sed"):
         assert (REPO / "experiments/configs" / f"{example}.yaml").is_file()
+
+
+def test_python_examples_run() -> None:
+    """Every ```python block of the README runs as written (one step of each env it makes)."""
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert blocks
+    for block in blocks:
+        scope: dict = {}
+        exec(compile(block, "README.md", "exec"), scope)
+        for name in ("env", "penv"):
+            env = scope.get(name)
+            if env is None:
+                continue
+            if hasattr(env, "possible_agents"):
+                env.reset(seed=0)
+                out = env.step({a: env.action_space(a).sample() for a in env.agents})
+                assert set(out[1]) == set(env.possible_agents)
+            else:
+                env.reset(seed=0)
+                assert len(env.step(env.action_space.sample())) == 5

@@ -12,12 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-pytest.importorskip("torch", reason="torch is in the 'rl' extra")
-pytest.importorskip("pettingzoo", reason="pettingzoo is in the 'rl' extra")
-
-from experiments.cli import main  # noqa: E402
-from experiments.evaluate import ci95, compare  # noqa: E402
-from experiments.runs import OUTPUT_FILES  # noqa: E402
+from experiments.cli import main
+from experiments.evaluate import ci95, compare
+from experiments.runs import OUTPUT_FILES
 
 TINY = {"name": "tiny", "duration_s": 2.0,
         "topology": {"lbs": 1, "servers": [{"cores": 1, "workers": 32}, {"cores": 3, "workers": 32}]},
