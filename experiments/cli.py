@@ -14,6 +14,8 @@
                  [--backend local|ray] [--ray-address ADDR] [--resume] [--out DIR] [--hp FIELD=VALUE ...]
     marllb eval CONFIG.yaml [--policies sed,ecmp,...] [--checkpoint PATH ...] [--seeds ...]
                 [--loads ...] [--workers N] [--backend local|ray] [--ray-address ADDR] --out DIR
+    marllb sweep SWEEP.yaml [--out DIR] [--quick] [--workers N] [--backend local|ray] [--ray-address ADDR]
+    marllb report SWEEP_DIR [...]
     marllb bench [NAME [ARGS ...]]   (runs bench/NAME/run.py ARGS; no NAME: list them)
 
 User errors (bad config, missing file, bad ``--set``) print one message on stderr and exit 2,
@@ -152,7 +154,17 @@ def cmd_sim_sweep(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from experiments.plots import plot_runs
     from experiments.runs import load_run
+    from experiments.sweep_plots import plot_sweep
 
+    sweeps = [d for d in args.dirs if (Path(d) / "sweep.json").is_file()]
+    if sweeps:
+        if len(sweeps) != len(args.dirs) or (args.out and len(sweeps) > 1):
+            raise UserError("marllb plot: give either run directories or one sweep directory per call "
+                            "(--out only with a single sweep)")
+        for d in sweeps:
+            for p in plot_sweep(d, args.out):
+                print(p)
+        return 0
     runs = [load_run(d) for d in args.dirs]
     out = Path(args.out) if args.out else (Path(args.dirs[0]) if len(args.dirs) == 1 else Path("plots"))
     written = plot_runs(runs, out)
@@ -346,6 +358,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
                         backend=args.backend, ray_address=args.ray_address)
     _print_comparison(table)
     print(f"eval directory: {args.out}  (runs.csv, comparison.csv)")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from experiments.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.sweep, quick=args.quick)
+    out = Path(args.out) if args.out else Path("runs") / "sweeps" / (spec.name + ("_quick" if args.quick else ""))
+    outcome = run_sweep(spec, out, workers=args.workers, backend=args.backend, ray_address=args.ray_address,
+                        progress=not args.no_progress)
+    print((out / "table.md").read_text())
+    print(f"sweep directory: {out}  ({outcome.planned} points: {outcome.skipped} finished before, "
+          f"{outcome.ran} run now, {len(outcome.failed)} failed; points.parquet, aggregate.parquet, table.md)")
+    if outcome.failed:
+        for f in outcome.failed:
+            print(f"  failed: {f['label']} {f['axes']} seed {f['seed']}: {f['error']} "
+                  f"(errors/{f['key']}.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from experiments.report import write_report
+
+    command = "marllb report " + " ".join(args.dirs)
+    for d in args.dirs:
+        print(write_report(d, command=command))
     return 0
 
 
@@ -546,6 +585,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=cmd_eval)
+
+    sw = sub.add_parser("sweep", help="policies x axes x seeds from a sweep file; resumable; local pool or Ray")
+    sw.add_argument("sweep", metavar="SWEEP.yaml")
+    sw.add_argument("--out", metavar="DIR", help="default runs/sweeps/<name>[_quick]")
+    sw.add_argument("--quick", action="store_true", help="the sweep file's reduced variant (its 'quick' section)")
+    sw.add_argument("--workers", type=int, default=1, help="points run at the same time (default 1)")
+    _backend_arguments(sw, "points")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="a Markdown results page of a finished sweep (SWEEP_DIR/report.md)")
+    rp.add_argument("dirs", nargs="+", metavar="SWEEP_DIR")
+    rp.set_defaults(func=cmd_report)
 
     be = sub.add_parser("bench", help="run a benchmark script bench/NAME/run.py (no NAME: list them)",
                         description="Benchmarks print ratios against a reference measured in the same run "

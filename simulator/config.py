@@ -7,7 +7,7 @@ Every validation error names the dotted field path (e.g. ``traffic.job.mean_s``)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -299,11 +299,38 @@ class ExperimentConfig(_Strict):
         return self
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def yaml_line(text: str | None, loc: Sequence[str | int]) -> int | None:
+    """The 1-based line of the YAML node at path ``loc`` (mapping keys and list indices) in
+    ``text``, or of its deepest existing ancestor; None without text or for unparsable text."""
+    if not text:
+        return None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(part)]
+            if not match:
+                break
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _format_errors(err: ValidationError, source: str, text: str | None = None) -> str:
     lines = [f"{source}: invalid config"]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {path}: {e['msg']}")
+        line = yaml_line(text, e["loc"])
+        where = f"line {line}: " if line else ""
+        lines.append(f"  {where}{path}: {e['msg']}")
     return "\n".join(lines)
 
 
@@ -329,11 +356,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+def parse_config(data: dict[str, Any], source: str = "<config>", text: str | None = None) -> ExperimentConfig:
+    """Validate a config mapping; ConfigError naming ``source`` and each field path (and its line,
+    when ``text`` is the YAML the mapping was read from)."""
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, text)) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> tuple[dict[str, Any], str]:
@@ -355,6 +384,6 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> tuple[dict[str,
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override and validate a YAML config. Raises ConfigError with field paths."""
-    data, _ = read_yaml_mapping(path)
+    data, text = read_yaml_mapping(path)
     apply_overrides(data, overrides or [])
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), text)

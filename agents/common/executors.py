@@ -11,7 +11,9 @@ Contract, the same for every backend:
 * ``init`` (picklable, zero arguments, may be None) runs once in each worker; its return value is
   that worker's *state*, passed as the first argument of ``fn`` for every job the worker runs.
 * ``map(fn, jobs)`` returns ``[fn(state, job) for job in jobs]`` in job order, whichever worker
-  ran which job.  ``fn`` must be a picklable (module-level) function.
+  ran which job.  ``fn`` must be a picklable (module-level) function.  ``on_done(i, result)``, if
+  given, is called in the caller's process as each job finishes (in completion order): progress
+  bars and bookkeeping see results while the others still run.
 * Results therefore depend only on the jobs (each carries its own seed) and on ``init``, never on
   the backend or on the number of workers: same seeds => same results.
 * An exception raised by ``fn`` or ``init`` in a worker propagates to the caller of ``map``.
@@ -38,7 +40,7 @@ import logging
 import multiprocessing as mp
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
 
 from simulator.config import UserError
@@ -52,6 +54,7 @@ BACKENDS = ("local", "ray")  #: names accepted by :func:`make_executor` (and ``-
 RAY_INSTALL_HINT = "pip install 'marllb[ray]'"
 
 WorkerFn = Callable[[Any, Any], Any]  #: fn(state, job) -> result
+OnDone = Callable[[int, Any], None] | None  #: on_done(job index, result), called as jobs finish
 
 
 class Executor:
@@ -60,7 +63,7 @@ class Executor:
     backend = ""
     workers = 0
 
-    def map(self, fn: WorkerFn, jobs: Sequence[Any]) -> list[Any]:
+    def map(self, fn: WorkerFn, jobs: Sequence[Any], on_done: OnDone = None) -> list[Any]:
         """``[fn(state, job) for job in jobs]`` computed on the workers, in job order."""
         raise NotImplementedError
 
@@ -103,11 +106,17 @@ class LocalPoolExecutor(Executor):
             max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_local_init,
             initargs=(init,))
 
-    def map(self, fn: WorkerFn, jobs: Sequence[Any]) -> list[Any]:
+    def map(self, fn: WorkerFn, jobs: Sequence[Any], on_done: OnDone = None) -> list[Any]:
         if self._pool is None:
             raise RuntimeError("executor is closed")
-        jobs = list(jobs)
-        return list(self._pool.map(_local_call, [fn] * len(jobs), jobs))
+        futures = {self._pool.submit(_local_call, fn, job): i for i, job in enumerate(jobs)}
+        results: list[Any] = [None] * len(futures)
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()  # re-raises the worker's exception
+            if on_done is not None:
+                on_done(i, results[i])
+        return results
 
     def close(self) -> None:
         if self._pool is not None:
@@ -186,7 +195,7 @@ class RayActorExecutor(Executor):
         cwd = os.getcwd()
         self._actors: list[Any] = [actor_cls.remote(init, cwd) for _ in range(workers)]
 
-    def map(self, fn: WorkerFn, jobs: Sequence[Any]) -> list[Any]:
+    def map(self, fn: WorkerFn, jobs: Sequence[Any], on_done: OnDone = None) -> list[Any]:
         ray = self._ray
         if not self._actors:
             raise RuntimeError("executor is closed")
@@ -205,6 +214,8 @@ class RayActorExecutor(Executor):
                 i, actor = pending.pop(ref)
                 results[i] = ray.get(ref)  # re-raises the worker's exception
                 idle.append(actor)
+                if on_done is not None:
+                    on_done(i, results[i])
         return results
 
     def close(self) -> None:

@@ -84,7 +84,10 @@ def _check_contract(results: list[tuple[int, int, int]], n_jobs: int, workers: i
 
 def test_local_executor_keeps_job_order_worker_state_and_raises() -> None:
     with make_executor("local", 2, init=_counter_state) as ex:
-        _check_contract(ex.map(_slow_double, list(range(6))), 6, 2)
+        seen: list = []
+        results = ex.map(_slow_double, list(range(6)), on_done=lambda i, r: seen.append((i, r)))
+        _check_contract(results, 6, 2)
+        assert sorted(seen) == list(enumerate(results))  # on_done saw every job with its result
         assert ex.map(_slow_double, []) == []
         with pytest.raises(UserError, match="job 3 is bad"):
             ex.map(_fail_on_three, list(range(5)))
@@ -93,7 +96,9 @@ def test_local_executor_keeps_job_order_worker_state_and_raises() -> None:
 @needs_ray
 def test_ray_executor_keeps_job_order_worker_state_and_raises(ray_session) -> None:
     with make_executor("ray", 2, init=_counter_state) as ex:
-        results = ex.map(_slow_double, list(range(6)))
+        seen: list = []
+        results = ex.map(_slow_double, list(range(6)), on_done=lambda i, r: seen.append((i, r)))
+        assert sorted(seen) == list(enumerate(results))
         assert ex.map(_slow_double, []) == []
         with pytest.raises(UserError, match="job 3 is bad"):  # a RayTaskError that is a UserError
             ex.map(_fail_on_three, list(range(5)))

@@ -136,3 +136,12 @@ def test_bench_lists_runs_and_refuses_unknown_names(capfd: pytest.CaptureFixture
     assert main(["bench", "sim_sped"]) == 2
     err = capfd.readouterr().err
     assert "known: " in err and "controller, core_speed" in err and "sim_speed" in err
+
+def test_config_errors_name_the_line(tmp_path, capsys, no_sim) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntraffic:\n  kind: poisson\n  rate: -3\npolicy:\n  name: sde\n")
+    assert main(["sim", "run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: invalid config" in err
+    assert "line 4: traffic.rate: Input should be greater than 0" in err
+    assert "line 6: policy.name: Input should be" in err
