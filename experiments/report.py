@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.paper_results import PAPER, SED_WORK_RATIO, paper_table_for
-from experiments.sweep_plots import SweepData, group_work, plot_sweep, read_sweep
+from experiments.sweep_plots import SweepData, plot_sweep, read_sweep, work_ratios
 
 __all__ = ["write_report"]
 
@@ -85,16 +85,9 @@ def _work_split_section(data: SweepData) -> list[str]:
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for values, pts in data.cells():
         for label in data.labels:
-            ratios, cap = [], math.nan
-            for key in pts[pts["label"] == label]["key"]:
-                cores = [float(s["cores"]) for s in data.summary(key)["per_server"]]
-                per = group_work(data.requests(key), cores, float(data.config(key).get("warmup_s", 0.0)))
-                groups = sorted(per)
-                cap = groups[-1] / groups[0]
-                if per[groups[0]] > 0:
-                    ratios.append(per[groups[-1]] / per[groups[0]])
-            if ratios:
-                cells = [label, *(f"{v:g}" for v in values), f"{np.mean(ratios):.2f}", f"{cap:g}"]
+            ratios, groups = work_ratios(data, pts, label)
+            if ratios.size and groups:
+                cells = [label, *(f"{v:g}" for v in values), f"{ratios.mean():.2f}", f"{groups[0] / groups[1]:g}"]
                 lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 

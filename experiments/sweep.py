@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.config import (POLICY_NAMES, ConfigError, ExperimentConfig, UserError, parse_config,
-                              read_yaml_mapping, yaml_line)
+                              read_yaml_mapping, set_path, yaml_line)
 
 __all__ = ["SweepSpec", "SweepPoint", "load_sweep", "plan_points", "run_sweep", "aggregate",
            "SCALARS", "read_points"]
@@ -193,19 +193,10 @@ def load_sweep(path: str | Path, quick: bool = False) -> SweepSpec:
 # planning: every point resolved and keyed before anything runs
 # ---------------------------------------------------------------------------------------------
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{dotted}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
+    set_path(data, dotted, value, dotted)
     # rate and load are two ways to say one thing: setting one clears the other
     if dotted in ("traffic.rate", "traffic.load"):
-        node.pop("load" if parts[-1] == "rate" else "rate", None)
+        data["traffic"].pop("load" if dotted.endswith("rate") else "rate", None)
 
 
 def _file_digest(path: Path) -> str:

@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 from experiments.evaluate import ci95
 from simulator.config import UserError
 
-__all__ = ["plot_sweep", "SWEEP_FIGURES", "read_sweep", "SweepData"]
+__all__ = ["plot_sweep", "SWEEP_FIGURES", "read_sweep", "SweepData", "group_work", "work_ratios",
+           "fairness_series"]
 
 log = logging.getLogger(__name__)
 
@@ -170,27 +171,34 @@ def _nominal_cores(data: SweepData, key: str) -> list[float]:
     return [float(s["cores"]) for s in data.summary(key)["per_server"]]
 
 
+def work_ratios(data: SweepData, pts: pd.DataFrame, label: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Per seed of ``label`` among ``pts``: work per server of the biggest server group over that
+    of the smallest; and the two groups' core counts (None with a single group)."""
+    ratios, groups = [], None
+    for key in pts[pts["label"] == label]["key"]:
+        per = group_work(data.requests(key), _nominal_cores(data, key), float(data.config(key).get("warmup_s", 0.0)))
+        cores = sorted(per)
+        if len(cores) >= 2:
+            groups = (cores[-1], cores[0])
+            if per[cores[0]] > 0:
+                ratios.append(per[cores[-1]] / per[cores[0]])
+    return np.array(ratios), groups
+
+
 def work_share(data: SweepData) -> Figure:
     cells = list(data.cells())
     fig, axes = _panels(len(cells), width=max(3.4, 0.55 * len(data.labels) + 1.5))
     for ax, (values, pts) in zip(axes, cells):
         labels = [lab for lab in data.labels if (pts["label"] == lab).any()]
-        ratios: dict[str, list[float]] = {}
-        groups: list[float] = []
-        for label in labels:
-            for key in pts[pts["label"] == label]["key"]:
-                cores = _nominal_cores(data, key)
-                per = group_work(data.requests(key), cores, float(data.config(key).get("warmup_s", 0.0)))
-                groups = sorted(per)
-                if per[groups[0]] > 0:
-                    ratios.setdefault(label, []).append(per[groups[-1]] / per[groups[0]])
+        per_label = {lab: work_ratios(data, pts, lab) for lab in labels}
         x = np.arange(len(labels))
-        mean = [np.mean(ratios.get(lab, [np.nan])) for lab in labels]
-        err = [ci95(np.array(ratios.get(lab, []))) for lab in labels]
+        mean = [r.mean() if r.size else np.nan for r, _ in per_label.values()]
+        err = [ci95(r) for r, _ in per_label.values()]
         ax.bar(x, mean, 0.6, yerr=[0.0 if not math.isfinite(e) else e for e in err], capsize=2, color="C0")
-        if len(groups) >= 2:
-            ax.axhline(groups[-1] / groups[0], color="k", ls="--", lw=1,
-                       label=f"capacity ratio {groups[-1]:g}:{groups[0]:g}")
+        groups = next((g for _, g in per_label.values() if g), None)
+        if groups:
+            ax.axhline(groups[0] / groups[1], color="k", ls="--", lw=1,
+                       label=f"capacity ratio {groups[0]:g}:{groups[1]:g}")
             ax.legend()
         ax.set_xticks(x, labels, rotation=30, ha="right")
         ax.set_ylabel("work per server, big / small group")

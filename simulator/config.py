@@ -334,25 +334,32 @@ def _format_errors(err: ValidationError, source: str, text: str | None = None) -
     return "\n".join(lines)
 
 
+def set_path(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """``data[a][b][c] = value`` for ``dotted`` = ``a.b.c``, creating missing sections; ConfigError
+    starting with ``where`` when a part of the path is not a section."""
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b.c=value` strings (value parsed as YAML) to a nested dict, in place."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: '{part}' is not a section")
-            node = child
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        set_path(data, key, value, f"--set {item!r}")
     return data
 
 
