@@ -23,12 +23,12 @@ from itertools import product
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from experiments.evaluate import ci95
+from experiments.figure_style import paper_style, save_pdf_png
 from simulator.config import UserError
 
 __all__ = ["plot_sweep", "SWEEP_FIGURES", "read_sweep", "SweepData", "group_work", "work_ratios",
@@ -37,10 +37,6 @@ __all__ = ["plot_sweep", "SWEEP_FIGURES", "read_sweep", "SweepData", "group_work
 log = logging.getLogger(__name__)
 
 SWEEP_FIGURES = ("jct_cdf", "jct_percentiles", "work_share", "fairness_over_time", "training")
-#: one style for every figure (serif text as in papers, light grid, no top/right spines)
-STYLE = {"font.family": "serif", "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9,
-         "legend.fontsize": 8, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-         "axes.spines.right": False, "savefig.bbox": "tight", "pdf.fonttype": 42}
 _PERCENTILES = (("p50", "jct_p50_s"), ("p90", "jct_p90_s"), ("p99", "jct_p99_s"))
 
 
@@ -277,13 +273,10 @@ def plot_sweep(path: str | Path, out_dir: str | Path | None = None) -> list[Path
         raise UserError(f"{data.path}: no finished points to plot")
     makers = {"jct_cdf": jct_cdf, "jct_percentiles": jct_percentiles, "work_share": work_share,
               "fairness_over_time": fairness_over_time, "training": training_curves}
-    written = []
-    with matplotlib.rc_context(STYLE):
+    written: list[Path] = []
+    with paper_style():
         for name, make in makers.items():
             fig = make(data)
-            if fig is None:
-                continue
-            for ext in ("pdf", "png"):
-                fig.savefig(out / f"{name}.{ext}", dpi=150)
-                written.append(out / f"{name}.{ext}")
+            if fig is not None:
+                written += save_pdf_png(fig, out / name)
     return written

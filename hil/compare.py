@@ -46,7 +46,7 @@ __all__ = ["REPORT_FILES", "run_stats", "compare_runs", "point_config", "compare
 
 log = logging.getLogger(__name__)
 
-REPORT_FILES = ("report.md", "compare.json", "jct_cdf.png", "server_share.png")
+REPORT_FILES = ("report.md", "compare.json", "jct_cdf.png", "jct_cdf.pdf", "server_share.png", "server_share.pdf")
 
 RealRunner = Callable[[ExperimentConfig, Path], Path]
 
@@ -234,8 +234,11 @@ def compare_runs(pairs: Sequence[Pair], out_dir: str | Path, *,
 
     (out / "compare.json").write_text(json.dumps(_json_safe(result), indent=2) + "\n")
     (out / "report.md").write_text(_report_md(result))
-    _plot_cdf(loaded, out / "jct_cdf.png")
-    _plot_shares(policies_out, out / "server_share.png")
+    from experiments.figure_style import paper_style
+
+    with paper_style():
+        _plot_cdf(loaded, out / "jct_cdf")
+        _plot_shares(policies_out, out / "server_share")
     return result
 
 
@@ -336,8 +339,10 @@ def _report_md(res: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _plot_cdf(loaded: Sequence[tuple], path: Path) -> None:
+def _plot_cdf(loaded: Sequence[tuple], stem: Path) -> None:
     from matplotlib.figure import Figure
+
+    from experiments.figure_style import save_pdf_png
 
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
@@ -370,11 +375,13 @@ def _plot_cdf(loaded: Sequence[tuple], path: Path) -> None:
     if drawn:
         ax.legend(fontsize=8)
     ax.set_title("JCT CDF: simulated (dashed) vs real (solid)")
-    fig.savefig(path, dpi=120)
+    save_pdf_png(fig, stem)
 
 
-def _plot_shares(policies: Sequence[dict], path: Path) -> None:
+def _plot_shares(policies: Sequence[dict], stem: Path) -> None:
     from matplotlib.figure import Figure
+
+    from experiments.figure_style import save_pdf_png
 
     n = len(policies)
     fig = Figure(figsize=(8, 2.6 * n + 0.6), layout="constrained")
@@ -395,7 +402,7 @@ def _plot_shares(policies: Sequence[dict], path: Path) -> None:
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Per-server share of requests: simulated vs real")
-    fig.savefig(path, dpi=120)
+    save_pdf_png(fig, stem)
 
 
 # --------------------------------------------------------------------------------------------
