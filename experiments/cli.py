@@ -28,6 +28,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -366,11 +367,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     spec = load_sweep(args.sweep, quick=args.quick)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / (spec.name + ("_quick" if args.quick else ""))
+    start = time.monotonic()
     outcome = run_sweep(spec, out, workers=args.workers, backend=args.backend, ray_address=args.ray_address,
                         progress=not args.no_progress)
     print((out / "table.md").read_text())
     print(f"sweep directory: {out}  ({outcome.planned} points: {outcome.skipped} finished before, "
-          f"{outcome.ran} run now, {len(outcome.failed)} failed; points.parquet, aggregate.parquet, table.md)")
+          f"{outcome.ran} run now, {len(outcome.failed)} failed, {time.monotonic() - start:.0f} s wall; "
+          "points.parquet, aggregate.parquet, table.md)")
     if outcome.failed:
         for f in outcome.failed:
             print(f"  failed: {f['label']} {f['axes']} seed {f['seed']}: {f['error']} "
