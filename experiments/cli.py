@@ -325,8 +325,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise UserError(f"--load-range {args.load_range!r}: expected LO,HI") from None
         load_range = (lo, hi)
+    rates = None
+    if args.rates:
+        try:
+            rates = [float(x) for x in _split_list(args.rates, "rates")]
+        except ValueError:
+            raise UserError(f"--rates {args.rates!r}: expected comma-separated numbers") from None
     run_dir = train_from_config(cfg, algo=args.algo, episodes=args.episodes, seed=args.seed,
-                                out=args.out, reward=args.reward, load_range=load_range,
+                                out=args.out, reward=args.reward, load_range=load_range, rates=rates,
                                 hp=args.hp, workers=args.workers, backend=args.backend,
                                 ray_address=args.ray_address, resume=args.resume,
                                 progress=not args.no_progress, prev_action=args.prev_action,
@@ -553,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--reward", default="product", choices=("product", "jain", "variance", "jct"))
     tr.add_argument("--load-range", metavar="LO,HI", help="draw traffic.load uniformly per episode")
+    tr.add_argument("--rates", metavar="R1,R2,...",
+                    help="draw traffic.rate from these per episode (e.g. a synthetic day's odd hours)")
     tr.add_argument("--hp", action="append", default=[], metavar="FIELD=VALUE",
                     help="override an agent hyperparameter (repeatable), e.g. --hp hidden=64")
     tr.add_argument("--workers", type=int, default=0, help="rollout processes (0: in process)")

@@ -61,7 +61,8 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
 
 def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: int,
                       out: str | None, reward: str = "product",
-                      load_range: tuple[float, float] | None = None, hp: list[str] | None = None,
+                      load_range: tuple[float, float] | None = None, rates: list[float] | None = None,
+                      hp: list[str] | None = None,
                       workers: int = 0, backend: str = "local", ray_address: str | None = None,
                       resume: bool = False, progress: bool = True,
                       prev_action: bool = False, continuous: bool = False, action_scale: str = "absolute",
@@ -87,12 +88,12 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
     (run_dir / "train.json").write_text(json.dumps(
         {"algo": algo, "episodes": episodes, "seed": seed, "reward": reward,
-         "load_range": list(load_range) if load_range else None, "workers": workers,
+         "load_range": list(load_range) if load_range else None, "rates": rates, "workers": workers,
          "backend": backend,
          "prev_action": prev_action, "continuous": continuous, "action_scale": action_scale,
          "time_budget_s": time_budget_s,
          "hp": list(hp or [])}, indent=2) + "\n")
-    env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range,
+    env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range, rates=rates,
                                prev_action=prev_action, continuous=continuous, action_scale=action_scale)
     env_fn()  # config errors surface here, before any worker starts
     if algo == "fairness":

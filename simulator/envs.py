@@ -41,7 +41,7 @@ the QMIX team reward is their mean (agents.training does that).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium
 import numpy as np
@@ -141,14 +141,15 @@ class LoadBalanceParallelEnv(ParallelEnv):
     """K LB agents on one simulated run; an episode is the config's duration_s.
 
     ``load_range=(lo, hi)``: every reset draws traffic.load uniformly in it (training on varied
-    loads; the config's traffic must be poisson/diurnal). ``agent_lbs``: which LBs are agents
+    loads; the config's traffic must be poisson/diurnal). ``rates=[r1, r2, ...]``: every reset
+    draws traffic.rate from the list instead (e.g. the odd hours of a synthetic day). ``agent_lbs``: which LBs are agents
     (default all); the others keep the config's policy."""
 
     metadata = {"name": "marllb_loadbalance_v0", "render_modes": []}
 
     def __init__(self, config: ExperimentConfig | dict | str | Path | None = None, *, reward: str = "product",
                  continuous: bool = False, prev_action: bool = False,
-                 load_range: tuple[float, float] | None = None,
+                 load_range: tuple[float, float] | None = None, rates: Sequence[float] | None = None,
                  agent_lbs: list[int] | None = None, action_scale: str = "absolute") -> None:
         if reward not in REWARDS:
             raise UserError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
@@ -167,7 +168,12 @@ class LoadBalanceParallelEnv(ParallelEnv):
         self.action_scale = action_scale
         self.n_lbs = sum(1 for _, k in graph.nodes(data="kind") if k == "lb")
         self.reward_kind, self.continuous, self.prev_action = reward, continuous, prev_action
+        if load_range is not None and rates is not None:
+            raise UserError("give load_range or rates, not both")
+        if rates is not None and (not len(rates) or min(rates) <= 0):
+            raise UserError(f"rates {list(rates)}: expected a non-empty list of rates > 0")
         self.load_range = load_range
+        self.rates = None if rates is None else [float(r) for r in rates]
         lbs = list(range(self.n_lbs)) if agent_lbs is None else list(agent_lbs)
         self._agent_idx = {f"lb{k + 1}": k for k in lbs}
         self.possible_agents = list(self._agent_idx)
@@ -197,17 +203,22 @@ class LoadBalanceParallelEnv(ParallelEnv):
                 space.seed(seed)
         run_seed = int(self._rng.integers(2**31))
         update: dict[str, Any] = {"seed": run_seed}
+        if (self.load_range is not None or self.rates is not None) and self.cfg.traffic.kind == "trace":
+            raise UserError("load_range and rates need poisson or diurnal traffic")
         if self.load_range is not None:
-            if self.cfg.traffic.kind == "trace":
-                raise UserError("load_range needs poisson or diurnal traffic")
             load = float(self._rng.uniform(*self.load_range))
             update["traffic"] = self.cfg.traffic.model_copy(update={"load": load, "rate": None})
+        elif self.rates is not None:
+            rate = self.rates[int(self._rng.integers(len(self.rates)))]
+            update["traffic"] = self.cfg.traffic.model_copy(update={"rate": rate, "load": None})
         cfg = self.cfg.model_copy(update=update)
         self.sim = build_simulation(cfg)
         self._ctl = _EnvController(self.sim.controller, set(self._agent_idx.values()))
         self.sim.controller = self._ctl
         self._step_s = cfg.lb.step_s
-        self._load = cfg.traffic.load
+        # what the episode summary reports of the traffic: its load, or its rate when it has none
+        self._traffic_info = ({"load": cfg.traffic.load} if cfg.traffic.load is not None
+                              else {"rate": cfg.traffic.rate} if cfg.traffic.rate is not None else {})
         self._open: list[Any] = []
         self._seen = 0
         self.sim.start()
@@ -237,7 +248,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
             from simulator.run import collect
 
             # the run's own summary rule (completed, sent after warm-up); None if none completed
-            summary = {"jct_mean_s": collect(self.sim, 0.0).summary["jct_mean_s"], "load": self._load}
+            summary = {"jct_mean_s": collect(self.sim, 0.0).summary["jct_mean_s"], **self._traffic_info}
             for a in self.agents:
                 infos[a]["episode"] = summary
             self.agents = []

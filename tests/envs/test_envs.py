@@ -9,7 +9,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import parallel_api_test, parallel_seed_test
 
-from simulator.config import parse_config
+from simulator.config import UserError, parse_config
 from simulator.envs import (DEFAULT_SCENARIO, LEVELS, N_FEATURES, LoadBalanceEnv, frame_observation,
                             parallel_env, reward_from)
 
@@ -145,6 +145,25 @@ def test_load_range_draws_a_load_per_reset_seed() -> None:
     loads = [drawn[s][0][0] for s in (1, 2, 3)]
     assert len(set(loads)) == 3 and all(0.3 <= x <= 0.95 for x in loads)
     assert env.cfg.traffic.load == UNITTEST["traffic"]["load"]  # the base config is untouched
+
+
+def test_rates_draw_one_listed_rate_per_reset() -> None:
+    env = parallel_env(dict(UNITTEST, duration_s=0.5), rates=[30.0, 45.0])
+    drawn, infos = [], []
+    for seed in range(40):
+        env.reset(seed=seed)
+        while env.agents:
+            *_, info = env.step({a: np.zeros(env.n_servers, np.int64) for a in env.agents})
+        drawn.append(env.sim.cfg.traffic.rate)
+        infos.append(info["lb1"]["episode"])
+        assert env.sim.cfg.traffic.load is None
+    # each of 2 rates is drawn with probability 1/2: missing one in 40 resets has p = 2 * 0.5^40
+    assert set(drawn) == {30.0, 45.0}
+    assert [i["rate"] for i in infos] == drawn and all("load" not in i for i in infos)
+    with pytest.raises(UserError, match="load_range or rates, not both"):
+        parallel_env(UNITTEST, rates=[30.0], load_range=(0.3, 0.5))
+    with pytest.raises(UserError, match="rates > 0"):
+        parallel_env(UNITTEST, rates=[])
 
 
 def test_gymnasium_env_same_seed_same_trajectory() -> None:
