@@ -324,11 +324,14 @@ def yaml_line(text: str | None, loc: Sequence[str | int]) -> int | None:
     return line
 
 
-def _format_errors(err: ValidationError, source: str, text: str | None = None) -> str:
+def _format_errors(err: ValidationError, source: str, text: str | None = None,
+                   overridden: Sequence[str] = ()) -> str:
     lines = [f"{source}: invalid config"]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        line = yaml_line(text, e["loc"])
+        # a value set by --set has no line in the file
+        from_file = not any(path == k or path.startswith(k + ".") for k in overridden)
+        line = yaml_line(text, e["loc"]) if from_file else None
         where = f"line {line}: " if line else ""
         lines.append(f"  {where}{path}: {e['msg']}")
     return "\n".join(lines)
@@ -363,13 +366,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>", text: str | None = None) -> ExperimentConfig:
+def parse_config(data: dict[str, Any], source: str = "<config>", text: str | None = None,
+                 overridden: Sequence[str] = ()) -> ExperimentConfig:
     """Validate a config mapping; ConfigError naming ``source`` and each field path (and its line,
-    when ``text`` is the YAML the mapping was read from)."""
+    when ``text`` is the YAML the mapping was read from and ``overridden`` does not name the path)."""
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, text)) from None
+        raise ConfigError(_format_errors(err, source, text, overridden)) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> tuple[dict[str, Any], str]:
@@ -393,4 +397,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     """Read, override and validate a YAML config. Raises ConfigError with field paths."""
     data, text = read_yaml_mapping(path)
     apply_overrides(data, overrides or [])
-    return parse_config(data, str(path), text)
+    return parse_config(data, str(path), text, [o.partition("=")[0] for o in overrides or []])

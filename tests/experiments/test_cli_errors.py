@@ -145,3 +145,7 @@ def test_config_errors_name_the_line(tmp_path, capsys, no_sim) -> None:
     assert f"{bad}: invalid config" in err
     assert "line 4: traffic.rate: Input should be greater than 0" in err
     assert "line 6: policy.name: Input should be" in err
+    # a value from --set has no line in the file
+    assert main(["sim", "run", str(bad), "--set", "policy.name=sed", "--set", "traffic.rate=-4"]) == 2
+    err = capsys.readouterr().err
+    assert "  traffic.rate: Input should be greater than 0" in err and "line 4" not in err
