@@ -14,7 +14,7 @@
                  [--backend local|ray] [--ray-address ADDR] [--resume] [--out DIR] [--hp FIELD=VALUE ...]
     marllb eval CONFIG.yaml [--policies sed,ecmp,...] [--checkpoint PATH ...] [--seeds ...]
                 [--loads ...] [--workers N] [--backend local|ray] [--ray-address ADDR] --out DIR
-    marllb sweep SWEEP.yaml [--out DIR] [--quick] [--workers N] [--backend local|ray] [--ray-address ADDR]
+    marllb sweep SWEEP.yaml [--out DIR] [--quick] [--checkpoint LABEL=PATH ...] [--workers N] [--backend ...]
     marllb report SWEEP_DIR [...]
     marllb bench [NAME [ARGS ...]]   (runs bench/NAME/run.py ARGS; no NAME: list them)
 
@@ -371,7 +371,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from experiments.sweep import load_sweep, run_sweep
 
-    spec = load_sweep(args.sweep, quick=args.quick)
+    extra = {}
+    for item in args.checkpoint:
+        label, sep, cp = item.partition("=")
+        if not sep or not label or not cp:
+            raise UserError(f"--checkpoint {item!r}: expected LABEL=PATH")
+        extra[label] = cp
+    spec = load_sweep(args.sweep, quick=args.quick, extra_checkpoints=extra)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / (spec.name + ("_quick" if args.quick else ""))
     start = time.monotonic()
     outcome = run_sweep(spec, out, workers=args.workers, backend=args.backend, ray_address=args.ray_address,
@@ -601,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("sweep", metavar="SWEEP.yaml")
     sw.add_argument("--out", metavar="DIR", help="default runs/sweeps/<name>[_quick]")
     sw.add_argument("--quick", action="store_true", help="the sweep file's reduced variant (its 'quick' section)")
+    sw.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH",
+                    help="add a trained agent to the sweep's policies (repeatable)")
     sw.add_argument("--workers", type=int, default=1, help="points run at the same time (default 1)")
     _backend_arguments(sw, "points")
     sw.add_argument("--no-progress", action="store_true")

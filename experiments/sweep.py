@@ -121,9 +121,11 @@ def _seeds(value: Any, err) -> list[int]:
     raise err("expected a non-empty list of integers or a range 'LO-HI'")
 
 
-def load_sweep(path: str | Path, quick: bool = False) -> SweepSpec:
+def load_sweep(path: str | Path, quick: bool = False,
+               extra_checkpoints: dict[str, str] | None = None) -> SweepSpec:
     """Read a sweep file; ConfigError naming the file, line and key for every mistake. ``quick``
-    applies the file's ``quick`` section (a reduced variant of the same sweep)."""
+    applies the file's ``quick`` section (a reduced variant of the same sweep); ``extra_checkpoints``
+    (label: path, relative to the working directory) adds agents to the file's."""
     path = Path(path)
     data, text = read_yaml_mapping(path, "sweep file")
 
@@ -168,6 +170,12 @@ def load_sweep(path: str | Path, quick: bool = False) -> SweepSpec:
         if not cp_path.is_file():
             raise err(["checkpoints", label], f"no such checkpoint {cp_path}")
         checkpoints[str(label)] = cp_path
+    for label, cp in (extra_checkpoints or {}).items():
+        if label in policies or label in checkpoints:
+            raise ConfigError(f"--checkpoint {label}={cp}: label {label!r} is already in {path}")
+        if not Path(cp).is_file():
+            raise ConfigError(f"--checkpoint {label}={cp}: no such checkpoint")
+        checkpoints[label] = Path(cp).resolve()
     if not policies and not checkpoints:
         raise err(["policies"], "nothing to run: give policies and/or checkpoints")
     axes = data.get("axes") or {}

@@ -249,3 +249,18 @@ def test_group_work_and_fairness_by_hand() -> None:
     # bin 0: only server 2 got work (4/2 = 2): 1/3; bin 1: x = (1, 3, 0): 16 / (3 * 10);
     # bin 2: x = (0, 0, 2): 1/3
     assert jain.to_dict() == pytest.approx({0.0: 1 / 3, 1.0: 16 / 30, 2.0: 1 / 3})
+
+
+def test_checkpoints_added_on_the_command_line(tmp_path: Path, capsys) -> None:
+    path = _write(tmp_path, SWEEP)
+    cp = tmp_path / "agent.pt"
+    cp.write_bytes(b"x")
+    spec = load_sweep(path, extra_checkpoints={"qmix": str(cp)})
+    assert spec.checkpoints == {"qmix": cp.resolve()}
+    assert {p.label for p in plan_points(spec)} == {"ecmp", "sed", "qmix"}
+    with pytest.raises(ConfigError, match="label 'sed' is already in"):
+        load_sweep(path, extra_checkpoints={"sed": str(cp)})
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        load_sweep(path, extra_checkpoints={"q": str(tmp_path / "none.pt")})
+    assert main(["sweep", str(path), "--checkpoint", "qmix"]) == 2
+    assert "expected LABEL=PATH" in capsys.readouterr().err
