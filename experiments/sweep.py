@@ -19,7 +19,8 @@ sweeps, or after an edit that does not touch it, is the same key. A point runs a
 writes its run directory (the run contract of ``marllb sim run`` plus ``point.json``) to a temporary
 name, then renames it to ``points/<key>/``: a directory there is a finished point and is never run
 again. A point that raises is written to ``errors/<key>.json`` (its traceback) and the others go on;
-the next invocation tries it again. Outputs in OUT::
+the next invocation tries it again. One sweep at a time per OUT (a start removes the temporary
+directories a killed run left). Outputs in OUT::
 
     sweep.json          the sweep as resolved (file, axes, points planned)
     points/<key>/       finished points (config.yaml, summary.json, requests/steps.parquet, point.json)
@@ -332,8 +333,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int = 1, backend: st
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         jobs = [(p.cfg, p.meta(), str(out)) for p in todo]
-        with Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
-                      TimeRemainingColumn(), disable=not progress) as bar:
+        columns = (TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn())
+        with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("points", total=len(jobs), failed=0)
 
             def on_done(i: int, result: dict[str, Any]) -> None:
