@@ -52,7 +52,7 @@ import simpy
 
 from simulator.config import ExperimentConfig, JobConfig, UserError
 from simulator.features import FEATURE_NAMES, as_dict, server_features
-from simulator.network import Chain, Path, Template, build_links, path_between, send_chain
+from simulator.network import Chain, Template, build_links, path_between, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
 from simulator.server import PsServer, effects_by_server
