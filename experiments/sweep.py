@@ -19,7 +19,9 @@ sweeps, or after an edit that does not touch it, is the same key. A point runs a
 writes its run directory (the run contract of ``marllb sim run`` plus ``point.json``) to a temporary
 name, then renames it to ``points/<key>/``: a directory there is a finished point and is never run
 again. A point that raises is written to ``errors/<key>.json`` (its traceback) and the others go on;
-the next invocation tries it again. One sweep at a time per OUT (a start removes the temporary
+the next invocation tries it again. A pool worker that dies hard (a signal, the OOM killer, a crash in
+C) breaks the local pool: the rest go on in a new pool, the points that were running are retried
+alone, and one that kills its worker again is recorded as failed. One sweep at a time per OUT (a start removes the temporary
 directories a killed run left). Outputs in OUT::
 
     sweep.json          the sweep as resolved (file, axes, points planned)
@@ -294,6 +296,55 @@ def finished_keys(out: Path) -> set[str]:
     return {p.name for p in points.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
+def _run_on_local_pools(jobs: list[tuple], workers: int, out: Path, on_done) -> None:
+    """Run ``jobs`` on local process pools, surviving workers that die hard (OOM killer, a signal,
+    an abort in C): a dead worker breaks the whole pool, so the points that were running then (their
+    temporary directories name them) become suspects and the rest go on in a fresh pool; at the end
+    each suspect runs alone, and one that kills its worker again is recorded as failed."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from agents.common.executors import make_executor
+
+    finished: set[int] = set()
+    suspects: list[int] = []
+    index_of = {job[1]["key"]: i for i, job in enumerate(jobs)}
+
+    def done(i: int, result: dict[str, Any]) -> None:
+        finished.add(i)
+        on_done(i, result)
+
+    def running_keys() -> set[str]:
+        keys = set()
+        for tmp in (out / "points").glob(".tmp-*"):
+            keys.add(tmp.name.split("-")[1])
+            shutil.rmtree(tmp, ignore_errors=True)
+        return keys
+
+    while True:
+        todo = [i for i in range(len(jobs)) if i not in finished and i not in suspects]
+        if not todo:
+            break
+        try:
+            with make_executor("local", workers) as pool:
+                pool.map(_run_point, [jobs[i] for i in todo], on_done=lambda j, r: done(todo[j], r))
+        except BrokenProcessPool:
+            new = [index_of[k] for k in running_keys() if k in index_of and index_of[k] not in finished]
+            log.warning("a worker process died; %d point(s) that were running will be retried alone",
+                        len(new) or len(todo))
+            suspects += new or [i for i in todo if i not in finished]
+    for i in suspects:
+        try:
+            with make_executor("local", 1) as solo:
+                solo.map(_run_point, [jobs[i]], on_done=lambda _, r: done(i, r))
+        except BrokenProcessPool as exc:
+            running_keys()
+            meta = jobs[i][1]
+            record = {**meta, "error": f"its worker process died ({exc}): a signal, the OOM killer or a crash "
+                      "in C; the point ran alone", "traceback": ""}
+            _atomic_write(out / "errors" / f"{meta['key']}.json", json.dumps(record, indent=2) + "\n")
+            on_done(i, {"key": meta["key"], "ok": False, "error": record["error"]})
+
+
 @dataclass
 class SweepOutcome:
     planned: int
@@ -347,6 +398,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, workers: int = 1, backend: st
             if workers == 1 and backend == "local":
                 for i, job in enumerate(jobs):
                     on_done(i, _run_point(None, job))
+            elif backend == "local":
+                _run_on_local_pools(jobs, workers, out, on_done)
             else:
                 with make_executor(backend, workers, ray_address=ray_address) as pool:
                     pool.map(_run_point, jobs, on_done=on_done)

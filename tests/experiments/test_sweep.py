@@ -264,3 +264,33 @@ def test_checkpoints_added_on_the_command_line(tmp_path: Path, capsys) -> None:
         load_sweep(path, extra_checkpoints={"q": str(tmp_path / "none.pt")})
     assert main(["sweep", str(path), "--checkpoint", "qmix"]) == 2
     assert "expected LABEL=PATH" in capsys.readouterr().err
+
+
+def test_a_worker_killed_mid_point_does_not_stop_the_sweep(tmp_path: Path, caplog) -> None:
+    """SIGKILL one pool worker while it runs a point (as the OOM killer would): the pool breaks,
+    the points that were running are retried alone, every point finishes once."""
+    import threading
+
+    spec = load_sweep(_write(tmp_path, {**SWEEP, "seeds": "1-3"}, {**TINY, "duration_s": 8.0}))
+    out = tmp_path / "out"
+    outcome: list = []
+    runner = threading.Thread(target=lambda: outcome.append(run_sweep(spec, out, workers=2, progress=False)))
+    runner.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and runner.is_alive():
+        for tmp in (out / "points").glob(".tmp-*") if (out / "points").is_dir() else []:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
+                killed = tmp.name.split("-")[1]
+                break
+        time.sleep(0.02)
+    runner.join(600)
+    assert killed is not None, "no point was seen running"
+    (result,) = outcome
+    assert result.failed == [] and result.planned == 12
+    assert len(pd.read_parquet(out / "points.parquet")) == 12
+    assert (out / "points" / killed / "summary.json").is_file()
+    assert not list((out / "points").glob(".tmp-*")) and not list((out / "errors").iterdir())
+    assert "a worker process died" in caplog.text  # the pool really broke and was replaced
