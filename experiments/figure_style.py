@@ -25,8 +25,9 @@ def paper_style() -> Iterator[None]:
 
 
 def save_pdf_png(fig: Figure, stem: Path) -> list[Path]:
-    """Write ``stem.pdf`` and ``stem.png`` (150 dpi); returns both paths."""
-    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    return paths
+    """Write ``stem.pdf`` and ``stem.png`` (150 dpi); returns both paths. The PDF carries no
+    creation date, so the same figure gives the same bytes (results can be committed and diffed)."""
+    pdf, png = stem.with_suffix(".pdf"), stem.with_suffix(".png")
+    fig.savefig(pdf, metadata={"CreationDate": None})
+    fig.savefig(png, dpi=150)
+    return [pdf, png]

@@ -227,6 +227,9 @@ def test_quick_paper_sweep_plot_and_report(tmp_path: Path, capsys) -> None:
     for name in ("jct_cdf", "jct_percentiles", "work_share", "fairness_over_time"):
         for ext in ("pdf", "png"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000
+    first = {p.name: p.read_bytes() for p in (out / "figures").iterdir()}
+    assert main(["plot", str(out)]) == 0  # redrawn from the folder alone: the same bytes
+    assert {p.name: p.read_bytes() for p in (out / "figures").iterdir()} == first
     assert main(["report", str(out)]) == 0
     page = (out / "report.md").read_text()
     assert "points: 18 of 18 finished" in page
