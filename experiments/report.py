@@ -104,7 +104,7 @@ def write_report(path: str | Path, command: str | None = None) -> Path:
     """Write ``path/report.md`` (and the figures into ``path/figures``); returns its path."""
     data = read_sweep(path)
     figures = data.path / "figures"
-    plot_sweep(data.path, figures)  # redrawn: points may have been added since the last time
+    plot_sweep(data, figures)  # redrawn: points may have been added since the last time
     meta = data.meta
     n_planned = len(meta["points"])
     n_done = len(data.points)

@@ -21,7 +21,7 @@ import logging
 import math
 from itertools import product
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,8 @@ class SweepData:
         self.aggregate = pd.read_parquet(path / "aggregate.parquet")
         self.axes: list[str] = list(self.meta["axes"])
         self.labels: list[str] = list(dict.fromkeys(self.points["label"]))
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._summaries: dict[str, dict[str, Any]] = {}
 
     def cells(self) -> Iterator[tuple[tuple[Any, ...], pd.DataFrame]]:
         """(axis values, the points at them) for every point of the axes grid that has results."""
@@ -75,12 +77,18 @@ class SweepData:
         return pd.read_parquet(self.path / "points" / key / "requests.parquet")
 
     def config(self, key: str) -> dict[str, Any]:
-        import yaml
+        """The point's resolved config (read once: every figure and the page ask for it)."""
+        if key not in self._configs:
+            import yaml
 
-        return yaml.safe_load((self.path / "points" / key / "config.yaml").read_text())
+            self._configs[key] = yaml.safe_load((self.path / "points" / key / "config.yaml").read_text())
+        return self._configs[key]
 
     def summary(self, key: str) -> dict[str, Any]:
-        return json.loads((self.path / "points" / key / "summary.json").read_text())
+        """The point's summary.json (read once)."""
+        if key not in self._summaries:
+            self._summaries[key] = json.loads((self.path / "points" / key / "summary.json").read_text())
+        return self._summaries[key]
 
 
 def read_sweep(path: str | Path) -> SweepData:
@@ -105,29 +113,41 @@ def _completed_after_warmup(req: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
     return req[(req["status"] == "completed") & (req["t_arrive_s"] >= warmup_s)]
 
 
-def jct_cdf(data: SweepData) -> Figure:
+def _policy_lines(data: SweepData, line: Callable[[list[str]], tuple[Any, Any] | None],
+                  lw: float) -> tuple[Figure, list[Any]]:
+    """One panel per point of the axes grid, one line per policy: ``line(keys)`` gives its (x, y)
+    from the policy's points in that panel (None: nothing to draw)."""
     cells = list(data.cells())
     fig, axes = _panels(len(cells))
     colors = _colors(data.labels)
     for ax, (values, pts) in zip(axes, cells):
         for label in data.labels:
-            keys = pts[pts["label"] == label]["key"]
-            if keys.empty:
-                continue
-            warmup = float(data.config(keys.iloc[0]).get("warmup_s", 0.0))
-            jct = np.concatenate([_completed_after_warmup(data.requests(k), warmup)["jct_s"].to_numpy(float)
-                                  for k in keys])
-            if jct.size == 0:
-                continue
-            # at most _CDF_POINTS quantiles per line: the same curve, a small vector file
-            prob = np.arange(1, jct.size + 1) / jct.size if jct.size <= _CDF_POINTS \
-                else np.linspace(0.0, 1.0, _CDF_POINTS)
-            ax.plot(np.quantile(jct, prob) * 1e3, prob, lw=1.2, color=colors[label], label=label)
+            keys = list(pts[pts["label"] == label]["key"])
+            xy = line(keys) if keys else None
+            if xy is not None:
+                ax.plot(*xy, lw=lw, color=colors[label], label=label)
+        ax.set_title(data.cell_title(values))
+    axes[0].legend(title="policy")
+    return fig, axes
+
+
+def jct_cdf(data: SweepData) -> Figure:
+    def cdf(keys: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        warmup = float(data.config(keys[0]).get("warmup_s", 0.0))
+        jct = np.concatenate([_completed_after_warmup(data.requests(k), warmup)["jct_s"].to_numpy(float)
+                              for k in keys])
+        if jct.size == 0:
+            return None
+        # at most _CDF_POINTS quantiles per line: the same curve, a small vector file
+        prob = np.arange(1, jct.size + 1) / jct.size if jct.size <= _CDF_POINTS \
+            else np.linspace(0.0, 1.0, _CDF_POINTS)
+        return np.quantile(jct, prob) * 1e3, prob
+
+    fig, axes = _policy_lines(data, cdf, lw=1.2)
+    for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("JCT (ms)")
         ax.set_ylabel("CDF")
-        ax.set_title(data.cell_title(values))
-    axes[0].legend(title="policy")
     fig.suptitle("JCT CDF (completed requests after warm-up, all seeds)")
     return fig
 
@@ -223,21 +243,16 @@ def fairness_series(req: pd.DataFrame, cores: Sequence[float], bin_s: float = 1.
 
 
 def fairness_over_time(data: SweepData) -> Figure:
-    cells = list(data.cells())
-    fig, axes = _panels(len(cells))
-    colors = _colors(data.labels)
-    for ax, (values, pts) in zip(axes, cells):
-        for label in data.labels:
-            series = [fairness_series(data.requests(k), _nominal_cores(data, k))
-                      for k in pts[pts["label"] == label]["key"]]
-            if series:
-                mean = pd.concat(series, axis=1).mean(axis=1).sort_index()
-                ax.plot(mean.index, mean.to_numpy(), lw=1.0, color=colors[label], label=label)
+    def mean_jain(keys: list[str]) -> tuple[Any, np.ndarray]:
+        series = [fairness_series(data.requests(k), _nominal_cores(data, k)) for k in keys]
+        mean = pd.concat(series, axis=1).mean(axis=1).sort_index()
+        return mean.index, mean.to_numpy()
+
+    fig, axes = _policy_lines(data, mean_jain, lw=1.0)
+    for ax in axes:
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("time (s)")
         ax.set_ylabel("Jain's index of work / core")
-        ax.set_title(data.cell_title(values))
-    axes[0].legend(title="policy")
     fig.suptitle("Fairness over time (per 1 s, mean over seeds)")
     return fig
 
@@ -265,10 +280,10 @@ def training_curves(data: SweepData) -> Figure | None:
     return fig
 
 
-def plot_sweep(path: str | Path, out_dir: str | Path | None = None) -> list[Path]:
-    """Write every figure of the sweep at ``path`` as PDF and PNG into ``out_dir`` (default
-    ``path/figures``); returns the files written."""
-    data = read_sweep(path)
+def plot_sweep(sweep: str | Path | SweepData, out_dir: str | Path | None = None) -> list[Path]:
+    """Write every figure of the sweep (its directory, or that directory already read) as PDF and
+    PNG into ``out_dir`` (default ``<sweep>/figures``); returns the files written."""
+    data = sweep if isinstance(sweep, SweepData) else read_sweep(sweep)
     out = Path(out_dir) if out_dir else data.path / "figures"
     out.mkdir(parents=True, exist_ok=True)
     if data.points.empty:
