@@ -258,7 +258,6 @@ class Controller:
         self.fallback_after = fallback_after
         self.clock = clock
         self.last_frame: OutFrame | None = None
-        self._bits = np.arange(n_servers, dtype=np.uint64)
         self.last_policy_w: np.ndarray | None = None
         self.consecutive_failures = 0
         self.static_active = False
@@ -356,7 +355,7 @@ class Controller:
         wseq: int | None = None
         if self.last_frame is not None:  # presence is known only from a frame
             healthy = self._healthy()
-            present = ((np.uint64(self.last_frame.active) >> self._bits) & np.uint64(1)).astype(bool)
+            present = self.last_frame.present_mask[: self.n]  # any S: a bitmap of u64 words
             up = healthy & present
             w = np.where(up, base, 0.0)
             if w.sum() <= 0 and up.any():  # the policy favoured only down servers

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from simulator.shm import MAX_SERVERS as _SHM_MAX_SERVERS
+
 __all__ = [
     "ENCAPS",
     "POLICIES",
@@ -50,9 +52,11 @@ __all__ = [
     "api_add_del_as",
     "api_add_del_vip",
     "api_add_del_vip_v2",
+    "api_add_del_vip_v3",
     "build_plugin",
     "api_conf",
     "api_set_weights",
+    "api_set_weights_v2",
     "cli_as",
     "cli_conf",
     "cli_vip",
@@ -68,8 +72,11 @@ log = logging.getLogger(__name__)
 ENCAPS: dict[str, int] = {"gre4": 0, "gre6": 1}
 #: Policies, value = lb_rl_policy_t of the core and the API enum.
 POLICIES: dict[str, int] = {"ecmp": 0, "wcmp": 1, "lsq": 2, "sed": 3, "lsq2": 4, "sed2": 5}
-#: The core's bound on servers per VIP (LB_RL_MAX_SERVERS).
-MAX_SERVERS = 64
+#: The core's bound on servers per VIP (LB_RL_MAX_SERVERS = 4096, the shm layout's max_servers);
+#: a VIP holds 64 unless created with ``max_servers``.
+MAX_SERVERS = _SHM_MAX_SERVERS
+#: Weights the original ``lb_rl_set_weights`` carries (a u8 count); more go as ``_v2``.
+MAX_WEIGHTS_V1 = 255
 
 
 class VppError(RuntimeError):
@@ -152,20 +159,29 @@ def _check_weights(weights: Sequence[float]) -> list[float]:
     return w
 
 
+def _check_max_servers(n: int) -> int:
+    if not 0 <= n <= MAX_SERVERS:
+        raise ValueError(f"max_servers {n}: must be in 1..{MAX_SERVERS} (0 = 64)")
+    return int(n)
+
+
 def _check_table_size(n: int) -> int:
     if n != 0 and (n < 1 or n & (n - 1) or n > 1 << 30):
         raise ValueError(f"flow_table_size {n}: must be a power of two <= 2^30 (0 = VPP's default)")
     return int(n)
 
 
-def cli_vip(prefix: str, encap: str = "gre4", delete: bool = False, flow_table_size: int = 0) -> str:
-    """``lb_rl vip <prefix> [encap gre4|gre6] [flow-table-size <n>] [del]`` (size 0: the
-    startup default)."""
+def cli_vip(prefix: str, encap: str = "gre4", delete: bool = False, flow_table_size: int = 0,
+            max_servers: int = 0) -> str:
+    """``lb_rl vip <prefix> [encap gre4|gre6] [flow-table-size <n>] [max-servers <n>] [del]``
+    (size 0: the startup default; max_servers 0: 64)."""
     if delete:
         return f"lb_rl vip {_prefix(prefix)} del"
     _check_encap(encap)
     size = _check_table_size(flow_table_size)
-    return f"lb_rl vip {_prefix(prefix)} encap {encap}" + (f" flow-table-size {size}" if size else "")
+    ms = _check_max_servers(max_servers)
+    return (f"lb_rl vip {_prefix(prefix)} encap {encap}" + (f" flow-table-size {size}" if size else "")
+            + (f" max-servers {ms}" if ms else ""))
 
 
 def cli_as(vip: str, addresses: Sequence[str], weight: float = 1.0, delete: bool = False) -> str:
@@ -257,6 +273,13 @@ def api_add_del_vip_v2(prefix: str, encap: str = "gre4", flow_table_size: int = 
     return {**api_add_del_vip(prefix, encap, delete), "flow_table_size": _check_table_size(flow_table_size)}
 
 
+def api_add_del_vip_v3(prefix: str, encap: str = "gre4", flow_table_size: int = 0,
+                       max_servers: int = 0, delete: bool = False) -> dict[str, Any]:
+    """Fields of ``lb_rl_add_del_vip_v3`` (API 1.2.0: also the VIP's max_servers, 0 = 64)."""
+    return {**api_add_del_vip_v2(prefix, encap, flow_table_size, delete),
+            "max_servers": _check_max_servers(max_servers)}
+
+
 def api_add_del_as(vip: str, address: str, weight: float = 1.0, delete: bool = False) -> dict[str, Any]:
     """Fields of ``lb_rl_add_del_as``."""
     if not delete and not weight > 0:
@@ -270,7 +293,16 @@ def api_add_del_as(vip: str, address: str, weight: float = 1.0, delete: bool = F
 
 
 def api_set_weights(vip: str, weights: Sequence[float]) -> dict[str, Any]:
-    """Fields of ``lb_rl_set_weights``."""
+    """Fields of ``lb_rl_set_weights`` (a u8 count: at most 255 weights)."""
+    w = _check_weights(weights)
+    if len(w) > MAX_WEIGHTS_V1:
+        raise ValueError(f"lb_rl_set_weights carries at most {MAX_WEIGHTS_V1} weights, got "
+                         f"{len(w)}: use lb_rl_set_weights_v2")
+    return {"vip_pfx": _prefix(vip), "n_weights": len(w), "weights": w}
+
+
+def api_set_weights_v2(vip: str, weights: Sequence[float]) -> dict[str, Any]:
+    """Fields of ``lb_rl_set_weights_v2`` (API 1.2.0: a u16 count, up to 4096 weights)."""
     w = _check_weights(weights)
     return {"vip_pfx": _prefix(vip), "n_weights": len(w), "weights": w}
 
@@ -481,11 +513,17 @@ class LbRlVpp:
         else:
             self.t.cli(cli_conf(**kw))
 
-    def add_vip(self, prefix: str, encap: str = "gre4", flow_table_size: int = 0) -> None:
-        if self.use_api:
+    def add_vip(self, prefix: str, encap: str = "gre4", flow_table_size: int = 0,
+                max_servers: int = 0) -> None:
+        """A VIP; ``max_servers`` (1..4096, 0 = 64) sizes its contexts and shm frames."""
+        if self.use_api and max_servers:
+            self.t.call("lb_rl_add_del_vip_v3",
+                        **api_add_del_vip_v3(prefix, encap, flow_table_size, max_servers))
+        elif self.use_api:
             self.t.call("lb_rl_add_del_vip_v2", **api_add_del_vip_v2(prefix, encap, flow_table_size))
         else:
-            self.t.cli(cli_vip(prefix, encap, flow_table_size=flow_table_size))
+            self.t.cli(cli_vip(prefix, encap, flow_table_size=flow_table_size,
+                               max_servers=max_servers))
 
     def del_vip(self, prefix: str) -> None:
         if self.use_api:
@@ -508,7 +546,9 @@ class LbRlVpp:
     def set_weights(self, vip: str, weights: Sequence[float]) -> None:
         """Weights by server index, validated by the plugin (VppError when
         rejected); new flows only. The agent's normal path is shm, not this."""
-        if self.use_api:
+        if self.use_api and len(weights) > MAX_WEIGHTS_V1:
+            self.t.call("lb_rl_set_weights_v2", **api_set_weights_v2(vip, weights))
+        elif self.use_api:
             self.t.call("lb_rl_set_weights", **api_set_weights(vip, weights))
         else:
             self.t.cli(cli_weights(vip, weights))

@@ -22,7 +22,7 @@ call ``expire`` now and then to sweep idle flows; read ``counters``/``server_cou
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -232,6 +232,13 @@ class DataPlaneCore:
         start empty; it gets new flows from now on. Raises DataPlaneError if present/invalid."""
         self._check(lib.lb_rl_server_add(self.ctx, i, static_weight), f"add_server({i})")
 
+    def add_servers(self, static_weights: Sequence[float]) -> None:
+        """Add servers 0 .. n-1 with these static weights at once (the tables are rebuilt once,
+        not n times). All or nothing; raises DataPlaneError if any is present or invalid."""
+        w = ffi.new("double[]", [float(x) for x in static_weights])
+        self._check(lib.lb_rl_servers_add(self.ctx, w, len(static_weights)),
+                    f"add_servers({len(static_weights)})")
+
     def remove_server(self, i: int) -> None:
         """Remove server ``i``: no new flows, its n_flow_on drops to 0, its tracked flows are
         forgotten (counted in ``flows_lost`` when met) and later packets are hash-forwarded."""
@@ -244,13 +251,16 @@ class DataPlaneCore:
     @property
     def present(self) -> list[int]:
         """Indices of present servers, ascending."""
-        bits = lib.lb_rl_servers_present(self.ctx)
-        return [i for i in range(self.max_servers) if bits >> i & 1]
+        words = ffi.new("uint64_t[]", lib.LB_RL_MAX_BITMAP_WORDS)
+        nw = lib.lb_rl_servers_present(self.ctx, words, lib.LB_RL_MAX_BITMAP_WORDS)
+        bits = np.unpackbits(np.frombuffer(ffi.buffer(words, 8 * nw), dtype=np.uint8),
+                             bitorder="little")
+        return np.flatnonzero(bits[: self.max_servers]).tolist()
 
     # --- weights and policy --------------------------------------------------------------
 
     def set_weights(self, w: Any) -> WeightVerdict:
-        """Validate and apply a weight vector (one per server index, length 1..64). Applies to
+        """Validate and apply a weight vector (one per server index, length 1..max_servers). Applies to
         new flows only. Never raises for bad values: returns the verdict; on anything but
         ``WeightVerdict.OK`` the previous weights stay in force."""
         arr = np.ascontiguousarray(np.asarray(w, dtype=np.float64).reshape(-1))

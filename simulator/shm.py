@@ -7,6 +7,8 @@ numpy + mmap: it does not need the compiled core. The C header is the single sou
 compiler reports, and ``vpp_plugin/core/SHM.md`` documents the layout.
 
 Region = header (256 B) | msg_out ring | msg_in ring; little-endian; times are f64 seconds.
+Layout version 3: up to 4096 servers per region; a msg_out frame carries the present-server set as
+a bitmap of ceil(S/64) u64 words, and a msg_in frame is sized by S (64-byte header + S weights).
 
 Commit protocol (seqlock, one writer per direction, the writer never blocks):
   writer: frame.seq = 0; write payload and checksum; frame.seq = seq; header.<ring>_seq_latest = seq.
@@ -46,12 +48,16 @@ __all__ = [
     "SERVER_DTYPE",
     "IN_FRAME_DTYPE",
     "SAMPLE_DTYPE",
+    "MAX_SERVERS",
+    "DEFAULT_MAX_SERVERS",
     "ShmError",
     "ShmRegion",
     "OutFrame",
     "InFrame",
     "ShmStatus",
     "out_stride",
+    "in_stride",
+    "servers_offset",
     "samples_offset",
     "region_size",
     "checksum",
@@ -61,10 +67,11 @@ log = logging.getLogger(__name__)
 
 # ---- constants mirrored from lb_rl_shm.h / lb_rl_core.h (pinned by tests/shm) ----
 MAGIC = 0x4853424C4C52414D  # b"MARLLBSH" read as a little-endian u64
-VERSION = 2
+VERSION = 3
 HEADER_SIZE = 256
 ALIGN = 64
-MAX_SERVERS = 64  # LB_RL_MAX_SERVERS
+MAX_SERVERS = 4096  # LB_RL_MAX_SERVERS: the largest S a region may have
+DEFAULT_MAX_SERVERS = 64  # LB_RL_DEFAULT_MAX_SERVERS
 MAX_RES_SLOTS = 128
 MIN_RING = 2
 MAX_RING = 64
@@ -72,8 +79,9 @@ DEFAULT_RING = 4
 DEFAULT_FALLBACK_MS = 1000
 READ_RETRIES = 64
 OUT_FRAME_HDR_SIZE = 128
+OUT_ACTIVE_OFFSET = 128  # the present-server bitmap: ceil(S/64) u64 words after the fixed part
 SERVER_SIZE = 96
-IN_FRAME_SIZE = 576
+IN_FRAME_HDR_SIZE = 64  # then S f64 weights; the frame is rounded up to a multiple of 64
 PAYLOAD_OFFSET = 16
 N_RES = 2  # LB_RL_N_RES
 RES_FLOW_DURATION = 0
@@ -178,7 +186,8 @@ OUT_FRAME_DTYPE = _struct(
         ("checksum", "<u8", 8),
         ("time_s", "<f8", 16),
         ("wall_s", "<f8", 24),
-        ("active", "<u8", 32),
+        ("n_active", "<u4", 32),
+        ("active_words", "<u4", 36),
         ("in_seq_applied", "<u8", 40),
         ("n_servers", "<u4", 48),
         ("reservoir_slots", "<u4", 52),
@@ -222,10 +231,9 @@ IN_FRAME_DTYPE = _struct(
         ("n", "<u4", 32),
         ("flags", "<u4", 36),
         ("reserved", ("<u8", (3,)), 40),
-        ("weights", ("<f8", (MAX_SERVERS,)), 64),
     ],
-    IN_FRAME_SIZE,
-)
+    IN_FRAME_HDR_SIZE,
+)  # the fixed part; S f64 weights follow at IN_FRAME_HDR_SIZE
 
 SAMPLE_DTYPE = _struct([("t", "<f8", 0), ("v", "<f8", 8)], 16)
 
@@ -259,9 +267,25 @@ def _round_up(x: int) -> int:
     return (x + ALIGN - 1) // ALIGN * ALIGN
 
 
+def active_words(max_servers: int) -> int:
+    """u64 words of the present-server bitmap in a msg_out frame: ceil(S / 64)."""
+    return (max_servers + 63) // 64
+
+
+def servers_offset(max_servers: int) -> int:
+    """Byte offset of the server records inside a msg_out frame: round64(128 + 8 ceil(S/64))."""
+    return _round_up(OUT_ACTIVE_OFFSET + 8 * active_words(max_servers))
+
+
 def samples_offset(max_servers: int) -> int:
     """Byte offset of the reservoir samples inside a msg_out frame."""
-    return _round_up(OUT_FRAME_HDR_SIZE + max_servers * SERVER_SIZE)
+    return _round_up(servers_offset(max_servers) + max_servers * SERVER_SIZE)
+
+
+def in_stride(max_servers: int) -> int:
+    """Bytes between msg_in frames: round64(64 + 8 S)."""
+    _check_params(max_servers, 1, MIN_RING, MIN_RING)
+    return _round_up(IN_FRAME_HDR_SIZE + 8 * max_servers)
 
 
 def out_stride(max_servers: int, reservoir_slots: int) -> int:
@@ -276,12 +300,12 @@ def region_size(
     out_ring_len: int = DEFAULT_RING,
     in_ring_len: int = DEFAULT_RING,
 ) -> int:
-    """Total bytes of a region: header + out_ring_len * out_stride + in_ring_len * 576."""
+    """Total bytes of a region: header + out_ring_len * out_stride + in_ring_len * in_stride."""
     _check_params(max_servers, reservoir_slots, out_ring_len, in_ring_len)
     return (
         HEADER_SIZE
         + out_ring_len * out_stride(max_servers, reservoir_slots)
-        + in_ring_len * IN_FRAME_SIZE
+        + in_ring_len * in_stride(max_servers)
     )
 
 
@@ -336,6 +360,8 @@ class ShmStatus:
 class OutFrame:
     """One msg_out frame (data plane -> agent), copied out of the region.
 
+    ``active`` is the present-server bitmap as one Python int (bit i = server i, any S);
+    ``active_words`` the same as the frame's u64 words, shape (ceil(S/64),).
     ``servers`` is a structured array (S,) of SERVER_DTYPE (n_flow_on, n_flow_new, n_flow_closed,
     n_flow_timeout, packets, bytes, n_samples[2], weight, fill[2]); ``samples_SRK2`` holds the
     reservoir snapshots, shape (S, 2, K, 2): [server, kind (0 flow_duration, 1 fct), slot,
@@ -345,6 +371,8 @@ class OutFrame:
     time_s: float
     wall_s: float
     active: int
+    active_words: np.ndarray
+    n_active: int
     in_seq_applied: int
     fallback_active: bool
     tracked_flows: int
@@ -353,9 +381,15 @@ class OutFrame:
     samples_SRK2: np.ndarray
 
     @property
+    def present_mask(self) -> np.ndarray:
+        """Bool array (S,): server i present."""
+        bits = np.unpackbits(self.active_words.view(np.uint8), bitorder="little")
+        return bits[: self.servers.shape[0]].astype(bool)
+
+    @property
     def present(self) -> list[int]:
         """Indices of present servers (bit i of ``active``)."""
-        return [i for i in range(self.servers.shape[0]) if (self.active >> i) & 1]
+        return np.flatnonzero(self.present_mask).tolist()
 
     def reservoir(self, server: int, kind: int) -> np.ndarray:
         """Filled samples of one reservoir, shape (fill, 2): columns t_s, v_s."""
@@ -425,6 +459,8 @@ class ShmRegion:
         self.out_ring_offset = int(hdr["out_ring_offset"])
         self.out_frame_stride = int(hdr["out_frame_stride"])
         self.in_ring_offset = int(hdr["in_ring_offset"])
+        self.in_frame_stride = int(hdr["in_frame_stride"])
+        self.out_servers_offset = int(hdr["out_servers_offset"])
         self.out_samples_offset = int(hdr["out_samples_offset"])
         self.total_size = int(hdr["total_size"])
         self._u64 = self._u8[: self.total_size].view("<u8")
@@ -563,7 +599,7 @@ class ShmRegion:
     def _max_in_seq(self) -> int:
         m = int(self._u64[_W_IN_LATEST])
         for i in range(self.in_ring_len):
-            m = max(m, int(self._u64[(self.in_ring_offset + i * IN_FRAME_SIZE) // 8]))
+            m = max(m, int(self._u64[(self.in_ring_offset + i * self.in_frame_stride) // 8]))
         return max(m, int(self._u64[_W_STATUS + 2]))  # status.in_seq_seen
 
     # ---- header ----
@@ -641,14 +677,19 @@ class ShmRegion:
         raw = words.view(np.uint8)
         s, k = self.max_servers, self.reservoir_slots
         hdr = raw[:OUT_FRAME_HDR_SIZE].view(OUT_FRAME_DTYPE)[0]
-        servers = raw[OUT_FRAME_HDR_SIZE : OUT_FRAME_HDR_SIZE + s * SERVER_SIZE].view(SERVER_DTYPE)
+        nw = active_words(s)
+        act = words[OUT_ACTIVE_OFFSET // 8 : OUT_ACTIVE_OFFSET // 8 + nw]
+        sv = self.out_servers_offset
+        servers = raw[sv : sv + s * SERVER_SIZE].view(SERVER_DTYPE)
         so = self.out_samples_offset
         samples = raw[so : so + s * N_RES * k * 16].view("<f8").reshape(s, N_RES, k, 2)
         return OutFrame(
             seq=int(hdr["seq"]),
             time_s=float(hdr["time_s"]),
             wall_s=float(hdr["wall_s"]),
-            active=int(hdr["active"]),
+            active=int.from_bytes(act.tobytes(), "little"),
+            active_words=act,
+            n_active=int(hdr["n_active"]),
             in_seq_applied=int(hdr["in_seq_applied"]),
             fallback_active=bool(hdr["fallback_active"]),
             tracked_flows=int(hdr["tracked_flows"]),
@@ -659,16 +700,19 @@ class ShmRegion:
 
     def latest_in(self) -> InFrame | None:
         """The latest committed msg_in frame (for tools and tests), or None."""
-        words = self._read_frame(_W_IN_LATEST, self.in_ring_offset, self.in_ring_len, IN_FRAME_SIZE)
+        words = self._read_frame(
+            _W_IN_LATEST, self.in_ring_offset, self.in_ring_len, self.in_frame_stride
+        )
         if words is None:
             return None
-        f = words.view(IN_FRAME_DTYPE)[0]
-        n = int(f["n"])
+        f = words[: IN_FRAME_HDR_SIZE // 8].view(IN_FRAME_DTYPE)[0]
+        n = min(int(f["n"]), self.max_servers)
+        w0 = IN_FRAME_HDR_SIZE // 8
         return InFrame(
             seq=int(f["seq"]),
             time_s=float(f["time_s"]),
             wall_s=float(f["wall_s"]),
-            weights=np.array(f["weights"][: min(n, MAX_SERVERS)]),
+            weights=words[w0 : w0 + n].view("<f8").copy(),
         )
 
     def status(self) -> ShmStatus:
@@ -704,14 +748,17 @@ class ShmRegion:
         ``now_s`` is the agent's clock (s), ``wall_s`` defaults to time.time(). The data plane
         validates the weights (finite, >= 0, not all zero, no weight > 0 for an absent server,
         1 <= n <= max_servers) and keeps its last good set otherwise; weights apply to new flows
-        only. Never blocks."""
+        only. A frame holds max_servers weights: more raise ShmError. Never blocks."""
         if self.role != "agent":
             raise ShmError(f"{self.name}: write_weights needs role 'agent'", E_ARG)
         w = np.ascontiguousarray(weights, dtype="<f8").reshape(-1)
         n = w.shape[0]
-        if n > MAX_SERVERS:
-            raise ShmError(f"{self.name}: {n} weights > {MAX_SERVERS} per frame", E_ARG)
-        frame = np.zeros(IN_FRAME_SIZE // 8, dtype="<u8")
+        if n > self.max_servers:
+            raise ShmError(
+                f"{self.name}: {n} weights > max_servers {self.max_servers} per frame", E_ARG
+            )
+        stride = self.in_frame_stride
+        frame = np.zeros(stride // 8, dtype="<u8")
         ff = frame.view("<f8")
         ff[2] = now_s
         ff[3] = time.time() if wall_s is None else wall_s
@@ -720,10 +767,10 @@ class ShmRegion:
         seq = self._in_next
         self._in_next += 1
         frame[1] = checksum(frame[2:], seq)
-        w0 = (self.in_ring_offset + (seq % self.in_ring_len) * IN_FRAME_SIZE) // 8
+        w0 = (self.in_ring_offset + (seq % self.in_ring_len) * stride) // 8
         u64 = self._u64
         u64[w0] = 0  # in progress
-        u64[w0 + 1 : w0 + IN_FRAME_SIZE // 8] = frame[1:]
+        u64[w0 + 1 : w0 + stride // 8] = frame[1:]
         u64[w0] = seq  # commit: seq last
         u64[_W_IN_LATEST] = seq
         return seq
@@ -764,8 +811,8 @@ def _validate_header(n: str, head: bytes, size: int) -> None:
         "out_ring_offset": HEADER_SIZE,
         "out_frame_stride": stride,
         "in_ring_offset": HEADER_SIZE + n_out * stride,
-        "in_frame_stride": IN_FRAME_SIZE,
-        "out_servers_offset": OUT_FRAME_HDR_SIZE,
+        "in_frame_stride": in_stride(s),
+        "out_servers_offset": servers_offset(s),
         "out_samples_offset": samples_offset(s),
         "total_size": need,
     }
@@ -805,8 +852,8 @@ def _format(buffer: Any, s: int, k: int, n_out: int, n_in: int) -> None:
         "out_ring_offset": HEADER_SIZE,
         "out_frame_stride": stride,
         "in_ring_offset": HEADER_SIZE + n_out * stride,
-        "in_frame_stride": IN_FRAME_SIZE,
-        "out_servers_offset": OUT_FRAME_HDR_SIZE,
+        "in_frame_stride": in_stride(s),
+        "out_servers_offset": servers_offset(s),
         "out_samples_offset": samples_offset(s),
         "writer_pid": os.getpid(),
         "writer_start_wall_s": time.time(),

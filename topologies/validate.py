@@ -12,13 +12,13 @@ import re
 import networkx as nx
 
 from simulator.config import ConfigError
+from simulator.shm import MAX_SERVERS
 from topologies.schema import EDGE_ATTRS, NODE_KINDS
 
 __all__ = ["MAX_SERVERS", "validate", "servers", "lbs", "clients", "switches"]
 
-#: Upper bound on servers behind one LB: LB_RL_MAX_SERVERS in vpp_plugin/core/lb_rl_core.h
-#: (the shm active-server bitmap is 64 bits wide).
-MAX_SERVERS = 64
+# MAX_SERVERS (4096), the bound on servers behind one LB, is the shm layout's max_servers
+# (LB_RL_MAX_SERVERS of vpp_plugin/core/lb_rl_core.h, pinned to simulator.shm by tests/shm).
 
 _NAME_RE = {
     "client": re.compile(r"c([1-9][0-9]*)"),
@@ -137,16 +137,18 @@ def validate(g: nx.Graph, where: str = "topology") -> nx.Graph:
     routers = _of_kind(g, "router")
     if len(routers) != 1:
         raise ConfigError(f"{where}: needs exactly one edge router 'er', found {len(routers)}")
+    n_servers = len(servers(g))
+    if n_servers == 0:
+        raise ConfigError(f"{where}.servers: 0 servers, a topology needs at least one (s1)")
+    if n_servers > MAX_SERVERS:
+        raise ConfigError(
+            f"{where}.servers: {n_servers} servers, the shm layout allows at most {MAX_SERVERS}"
+        )
     for kind, prefix in (("client", "c"), ("lb", "lb"), ("server", "s")):
         names = _of_kind(g, kind)
         if not names:
             raise ConfigError(f"{where}: needs at least one {kind} ({prefix}1)")
         _check_contiguous(names, kind, prefix, where)
-    n_servers = len(servers(g))
-    if n_servers > MAX_SERVERS:
-        raise ConfigError(
-            f"{where}: {n_servers} servers; the data-plane core supports at most {MAX_SERVERS}"
-        )
     reachable = nx.node_connected_component(g, "er")
     unreachable = [n for n in g.nodes if n not in reachable]
     if unreachable:

@@ -1,8 +1,11 @@
 /*
  * bench_core.c — speed of the lb_rl data-plane core on one core.
  *
- * Setup: 64 servers (weights in [1, 2)), flow table 2^18, 100k established
- * concurrent flows. Phases (each prints one "RESULT <name> <packets> <ns>" line,
+ * Setup: 64 servers (--servers N to change; weights in [1, 2)), flow table 2^18, 100k
+ * established concurrent flows. --scan-max N sets the LSQ/SED scan/tree threshold
+ * (default LB_RL_SCAN_MAX: scan up to 64 eligible servers, tree above; 0 = always the
+ * tree, a large N = always the scan). --only-new runs the references and the
+ * new_/decide_ phases only. Phases (each prints one "RESULT <name> <packets> <ns>" line,
  * ns = thread CPU time of the timed loop, best of --reps repetitions):
  *   ref_hash_fwd    hash the 5-tuple, index a 1024-entry table, store the result
  *   ref_flow_load   hash, load the 64-byte slot hash & (2^18-1) of a 16 MiB array, store a byte
@@ -38,8 +41,10 @@
 #define CALLGRIND_DUMP_STATS_AT(x) ((void) (x))
 #endif
 
-#define N_SERVERS 64
 #define BATCH 256
+
+static uint32_t n_servers = 64;
+static uint32_t scan_max = LB_RL_SCAN_MAX;
 
 static int cg_mode = 0;
 static uint64_t xs = 0x9E3779B97F4A7C15ULL;
@@ -157,8 +162,18 @@ make_ctx (uint32_t flows, lb_rl_policy_t pol)
   cfg.table_size = 1u << 18;
   cfg.policy = pol;
   cfg.seed = 42;
+  cfg.max_servers = n_servers;
+  /* >= 8 buckets per server (the default 1024 up to 128 servers) */
+  while (cfg.ecmp_buckets < 8 * n_servers)
+    cfg.ecmp_buckets <<= 1;
   ctx = lb_rl_create (&cfg);
-  for (i = 0; i < N_SERVERS; i++)
+  if (!ctx)
+    {
+      fprintf (stderr, "lb_rl_create: %s\n", lb_rl_last_error ());
+      exit (1);
+    }
+  lb_rl_set_scan_max (ctx, scan_max);
+  for (i = 0; i < n_servers; i++)
     lb_rl_server_add (ctx, i, 1.0 + (double) (xrand () >> 11) / 9007199254740992.0);
   for (i = 0; i < flows; i++)
     {
@@ -173,6 +188,7 @@ int
 main (int argc, char **argv)
 {
   uint32_t flows = 100000, n_est = 2000000, n_new = 20000, reps = 5, n_mix = 2000000;
+  int only_new = 0;
   uint32_t i, r, pol;
   static const char *pol_names[] = { "ecmp", "wcmp", "lsq", "sed", "lsq2", "sed2" };
   lb_rl_ctx_t *ctx;
@@ -184,6 +200,12 @@ main (int argc, char **argv)
 	cg_mode = 1;
       else if (!strcmp (argv[i], "--reps") && i + 1 < (uint32_t) argc)
 	reps = (uint32_t) atoi (argv[++i]);
+      else if (!strcmp (argv[i], "--servers") && i + 1 < (uint32_t) argc)
+	n_servers = (uint32_t) atoi (argv[++i]);
+      else if (!strcmp (argv[i], "--scan-max") && i + 1 < (uint32_t) argc)
+	scan_max = (uint32_t) strtoul (argv[++i], NULL, 10);
+      else if (!strcmp (argv[i], "--only-new"))
+	only_new = 1;
     }
   if (cg_mode)
     {
@@ -215,7 +237,7 @@ main (int argc, char **argv)
   {
     uint8_t table[1024];
     for (i = 0; i < 1024; i++)
-      table[i] = (uint8_t) (i % N_SERVERS);
+      table[i] = (uint8_t) (i % 64);
     best = 1e300;
     for (r = 0; r < reps; r++)
       {
@@ -244,7 +266,7 @@ main (int argc, char **argv)
 #endif
     big = mem;
     for (i = 0; i < slots; i++)
-      big[(size_t) i * 64] = (uint8_t) (i % N_SERVERS);
+      big[(size_t) i * 64] = (uint8_t) (i % 64);
     best = 1e300;
     for (r = 0; r < reps; r++)
       {
@@ -264,7 +286,7 @@ main (int argc, char **argv)
 
   /* established-flow packets through the core */
   best = 1e300;
-  for (r = 0; r < reps; r++)
+  for (r = 0; r < reps && !only_new; r++)
     {
       phase_begin ();
       t0 = now_ns ();
@@ -274,10 +296,10 @@ main (int argc, char **argv)
 	phase_end ("est_batch", n_est, t0);
       best = t0 < best ? t0 : best;
     }
-  if (!cg_mode)
+  if (!cg_mode && !only_new)
     phase_end ("est_batch", n_est, best);
   best = 1e300;
-  for (r = 0; r < reps; r++)
+  for (r = 0; r < reps && !only_new; r++)
     {
       phase_begin ();
       t0 = now_ns ();
@@ -288,9 +310,9 @@ main (int argc, char **argv)
 	phase_end ("est_single", n_est, t0);
       best = t0 < best ? t0 : best;
     }
-  if (!cg_mode)
+  if (!cg_mode && !only_new)
     phase_end ("est_single", n_est, best);
-  for (i = 0; i < n_est; i++)
+  for (i = 0; i < n_est && !only_new; i++)
     if (est.out[i] < 0)
       {
 	fprintf (stderr, "established packet %u got no server\n", i);
@@ -359,6 +381,7 @@ main (int argc, char **argv)
   pkts_free (&est);
 
   /* lifecycle mix under SED */
+  if (!only_new)
   {
     const uint32_t per_flow = 10, warm = n_mix / 2;
     uint32_t total = warm + n_mix, *slot_flow, *slot_pos, next_flow = 0;
@@ -370,8 +393,12 @@ main (int argc, char **argv)
      * real client stretches over seconds) from ending by the 3 s pending timeout */
     cfg.syn_timeout_s = cfg.flow_timeout_s;
     cfg.policy = LB_RL_POLICY_SED;
+    cfg.max_servers = n_servers;
+    while (cfg.ecmp_buckets < 8 * n_servers)
+      cfg.ecmp_buckets <<= 1;
     ctx = lb_rl_create (&cfg);
-    for (i = 0; i < N_SERVERS; i++)
+    lb_rl_set_scan_max (ctx, scan_max);
+    for (i = 0; i < n_servers; i++)
       lb_rl_server_add (ctx, i, 1.0 + (i % 2));
     slot_flow = malloc (flows * sizeof *slot_flow);
     slot_pos = calloc (flows, sizeof *slot_pos);

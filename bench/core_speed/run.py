@@ -4,6 +4,10 @@ optionally runs it again under callgrind for instructions per packet, prints a t
 against the trivial hash-and-forward reference measured in the same run, and writes JSON.
 
     python bench/core_speed/run.py [--out bench/out/core_speed.json] [--reps 5] [--no-callgrind]
+                                   [--scaling 64,256,1024,4096]
+
+--scaling adds the LSQ/SED new-flow cost at each server count, once with the linear scan and
+once with the tournament tree (forced through bench_core --scan-max), to compare the two.
 
 Timings are thread CPU time (time spent descheduled on a shared machine is excluded), best of
 --reps; callgrind instruction counts are deterministic and the stable figure. Targets from
@@ -60,20 +64,22 @@ def parse_results(text: str) -> dict[str, dict[str, float]]:
     return res
 
 
-def run_timing(exe: Path, reps: int) -> tuple[dict[str, dict[str, float]], list[str]]:
-    p = subprocess.run([str(exe), "--reps", str(reps)], check=True, capture_output=True, text=True)
+def run_timing(exe: Path, reps: int, extra: tuple[str, ...] = ()
+               ) -> tuple[dict[str, dict[str, float]], list[str]]:
+    p = subprocess.run([str(exe), "--reps", str(reps), *extra], check=True, capture_output=True,
+                       text=True)
     info = [ln for ln in p.stdout.splitlines() if ln.startswith("INFO")]
     return parse_results(p.stdout), info
 
 
-def run_callgrind(exe: Path) -> dict[str, float]:
+def run_callgrind(exe: Path, extra: tuple[str, ...] = ()) -> dict[str, float]:
     """Instructions (Ir) per packet for every phase, from one callgrind run with one dump per
     phase (collection toggled on only inside the timed loops)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         p = subprocess.run(
             ["valgrind", "--tool=callgrind", "--collect-atstart=no",
-             f"--callgrind-out-file={out}", str(exe), "--callgrind"],
+             f"--callgrind-out-file={out}", str(exe), "--callgrind", *extra],
             check=True, capture_output=True, text=True,
         )
         packets = {k: v["packets"] for k, v in parse_results(p.stdout).items()}
@@ -87,13 +93,37 @@ def run_callgrind(exe: Path) -> dict[str, float]:
         return ir
 
 
+ARGMIN_PHASES = ("new_lsq", "new_sed", "decide_lsq", "decide_sed")
+
+
+def run_scaling(exe: Path, counts: list[int], reps: int, use_cg: bool) -> list[dict]:
+    """LSQ/SED phases at each server count with the scan (--scan-max 1e9) and the tree
+    (--scan-max 0): ns per new flow (best of reps) and, with callgrind, instructions."""
+    rows = []
+    for n in counts:
+        for mode, scan_max in (("scan", "1000000000"), ("tree", "0")):
+            extra = ("--only-new", "--servers", str(n), "--scan-max", scan_max)
+            timing, _ = run_timing(exe, reps, extra)
+            ir = run_callgrind(exe, extra) if use_cg else {}
+            rows.append({
+                "servers": n, "mode": mode,
+                "ns": {k: round(timing[k]["ns_total"] / timing[k]["packets"], 1)
+                       for k in ARGMIN_PHASES},
+                "instr": {k: round(ir[k], 1) for k in ARGMIN_PHASES if k in ir},
+            })
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "core_speed.json")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per phase (best is kept)")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
+    ap.add_argument("--scaling", default="",
+                    help="comma-separated server counts: LSQ/SED new-flow cost, scan vs tree")
     args = ap.parse_args(argv)
+    counts = [int(x) for x in args.scaling.split(",") if x.strip()]
 
     info = machine_info(compiler=first_line("cc", "--version"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             cg_note = "valgrind/callgrind.h missing (apt-get install valgrind)"
         else:
             ir = run_callgrind(exe)
+        scaling = (run_scaling(exe, counts, args.reps, use_cg=not cg_note) if counts else [])
     info["loadavg_end"] = os.getloadavg()
 
     ref_ns = timing["ref_hash_fwd"]["ns_total"] / timing["ref_hash_fwd"]["packets"]
@@ -145,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
           f"{targets['established_met']}), new-flow max "
           f"{max(targets['new_flow_ns'].values())} ns (<= {TARGET_NEW_NS}: "
           f"{targets['new_flow_met']})")
+    if scaling:
+        print("LSQ/SED per new flow (SYN through the batch path) and the decision alone, "
+              "scan vs tree:")
+        print(f"{'servers':>8} {'mode':<5}{'new_lsq':>9}{'new_sed':>9}{'dec_lsq':>9}{'dec_sed':>9}"
+              f"{'Ir new_lsq':>12}{'Ir new_sed':>12}{'Ir dec_lsq':>12}{'Ir dec_sed':>12}")
+        for r in scaling:
+            irs = "".join(f"{r['instr'].get(k, float('nan')):>12.0f}"
+                          for k in ("new_lsq", "new_sed", "decide_lsq", "decide_sed"))
+            print(f"{r['servers']:>8} {r['mode']:<5}{r['ns']['new_lsq']:>9.1f}"
+                  f"{r['ns']['new_sed']:>9.1f}{r['ns']['decide_lsq']:>9.1f}"
+                  f"{r['ns']['decide_sed']:>9.1f}{irs}")
     print(f"load average start/end: {info['loadavg_start']} / {info['loadavg_end']}")
 
     result = {
@@ -159,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
         "callgrind": cg_note or "ok",
         "notes": notes,
+        "argmin_scaling": scaling,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

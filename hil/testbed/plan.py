@@ -31,6 +31,11 @@ PREFIX_LEN = 16
 #: a client socket marked MARK_BASE + k goes through LB k+1 (the client side of the edge router)
 MARK_BASE = 0x6D00
 _ROLE = {"c": (1, "198.18.1."), "lb": (2, "198.18.2."), "s": (3, "198.18.3.")}
+#: Servers the local testbed hosts: each is a namespace with its own Apache (prefork workers)
+#: under a CPU quota on this one machine, and beyond a few dozen the quotas become slivers the
+#: CFS cannot honour (see pin_servers). Not the data plane's bound: the shm layout and the core
+#: take up to 4096 servers per LB (the simulator runs them).
+MAX_TESTBED_SERVERS = 64
 
 
 def state_dir() -> Path:
@@ -124,13 +129,18 @@ def make_plan(cfg: ExperimentConfig, where: str = "config") -> TestbedPlan:
     """The testbed for cfg. Raises UserError if this machine cannot host it."""
     from simulator.run import build_graph
 
-    graph = build_graph(cfg)  # validates the topology (names node and field on error; <= 64 servers)
+    graph = build_graph(cfg)  # validates the topology (names node and field on error)
     kinds = dict(graph.nodes(data="kind"))
     server_names = sorted((n for n, k in kinds.items() if k == "server"), key=lambda n: int(n[1:]))
     n_lbs = sum(1 for k in kinds.values() if k == "lb")
     n_clients = sum(1 for k in kinds.values() if k == "client")
     if n_lbs > 250 or n_clients > 250:
         raise UserError(f"{where}: the testbed hosts at most 250 LBs and 250 clients")
+    if len(server_names) > MAX_TESTBED_SERVERS:
+        raise UserError(
+            f"{where}: topology.servers: {len(server_names)} servers, the local testbed hosts at "
+            f"most {MAX_TESTBED_SERVERS} (one namespace with Apache under a CPU quota each, on "
+            "this one machine); run larger server counts in the simulator")
     f = cfg.hil.cpu_per_core
     servers = []
     for j, name in enumerate(server_names, 1):

@@ -204,10 +204,11 @@ def test_weights_verdicts_and_last_good() -> None:
     assert core.set_weights([0.0, 0.0, 0.0]) == WeightVerdict.ALL_ZERO
     assert core.set_weights([1.0, 1.0, 1.0, 1.0]) == WeightVerdict.ABSENT_SERVER
     assert core.set_weights([]) == WeightVerdict.BAD_COUNT
-    assert core.set_weights(np.ones(65)) == WeightVerdict.BAD_COUNT
+    assert core.set_weights(np.ones(4097)) == WeightVerdict.BAD_COUNT  # > LB_RL_MAX_SERVERS
+    assert core.set_weights(np.ones(65)) == WeightVerdict.ABSENT_SERVER  # servers 3.. absent
     assert list(core.weights[:4]) == [1.0, 2.0, 3.0, 0.0]
     c = core.counters()
-    assert (c["weight_updates"], c["weight_rejects"]) == (1, 6)
+    assert (c["weight_updates"], c["weight_rejects"]) == (1, 7)
     core.use_static_weights()
     assert list(core.weights[:3]) == [1.0, 2.0, 3.0]  # static = 1 + i % 3
 
@@ -236,8 +237,13 @@ def test_server_errors_and_remove() -> None:
 def test_config_errors_and_policy_names() -> None:
     with pytest.raises(DataPlaneError, match="table_size"):
         DataPlaneCore(4, table_size=1000)
+    with pytest.raises(DataPlaneError, match="max_servers must be in 1..4096"):
+        DataPlaneCore(4097)
     with pytest.raises(DataPlaneError, match="max_servers"):
-        DataPlaneCore(65)
+        DataPlaneCore(0)
+    big = DataPlaneCore(4096, table_size=1 << 10)
+    big.add_server(4095, 2.0)
+    assert big.present == [4095]
     with pytest.raises(ValueError, match="unknown policy"):
         DataPlaneCore(4, policy="round_robin")
     core = DataPlaneCore(4, policy="SED2")
@@ -262,3 +268,33 @@ def test_wcmp_matches_weights(rng: np.random.Generator) -> None:
     counts = np.bincount(out, minlength=5)
     p = stats.chisquare(counts, n * w / w.sum()).pvalue
     assert p >= 1e-4, (counts, p)
+
+
+def test_bulk_add_equals_adding_one_by_one() -> None:
+    """add_servers (one table rebuild) gives the same servers, weights, ECMP buckets and SED
+    choices as n add_server calls; the weighted table of untracked flows may differ (it is
+    built with minimal moves from the previous one) but follows the same weights."""
+    n, nb = 300, 4096
+    ws = [1.0 + i % 3 for i in range(n)]
+    one = DataPlaneCore(n, policy="sed", seed=5, ecmp_buckets=nb)
+    for i, w in enumerate(ws):
+        one.add_server(i, w)
+    bulk = DataPlaneCore(n, policy="sed", seed=5, ecmp_buckets=nb)
+    bulk.add_servers(ws)
+    assert bulk.present == one.present == list(range(n))
+    np.testing.assert_array_equal(bulk.weights[:n], one.weights[:n])
+    assert [bulk.ecmp_bucket(b) for b in range(nb)] == [one.ecmp_bucket(b) for b in range(nb)]
+    keys = make_keys(np.arange(2000, dtype=np.uint64) + 0x0A000001, 0x0A010001, 1000, 80)
+    assert [bulk.process(0.0, k, SYN, 60) for k in keys] == [one.process(0.0, k, SYN, 60) for k in keys]
+    counts = np.bincount([bulk.untracked_bucket(b) for b in range(nb)], minlength=n)
+    share = np.array(ws) / sum(ws)
+    assert np.all(np.abs(counts / nb - share) <= 1.0 / nb + 1e-12)  # largest-remainder quotas
+
+
+def test_bulk_add_is_all_or_nothing() -> None:
+    core = DataPlaneCore(8)
+    core.add_server(3)
+    for bad in ([1.0] * 4, [1.0, math.nan], [1.0] * 9):  # 3 present; NaN; more than max_servers
+        with pytest.raises(DataPlaneError):
+            core.add_servers(bad)
+        assert core.present == [3]

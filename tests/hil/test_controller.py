@@ -293,3 +293,41 @@ def test_relative_checkpoint_scales_the_cores_it_is_given(core_region: CoreRegio
     assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
     np.testing.assert_allclose(cr.weights(3), r.weights)
     region.close()
+
+
+def test_controller_at_1024_servers(tmp_path: Path) -> None:
+    """A layout-3 region of 1024 servers (a 16-word present bitmap, 8 KiB msg_in frames): the
+    controller reads the C publisher's frames, writes one weight per server, and the core's poll
+    applies exactly those weights, 0 for servers absent beyond the first bitmap word."""
+    n = 1024
+    cores = [1.0 + (i % 4) for i in range(n)]
+    absent = [70, 700, 1023]  # in words 1, 10 and 15 of the bitmap
+    cr = CoreRegion(tmp_path / "big.shm", cores, max_servers=n, slots=4)
+    for i in absent:
+        cr.core.remove_server(i)
+    region = ShmRegion.open(cr.path, role="agent")
+    ctl = Controller(region, FlowWeightedPolicy(cores), n_servers=n, static_weights=cores)
+    chosen: list[int] = []
+    for step in range(3):
+        chosen += cr.open_flows(300)
+        assert cr.publish() == step + 1
+        r = ctl.step()
+        assert r.failure is None and r.frame_seq == step + 1
+        # independent truth: the flows the core reported opening, per server
+        n_on = np.bincount(chosen, minlength=n)
+        expect = np.array(cores) / (n_on + 1.0)
+        expect[absent] = 0.0
+        np.testing.assert_allclose(r.weights, expect)
+        f_in = region.latest_in()
+        assert f_in is not None and f_in.seq == r.weights_seq
+        np.testing.assert_array_equal(f_in.weights, r.weights)  # what landed in msg_in
+        assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
+        np.testing.assert_allclose(cr.weights(n), expect)  # applied by the core
+    assert not set(chosen) & set(absent) and len(set(chosen)) > 64
+    st = region.status()
+    assert st.weights_accepted == 3 and st.weights_rejected == 0
+    frame = region.latest_out()
+    assert frame is not None and frame.n_active == n - len(absent)
+    assert frame.present == [i for i in range(n) if i not in absent]
+    region.close()
+    cr.close()

@@ -36,8 +36,10 @@ def test_plan_refuses_what_the_machine_cannot_host(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     with pytest.raises(UserError, match=r"hil\.cpu_per_core.*set hil\.cpu_per_core <= 0\.05"):
         make_plan(_cfg([4, 4, 4, 4, 4], f=0.1))  # 2.0 CPUs of quota, 1.0 available
-    with pytest.raises(UserError, match="64"):
+    with pytest.raises(UserError, match=r"topology\.servers: 65 servers, the local testbed hosts at "
+                                        r"most 64 \(one namespace with Apache") as e:
         make_plan(_cfg([1] * 65, f=0.01))
+    assert "shm" not in str(e.value)  # the testbed's own limit, not the data plane's
     make_plan(_cfg([2, 2, 4, 2], f=0.1))  # exactly 1.0: fits
 
 

@@ -14,6 +14,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.host import frames as F
@@ -133,8 +134,10 @@ def test_bad_input_exits_2_names_flag_leaves_nothing(topo: Topo, binary: Path, t
          "--weights"),
         (["--interface", "eth0", "--vip", "198.19.200", "--server", s0], "--vip 198.19.200"),
         (["--interface", "eth0", "--vip", VIP, "--server", s0, "--policy", "fastest"], "--policy fastest"),
-        (["--interface", "eth0", "--vip", VIP, *sum((["--server", f"198.18.202.{i}=02:00:00:00:01:{i:02x}"]
-                                                    for i in range(65)), [])], "--server"),
+        # one more than the core's 4096 servers (LB_RL_MAX_SERVERS)
+        (["--interface", "eth0", "--vip", VIP,
+          *sum((["--server", f"198.{18 + i // 65536}.{(i >> 8) & 255}.{i & 255}=02:00:00:00:{i >> 8:02x}:{i & 255:02x}"]
+                for i in range(4097)), [])], "more than 4096 servers"),
         # no ARP answer: names the address
         (["--interface", "eth0", "--vip", VIP, "--server", s0, "--server", "198.18.200.99"],
          "--server 198.18.200.99"),
@@ -234,7 +237,7 @@ def test_shm_region_weights_and_fallback(topo: Topo, binary: Path, tmp_path: Pat
                  "--step", str(step), "--fallback", str(fallback))
     reg = ShmRegion.open(path)
     try:
-        assert reg.max_servers == 64  # as VPP's lb_rl VIPs (LB_RL_MAX_SERVERS)
+        assert reg.max_servers == 64  # as VPP's lb_rl VIPs (LB_RL_DEFAULT_MAX_SERVERS)
         f1 = reg.latest_out()
         time.sleep(4 * step)
         f2 = reg.latest_out()
@@ -291,6 +294,48 @@ def test_shm_region_weights_and_fallback(topo: Topo, binary: Path, tmp_path: Pat
         got = exchange(topo, syn_flows(topo, 300, base=2000), tmp_path / "c")
         counts = [len(got[i]) for i in range(N_SERVERS)]
         assert sum(counts) == 300 and min(counts) >= 50, counts
+    finally:
+        reg.close()
+    assert p.stop() == 0
+
+
+def test_shm_region_of_1024_servers(topo: Topo, binary: Path, tmp_path: Path) -> None:
+    """--max-servers 1024: a layout-3 region with a 16-word present bitmap and 8 KiB msg_in
+    frames; the agent's 1024 weights are applied, one for an absent server is rejected."""
+    from simulator.shm import W_ABSENT_SERVER, ShmRegion
+
+    path = tmp_path / "mlb-ht-lb1024.shm"
+    step = 0.05
+    p = start_lb(topo, binary, "--policy", "wcmp", "--seed", "3", "--shm", str(path),
+                 "--step", str(step), "--fallback", "0", "--max-servers", "1024",
+                 "--reservoir-size", "4")
+    reg = ShmRegion.open(path)
+    try:
+        assert (reg.max_servers, reg.reservoir_slots, reg.in_frame_stride) == (1024, 4, 8256)
+        t_end = time.monotonic() + 2
+        while reg.latest_out() is None and time.monotonic() < t_end:
+            time.sleep(0.02)
+        f = reg.latest_out()
+        assert f is not None and f.present == [0, 1, 2] and f.n_active == 3
+        assert f.active_words.shape == (16,)
+
+        def applied(seq: int) -> object:
+            t_end = time.monotonic() + 2
+            while time.monotonic() < t_end and reg.status().in_seq_seen < seq:
+                time.sleep(0.02)
+            return reg.status()
+
+        w = np.zeros(1024)
+        w[700] = 1.0  # server 700 is not present: the whole vector is rejected
+        w[2] = 1.0
+        st = applied(reg.write_weights(w, now_s=time.monotonic()))
+        assert st.last_verdict == W_ABSENT_SERVER and st.weights_rejected == 1
+        w[700] = 0.0
+        seq = reg.write_weights(w, now_s=time.monotonic())
+        st = applied(seq)
+        assert st.in_seq_applied == seq
+        got = exchange(topo, syn_flows(topo, 100, base=5000), tmp_path / "w")
+        assert [len(got[i]) for i in range(N_SERVERS)] == [0, 0, 100]
     finally:
         reg.close()
     assert p.stop() == 0

@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.shm import MAX_SERVERS, InFrame, OutFrame
+from simulator.shm import InFrame, OutFrame
 
 _U64 = (1 << 64) - 1
+
+
+def active_word(q: int, j: int, s: int) -> int:
+    """Word j of the present-server bitmap of seq q: q * (j + 1) mod 2^64, bits of servers
+    >= s cleared."""
+    v = (q * (j + 1)) & _U64
+    left = s - 64 * j
+    return v if left >= 64 else v & ((1 << left) - 1)
 
 
 def out_frame_ok(f: OutFrame, s: int, k: int) -> bool:
@@ -15,7 +23,10 @@ def out_frame_ok(f: OutFrame, s: int, k: int) -> bool:
     q = f.seq
     if f.time_s != float(q) or f.wall_s != float(q) + 0.5:
         return False
-    if f.active != (q if s >= 64 else q & ((1 << s) - 1)):
+    words = [active_word(q, j, s) for j in range((s + 63) // 64)]
+    if f.active_words.tolist() != words:
+        return False
+    if f.n_active != sum(bin(w).count("1") for w in words):
         return False
     if f.in_seq_applied != (q ^ 0x5555) or f.fallback_active != bool(q & 1):
         return False
@@ -60,4 +71,4 @@ def in_frame_ok(f: InFrame, s: int) -> bool:
     """True iff msg_in frame f holds exactly the pattern of its own seq (and times q, q + 0.5)."""
     q = f.seq
     return (f.time_s == float(q) and f.wall_s == float(q) + 0.5
-            and np.array_equal(f.weights, in_weights(q, s)) and len(f.weights) <= MAX_SERVERS)
+            and np.array_equal(f.weights, in_weights(q, s)) and len(f.weights) <= s)

@@ -51,11 +51,12 @@ def test_format_buffer_and_attach() -> None:
     with pytest.raises(ShmError, match="needs role 'agent'"):
         r2.write_weights([1.0], 0.0)
     r2.close()
-    with pytest.raises(ShmError, match="max_servers must be 1..64"):
-        shm.region_size(65, 8)
+    with pytest.raises(ShmError, match="max_servers must be 1..4096"):
+        shm.region_size(4097, 8)
     with pytest.raises(ShmError, match="in_ring_len must be 2..64"):
         shm.region_size(3, 8, 4, 1)
-    with pytest.raises(ShmError, match="buffer of 100 bytes < 7424 needed"):
+    # 256 + 4 * r64(r64(192 + 3*96) + 3*2*8*16) + 4 * r64(64 + 3*8) = 256 + 4*1280 + 4*128
+    with pytest.raises(ShmError, match="buffer of 100 bytes < 5888 needed"):
         ShmRegion.format_buffer(bytearray(100), 3, 8)
 
 
@@ -66,8 +67,9 @@ def test_write_weights_layout_and_checksum() -> None:
     seq2 = r.write_weights(np.array([3.0]), now_s=4.0, wall_s=100.0)
     assert seq2 == 2
     # decode slot 2 % 3 by hand with struct-free byte arithmetic
-    base = r.in_ring_offset + 2 * shm.IN_FRAME_SIZE
-    frame = bytes(buf[base : base + shm.IN_FRAME_SIZE])
+    assert r.in_frame_stride == 128  # r64(64 + 4 * 8)
+    base = r.in_ring_offset + 2 * r.in_frame_stride
+    frame = bytes(buf[base : base + r.in_frame_stride])
     words = [int.from_bytes(frame[i : i + 8], "little") for i in range(0, len(frame), 8)]
     assert words[0] == 2
     assert np.frombuffer(frame[16:32], "<f8").tolist() == [4.0, 100.0]
@@ -79,8 +81,8 @@ def test_write_weights_layout_and_checksum() -> None:
     assert int.from_bytes(buf[120:128], "little") == 2  # in_seq_latest
     f = r.latest_in()
     assert f is not None and f.seq == 2 and f.weights.tolist() == [3.0] and f.time_s == 4.0
-    with pytest.raises(ShmError, match="65 weights"):
-        r.write_weights(np.ones(65), 0.0)
+    with pytest.raises(ShmError, match="5 weights > max_servers 4"):
+        r.write_weights(np.ones(5), 0.0)
     r.close()
 
 
@@ -88,7 +90,7 @@ def test_corrupt_frame_is_never_returned() -> None:
     buf = bytearray(shm.region_size(2, 2, 2, 2))
     r = ShmRegion.format_buffer(buf, 2, 2, 2, 2)
     seq = r.write_weights([1.0, 1.0], 0.0)
-    off = r.in_ring_offset + (seq % r.in_ring_len) * shm.IN_FRAME_SIZE
+    off = r.in_ring_offset + (seq % r.in_ring_len) * r.in_frame_stride
     buf[off + 64] ^= 1  # flip a bit of weights[0]
     with pytest.raises(ShmError, match=f"seq {seq} fails its checksum") as e:
         r.latest_in()
@@ -103,7 +105,7 @@ def test_corrupt_frame_is_never_returned() -> None:
     buf[120:128] = (seq + 1).to_bytes(8, "little")
     assert r.latest_in().weights.tolist() == [2.0]
     buf[120:128] = (seq + 2).to_bytes(8, "little")
-    off = r.in_ring_offset + ((seq + 2) % r.in_ring_len) * shm.IN_FRAME_SIZE
+    off = r.in_ring_offset + ((seq + 2) % r.in_ring_len) * r.in_frame_stride
     buf[off : off + 8] = (0).to_bytes(8, "little")  # caught mid-write forever
     with pytest.raises(ShmError, match="kept changing") as e:
         r.latest_in()
@@ -128,7 +130,7 @@ def test_agent_seq_continues_across_restarts() -> None:
     r.close()
     # ring wiped, but the data plane's status says it saw seq 41
     r = ShmRegion.from_buffer(buf, role="reader")
-    start, end = r.in_ring_offset, r.in_ring_offset + 4 * shm.IN_FRAME_SIZE
+    start, end = r.in_ring_offset, r.in_ring_offset + 4 * r.in_frame_stride
     r.close()
     buf[start:end] = bytes(end - start)
     buf[120:128] = bytes(8)
@@ -186,17 +188,19 @@ def _bad_inputs(good: bytes) -> dict[str, tuple[bytes, int, str]]:
         "magic": (patch(0, b"NOTMARLL"), shm.E_MAGIC, "bad magic"),
         "zeros": (bytes(len(good)), shm.E_MAGIC, "bad magic"),
         "version": (patch(8, (1).to_bytes(4, "little")), shm.E_VERSION, "version 1"),
+        # a version-2 region (64 servers at most, one active word): found and expected named
+        "version2": (patch(8, (2).to_bytes(4, "little")), shm.E_VERSION, "version 2"),
         "too_small": (good[:100], shm.E_TOO_SMALL, "100 bytes, smaller than the 256-byte"),
         "empty": (b"", shm.E_TOO_SMALL, "0 bytes, smaller than the 256-byte"),
         "truncated": (good[:-64], shm.E_TRUNCATED, "truncated"),
         "header_only": (good[:256], shm.E_TRUNCATED, "truncated: 256 bytes"),
-        "servers": (patch(24, (65).to_bytes(4, "little")), shm.E_HEADER, "max_servers"),
+        "servers": (patch(24, (4097).to_bytes(4, "little")), shm.E_HEADER, "max_servers"),
         "stride": (patch(48, (7).to_bytes(8, "little")), shm.E_HEADER, "out_frame_stride"),
     }
 
 
 @pytest.mark.parametrize(
-    "case", ["magic", "zeros", "version", "too_small", "empty", "truncated", "header_only",
+    "case", ["magic", "zeros", "version", "version2", "too_small", "empty", "truncated", "header_only",
              "servers", "stride"]
 )
 def test_bad_input_both_readers(c_tools: dict[str, Path], tmp_path: Path, case: str) -> None:
@@ -210,6 +214,8 @@ def test_bad_input_both_readers(c_tools: dict[str, Path], tmp_path: Path, case: 
             ShmRegion.open(p, role=role)
         assert e.value.code == code
         assert str(p) in str(e.value) and needle in str(e.value), str(e.value)
+        if case.startswith("version"):  # the version found and the one expected
+            assert f"supports {shm.VERSION}" in str(e.value), str(e.value)
         with pytest.raises(ShmError):
             ShmRegion.create(p, 3, 4, role=role, exist_ok=True)
     c = c_check(tool, p)
@@ -217,6 +223,8 @@ def test_bad_input_both_readers(c_tools: dict[str, Path], tmp_path: Path, case: 
     assert str(p) in c["error"], c
     if case not in ("servers", "stride"):  # C words those two differently
         assert needle.split(":")[0] in c["error"], c
+    if case.startswith("version"):
+        assert f"(this build reads {shm.VERSION})" in c["error"], c
     assert sha(p) == digest  # byte-for-byte unchanged after every attempt
     assert p.stat().st_size == len(content)
 
@@ -262,6 +270,19 @@ def test_python_writer_c_reader_small(c_tools: dict[str, Path], tmp_path: Path) 
     r.close()
 
 
+def _patch_in_count(path: Path, r: ShmRegion, seq: int, n: int) -> None:
+    """Rewrite msg_in frame seq's count to n (any value) and its checksum to match."""
+    off = r.in_ring_offset + (seq % r.in_ring_len) * r.in_frame_stride
+    with open(path, "r+b") as fh:
+        fh.seek(off)
+        frame = bytearray(fh.read(r.in_frame_stride))
+        frame[32:36] = n.to_bytes(4, "little")
+        words = np.frombuffer(bytes(frame), dtype="<u8")
+        frame[8:16] = shm.checksum(words[2:].copy(), seq).to_bytes(8, "little")
+        fh.seek(off)
+        fh.write(frame)
+
+
 def test_python_agent_c_dataplane(c_tools: dict[str, Path], tmp_path: Path) -> None:
     """A Python agent's weights go through the real C poll path; Python sees the verdicts."""
     tool = c_tools["lb_rl_shm_conform"]
@@ -283,11 +304,15 @@ def test_python_agent_c_dataplane(c_tools: dict[str, Path], tmp_path: Path) -> N
     assert f is not None and f.seq == d["out_seq"] and f.in_seq_applied == seq
     assert f.servers["weight"].tolist() == [0.5, 2.0, 1.0, 0.0] and f.active == 0b111
     # each invalid vector is rejected with its verdict; the data plane keeps its (static) weights
+    # (n = 5 > S: our writer refuses it, so it comes as a foreign writer's frame: n patched
+    # into a committed frame and the checksum made to match)
     cases = [([float("nan"), 1, 1], shm.W_NONFINITE), ([1, -1, 1], shm.W_NEGATIVE),
              ([0, 0, 0], shm.W_ALL_ZERO), ([1, 1, 1, 1], shm.W_ABSENT_SERVER),
              ([1, 1, 1, 0, 1], shm.W_BAD_COUNT), ([], shm.W_BAD_COUNT)]
     for i, (w, verdict) in enumerate(cases):
-        agent.write_weights(w, now_s=2.0 + i)
+        q = agent.write_weights(w[: agent.max_servers], now_s=2.0 + i)
+        if len(w) > agent.max_servers:
+            _patch_in_count(p, agent, q, len(w))
         d = dataplane(20.0, 20.1)
         assert d["poll1"] == 2, (w, d)  # REJECTED
         assert d["weights"] == [1.0, 2.0, 3.0, 0.0]  # this fresh context's static weights

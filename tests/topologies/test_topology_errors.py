@@ -6,7 +6,7 @@ import networkx as nx
 import pytest
 
 from simulator.config import ConfigError, ServerSpec, TopologyConfig
-from topologies import build, flat, validate
+from topologies import build, flat, servers, validate
 
 
 def err(cfg: TopologyConfig) -> str:
@@ -58,8 +58,28 @@ def test_preset_and_explicit_servers_conflict() -> None:
 
 
 def test_too_many_servers() -> None:
-    msg = err(TopologyConfig(preset="fat_tree", params={"k": 8}))
-    assert "at most 64" in msg
+    # the bound is the shm layout's (4096 servers per LB), named with the field
+    msg = err(TopologyConfig(lbs=1, servers=[ServerSpec(cores=1)] * 5000))
+    assert msg == "topology.servers: 5000 servers, the shm layout allows at most 4096"
+    g = flat(1, [ServerSpec(cores=1)] * 4097)
+    with pytest.raises(ConfigError, match=r"^t.yaml: topology.servers: 4097 servers, the shm "
+                                          r"layout allows at most 4096$"):
+        validate(g, "t.yaml: topology")
+
+
+def test_servers_beyond_64_accepted() -> None:
+    # the old 64-server bound (a 64-bit shm bitmap) is gone: 4096 is fine, and so is a preset
+    # with more than 64 servers
+    assert len(servers(validate(flat(1, [ServerSpec(cores=1)] * 4096)))) == 4096
+    assert len(servers(build(TopologyConfig(preset="fat_tree", params={"k": 8})))) > 64
+
+
+def test_zero_servers_names_the_field() -> None:
+    g = _good()
+    g.remove_nodes_from(["s1", "s2"])
+    with pytest.raises(ConfigError, match=r"^t.yaml: topology.servers: 0 servers, a topology "
+                                          r"needs at least one \(s1\)$"):
+        validate(g, "t.yaml: topology")
 
 
 def _good() -> nx.Graph:

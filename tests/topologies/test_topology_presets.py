@@ -167,13 +167,15 @@ def test_server_ordering_is_numeric() -> None:
 
 
 def test_topologies_imports_only_simulator_config() -> None:
+    # and simulator.shm, a leaf (it imports only simulator.config) that owns the one bound on
+    # servers per LB, MAX_SERVERS
     import subprocess
     import sys
 
     code = ("import sys, topologies; "
             "print(sorted(m for m in sys.modules if m == 'simulator' or m.startswith('simulator.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['simulator', 'simulator.config']"
+    assert out.stdout.strip() == "['simulator', 'simulator.config', 'simulator.shm']"
 
 
 def test_config_error_is_raised_not_value_error() -> None:

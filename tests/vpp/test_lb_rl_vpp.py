@@ -384,7 +384,9 @@ def _read_frame(path: str) -> dict:
             servers.append({"n_flow_on": s.n_flow_on, "packets": s.packets, "weight": s.weight,
                             "fill_fd": s.fill[0], "n_flow_new": s.n_flow_new,
                             "n_flow_pending": s.n_flow_pending, "n_flow_untracked": s.n_flow_untracked})
-        return {"seq": f.seq, "packets": f.packets, "active": f.active, "fallback": f.fallback_active,
+        act = lib.lb_rl_shm_frame_active(h[0], f)  # layout 3: a bitmap of u64 words
+        active = sum(int(act[j]) << (64 * j) for j in range(f.active_words))
+        return {"seq": f.seq, "packets": f.packets, "active": active, "fallback": f.fallback_active,
                 "in_seq_applied": f.in_seq_applied, "servers": servers}
     finally:
         lib.lb_rl_shm_close(h[0])
@@ -524,6 +526,60 @@ def test_syn_flood_fills_table_and_split_follows_weights(lb: hv.LbRlVpp, vppi) -
         lb.t.cli(hv.cli_vip(f"{FLOOD_VIP}/32", delete=True))
 
 
+def test_vip_of_300_servers(lb: hv.LbRlVpp, vppi) -> None:
+    """A VIP with max-servers 300: server indices beyond 255, a 300-server shm region (layout
+    3: 5 bitmap words), weights for every index through the CLI and the shm, and a weight for an
+    absent index rejected on both paths. No traffic: the servers need not exist."""
+    from simulator.shm import W_ABSENT_SERVER
+
+    _, _, run = vppi
+    pfx = "198.18.100.3/32"
+    n_as = 260
+    addrs = [f"198.18.{5 + i // 250}.{1 + i % 250}" for i in range(n_as)]
+    out = lb.t.cli(hv.cli_vip(pfx, "gre4", max_servers=300))
+    index = int(re.search(r"vip (\d+)", out).group(1))
+    try:
+        for k in range(0, n_as, 50):
+            lb.t.cli(hv.cli_as(pfx, addrs[k : k + 50], 1.0))
+        text = lb.t.cli("show lb_rl vips verbose")
+        block = text[text.index(pfx):]  # this VIP's lines: header, then max-servers and shm
+        assert f"vip {index} {pfx} encap gre4 servers {n_as} " in text, text
+        assert "max-servers 300 shm " in block and f"lb_rl_vip{index}" in block, block
+        with lb.attach_shm(str(run / f"lb_rl_vip{index}"), role="agent") as region:
+            assert (region.max_servers, region.in_frame_stride) == (300, 2496)  # r64(64 + 8*300)
+            t_end = time.monotonic() + 5
+            f = region.latest_out()
+            while (f is None or f.n_active != n_as) and time.monotonic() < t_end:
+                time.sleep(STEP_S)
+                f = region.latest_out()
+            assert f is not None and f.present == list(range(n_as))
+
+            def examined(seq: int):
+                t_end = time.monotonic() + 5
+                while region.status().in_seq_seen < seq and time.monotonic() < t_end:
+                    time.sleep(STEP_S / 4)
+                return region.status()
+
+            w = np.zeros(300)
+            w[:n_as] = 1.0
+            w[259] = 3.0
+            seq = region.write_weights(w, now_s=time.monotonic())
+            assert examined(seq).in_seq_applied == seq
+            time.sleep(3 * STEP_S)
+            f = region.latest_out()
+            assert f.servers["weight"][259] == 3.0 and f.servers["weight"][260] == 0.0
+            w[270] = 1.0  # index 270 has no server
+            seq = region.write_weights(w, now_s=time.monotonic())
+            assert examined(seq).last_verdict == W_ABSENT_SERVER
+        lb.t.cli(hv.cli_weights(pfx, [1.0] * n_as + [0.0] * 40))
+        with pytest.raises(hv.VppError, match="weights rejected"):
+            lb.t.cli(hv.cli_weights(pfx, [1.0] * (n_as + 1) + [0.0] * 39))
+    finally:
+        for k in range(0, n_as, 50):
+            lb.t.cli(hv.cli_as(pfx, addrs[k : k + 50], delete=True))
+        lb.t.cli(hv.cli_vip(pfx, delete=True))
+
+
 def test_binary_api(vppi, lb: hv.LbRlVpp) -> None:
     try:
         import vpp_papi  # noqa: F401
@@ -546,6 +602,14 @@ def test_binary_api(vppi, lb: hv.LbRlVpp) -> None:
         api.del_as("198.18.100.2/32", "198.18.1.11")
         api.del_vip("198.18.100.2/32")
         assert len(api.vips()) == 1
+        api.add_vip("198.18.100.2/32", "gre4", max_servers=1024)   # lb_rl_add_del_vip_v3
+        api.add_as("198.18.100.2/32", "198.18.1.11", 1.0)
+        api.set_weights("198.18.100.2/32", [2.0] + [0.0] * 1023)   # lb_rl_set_weights_v2
+        assert [s.weight for s in api.servers("198.18.100.2/32")] == [2.0]
+        with pytest.raises(hv.VppError):
+            api.set_weights("198.18.100.2/32", [1.0] * 1024)   # weights for absent servers
+        api.del_as("198.18.100.2/32", "198.18.1.11")
+        api.del_vip("198.18.100.2/32")
         api.add_vip("198.18.100.2/32", "gre4", flow_table_size=2048)   # lb_rl_add_del_vip_v2
         line = next(ln for ln in api.show("vips").splitlines() if "198.18.100.2/32" in ln)
         assert line.endswith("flow-table-size 2048"), line

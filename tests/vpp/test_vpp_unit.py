@@ -136,7 +136,10 @@ def test_cli_builder_exact_strings() -> None:
         lambda: vpp.cli_conf(),
         lambda: vpp.cli_conf(policy="best"),
         lambda: vpp.cli_weights("198.18.100.1/32", []),
-        lambda: vpp.cli_weights("198.18.100.1/32", [1.0] * 65),
+        lambda: vpp.cli_weights("198.18.100.1/32", [1.0] * 4097),
+        lambda: vpp.api_set_weights("198.18.100.1/32", [1.0] * 256),  # u8 count: use _v2
+        lambda: vpp.cli_vip("198.18.100.1/32", max_servers=4097),
+        lambda: vpp.api_add_del_vip_v3("198.18.100.1/32", max_servers=-1),
     ],
 )
 def test_builders_reject_bad_input(call) -> None:
@@ -181,6 +184,7 @@ def api_msgs() -> dict[str, list[str]]:
 
 def test_api_parser_sees_all_messages(api_msgs: dict[str, list[str]]) -> None:
     for m in ("lb_rl_conf", "lb_rl_add_del_vip", "lb_rl_add_del_as", "lb_rl_set_weights",
+              "lb_rl_add_del_vip_v3", "lb_rl_set_weights_v2",
               "lb_rl_vip_dump", "lb_rl_vip_details", "lb_rl_as_dump", "lb_rl_as_details",
               "lb_rl_stats_get", "lb_rl_stats_get_reply", "lb_rl_conf_get"):
         assert m in api_msgs
@@ -194,6 +198,8 @@ def test_api_parser_sees_all_messages(api_msgs: dict[str, list[str]]) -> None:
         ("lb_rl_add_del_vip_v2", vpp.api_add_del_vip_v2("198.18.100.1/32", "gre4", 1024)),
         ("lb_rl_add_del_as", vpp.api_add_del_as("198.18.100.1/32", "198.18.1.11", 2.0)),
         ("lb_rl_set_weights", vpp.api_set_weights("198.18.100.1/32", [1.0, 2.0])),
+        ("lb_rl_add_del_vip_v3", vpp.api_add_del_vip_v3("198.18.100.1/32", "gre4", 1024, 4096)),
+        ("lb_rl_set_weights_v2", vpp.api_set_weights_v2("198.18.100.1/32", [1.0] * 4096)),
     ],
 )
 def test_api_fields_match_api_file(api_msgs: dict[str, list[str]], msg: str, fields: dict) -> None:
@@ -226,6 +232,8 @@ def test_api_json_from_vppapigen_if_installed() -> None:
         ("lb_rl_add_del_vip_v2", vpp.api_add_del_vip_v2("198.18.100.1/32")),
         ("lb_rl_add_del_as", vpp.api_add_del_as("198.18.100.1/32", "198.18.1.11")),
         ("lb_rl_set_weights", vpp.api_set_weights("198.18.100.1/32", [1.0])),
+        ("lb_rl_add_del_vip_v3", vpp.api_add_del_vip_v3("198.18.100.1/32")),
+        ("lb_rl_set_weights_v2", vpp.api_set_weights_v2("198.18.100.1/32", [1.0])),
         ("lb_rl_conf", vpp.api_conf(policy="sed")),
     ]:
         want = [f for f in msgs[msg] if f not in ("_vl_msg_id", "client_index", "context")]

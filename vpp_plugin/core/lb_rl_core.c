@@ -34,7 +34,7 @@ void
 lb_rl_config_default (lb_rl_config_t *cfg)
 {
   memset (cfg, 0, sizeof *cfg);
-  cfg->max_servers = LB_RL_MAX_SERVERS;
+  cfg->max_servers = LB_RL_DEFAULT_MAX_SERVERS;
   cfg->table_size = 1u << 16;
   cfg->ecmp_buckets = 1024;
   cfg->reservoir_size = 128;
@@ -56,7 +56,7 @@ static const char *
 lb_rl_config_check (const lb_rl_config_t *cfg)
 {
   if (cfg->max_servers < 1 || cfg->max_servers > LB_RL_MAX_SERVERS)
-    return "max_servers must be in 1..64";
+    return "max_servers must be in 1..4096";
   if (!lb_rl_is_pow2 (cfg->table_size) || cfg->table_size > (1u << 30))
     return "table_size must be a power of two <= 2^30";
   if (!lb_rl_is_pow2 (cfg->ecmp_buckets) || cfg->ecmp_buckets > (1u << 24))
@@ -94,6 +94,49 @@ lb_rl_alloc_table (size_t bytes)
   return p;
 }
 
+/* Per-server arrays, the weight tables, the tree and the work arrays, all sized by
+ * max_servers (0 on success). */
+static int
+lb_rl_alloc_servers (lb_rl_ctx_t *ctx)
+{
+  uint32_t s = ctx->cfg.max_servers, cap = 1, k;
+  ctx->n_words = (s + 63) / 64;
+  ctx->present = calloc (ctx->n_words, sizeof (uint64_t));
+  ctx->drained = calloc (ctx->n_words, sizeof (uint64_t));
+  ctx->gen = calloc (s, sizeof (uint32_t));
+  ctx->static_w = calloc (s, sizeof (double));
+  ctx->cur_w = calloc (s, sizeof (double));
+  ctx->n_on = calloc (s, sizeof (int64_t));
+  ctx->n_load = calloc (s, sizeof (int64_t));
+  ctx->sc = calloc (s, sizeof (lb_rl_server_counters_t));
+  ctx->res_filled = calloc (s, sizeof *ctx->res_filled);
+  ctx->ties = calloc (s, sizeof (uint16_t));
+  if (!ctx->present || !ctx->drained || !ctx->gen || !ctx->static_w || !ctx->cur_w ||
+      !ctx->n_on || !ctx->n_load || !ctx->sc || !ctx->res_filled || !ctx->ties)
+    return -1;
+  for (k = 0; k < 2; k++)
+    {
+      lb_rl_wtab_t *t = &ctx->wtab[k];
+      t->elig = calloc (s, sizeof (uint16_t));
+      t->alias = calloc (s, sizeof (uint16_t));
+      t->thr = calloc (s, sizeof (uint64_t));
+      t->inv_w = calloc (s, sizeof (double));
+      t->ecmp = malloc ((size_t) ctx->cfg.ecmp_buckets * sizeof (uint16_t));
+      t->wmap = malloc ((size_t) ctx->cfg.ecmp_buckets * sizeof (uint16_t));
+      if (!t->elig || !t->alias || !t->thr || !t->inv_w || !t->ecmp || !t->wmap)
+	return -1;
+    }
+  while (cap < s)
+    cap <<= 1;
+  ctx->tree.cap = cap;
+  ctx->tree.key = calloc (2 * (size_t) cap, sizeof (double));
+  ctx->tree.cnt = calloc (2 * (size_t) cap, sizeof (uint32_t));
+  ctx->tree.pos = calloc (s, sizeof (uint16_t));
+  if (!ctx->tree.key || !ctx->tree.cnt || !ctx->tree.pos)
+    return -1;
+  return lb_rl_work_alloc (&ctx->work, s);
+}
+
 lb_rl_ctx_t *
 lb_rl_create (const lb_rl_config_t *cfg)
 {
@@ -119,13 +162,9 @@ lb_rl_create (const lb_rl_config_t *cfg)
   ctx->flows = flows = lb_rl_alloc_table ((size_t) cfg->table_size * sizeof (lb_rl_flow_t));
   nres = (size_t) cfg->max_servers * LB_RL_N_RES * cfg->reservoir_size;
   ctx->res = calloc (nres, sizeof (lb_rl_sample_t));
-  ctx->wtab[0].ecmp = malloc (cfg->ecmp_buckets);
-  ctx->wtab[1].ecmp = malloc (cfg->ecmp_buckets);
-  ctx->wtab[0].wmap = malloc (cfg->ecmp_buckets);
-  ctx->wtab[1].wmap = malloc (cfg->ecmp_buckets);
-  if (!ctx->tags || !ctx->due || !ctx->flows || !ctx->res || !ctx->wtab[0].ecmp || !ctx->wtab[1].ecmp ||
-      !ctx->wtab[0].wmap || !ctx->wtab[1].wmap)
+  if (!ctx->tags || !ctx->due || !ctx->flows || !ctx->res || lb_rl_alloc_servers (ctx) != 0)
     goto nomem;
+  ctx->scan_max = LB_RL_SCAN_MAX;
   memset (ctx->flows, 0, (size_t) cfg->table_size * sizeof (lb_rl_flow_t));
   memset (ctx->tags, 0, (size_t) cfg->table_size * sizeof (uint32_t));
   memset (ctx->due, 0, (size_t) cfg->table_size * sizeof (uint32_t));
@@ -146,16 +185,36 @@ nomem:
 void
 lb_rl_destroy (lb_rl_ctx_t *ctx)
 {
+  int k;
   if (!ctx)
     return;
   free (ctx->tags);
   free (ctx->due);
   free (ctx->flows);
   free (ctx->res);
-  free (ctx->wtab[0].ecmp);
-  free (ctx->wtab[1].ecmp);
-  free (ctx->wtab[0].wmap);
-  free (ctx->wtab[1].wmap);
+  for (k = 0; k < 2; k++)
+    {
+      free (ctx->wtab[k].elig);
+      free (ctx->wtab[k].alias);
+      free (ctx->wtab[k].thr);
+      free (ctx->wtab[k].inv_w);
+      free (ctx->wtab[k].ecmp);
+      free (ctx->wtab[k].wmap);
+    }
+  free (ctx->present);
+  free (ctx->drained);
+  free (ctx->gen);
+  free (ctx->static_w);
+  free (ctx->cur_w);
+  free (ctx->n_on);
+  free (ctx->n_load);
+  free (ctx->sc);
+  free (ctx->res_filled);
+  free (ctx->ties);
+  free (ctx->tree.key);
+  free (ctx->tree.cnt);
+  free (ctx->tree.pos);
+  lb_rl_work_free (&ctx->work);
   free (ctx);
 }
 
@@ -167,26 +226,56 @@ lb_rl_get_config (const lb_rl_ctx_t *ctx)
 
 /* --- servers --- */
 
-int
-lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
+/* A (re-)added server starts afresh: counters and reservoirs reset. Entries of
+ * an earlier incarnation carry an older generation and count as lost. The
+ * caller rebuilds the tables. */
+static void
+lb_rl_server_init (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
 {
-  uint64_t bit;
-  if (idx >= ctx->cfg.max_servers || !(static_weight >= 0.0 && isfinite (static_weight)))
-    return LB_RL_E_INVALID;
-  bit = 1ULL << idx;
-  if (ctx->present & bit)
-    return LB_RL_E_EXISTS;
-  /* A (re-)added server starts afresh: counters and reservoirs reset. Entries
-   * of an earlier incarnation carry an older generation and count as lost. */
   memset (&ctx->sc[idx], 0, sizeof ctx->sc[idx]);
   ctx->n_on[idx] = 0;
   ctx->n_load[idx] = 0;
   ctx->res_filled[idx][0] = ctx->res_filled[idx][1] = 0;
   ctx->gen[idx]++;
-  ctx->present |= bit;
-  ctx->drained &= ~bit;
+  lb_rl_bit_set (ctx->present, idx);
+  lb_rl_bit_clear (ctx->drained, idx);
   ctx->static_w[idx] = static_weight;
   ctx->cur_w[idx] = static_weight;
+}
+
+static int
+lb_rl_weight_ok (double w)
+{
+  return w >= 0.0 && isfinite (w);
+}
+
+int
+lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
+{
+  if (idx >= ctx->cfg.max_servers || !lb_rl_weight_ok (static_weight))
+    return LB_RL_E_INVALID;
+  if (lb_rl_bit (ctx->present, idx))
+    return LB_RL_E_EXISTS;
+  lb_rl_server_init (ctx, idx, static_weight);
+  lb_rl_tables_rebuild (ctx);
+  return LB_RL_OK;
+}
+
+int
+lb_rl_servers_add (lb_rl_ctx_t *ctx, const double *static_weights, uint32_t n)
+{
+  uint32_t i;
+  if (n > ctx->cfg.max_servers)
+    return LB_RL_E_INVALID;
+  for (i = 0; i < n; i++)
+    {
+      if (!lb_rl_weight_ok (static_weights[i]))
+	return LB_RL_E_INVALID;
+      if (lb_rl_bit (ctx->present, i))
+	return LB_RL_E_EXISTS;
+    }
+  for (i = 0; i < n; i++)
+    lb_rl_server_init (ctx, i, static_weights[i]);
   lb_rl_tables_rebuild (ctx);
   return LB_RL_OK;
 }
@@ -194,14 +283,12 @@ lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight)
 int
 lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx)
 {
-  uint64_t bit;
   if (idx >= ctx->cfg.max_servers)
     return LB_RL_E_INVALID;
-  bit = 1ULL << idx;
-  if (!(ctx->present & bit))
+  if (!lb_rl_bit (ctx->present, idx))
     return LB_RL_E_ABSENT;
-  ctx->present &= ~bit;
-  ctx->drained &= ~bit;
+  lb_rl_bit_clear (ctx->present, idx);
+  lb_rl_bit_clear (ctx->drained, idx);
   ctx->cur_w[idx] = 0.0;
   ctx->static_w[idx] = 0.0;
   /* Its flows are gone: the gauge drops now, entries are freed lazily (and scans
@@ -218,30 +305,38 @@ lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx)
 int
 lb_rl_server_drain (lb_rl_ctx_t *ctx, uint32_t idx, int on)
 {
-  uint64_t bit;
   if (idx >= ctx->cfg.max_servers)
     return LB_RL_E_INVALID;
-  bit = 1ULL << idx;
-  if (!(ctx->present & bit))
+  if (!lb_rl_bit (ctx->present, idx))
     return LB_RL_E_ABSENT;
   if (on)
-    ctx->drained |= bit;
+    lb_rl_bit_set (ctx->drained, idx);
   else
-    ctx->drained &= ~bit;
+    lb_rl_bit_clear (ctx->drained, idx);
   lb_rl_tables_rebuild (ctx);
   return LB_RL_OK;
 }
 
-uint64_t
-lb_rl_servers_present (const lb_rl_ctx_t *ctx)
+int
+lb_rl_server_is_present (const lb_rl_ctx_t *ctx, uint32_t idx)
 {
-  return ctx->present;
+  return idx < ctx->cfg.max_servers && lb_rl_bit (ctx->present, idx);
+}
+
+uint32_t
+lb_rl_servers_present (const lb_rl_ctx_t *ctx, uint64_t *out, uint32_t n_words)
+{
+  uint32_t i;
+  for (i = 0; i < n_words; i++)
+    out[i] = i < ctx->n_words ? ctx->present[i] : 0;
+  return ctx->n_words;
 }
 
 /* --- weights and policy --- */
 
 int
-lb_rl_weights_validate (const double *w, uint32_t n, uint64_t present)
+lb_rl_weights_validate (const double *w, uint32_t n, const uint64_t *present,
+			uint32_t n_words)
 {
   uint32_t i;
   int any_pos = 0;
@@ -256,7 +351,7 @@ lb_rl_weights_validate (const double *w, uint32_t n, uint64_t present)
   for (i = 0; i < n; i++)
     if (w[i] > 0.0)
       {
-	if (!(present & (1ULL << i)))
+	if ((i >> 6) >= n_words || !present || !lb_rl_bit (present, i))
 	  return LB_RL_W_ABSENT_SERVER;
 	any_pos = 1;
       }
@@ -267,7 +362,7 @@ int
 lb_rl_set_weights (lb_rl_ctx_t *ctx, const double *w, uint32_t n)
 {
   uint32_t i;
-  int v = lb_rl_weights_validate (w, n, ctx->present);
+  int v = lb_rl_weights_validate (w, n, ctx->present, ctx->n_words);
   if (v == LB_RL_W_OK && n > ctx->cfg.max_servers)
     v = LB_RL_W_BAD_COUNT; /* unreachable: w > 0 beyond max_servers is ABSENT */
   if (v != LB_RL_W_OK)
@@ -276,7 +371,7 @@ lb_rl_set_weights (lb_rl_ctx_t *ctx, const double *w, uint32_t n)
       return v;
     }
   for (i = 0; i < ctx->cfg.max_servers; i++)
-    ctx->cur_w[i] = (i < n && (ctx->present & (1ULL << i))) ? w[i] : 0.0;
+    ctx->cur_w[i] = (i < n && lb_rl_bit (ctx->present, i)) ? w[i] : 0.0;
   ctx->c.weight_updates++;
   lb_rl_tables_rebuild (ctx);
   return LB_RL_W_OK;
@@ -287,7 +382,7 @@ lb_rl_use_static_weights (lb_rl_ctx_t *ctx)
 {
   uint32_t i;
   for (i = 0; i < ctx->cfg.max_servers; i++)
-    ctx->cur_w[i] = (ctx->present & (1ULL << i)) ? ctx->static_w[i] : 0.0;
+    ctx->cur_w[i] = lb_rl_bit (ctx->present, i) ? ctx->static_w[i] : 0.0;
   lb_rl_tables_rebuild (ctx);
   return LB_RL_OK;
 }
@@ -304,6 +399,7 @@ lb_rl_set_policy (lb_rl_ctx_t *ctx, lb_rl_policy_t policy)
   if ((unsigned) policy >= LB_RL_N_POLICIES)
     return LB_RL_E_INVALID;
   ctx->cfg.policy = policy;
+  lb_rl_tree_rebuild (ctx); /* the tree is kept for LSQ/SED only, keyed by the policy */
   return LB_RL_OK;
 }
 
@@ -376,14 +472,14 @@ lb_rl_key_hash (const lb_rl_5tuple_t *key)
 int32_t
 lb_rl_ecmp_bucket (const lb_rl_ctx_t *ctx, uint32_t b)
 {
-  uint8_t s = ctx->wt->ecmp[b & ctx->ecmp_mask];
-  return s == LB_RL_NO_SERVER_U8 ? -1 : (int32_t) s;
+  uint16_t s = ctx->wt->ecmp[b & ctx->ecmp_mask];
+  return s == LB_RL_NO_SERVER_U16 ? -1 : (int32_t) s;
 }
 
 int32_t
 lb_rl_untracked_bucket (const lb_rl_ctx_t *ctx, uint32_t b)
 {
-  const uint8_t *map = ctx->cfg.policy == LB_RL_POLICY_ECMP ? ctx->wt->ecmp : ctx->wt->wmap;
-  uint8_t s = map[b & ctx->ecmp_mask];
-  return s == LB_RL_NO_SERVER_U8 ? -1 : (int32_t) s;
+  const uint16_t *map = ctx->cfg.policy == LB_RL_POLICY_ECMP ? ctx->wt->ecmp : ctx->wt->wmap;
+  uint16_t s = map[b & ctx->ecmp_mask];
+  return s == LB_RL_NO_SERVER_U16 ? -1 : (int32_t) s;
 }

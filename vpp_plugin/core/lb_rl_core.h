@@ -17,8 +17,17 @@
 
 #include <stdint.h>
 
-/* Hard upper bound on servers per context (the shm active-server bitmap is 64 bits). */
-#define LB_RL_MAX_SERVERS 64
+/* Hard upper bound on servers per context: server indices fit in the u16 of a flow entry
+ * and the bucket tables, with 0xFFFF left for "no server". */
+#define LB_RL_MAX_SERVERS 4096
+/* max_servers of lb_rl_config_default (and of the VPP/host defaults): per-server memory and
+ * shm frames are sized by max_servers, so a context pays only for the servers it may have. */
+#define LB_RL_DEFAULT_MAX_SERVERS 64
+/* Eligible servers up to which LSQ/SED scan linearly; above it they keep a tournament tree
+ * (O(log n) per load change, same picks and RNG draws as the scan). */
+#define LB_RL_SCAN_MAX 64
+/* u64 words of a server bitmap of max_servers bits: (max_servers + 63) / 64. */
+#define LB_RL_MAX_BITMAP_WORDS 64
 
 /* TCP flag bits as on the wire. */
 #define LB_RL_TCP_FIN 1
@@ -85,10 +94,12 @@ typedef struct
 
 typedef struct
 {
-  uint32_t max_servers;    /* server indices are 0 .. max_servers-1, <= LB_RL_MAX_SERVERS */
+  uint32_t max_servers;    /* server indices are 0 .. max_servers-1, 1 .. LB_RL_MAX_SERVERS
+			    * (default LB_RL_DEFAULT_MAX_SERVERS); per-server state is sized by it */
   uint32_t table_size;     /* flow-table entries, power of two (default 1<<16) */
   uint32_t ecmp_buckets;   /* length of the ECMP and the untracked-flow bucket tables,
-			    * power of two (default 1024) */
+			    * power of two (default 1024; keep it >= 8 * servers, or some
+			    * servers get no ECMP bucket at all) */
   uint32_t reservoir_size; /* K slots per reservoir (default 128) */
   double sample_prob;      /* probability a sample is offered to a reservoir (default 1.0) */
   double flow_timeout_s;   /* idle timeout of a tracked flow (default 40) */
@@ -147,16 +158,26 @@ const char *lb_rl_last_error (void);
 /* --- servers --- */
 /* Add server idx with its static weight (used by WCMP/SED and as the fallback set). */
 int lb_rl_server_add (lb_rl_ctx_t *ctx, uint32_t idx, double static_weight);
+/* Add servers 0 .. n-1 with static_weights[i], rebuilding the tables once (n adds one
+ * by one rebuild them n times: O(n^2) at thousands of servers). All or nothing: any
+ * index present, n > max_servers or a bad weight changes nothing. */
+int lb_rl_servers_add (lb_rl_ctx_t *ctx, const double *static_weights, uint32_t n);
 /* Remove: no new flows; its tracked flows are dropped lazily (counted in flows_lost). */
 int lb_rl_server_remove (lb_rl_ctx_t *ctx, uint32_t idx);
 /* Drain (on=1): no new flows, established flows continue. on=0 undrains. */
 int lb_rl_server_drain (lb_rl_ctx_t *ctx, uint32_t idx, int on);
-/* Bitmap of present servers, bit i = server i. */
-uint64_t lb_rl_servers_present (const lb_rl_ctx_t *ctx);
+/* 1 if server idx is present, else 0 (also for idx >= max_servers). */
+int lb_rl_server_is_present (const lb_rl_ctx_t *ctx, uint32_t idx);
+/* Copy the present-server bitmap (bit i of word i/64 = server i) into out[0 .. n_words-1],
+ * zero-filling words beyond max_servers; returns the words the context uses,
+ * (max_servers + 63) / 64. */
+uint32_t lb_rl_servers_present (const lb_rl_ctx_t *ctx, uint64_t *out, uint32_t n_words);
 
 /* --- weights and policy --- */
-/* Pure validation of a weight vector of length n against the present-server bitmap. */
-int lb_rl_weights_validate (const double *w, uint32_t n, uint64_t present);
+/* Pure validation of a weight vector of length n against the present-server bitmap
+ * present[0 .. n_words-1] (bit i of word i/64 = server i; servers beyond it are absent). */
+int lb_rl_weights_validate (const double *w, uint32_t n, const uint64_t *present,
+			    uint32_t n_words);
 /* Validate, build new tables off the fast path, swap them in. Returns LB_RL_W_* verdict;
  * on rejection the previous weights stay and weight_rejects is incremented. */
 int lb_rl_set_weights (lb_rl_ctx_t *ctx, const double *w, uint32_t n);

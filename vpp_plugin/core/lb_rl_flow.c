@@ -74,7 +74,7 @@ lb_rl_flow_timeout (lb_rl_ctx_t *ctx, uint32_t s, double now)
       ctx->sc[e->server].n_flow_timeout++;
       lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, e->last_seen - e->first_seen);
     }
-  ctx->n_load[e->server]--; /* pending or established, it counted */
+  lb_rl_load_add (ctx, e->server, -1); /* pending or established, it counted */
   ctx->c.timeouts++;
   lb_rl_slot_free (ctx, s);
 }
@@ -122,7 +122,7 @@ lb_rl_process_hashed (lb_rl_ctx_t *ctx, double now, const lb_rl_5tuple_t *key, u
 	       LB_RL_TCP_SYN;
   lb_rl_flow_t *e;
   int32_t srv;
-  uint8_t b;
+  uint16_t b;
 
   ctx->c.packets++;
   /* Most flows sit in their home slot: its entry alone (free slots have state NONE)
@@ -177,7 +177,7 @@ found:
 	  ctx->sc[e->server].n_flow_closed++;
 	  lb_rl_res_add (ctx, e->server, LB_RL_RES_FCT, now, now - e->first_seen);
 	}
-      ctx->n_load[e->server]--;
+      lb_rl_load_add (ctx, e->server, -1);
       e->state = LB_RL_FLOW_CLOSED;
       /* the linger may end before the old hint: the hint must never be late */
       ctx->due[s] = lb_rl_ticks (now + ctx->cfg.closed_linger_s);
@@ -220,7 +220,7 @@ miss:
 	  goto hash_forward;
 	}
       if (forced >= 0 && (uint32_t) forced < ctx->cfg.max_servers &&
-	  (ctx->present & (1ULL << forced)))
+	  lb_rl_bit (ctx->present, (uint32_t) forced))
 	srv = forced;
       else
 	srv = lb_rl_policy_choose (ctx, h);
@@ -234,14 +234,14 @@ miss:
       e->first_seen = now;
       e->last_seen = now;
       e->gen = ctx->gen[srv];
-      e->server = (uint8_t) srv;
+      e->server = (uint16_t) srv;
       e->state = LB_RL_FLOW_SYN;
       ctx->tags[free_slot] = tag;
       ctx->due[free_slot] = lb_rl_ticks (now + ctx->cfg.syn_timeout_s);
       ctx->c.tracked_flows++;
       ctx->c.new_flows++;
       ctx->sc[srv].n_flow_new++;
-      ctx->n_load[srv]++;
+      lb_rl_load_add (ctx, (uint32_t) srv, 1);
       return lb_rl_forward (ctx, (uint32_t) srv, len);
     }
   ctx->c.untracked_miss++;
@@ -255,7 +255,7 @@ hash_forward:
     const lb_rl_wtab_t *t = LB_RL_ACQUIRE (ctx->wt);
     b = (ctx->cfg.policy == LB_RL_POLICY_ECMP ? t->ecmp : t->wmap)[h & ctx->ecmp_mask];
   }
-  if (LB_RL_UNLIKELY (b == LB_RL_NO_SERVER_U8))
+  if (LB_RL_UNLIKELY (b == LB_RL_NO_SERVER_U16))
     {
       ctx->c.no_server++;
       return LB_RL_E_NO_SERVER;

@@ -40,10 +40,13 @@ _Static_assert (sizeof (lb_rl_shm_status_t) == 128, "status size");
 _Static_assert (sizeof (lb_rl_shm_header_t) == LB_RL_SHM_HEADER_SIZE, "header size");
 _Static_assert (sizeof (lb_rl_shm_out_frame_t) == LB_RL_SHM_OUT_FRAME_HDR_SIZE, "out hdr size");
 _Static_assert (sizeof (lb_rl_shm_server_t) == LB_RL_SHM_SERVER_SIZE, "server size");
-_Static_assert (sizeof (lb_rl_shm_in_frame_t) == LB_RL_SHM_IN_FRAME_SIZE, "in frame size");
+_Static_assert (sizeof (lb_rl_shm_in_frame_t) == LB_RL_SHM_IN_FRAME_HDR_SIZE, "in frame hdr size");
 _Static_assert (sizeof (lb_rl_sample_t) == 16, "sample size");
-_Static_assert (LB_RL_SHM_IN_FRAME_SIZE % LB_RL_SHM_ALIGN == 0, "in frame alignment");
-_Static_assert (LB_RL_MAX_SERVERS <= 64, "bitmap is 64 bits");
+_Static_assert (LB_RL_SHM_OUT_ACTIVE_OFFSET == LB_RL_SHM_OUT_FRAME_HDR_SIZE, "bitmap after hdr");
+_Static_assert ((LB_RL_MAX_SERVERS + 63) / 64 == LB_RL_MAX_BITMAP_WORDS, "bitmap words");
+/* the largest frame's offsets fit the header's u32 fields */
+_Static_assert (128 + 8 * LB_RL_MAX_BITMAP_WORDS + (uint64_t) LB_RL_SHM_SERVER_SIZE
+		    * LB_RL_MAX_SERVERS < (1ULL << 32), "u32 offsets");
 LB_RL_SHM_PIN (lb_rl_shm_header_t, magic, 0);
 LB_RL_SHM_PIN (lb_rl_shm_header_t, version, 8);
 LB_RL_SHM_PIN (lb_rl_shm_header_t, header_size, 12);
@@ -80,7 +83,8 @@ LB_RL_SHM_PIN (lb_rl_shm_status_t, last_in_advance_time_s, 80);
 LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, seq, 0);
 LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, checksum, 8);
 LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, time_s, 16);
-LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, active, 32);
+LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, n_active, 32);
+LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, active_words, 36);
 LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, in_seq_applied, 40);
 LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, n_servers, 48);
 LB_RL_SHM_PIN (lb_rl_shm_out_frame_t, fallback_active, 56);
@@ -109,8 +113,12 @@ struct lb_rl_shm
   uint64_t map_len;
   /* layout, validated at attach and never re-read from the region */
   uint32_t n_servers, n_slots, out_len, in_len;
-  uint64_t out_off, out_stride, in_off;
+  uint64_t out_off, out_stride, in_off, in_stride;
   uint32_t srv_off, smp_off;
+  /* heap scratch sized by S (a VPP process node's stack is small): the weights of a
+   * publish, and the copy of a msg_in frame that poll_in examines */
+  double *w_scratch;
+  lb_rl_shm_in_frame_t *in_scratch;
   /* writer state */
   uint64_t out_next;    /* DATAPLANE: seq of the next msg_out frame */
   uint64_t out_pending; /* seq between out_begin and out_commit (0 = none) */
@@ -190,17 +198,38 @@ lb_rl_shm_round_up (uint64_t x)
 void
 lb_rl_shm_params_default (lb_rl_shm_params_t *p)
 {
-  p->max_servers = LB_RL_MAX_SERVERS;
+  p->max_servers = LB_RL_DEFAULT_MAX_SERVERS;
   p->reservoir_slots = LB_RL_SHM_MAX_RES_SLOTS;
   p->out_ring_len = LB_RL_SHM_DEFAULT_RING;
   p->in_ring_len = LB_RL_SHM_DEFAULT_RING;
 }
 
+static uint32_t
+lb_rl_shm_active_words (uint32_t max_servers)
+{
+  return (max_servers + 63) / 64;
+}
+
+static uint64_t
+lb_rl_shm_servers_offset (uint32_t max_servers)
+{
+  return lb_rl_shm_round_up (LB_RL_SHM_OUT_ACTIVE_OFFSET
+			     + 8 * (uint64_t) lb_rl_shm_active_words (max_servers));
+}
+
 static uint64_t
 lb_rl_shm_samples_offset (uint32_t max_servers)
 {
-  return lb_rl_shm_round_up (LB_RL_SHM_OUT_FRAME_HDR_SIZE
+  return lb_rl_shm_round_up (lb_rl_shm_servers_offset (max_servers)
 			     + (uint64_t) max_servers * LB_RL_SHM_SERVER_SIZE);
+}
+
+uint64_t
+lb_rl_shm_in_stride (uint32_t max_servers)
+{
+  if (max_servers < 1 || max_servers > LB_RL_MAX_SERVERS)
+    return 0;
+  return lb_rl_shm_round_up (LB_RL_SHM_IN_FRAME_HDR_SIZE + 8 * (uint64_t) max_servers);
 }
 
 uint64_t
@@ -230,7 +259,7 @@ lb_rl_shm_size (const lb_rl_shm_params_t *p)
   if (!stride)
     return 0;
   return LB_RL_SHM_HEADER_SIZE + p->out_ring_len * stride
-	 + (uint64_t) p->in_ring_len * LB_RL_SHM_IN_FRAME_SIZE;
+	 + (uint64_t) p->in_ring_len * lb_rl_shm_in_stride (p->max_servers);
 }
 
 uint64_t
@@ -308,8 +337,8 @@ lb_rl_shm_format (void *base, uint64_t size, const lb_rl_shm_params_t *p)
   h->out_ring_offset = LB_RL_SHM_HEADER_SIZE;
   h->out_frame_stride = stride;
   h->in_ring_offset = LB_RL_SHM_HEADER_SIZE + p->out_ring_len * stride;
-  h->in_frame_stride = LB_RL_SHM_IN_FRAME_SIZE;
-  h->out_servers_offset = LB_RL_SHM_OUT_FRAME_HDR_SIZE;
+  h->in_frame_stride = lb_rl_shm_in_stride (p->max_servers);
+  h->out_servers_offset = (uint32_t) lb_rl_shm_servers_offset (p->max_servers);
   h->out_samples_offset = (uint32_t) lb_rl_shm_samples_offset (p->max_servers);
   h->writer_pid = (int64_t) getpid ();
   h->writer_start_wall_s = lb_rl_shm_wall_now ();
@@ -354,8 +383,8 @@ lb_rl_shm_validate (const void *base, uint64_t size)
   stride = lb_rl_shm_out_stride (p.max_servers, p.reservoir_slots);
   if (h->out_ring_offset != LB_RL_SHM_HEADER_SIZE || h->out_frame_stride != stride
       || h->in_ring_offset != LB_RL_SHM_HEADER_SIZE + p.out_ring_len * stride
-      || h->in_frame_stride != LB_RL_SHM_IN_FRAME_SIZE
-      || h->out_servers_offset != LB_RL_SHM_OUT_FRAME_HDR_SIZE
+      || h->in_frame_stride != lb_rl_shm_in_stride (p.max_servers)
+      || h->out_servers_offset != lb_rl_shm_servers_offset (p.max_servers)
       || h->out_samples_offset != lb_rl_shm_samples_offset (p.max_servers))
     return lb_rl_shm_fail (LB_RL_SHM_E_HEADER,
 			   "ring offsets/strides in the header do not match max_servers %u, "
@@ -379,8 +408,15 @@ lb_rl_shm_out_slot (const lb_rl_shm_t *s, uint64_t seq)
 static lb_rl_shm_in_frame_t *
 lb_rl_shm_in_slot (const lb_rl_shm_t *s, uint64_t seq)
 {
-  return (lb_rl_shm_in_frame_t *) (s->base + s->in_off
-				   + (seq % s->in_len) * LB_RL_SHM_IN_FRAME_SIZE);
+  return (lb_rl_shm_in_frame_t *) (s->base + s->in_off + (seq % s->in_len) * s->in_stride);
+}
+
+static void
+lb_rl_shm_free_handle (lb_rl_shm_t *s)
+{
+  free (s->w_scratch);
+  free (s->in_scratch);
+  free (s);
 }
 
 int
@@ -414,8 +450,16 @@ lb_rl_shm_attach (void *base, uint64_t size, int role, lb_rl_shm_t **out)
   s->out_off = h->out_ring_offset;
   s->out_stride = h->out_frame_stride;
   s->in_off = h->in_ring_offset;
+  s->in_stride = h->in_frame_stride;
   s->srv_off = h->out_servers_offset;
   s->smp_off = h->out_samples_offset;
+  s->w_scratch = calloc (s->n_servers, sizeof (double));
+  s->in_scratch = malloc (s->in_stride);
+  if (!s->w_scratch || !s->in_scratch)
+    {
+      lb_rl_shm_free_handle (s);
+      return lb_rl_shm_fail (LB_RL_SHM_E_NOMEM, "out of memory");
+    }
 
   if (role == LB_RL_SHM_ROLE_DATAPLANE)
     {
@@ -428,7 +472,7 @@ lb_rl_shm_attach (void *base, uint64_t size, int role, lb_rl_shm_t **out)
 	}
       if (m >= LB_RL_SHM_SEQ_LIMIT)
 	{
-	  free (s);
+	  lb_rl_shm_free_handle (s);
 	  return lb_rl_shm_fail (LB_RL_SHM_E_HEADER,
 				 "msg_out sequence %llu is beyond 2^63: corrupt region",
 				 (unsigned long long) m);
@@ -453,7 +497,7 @@ lb_rl_shm_attach (void *base, uint64_t size, int role, lb_rl_shm_t **out)
       m = v > m ? v : m;
       if (m >= LB_RL_SHM_SEQ_LIMIT)
 	{
-	  free (s);
+	  lb_rl_shm_free_handle (s);
 	  return lb_rl_shm_fail (LB_RL_SHM_E_HEADER,
 				 "msg_in sequence %llu is beyond 2^63: corrupt region",
 				 (unsigned long long) m);
@@ -617,7 +661,7 @@ lb_rl_shm_close (lb_rl_shm_t *shm)
       munmap (shm->base, shm->map_len);
       close (shm->fd);
     }
-  free (shm);
+  lb_rl_shm_free_handle (shm);
 }
 
 lb_rl_shm_header_t *
@@ -645,12 +689,20 @@ lb_rl_shm_read_stats (const lb_rl_shm_t *shm, lb_rl_shm_read_stats_t *out)
 }
 
 /* ---- msg_out ---- */
+uint64_t *
+lb_rl_shm_frame_active (const lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f)
+{
+  (void) shm;
+  return (uint64_t *) ((uint8_t *) f + LB_RL_SHM_OUT_ACTIVE_OFFSET);
+}
+
 lb_rl_shm_server_t *
 lb_rl_shm_frame_server (const lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f, uint32_t idx)
 {
   if (idx >= shm->n_servers)
     return NULL;
-  return (lb_rl_shm_server_t *) ((uint8_t *) f + shm->srv_off + idx * LB_RL_SHM_SERVER_SIZE);
+  return (lb_rl_shm_server_t *) ((uint8_t *) f + shm->srv_off
+				 + (uint64_t) idx * LB_RL_SHM_SERVER_SIZE);
 }
 
 lb_rl_sample_t *
@@ -674,6 +726,7 @@ lb_rl_shm_out_begin (lb_rl_shm_t *shm, uint64_t *seq_out)
   lb_rl_shm_invalidate (&f->seq, 0);
   f->n_servers = shm->n_servers;
   f->reservoir_slots = shm->n_slots;
+  f->active_words = lb_rl_shm_active_words (shm->n_servers);
   if (seq_out)
     *seq_out = shm->out_pending;
   return f;
@@ -702,8 +755,9 @@ lb_rl_shm_publish (lb_rl_shm_t *shm, const lb_rl_ctx_t *ctx, double now_s, doubl
   lb_rl_shm_out_frame_t *f;
   lb_rl_shm_server_t *sv;
   lb_rl_sample_t *smp;
-  double w[LB_RL_MAX_SERVERS];
-  uint32_t i, k, n_ctx, got;
+  double *w = shm ? shm->w_scratch : NULL;
+  uint64_t *active;
+  uint32_t i, k, n_ctx, got, n_active = 0;
   uint64_t seq;
   if (!shm || !ctx)
     return lb_rl_shm_fail (LB_RL_SHM_E_ARG, "shm or ctx is NULL");
@@ -714,7 +768,7 @@ lb_rl_shm_publish (lb_rl_shm_t *shm, const lb_rl_ctx_t *ctx, double now_s, doubl
   if (n_ctx > shm->n_servers)
     return lb_rl_shm_fail (LB_RL_SHM_E_MISMATCH, "context has %u servers, region holds %u",
 			   n_ctx, shm->n_servers);
-  memset (w, 0, sizeof (w));
+  memset (w, 0, shm->n_servers * sizeof (double));
   lb_rl_get_weights (ctx, w);
   lb_rl_counters (ctx, &cc);
 
@@ -723,7 +777,12 @@ lb_rl_shm_publish (lb_rl_shm_t *shm, const lb_rl_ctx_t *ctx, double now_s, doubl
 	  shm->out_stride - LB_RL_SHM_PAYLOAD_OFFSET);
   f->time_s = now_s;
   f->wall_s = wall_s;
-  f->active = lb_rl_servers_present (ctx);
+  active = lb_rl_shm_frame_active (shm, f);
+  f->active_words = lb_rl_shm_active_words (shm->n_servers);
+  lb_rl_servers_present (ctx, active, f->active_words);
+  for (i = 0; i < f->active_words; i++)
+    n_active += (uint32_t) __builtin_popcountll (active[i]);
+  f->n_active = n_active;
   f->in_seq_applied = shm->hdr->status.in_seq_applied;
   f->n_servers = shm->n_servers;
   f->reservoir_slots = shm->n_slots;
@@ -848,21 +907,21 @@ lb_rl_shm_write_weights (lb_rl_shm_t *shm, const double *w, uint32_t n, double n
     return lb_rl_shm_fail (LB_RL_SHM_E_ARG, "shm or w is NULL");
   if (shm->role != LB_RL_SHM_ROLE_AGENT)
     return lb_rl_shm_fail (LB_RL_SHM_E_ROLE, "write_weights needs an AGENT handle");
-  /* the frame holds LB_RL_MAX_SERVERS; the data plane judges n against its servers */
-  if (n > LB_RL_MAX_SERVERS)
-    return lb_rl_shm_fail (LB_RL_SHM_E_ARG, "n = %u > %d weights per frame", n,
-			   LB_RL_MAX_SERVERS);
+  /* the frame holds S weights; the data plane judges n against its servers */
+  if (n > shm->n_servers)
+    return lb_rl_shm_fail (LB_RL_SHM_E_ARG, "n = %u > %u weights per frame (max_servers)", n,
+			   shm->n_servers);
   seq = shm->in_next++;
   f = lb_rl_shm_in_slot (shm, seq);
   lb_rl_shm_invalidate (&f->seq, 0);
   memset ((uint8_t *) f + LB_RL_SHM_PAYLOAD_OFFSET, 0,
-	  LB_RL_SHM_IN_FRAME_SIZE - LB_RL_SHM_PAYLOAD_OFFSET);
+	  shm->in_stride - LB_RL_SHM_PAYLOAD_OFFSET);
   f->time_s = now_s;
   f->wall_s = wall_s;
   f->n = n;
   if (n)
     memcpy (f->weights, w, n * sizeof (double));
-  f->checksum = lb_rl_shm_checksum (f, LB_RL_SHM_IN_FRAME_SIZE, seq);
+  f->checksum = lb_rl_shm_checksum (f, shm->in_stride, seq);
   lb_rl_shm_store_rel (&f->seq, seq);
   lb_rl_shm_store_rel (&shm->hdr->in_seq_latest, seq);
   if (seq_out)
@@ -871,12 +930,14 @@ lb_rl_shm_write_weights (lb_rl_shm_t *shm, const double *w, uint32_t n, double n
 }
 
 int
-lb_rl_shm_read_in (lb_rl_shm_t *shm, lb_rl_shm_in_frame_t *dst)
+lb_rl_shm_read_in (lb_rl_shm_t *shm, lb_rl_shm_in_frame_t *dst, uint64_t dst_size)
 {
   if (!shm || !dst)
     return lb_rl_shm_fail (LB_RL_SHM_E_ARG, "shm or dst is NULL");
-  return lb_rl_shm_read_frame (shm, &shm->hdr->in_seq_latest, 0, dst,
-			       LB_RL_SHM_IN_FRAME_SIZE);
+  if (dst_size < shm->in_stride)
+    return lb_rl_shm_fail (LB_RL_SHM_E_ARG, "dst_size %llu < in_frame_stride %llu",
+			   (unsigned long long) dst_size, (unsigned long long) shm->in_stride);
+  return lb_rl_shm_read_frame (shm, &shm->hdr->in_seq_latest, 0, dst, shm->in_stride);
 }
 
 void
@@ -897,7 +958,7 @@ lb_rl_shm_set_fallback_timeout (lb_rl_shm_t *shm, double timeout_s)
 int
 lb_rl_shm_poll_in (lb_rl_shm_t *shm, lb_rl_ctx_t *ctx, double now_s, double wall_s)
 {
-  lb_rl_shm_in_frame_t fr;
+  lb_rl_shm_in_frame_t *fr;
   lb_rl_shm_status_t *st;
   uint64_t latest, g;
   int rc, verdict, result = LB_RL_SHM_POLL_NONE;
@@ -906,6 +967,7 @@ lb_rl_shm_poll_in (lb_rl_shm_t *shm, lb_rl_ctx_t *ctx, double now_s, double wall
   if (shm->role != LB_RL_SHM_ROLE_DATAPLANE)
     return lb_rl_shm_fail (LB_RL_SHM_E_ROLE, "poll_in needs a DATAPLANE handle");
   st = &shm->hdr->status;
+  fr = shm->in_scratch;
   if (!shm->have_advance)
     {
       /* the fallback clock starts at the first poll */
@@ -915,31 +977,35 @@ lb_rl_shm_poll_in (lb_rl_shm_t *shm, lb_rl_ctx_t *ctx, double now_s, double wall
   latest = lb_rl_shm_load_acq (&shm->hdr->in_seq_latest);
   if (latest > shm->in_seen)
     {
-      rc = lb_rl_shm_read_in (shm, &fr);
+      rc = lb_rl_shm_read_in (shm, fr, shm->in_stride);
       if (rc == LB_RL_SHM_E_BUSY)
 	return LB_RL_SHM_POLL_BUSY;
       if (rc != LB_RL_SHM_OK && rc != LB_RL_SHM_E_CHECKSUM)
 	return LB_RL_SHM_POLL_NONE;
-      if (fr.seq <= shm->in_seen)
+      if (fr->seq <= shm->in_seen)
 	return LB_RL_SHM_POLL_NONE;
-      shm->in_seen = fr.seq;
+      shm->in_seen = fr->seq;
       shm->last_advance_s = now_s;
       if (rc == LB_RL_SHM_E_CHECKSUM)
 	verdict = LB_RL_SHM_W_CHECKSUM;
-      else if (fr.n == 0 || fr.n > shm->n_servers)
+      else if (fr->n == 0 || fr->n > shm->n_servers)
 	verdict = LB_RL_W_BAD_COUNT;
       else
-	verdict = lb_rl_weights_validate (fr.weights, fr.n, lb_rl_servers_present (ctx));
+	{
+	  uint64_t present[LB_RL_MAX_BITMAP_WORDS]; /* 512 B */
+	  uint32_t nw = lb_rl_servers_present (ctx, present, LB_RL_MAX_BITMAP_WORDS);
+	  verdict = lb_rl_weights_validate (fr->weights, fr->n, present, nw);
+	}
       if (verdict == LB_RL_W_OK)
-	verdict = lb_rl_set_weights (ctx, fr.weights, fr.n);
+	verdict = lb_rl_set_weights (ctx, fr->weights, fr->n);
       g = st->gen;
       lb_rl_shm_invalidate (&st->gen, g + 1);
-      st->in_seq_seen = fr.seq;
+      st->in_seq_seen = fr->seq;
       st->last_verdict = verdict;
       st->last_in_advance_time_s = now_s;
       if (verdict == LB_RL_W_OK)
 	{
-	  st->in_seq_applied = fr.seq;
+	  st->in_seq_applied = fr->seq;
 	  st->weights_accepted++;
 	  st->last_accept_time_s = now_s;
 	  st->last_accept_wall_s = wall_s;

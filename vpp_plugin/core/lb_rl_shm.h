@@ -5,7 +5,7 @@
  * tests/shm/test_layout_pin.py pins the two together. SHM.md documents it.
  *
  * Region = header (256 B) | msg_out ring | msg_in ring, every part 64-byte
- * aligned, all integers little-endian, all times f64 seconds, no pointers
+ * aligned; frames of both rings are sized by S = max_servers (1 .. 4096), all integers little-endian, all times f64 seconds, no pointers
  * (offsets only). One writer per direction: the data plane writes msg_out
  * frames and the status block, the agent writes msg_in frames. Each frame is
  * committed with a seqlock: its 64-bit sequence number is written LAST.
@@ -22,7 +22,9 @@
 
 /* "MARLLBSH" read as a little-endian u64. */
 #define LB_RL_SHM_MAGIC 0x4853424c4c52414d
-#define LB_RL_SHM_VERSION 2
+/* 3: up to 4096 servers (present set as a bitmap of words, msg_in sized by S);
+ * 2: n_flow_pending and n_flow_untracked per server; 1: the first layout. */
+#define LB_RL_SHM_VERSION 3
 #define LB_RL_SHM_HEADER_SIZE 256
 #define LB_RL_SHM_ALIGN 64
 /* Upper bound on reservoir slots per (server, kind) in a frame. */
@@ -37,8 +39,12 @@
 #define LB_RL_SHM_READ_RETRIES 64
 /* Sizes of the fixed parts. */
 #define LB_RL_SHM_OUT_FRAME_HDR_SIZE 128
+/* In a msg_out frame the present-server bitmap follows the fixed part:
+ * ceil(S/64) u64 words at this offset, then the server records (64-byte aligned). */
+#define LB_RL_SHM_OUT_ACTIVE_OFFSET 128
 #define LB_RL_SHM_SERVER_SIZE 96
-#define LB_RL_SHM_IN_FRAME_SIZE 576
+/* Fixed part of a msg_in frame; S f64 weights follow, the frame is rounded up to 64 B. */
+#define LB_RL_SHM_IN_FRAME_HDR_SIZE 64
 /* Offset in a frame where the checksummed payload starts (after seq, checksum). */
 #define LB_RL_SHM_PAYLOAD_OFFSET 16
 
@@ -108,8 +114,9 @@ typedef struct
   uint64_t out_ring_offset;    /* from region start */
   uint64_t out_frame_stride;   /* bytes between msg_out frames */
   uint64_t in_ring_offset;     /* from region start */
-  uint64_t in_frame_stride;    /* bytes between msg_in frames (LB_RL_SHM_IN_FRAME_SIZE) */
-  uint32_t out_servers_offset; /* in a msg_out frame: lb_rl_shm_server_t[S] */
+  uint64_t in_frame_stride;    /* bytes between msg_in frames: round64 (64 + 8 S) */
+  uint32_t out_servers_offset; /* in a msg_out frame: lb_rl_shm_server_t[S],
+				* round64 (128 + 8 ceil(S/64)) */
   uint32_t out_samples_offset; /* in a msg_out frame: lb_rl_sample_t[S][LB_RL_N_RES][K] */
   int64_t writer_pid;          /* data-plane process (format or last DATAPLANE attach) */
   double writer_start_wall_s;  /* its wall clock at that moment */
@@ -120,14 +127,17 @@ typedef struct
   lb_rl_shm_status_t status;   /* offset 128 */
 } lb_rl_shm_header_t;
 
-/* Fixed first 128 bytes of a msg_out frame (data plane -> agent). */
+/* Fixed first 128 bytes of a msg_out frame (data plane -> agent); the present-server
+ * bitmap (u64 active[active_words], bit i of word i/64 = server i) follows at
+ * LB_RL_SHM_OUT_ACTIVE_OFFSET. */
 typedef struct
 {
   uint64_t seq;            /* commit word: 0 while written, then the frame's seq (>= 1) */
   uint64_t checksum;       /* lb_rl_shm_checksum over bytes [16, stride) and seq */
   double time_s;           /* data plane's host clock at publish (monotonic / simulated) */
   double wall_s;           /* wall clock, s since epoch */
-  uint64_t active;         /* present-server bitmap, bit i = server i */
+  uint32_t n_active;       /* present servers (bits set in the bitmap) */
+  uint32_t active_words;   /* u64 words of the bitmap = ceil(S/64) */
   uint64_t in_seq_applied; /* msg_in seq of the weights in force at publish */
   uint32_t n_servers;      /* = header.max_servers */
   uint32_t reservoir_slots;/* = header.reservoir_slots */
@@ -160,17 +170,18 @@ typedef struct
   uint64_t n_flow_untracked;       /* SYNs hash-forwarded here with the table full */
 } lb_rl_shm_server_t;
 
-/* msg_in frame (agent -> data plane), 576 bytes. */
+/* msg_in frame (agent -> data plane): this 64-byte header, then S f64 weights;
+ * in_frame_stride = round64 (64 + 8 S) bytes. */
 typedef struct
 {
   uint64_t seq;      /* commit word: 0 while written, then the frame's seq (>= 1) */
-  uint64_t checksum; /* lb_rl_shm_checksum over bytes [16, 576) and seq */
+  uint64_t checksum; /* lb_rl_shm_checksum over bytes [16, in_frame_stride) and seq */
   double time_s;     /* agent's clock */
   double wall_s;     /* wall clock, s since epoch */
   uint32_t n;        /* weights given, 1 .. header.max_servers */
   uint32_t flags;    /* 0 */
   uint64_t reserved[3];
-  double weights[LB_RL_MAX_SERVERS]; /* [0, n) used, rest 0 */
+  double weights[]; /* S entries: [0, n) used, rest 0 */
 } lb_rl_shm_in_frame_t;
 
 /* Layout parameters of a region. */
@@ -186,12 +197,15 @@ typedef struct
 typedef struct lb_rl_shm lb_rl_shm_t;
 
 /* --- layout --- */
-/* Fill defaults: 64 servers, 128 slots, rings of LB_RL_SHM_DEFAULT_RING. */
+/* Fill defaults: LB_RL_DEFAULT_MAX_SERVERS (64) servers, 128 slots, rings of
+ * LB_RL_SHM_DEFAULT_RING. */
 void lb_rl_shm_params_default (lb_rl_shm_params_t *p);
 /* Bytes needed for a region with these parameters; 0 if a parameter is out of range. */
 uint64_t lb_rl_shm_size (const lb_rl_shm_params_t *p);
 /* Bytes between msg_out frames for S servers and K slots (0 if out of range). */
 uint64_t lb_rl_shm_out_stride (uint32_t max_servers, uint32_t reservoir_slots);
+/* Bytes between msg_in frames for S servers (0 if out of range). */
+uint64_t lb_rl_shm_in_stride (uint32_t max_servers);
 /* Checksum of a frame: seq * 0x9E3779B97F4A7C15 + sum_j w_j * (2j + 1) mod 2^64 over
  * the little-endian u64 words w_j of bytes [16, frame_size). */
 uint64_t lb_rl_shm_checksum (const void *frame, uint64_t frame_size, uint64_t seq);
@@ -233,6 +247,7 @@ int lb_rl_shm_publish (lb_rl_shm_t *shm, const lb_rl_ctx_t *ctx, double now_s, d
 /* Copy the latest committed msg_out frame into dst (dst_size >= out_frame_stride). */
 int lb_rl_shm_read_out (lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *dst, uint64_t dst_size);
 /* Pointers into a frame (in the region or a copy of out_frame_stride bytes). */
+uint64_t *lb_rl_shm_frame_active (const lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f);
 lb_rl_shm_server_t *lb_rl_shm_frame_server (const lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f,
 					    uint32_t idx);
 lb_rl_sample_t *lb_rl_shm_frame_samples (const lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f,
@@ -243,8 +258,8 @@ lb_rl_sample_t *lb_rl_shm_frame_samples (const lb_rl_shm_t *shm, lb_rl_shm_out_f
  * highest seq found in the region (strictly increasing across agent restarts). */
 int lb_rl_shm_write_weights (lb_rl_shm_t *shm, const double *w, uint32_t n, double now_s,
 			     double wall_s, uint64_t *seq_out);
-/* Copy the latest committed msg_in frame into dst. */
-int lb_rl_shm_read_in (lb_rl_shm_t *shm, lb_rl_shm_in_frame_t *dst);
+/* Copy the latest committed msg_in frame into dst (dst_size >= in_frame_stride). */
+int lb_rl_shm_read_in (lb_rl_shm_t *shm, lb_rl_shm_in_frame_t *dst, uint64_t dst_size);
 /* Data plane: set the fallback timeout (<= 0 disables the fallback). */
 void lb_rl_shm_set_fallback_timeout (lb_rl_shm_t *shm, double timeout_s);
 /* Data plane: apply a newer msg_in frame to ctx if one exists (validated against

@@ -18,6 +18,12 @@ endforeach()
 add_test(NAME shm_conform_c_c
          COMMAND lb_rl_shm_conform selftest ${CMAKE_CURRENT_BINARY_DIR}/shm_conform_region 3000000)
 set_tests_properties(shm_conform_c_c PROPERTIES TIMEOUT 120)
+# the same at 1024 servers (16 bitmap words, 8 KiB msg_in frames, 230 KB msg_out frames),
+# 2*10^4 frames each way (~4 s; the 10^6-frame run is tests/shm -m slow)
+add_test(NAME shm_conform_c_c_s1024
+         COMMAND lb_rl_shm_conform selftest ${CMAKE_CURRENT_BINARY_DIR}/shm_conform_region_s1024
+                 20000 1024)
+set_tests_properties(shm_conform_c_c_s1024 PROPERTIES TIMEOUT 120)
 add_test(NAME shm_layout_json COMMAND lb_rl_shm_layout 7 9 3 5)
 
 option(LB_RL_FUZZ "build the libFuzzer harnesses in fuzz/ (needs clang)" OFF)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "host_arp.h"
+#include "lb_rl_core.h" /* LB_RL_MAX_SERVERS */
 #include "host_ring.h"
 
 uint32_t
@@ -63,13 +64,13 @@ host_arp_resolve (const char *ifname, const uint32_t *ips, uint8_t (*macs)[6],
 		  const uint8_t *need, uint32_t n, int timeout_ms, int retry_ms, char *err,
 		  size_t errlen)
 {
-  uint8_t my_mac[6], buf[1600], done[64];
+  uint8_t my_mac[6], buf[1600], done[LB_RL_MAX_SERVERS];
   uint32_t my_ip = 0, i, left = 0;
   struct sockaddr_ll sll;
   double t0, next_send;
   int ifindex, fd;
 
-  if (n > 64)
+  if (n > LB_RL_MAX_SERVERS)
     {
       snprintf (err, errlen, "too many servers to resolve");
       return -1;

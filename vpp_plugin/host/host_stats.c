@@ -16,7 +16,11 @@ host_stats_json (FILE *f, const char *event, const host_counters_t *c, const hos
 		 const lb_rl_ctx_t *ctx, const host_server_t *servers, uint32_t n_servers,
 		 double now_s)
 {
+  /* the weights in force, once per dump (max_servers of them, up to 4096) */
+  static double w[LB_RL_MAX_SERVERS];
   uint32_t i;
+  if (ctx)
+    lb_rl_get_weights (ctx, w);
   fprintf (f,
 	   "{\"event\":\"%s\",\"uptime_s\":%.3f,\"rx_frames\":%" PRIu64 ",\"vip_frames\":%" PRIu64
 	   ",\"forwarded\":%" PRIu64 ",\"dropped_no_server\":%" PRIu64 ",\"ignored\":%" PRIu64
@@ -53,8 +57,6 @@ host_stats_json (FILE *f, const char *event, const host_counters_t *c, const hos
       if (ctx)
 	{
 	  lb_rl_server_counters_t sc;
-	  double w[LB_RL_MAX_SERVERS];
-	  lb_rl_get_weights (ctx, w);
 	  lb_rl_server_counters (ctx, i, &sc);
 	  fprintf (f,
 		   ",\"weight\":%.17g,\"n_flow_on\":%" PRId64 ",\"n_flow_pending\":%" PRId64

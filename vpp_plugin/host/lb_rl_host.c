@@ -197,11 +197,10 @@ add_server (host_opts_t *o, const char *arg)
 static uint32_t
 parse_weights (const char *arg, double *w)
 {
-  char buf[4096], *tok, *save = NULL;
+  char *buf = strdup (arg), *tok, *save = NULL; /* up to 4096 weights: any length */
   uint32_t n = 0;
-  if (strlen (arg) >= sizeof buf)
-    usage_error ("--weights: list too long");
-  strcpy (buf, arg);
+  if (!buf)
+    usage_error ("--weights: out of memory");
   for (tok = strtok_r (buf, ",", &save); tok; tok = strtok_r (NULL, ",", &save))
     {
       char *end;
@@ -214,6 +213,7 @@ parse_weights (const char *arg, double *w)
 	usage_error ("--weights %s: '%s' is not a finite weight >= 0", arg, tok);
       w[n++] = v;
     }
+  free (buf);
   if (!n)
     usage_error ("--weights '%s': empty list", arg);
   return n;
@@ -381,14 +381,19 @@ parse_flags (int argc, char **argv, host_opts_t *o)
   if (!o->have_weights)
     for (i = 0; i < o->n_servers; i++)
       o->weights[i] = 1.0;
+  /* default: as VPP's lb_rl VIPs (64 servers, the same region layout), or the servers given */
   if (!o->max_servers_set)
-    o->cfg.max_servers = LB_RL_MAX_SERVERS; /* as VPP's lb_rl VIPs: the same region layout */
+    o->cfg.max_servers =
+      o->n_servers > LB_RL_DEFAULT_MAX_SERVERS ? o->n_servers : LB_RL_DEFAULT_MAX_SERVERS;
   else if (o->cfg.max_servers < o->n_servers)
     usage_error ("--max-servers %u: smaller than the %u --server entries", o->cfg.max_servers,
 		 o->n_servers);
   for (i = 0; i < o->n_servers; i++)
     if (o->servers[i].ip_be == o->vip.vip)
       usage_error ("--server: address equals --vip");
+  /* >= 8 ECMP buckets per server where the default 1024 is too few (> 128 servers) */
+  while (o->cfg.ecmp_buckets < 8 * o->cfg.max_servers)
+    o->cfg.ecmp_buckets <<= 1;
 }
 
 static void
@@ -627,13 +632,16 @@ main (int argc, char **argv)
 	if (lb_rl_server_add (lb.ctx, i, o.weights[i]) != LB_RL_OK)
 	  usage_error ("--server/--weights: core refused server %u (weight %g): %s", i,
 		       o.weights[i], lb_rl_last_error ());
-      if (lb_rl_weights_validate (o.weights, o.n_servers, lb_rl_servers_present (lb.ctx))
-	  != LB_RL_W_OK)
-	usage_error ("--weights: need at least one weight > 0");
+      {
+	uint64_t present[LB_RL_MAX_BITMAP_WORDS];
+	uint32_t nw = lb_rl_servers_present (lb.ctx, present, LB_RL_MAX_BITMAP_WORDS);
+	if (lb_rl_weights_validate (o.weights, o.n_servers, present, nw) != LB_RL_W_OK)
+	  usage_error ("--weights: need at least one weight > 0");
+      }
     }
   {
-    uint32_t ips[LB_RL_MAX_SERVERS];
-    uint8_t macs[LB_RL_MAX_SERVERS][6];
+    static uint32_t ips[LB_RL_MAX_SERVERS];
+    static uint8_t macs[LB_RL_MAX_SERVERS][6];
     for (i = 0; i < o.n_servers; i++)
       {
 	ips[i] = o.servers[i].ip_be;

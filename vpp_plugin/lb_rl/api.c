@@ -72,16 +72,18 @@ vl_api_lb_rl_conf_get_t_handler (vl_api_lb_rl_conf_get_t *mp)
 		    }));
 }
 
-/** Shared body of lb_rl_add_del_vip and its _v2 (flow_table_size 0 = default). */
+/** Shared body of lb_rl_add_del_vip, _v2 and _v3 (flow_table_size and
+ *  max_servers 0 = default). */
 static int
 lb_rl_api_add_del_vip (const vl_api_prefix_t *api_pfx, vl_api_lb_rl_encap_t encap,
-		       u32 flow_table_size, bool is_del)
+		       u32 flow_table_size, u32 max_servers, bool is_del)
 {
   fib_prefix_t pfx;
   ip_prefix_decode (api_pfx, &pfx);
   if (is_del)
     return lb_rl_vip_del (&pfx);
-  return lb_rl_vip_add (&pfx, (lb_rl_encap_t) encap, flow_table_size, 0);
+  return lb_rl_vip_add (&pfx, (lb_rl_encap_t) encap, flow_table_size,
+			max_servers, 0);
 }
 
 static void
@@ -89,7 +91,7 @@ vl_api_lb_rl_add_del_vip_t_handler (vl_api_lb_rl_add_del_vip_t *mp)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   vl_api_lb_rl_add_del_vip_reply_t *rmp;
-  int rv = lb_rl_api_add_del_vip (&mp->pfx, mp->encap, 0, mp->is_del);
+  int rv = lb_rl_api_add_del_vip (&mp->pfx, mp->encap, 0, 0, mp->is_del);
   REPLY_MACRO (VL_API_LB_RL_ADD_DEL_VIP_REPLY);
 }
 
@@ -99,8 +101,19 @@ vl_api_lb_rl_add_del_vip_v2_t_handler (vl_api_lb_rl_add_del_vip_v2_t *mp)
   lb_rl_main_t *lbm = &lb_rl_main;
   vl_api_lb_rl_add_del_vip_v2_reply_t *rmp;
   int rv = lb_rl_api_add_del_vip (
-    &mp->pfx, mp->encap, clib_net_to_host_u32 (mp->flow_table_size), mp->is_del);
+    &mp->pfx, mp->encap, clib_net_to_host_u32 (mp->flow_table_size), 0, mp->is_del);
   REPLY_MACRO (VL_API_LB_RL_ADD_DEL_VIP_V2_REPLY);
+}
+
+static void
+vl_api_lb_rl_add_del_vip_v3_t_handler (vl_api_lb_rl_add_del_vip_v3_t *mp)
+{
+  lb_rl_main_t *lbm = &lb_rl_main;
+  vl_api_lb_rl_add_del_vip_v3_reply_t *rmp;
+  int rv = lb_rl_api_add_del_vip (
+    &mp->pfx, mp->encap, clib_net_to_host_u32 (mp->flow_table_size),
+    clib_net_to_host_u32 (mp->max_servers), mp->is_del);
+  REPLY_MACRO (VL_API_LB_RL_ADD_DEL_VIP_V3_REPLY);
 }
 
 static void
@@ -121,26 +134,45 @@ vl_api_lb_rl_add_del_as_t_handler (vl_api_lb_rl_add_del_as_t *mp)
   REPLY_MACRO (VL_API_LB_RL_ADD_DEL_AS_REPLY);
 }
 
+/** Shared body of lb_rl_set_weights (u8 count) and its _v2 (u16 count, up
+ *  to LB_RL_MAX_SERVERS): weights in network order. */
+static int
+lb_rl_api_set_weights (const vl_api_prefix_t *api_pfx, const f64 *net_w,
+		       u32 n)
+{
+  fib_prefix_t pfx;
+  f64 *w = 0; /* up to 4096 weights: a vec, not the API process's stack */
+  u32 i;
+  int rv;
+
+  ip_prefix_decode (api_pfx, &pfx);
+  if (n == 0 || n > LB_RL_MAX_SERVERS)
+    return VNET_API_ERROR_INVALID_VALUE;
+  vec_validate (w, n - 1);
+  for (i = 0; i < n; i++)
+    w[i] = clib_net_to_host_f64 (net_w[i]);
+  rv = lb_rl_vip_set_weights (&pfx, w, n, 0);
+  vec_free (w);
+  return rv;
+}
+
 static void
 vl_api_lb_rl_set_weights_t_handler (vl_api_lb_rl_set_weights_t *mp)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   vl_api_lb_rl_set_weights_reply_t *rmp;
-  fib_prefix_t pfx;
-  f64 w[LB_RL_MAX_SERVERS];
-  u32 i, n = mp->n_weights;
-  int rv;
-
-  ip_prefix_decode (&mp->vip_pfx, &pfx);
-  if (n == 0 || n > LB_RL_MAX_SERVERS)
-    rv = VNET_API_ERROR_INVALID_VALUE;
-  else
-    {
-      for (i = 0; i < n; i++)
-	w[i] = clib_net_to_host_f64 (mp->weights[i]);
-      rv = lb_rl_vip_set_weights (&pfx, w, n, 0);
-    }
+  int rv = lb_rl_api_set_weights (&mp->vip_pfx, mp->weights, mp->n_weights);
   REPLY_MACRO (VL_API_LB_RL_SET_WEIGHTS_REPLY);
+}
+
+static void
+vl_api_lb_rl_set_weights_v2_t_handler (vl_api_lb_rl_set_weights_v2_t *mp)
+{
+  lb_rl_main_t *lbm = &lb_rl_main;
+  vl_api_lb_rl_set_weights_v2_reply_t *rmp;
+  int rv = lb_rl_api_set_weights (&mp->vip_pfx, mp->weights,
+				  clib_net_to_host_u16 (mp->n_weights));
+  REPLY_MACRO (VL_API_LB_RL_SET_WEIGHTS_V2_REPLY);
 }
 
 static void
@@ -210,7 +242,7 @@ vl_api_lb_rl_as_dump_t_handler (vl_api_lb_rl_as_dump_t *mp)
   vl_api_registration_t *reg;
   fib_prefix_t pfx;
   lb_rl_vip_t *vip;
-  f64 w[LB_RL_MAX_SERVERS];
+  f64 *w = 0;
   u32 i;
 
   reg = vl_api_client_index_to_registration (mp->client_index);
@@ -220,12 +252,14 @@ vl_api_lb_rl_as_dump_t_handler (vl_api_lb_rl_as_dump_t *mp)
   vip = lb_rl_vip_find (&pfx);
   if (!vip)
     return;
+  vec_validate (w, vip->max_servers - 1);
   lb_rl_get_weights (vip->ctx_by_thread[0], w);
-  for (i = 0; i < LB_RL_MAX_SERVERS; i++)
+  for (i = 0; i < vec_len (vip->as_by_server); i++)
     if (vip->as_by_server[i] != ~0)
       lb_rl_send_as_details (
 	reg, mp->context, vip,
 	pool_elt_at_index (lbm->ass, vip->as_by_server[i]), w);
+  vec_free (w);
 }
 
 static void

@@ -31,8 +31,9 @@ lb_rl_cli_error (int rv, const char *what)
 				   "match the VIP's encap (gre4: IPv4, gre6: "
 				   "IPv6)", what);
     case VNET_API_ERROR_TABLE_TOO_BIG:
-      return clib_error_return (0, "%s: VIP already has %u servers", what,
-				LB_RL_MAX_SERVERS);
+      return clib_error_return (0, "%s: VIP already has max-servers servers "
+				   "(lb_rl vip ... max-servers <n>, up to %u)",
+				what, LB_RL_MAX_SERVERS);
     case VNET_API_ERROR_INVALID_VALUE:
       return clib_error_return (0, "%s: invalid value", what);
     case VNET_API_ERROR_INVALID_VALUE_2:
@@ -56,7 +57,7 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
   lb_rl_encap_t encap = ~0;
   int del = 0, have_pfx = 0, rv;
   u32 vip_index;
-  u64 table_size = 0;
+  u64 table_size = 0, max_servers = 0;
   const char *why;
 
   if (!unformat_user (input, unformat_line_input, line_input))
@@ -76,6 +77,16 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	    {
 	      error = clib_error_return (0, "lb_rl vip: %s (got %llu)", why,
 					 table_size);
+	      goto done;
+	    }
+	}
+      else if (unformat (line_input, "max-servers %llu", &max_servers))
+	{
+	  if (max_servers < 1 || max_servers > LB_RL_MAX_SERVERS)
+	    {
+	      error = clib_error_return (0, "lb_rl vip: max-servers must be in "
+					    "1..%u (got %llu)",
+					 LB_RL_MAX_SERVERS, max_servers);
 	      goto done;
 	    }
 	}
@@ -102,7 +113,8 @@ lb_rl_vip_command_fn (vlib_main_t *vm, unformat_input_t *input,
   if (encap == (lb_rl_encap_t) ~0)
     encap = pfx.fp_proto == FIB_PROTOCOL_IP4 ? LB_RL_ENCAP_GRE4 :
 						 LB_RL_ENCAP_GRE6;
-  rv = lb_rl_vip_add (&pfx, encap, (u32) table_size, &vip_index);
+  rv = lb_rl_vip_add (&pfx, encap, (u32) table_size, (u32) max_servers,
+		      &vip_index);
   error = lb_rl_cli_error (rv, "lb_rl vip");
   if (!error)
     vlib_cli_output (vm, "vip %u", vip_index);
@@ -115,7 +127,7 @@ done:
 VLIB_CLI_COMMAND (lb_rl_vip_command, static) = {
   .path = "lb_rl vip",
   .short_help = "lb_rl vip <prefix> [encap gre4|gre6] [flow-table-size <n>] "
-		"[del]",
+		"[max-servers <n>] [del]",
   .function = lb_rl_vip_command_fn,
 };
 
@@ -387,7 +399,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
 	    vlib_cli_output (vm, "vip %u %U\n%U", (u32) (vip - lbm->vips),
 			     format_fib_prefix, &vip->prefix,
 			     format_lb_rl_counters, &c, 2);
-	    for (i = 0; i < LB_RL_MAX_SERVERS; i++)
+	    for (i = 0; i < vec_len (vip->as_by_server); i++)
 	      if (vip->as_by_server[i] != ~0)
 		vlib_cli_output (vm, "  %U", format_lb_rl_as,
 				 pool_elt_at_index (lbm->ass,
@@ -400,7 +412,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
 			   format_fib_prefix, &vip->prefix,
 			   format_lb_rl_policy,
 			   lb_rl_get_config (vip->ctx_by_thread[0])->policy);
-	  for (i = 0; i < LB_RL_MAX_SERVERS; i++)
+	  for (i = 0; i < vec_len (vip->as_by_server); i++)
 	    if (vip->as_by_server[i] != ~0)
 	      vlib_cli_output (vm, "  %U", format_lb_rl_as,
 			       pool_elt_at_index (lbm->ass,
@@ -421,7 +433,7 @@ lb_rl_show_command_fn (vlib_main_t *vm, unformat_input_t *input,
 			       t, c.tracked_flows, c.new_flows, c.timeouts,
 			       c.untracked_full, c.untracked_miss);
 	      if (verbose)
-		for (i = 0; i < LB_RL_MAX_SERVERS; i++)
+		for (i = 0; i < vec_len (vip->as_by_server); i++)
 		  {
 		    lb_rl_server_counters_t sc;
 		    if (vip->as_by_server[i] == ~0 ||

@@ -13,6 +13,7 @@
 #include <vpp/app/version.h>
 
 #include <math.h>
+#include <unistd.h> /* unlink */
 
 #include "lb_rl.h"
 
@@ -216,12 +217,14 @@ format_lb_rl_as (u8 *s, va_list *args)
   int verbose = va_arg (*args, int);
   lb_rl_main_t *lbm = &lb_rl_main;
   lb_rl_vip_t *vip = pool_elt_at_index (lbm->vips, as->vip_index);
-  f64 w[LB_RL_MAX_SERVERS];
+  f64 *w = 0; /* max_servers of them: a vec, not the CLI process's small stack */
 
+  vec_validate (w, vip->max_servers - 1);
   lb_rl_get_weights (vip->ctx_by_thread[0], w);
   s = format (s, "server %u %U static-weight %.3f weight %.3f",
 	      as->server_index, format_ip46_address, &as->address,
 	      IP46_TYPE_ANY, as->static_weight, w[as->server_index]);
+  vec_free (w);
   if (verbose)
     {
       lb_rl_server_counters_t c;
@@ -249,11 +252,10 @@ format_lb_rl_vip (u8 *s, va_list *args)
       lb_rl_counters_t c;
       u32 i;
       lb_rl_vip_counters (vip, &c);
-      s = format (s, "\n  shm %s\n%U", vec_len (vip->shm_path) ?
-					     (char *) vip->shm_path :
-					     "(off)",
+      s = format (s, "\n  max-servers %u shm %s\n%U", vip->max_servers,
+		  vec_len (vip->shm_path) ? (char *) vip->shm_path : "(off)",
 		  format_lb_rl_counters, &c, 2);
-      for (i = 0; i < LB_RL_MAX_SERVERS; i++)
+      for (i = 0; i < vec_len (vip->as_by_server); i++)
 	if (vip->as_by_server[i] != ~0)
 	  s = format (s, "\n    %U", format_lb_rl_as,
 		      pool_elt_at_index (lbm->ass, vip->as_by_server[i]),
@@ -430,7 +432,7 @@ lb_rl_flow_table_size_check (u64 n)
 
 int
 lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
-	       u32 flow_table_size, u32 *vip_index)
+	       u32 flow_table_size, u32 max_servers, u32 *vip_index)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   vlib_thread_main_t *tm = vlib_get_thread_main ();
@@ -445,6 +447,10 @@ lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
     flow_table_size = lbm->flow_table_size;
   if (lb_rl_flow_table_size_check (flow_table_size))
     return VNET_API_ERROR_INVALID_VALUE_2;
+  if (max_servers == 0)
+    max_servers = LB_RL_DEFAULT_MAX_SERVERS;
+  if (max_servers > LB_RL_MAX_SERVERS)
+    return VNET_API_ERROR_INVALID_VALUE_3;
   if (lb_rl_vip_find (pfx))
     return VNET_API_ERROR_VALUE_EXIST;
   if (encap == LB_RL_ENCAP_GRE4 && lbm->ip4_src_address.as_u32 == 0)
@@ -457,11 +463,16 @@ lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
   vip->prefix = *pfx;
   vip->encap = encap;
   vip->flow_table_size = flow_table_size;
-  for (t = 0; t < LB_RL_MAX_SERVERS; t++)
-    vip->as_by_server[t] = ~0;
+  vip->max_servers = max_servers;
+  vec_validate_init_empty (vip->as_by_server, max_servers - 1, ~0);
 
   lb_rl_config_default (&cfg);
-  cfg.max_servers = LB_RL_MAX_SERVERS;
+  cfg.max_servers = max_servers;
+  /* >= 8 ECMP buckets per server (the default 1024 up to 128 servers) */
+  while (cfg.ecmp_buckets < 8 * max_servers)
+    cfg.ecmp_buckets <<= 1;
+  if (lbm->reservoir_size)
+    cfg.reservoir_size = lbm->reservoir_size;
   cfg.flow_timeout_s = lbm->flow_timeout_s;
   cfg.table_size = flow_table_size;
   cfg.sample_prob = lbm->sample_prob;
@@ -477,6 +488,7 @@ lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
 	  clib_warning ("lb_rl_create (flow-table-size %u): %s",
 			flow_table_size, lb_rl_last_error ());
 	  lb_rl_vip_free_ctx (vip);
+	  vec_free (vip->as_by_server);
 	  pool_put (lbm->vips, vip);
 	  return VNET_API_ERROR_INIT_FAILED;
 	}
@@ -494,6 +506,18 @@ lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
 	format (0, "%s/lb_rl_vip%u%c", lbm->shm_dir, index, 0);
       rv = lb_rl_shm_open ((char *) vip->shm_path, &p,
 			   LB_RL_SHM_ROLE_DATAPLANE, &vip->shm);
+      if (rv == LB_RL_SHM_E_MISMATCH || rv == LB_RL_SHM_E_VERSION)
+	{
+	  /* Our own file from an earlier VIP of this index with other
+	   * max-servers / reservoir-size, or from a plugin of another layout
+	   * version: it cannot serve this VIP, so replace it (an agent still
+	   * mapping the old one must reopen). Anything else stays untouched. */
+	  clib_warning ("lb_rl: shm %s: %s (%s); replacing it", vip->shm_path,
+			lb_rl_shm_strerror (rv), lb_rl_shm_last_error ());
+	  unlink ((char *) vip->shm_path);
+	  rv = lb_rl_shm_open ((char *) vip->shm_path, &p,
+			       LB_RL_SHM_ROLE_DATAPLANE, &vip->shm);
+	}
       if (rv != LB_RL_SHM_OK)
 	{
 	  /* Forwarding works without the agent; report and carry on. */
@@ -533,6 +557,7 @@ lb_rl_vip_del (const fib_prefix_t *pfx)
   lb_rl_shm_close (vip->shm);
   vec_free (vip->shm_path);
   lb_rl_vip_free_ctx (vip);
+  vec_free (vip->as_by_server);
   pool_put (lbm->vips, vip);
   return 0;
 }
@@ -542,7 +567,7 @@ lb_rl_as_find (lb_rl_vip_t *vip, const ip46_address_t *addr)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   u32 i;
-  for (i = 0; i < LB_RL_MAX_SERVERS; i++)
+  for (i = 0; i < vec_len (vip->as_by_server); i++)
     if (vip->as_by_server[i] != ~0)
       {
 	lb_rl_as_t *as = pool_elt_at_index (lbm->ass, vip->as_by_server[i]);
@@ -570,11 +595,11 @@ lb_rl_as_add (const fib_prefix_t *vip_pfx, const ip46_address_t *addr,
     return VNET_API_ERROR_INVALID_ADDRESS_FAMILY;
   if (lb_rl_as_find (vip, addr))
     return VNET_API_ERROR_VALUE_EXIST;
-  for (slot = 0; slot < LB_RL_MAX_SERVERS; slot++)
+  for (slot = 0; slot < vec_len (vip->as_by_server); slot++)
     if (vip->as_by_server[slot] == ~0)
       break;
-  if (slot == LB_RL_MAX_SERVERS)
-    return VNET_API_ERROR_TABLE_TOO_BIG;
+  if (slot == vec_len (vip->as_by_server))
+    return VNET_API_ERROR_TABLE_TOO_BIG; /* max_servers reached */
 
   vec_foreach_index (t, vip->ctx_by_thread)
     {
@@ -723,9 +748,10 @@ lb_rl_vip_publish (lb_rl_vip_t *vip, f64 now, f64 wall)
   lb_rl_shm_status_t st;
   lb_rl_shm_out_frame_t *f;
   lb_rl_counters_t c;
-  f64 w[LB_RL_MAX_SERVERS];
-  u32 i, k, K = h->reservoir_slots, S = h->max_servers;
+  static f64 *w; /* S weights; the process node's stack is too small for 4096 */
+  u32 i, k, K = h->reservoir_slots, S = h->max_servers, n_active = 0;
   u32 seed = (u32) (now * 1e6);
+  u64 *active;
 
   if (vec_len (vip->ctx_by_thread) == 1)
     return lb_rl_shm_publish (vip->shm, vip->ctx_by_thread[0], now, wall, 0);
@@ -737,12 +763,19 @@ lb_rl_vip_publish (lb_rl_vip_t *vip, f64 now, f64 wall)
   clib_memset ((u8 *) f + LB_RL_SHM_PAYLOAD_OFFSET, 0,
 	       h->out_frame_stride - LB_RL_SHM_PAYLOAD_OFFSET);
   lb_rl_vip_counters (vip, &c);
+  vec_validate (w, S - 1);
+  clib_memset (w, 0, S * sizeof (f64));
   lb_rl_get_weights (vip->ctx_by_thread[0], w);
   lb_rl_shm_status (vip->shm, &st);
 
   f->time_s = now;
   f->wall_s = wall;
-  f->active = lb_rl_servers_present (vip->ctx_by_thread[0]);
+  active = lb_rl_shm_frame_active (vip->shm, f);
+  f->active_words = (S + 63) / 64;
+  lb_rl_servers_present (vip->ctx_by_thread[0], active, f->active_words);
+  for (i = 0; i < f->active_words; i++)
+    n_active += count_set_bits (active[i]);
+  f->n_active = n_active;
   f->in_seq_applied = st.in_seq_applied;
   f->n_servers = S;
   f->reservoir_slots = K;
@@ -800,11 +833,11 @@ lb_rl_vip_poll (lb_rl_vip_t *vip, f64 now, f64 wall)
     }
   if (rv == LB_RL_SHM_POLL_APPLIED)
     {
-      f64 w[LB_RL_MAX_SERVERS];
+      static f64 *w; /* max_servers weights: not on the process stack */
+      vec_validate (w, vip->max_servers - 1);
       lb_rl_get_weights (vip->ctx_by_thread[0], w);
       for (t = 1; t < vec_len (vip->ctx_by_thread); t++)
-	(void) lb_rl_set_weights (vip->ctx_by_thread[t], w,
-				  LB_RL_MAX_SERVERS);
+	(void) lb_rl_set_weights (vip->ctx_by_thread[t], w, vip->max_servers);
       vip->shm_polls_applied++;
     }
   else if (rv == LB_RL_SHM_POLL_FALLBACK)
@@ -896,13 +929,13 @@ lb_rl_init (vlib_main_t *vm)
 VLIB_INIT_FUNCTION (lb_rl_init);
 
 /** startup.conf section: lb_rl { seed <n> shm-dir <dir>
- *  flow-table-size <n> sample-prob <p> }. */
+ *  flow-table-size <n> sample-prob <p> reservoir-size <k> }. */
 static clib_error_t *
 lb_rl_config_fn (vlib_main_t *vm, unformat_input_t *input)
 {
   lb_rl_main_t *lbm = &lb_rl_main;
   u8 *dir = 0;
-  u64 seed, size;
+  u64 seed, size, k;
   f64 prob;
   const char *why;
 
@@ -915,6 +948,16 @@ lb_rl_config_fn (vlib_main_t *vm, unformat_input_t *input)
 	  if ((why = lb_rl_flow_table_size_check (size)))
 	    return clib_error_return (0, "lb_rl: %s (got %llu)", why, size);
 	  lbm->flow_table_size = (u32) size;
+	}
+      else if (unformat (input, "reservoir-size %llu", &k))
+	{
+	  /* K slots per reservoir, and per (server, kind) in every shm frame:
+	   * at 4096 servers K = 128 makes a 17 MB frame, K = 16 a 2.5 MB one */
+	  if (k < 1 || k > LB_RL_SHM_MAX_RES_SLOTS)
+	    return clib_error_return (0, "lb_rl: reservoir-size must be in "
+				      "1..%u (got %llu)",
+				      LB_RL_SHM_MAX_RES_SLOTS, k);
+	  lbm->reservoir_size = (u32) k;
 	}
       else if (unformat (input, "sample-prob %f", &prob))
 	{

@@ -83,7 +83,8 @@ typedef struct
 {
   ip46_address_t address; /**< server address (IPv4 in ip4 of the union) */
   u32 vip_index;	  /**< owning VIP */
-  u32 server_index;	  /**< index in the core and in shm frames, 0..63 */
+  u32 server_index;	  /**< index in the core and in shm frames,
+			       0 .. the VIP's max_servers - 1 */
   f64 static_weight;	  /**< weight given at add time (> 0) */
 } lb_rl_as_t;
 
@@ -93,8 +94,11 @@ typedef struct
   fib_prefix_t prefix;	 /**< the FIB entry steering traffic to lb_rl */
   lb_rl_encap_t encap;
   u32 flow_table_size; /**< entries per thread's context */
-  /** AS pool index by server index, ~0 when the slot is free. */
-  u32 as_by_server[LB_RL_MAX_SERVERS];
+  /** Server indices 0 .. max_servers-1 (1 .. LB_RL_MAX_SERVERS = 4096; default
+   *  LB_RL_DEFAULT_MAX_SERVERS = 64): sizes the contexts and the shm frames. */
+  u32 max_servers;
+  /** AS pool index by server index (vec of max_servers), ~0 when free. */
+  u32 *as_by_server;
   u32 n_as;
   /** One core context per vlib thread, indexed by thread index. */
   lb_rl_ctx_t **ctx_by_thread;
@@ -120,6 +124,7 @@ typedef struct
   lb_rl_policy_t policy;
   f64 flow_timeout_s;
   u32 flow_table_size; /**< default for new VIPs (startup flow-table-size) */
+  u32 reservoir_size;  /**< K slots per reservoir (startup reservoir-size; 128) */
   f64 sample_prob;     /**< reservoir sampling probability (startup sample-prob) */
   f64 step_s;	  /**< period of the shm process */
   f64 fallback_s; /**< agent silence before static weights, 0 = never */
@@ -148,9 +153,11 @@ int lb_rl_conf (lb_rl_policy_t *policy, f64 flow_timeout_s, f64 step_s,
 		f64 fallback_s, const ip4_address_t *ip4_src,
 		const ip6_address_t *ip6_src, const char *shm_dir);
 /** flow_table_size 0 = the default (startup flow-table-size); else a power
- *  of two in 1 .. LB_RL_MAX_FLOW_TABLE_SIZE (VNET_API_ERROR_INVALID_VALUE_2). */
+ *  of two in 1 .. LB_RL_MAX_FLOW_TABLE_SIZE (VNET_API_ERROR_INVALID_VALUE_2).
+ *  max_servers 0 = LB_RL_DEFAULT_MAX_SERVERS; else 1 .. LB_RL_MAX_SERVERS
+ *  (VNET_API_ERROR_INVALID_VALUE_3). */
 int lb_rl_vip_add (const fib_prefix_t *pfx, lb_rl_encap_t encap,
-		   u32 flow_table_size, u32 *vip_index);
+		   u32 flow_table_size, u32 max_servers, u32 *vip_index);
 /** NULL if n is a valid flow-table size, else why not. */
 const char *lb_rl_flow_table_size_check (u64 n);
 int lb_rl_vip_del (const fib_prefix_t *pfx);

@@ -269,7 +269,7 @@ lb_rl_node_inline (vlib_main_t *vm, vlib_node_runtime_t *node,
       else
 	{
 	  lb_rl_vip_t *vip = pool_elt_at_index (lbm->vips, vip_of[i]);
-	  if (PREDICT_FALSE (server < 0 || server >= LB_RL_MAX_SERVERS ||
+	  if (PREDICT_FALSE (server < 0 || server >= vec_len (vip->as_by_server) ||
 			     vip->as_by_server[server] == ~0))
 	    {
 	      n_no_server++;

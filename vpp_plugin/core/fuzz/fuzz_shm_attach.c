@@ -54,7 +54,7 @@ fz_exercise (uint8_t *mem, uint64_t size)
 {
   lb_rl_shm_t *shm = NULL;
   lb_rl_shm_status_t st;
-  lb_rl_shm_in_frame_t in;
+  lb_rl_shm_in_frame_t *in;
   lb_rl_shm_out_frame_t *out;
   lb_rl_shm_header_t *h;
   uint64_t stride, seq;
@@ -80,20 +80,31 @@ fz_exercise (uint8_t *mem, uint64_t size)
       h = lb_rl_shm_header (shm);
       stride = h->out_frame_stride;
       out = malloc (stride);
+      /* exactly the stride: ASan sees a copy past the frame */
+      in = malloc (h->in_frame_stride);
       rc = lb_rl_shm_read_out (shm, out, stride);
       if (rc == LB_RL_SHM_OK)
 	{
 	  if (lb_rl_shm_checksum (out, stride, out->seq) != out->checksum)
 	    abort ();
 	  /* accessors with in-range and out-of-range indices */
+	  uint64_t *act = lb_rl_shm_frame_active (shm, out);
+	  volatile uint64_t last_word = act[(h->max_servers - 1) / 64];
+	  (void) last_word;
 	  if (!lb_rl_shm_frame_server (shm, out, h->max_servers - 1)
 	      || lb_rl_shm_frame_server (shm, out, h->max_servers)
 	      || !lb_rl_shm_frame_samples (shm, out, 0, LB_RL_RES_FCT))
 	    abort ();
 	}
-      rc = lb_rl_shm_read_in (shm, &in);
-      if (rc == LB_RL_SHM_OK && lb_rl_shm_checksum (&in, sizeof in, in.seq) != in.checksum)
+      rc = lb_rl_shm_read_in (shm, in, h->in_frame_stride);
+      if (rc == LB_RL_SHM_OK
+	  && lb_rl_shm_checksum (in, h->in_frame_stride, in->seq) != in->checksum)
 	abort ();
+      if (rc == LB_RL_SHM_OK && in->n >= 1 && in->n <= h->max_servers)
+	{
+	  volatile double last = in->weights[in->n - 1]; /* in bounds of the copy */
+	  (void) last;
+	}
       lb_rl_shm_status (shm, &st);
       if (role == LB_RL_SHM_ROLE_DATAPLANE)
 	{
@@ -109,6 +120,7 @@ fz_exercise (uint8_t *mem, uint64_t size)
       if (role == LB_RL_SHM_ROLE_AGENT)
 	lb_rl_shm_write_weights (shm, w, 2, 0.0, 0.0, &seq);
       free (out);
+      free (in);
       lb_rl_shm_close (shm);
     }
 }
@@ -137,8 +149,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t len)
     }
   if (len < 5)
     return 0;
-  p.max_servers = 1 + data[1] % LB_RL_MAX_SERVERS;
-  p.reservoir_slots = 1 + data[2] % 16;
+  /* byte 1: S in 1..128, or with its top bit set one of the large layouts with K <= 2
+   * (a 4096-server frame is then <= 0.66 MB) */
+  p.max_servers = (data[1] & 0x80) ? (uint32_t[]){ 255, 256, 1024, 4096 }[data[1] & 3]
+				  : 1u + (data[1] & 0x7F);
+  p.reservoir_slots = 1 + data[2] % ((data[1] & 0x80) ? 2 : 16);
   p.out_ring_len = LB_RL_SHM_MIN_RING + data[3] % 4;
   p.in_ring_len = LB_RL_SHM_MIN_RING + data[4] % 4;
   size = lb_rl_shm_size (&p);

@@ -52,8 +52,8 @@ test_alias_chi2 (void)
   for (v = 0; v < sizeof sizes / sizeof sizes[0]; v++)
     {
       uint32_t n = sizes[v], i, d;
-      double w[LB_RL_MAX_SERVERS], wp[LB_RL_MAX_SERVERS];
-      uint64_t cnt[LB_RL_MAX_SERVERS] = { 0 };
+      double w[64], wp[64];
+      uint64_t cnt[64] = { 0 };
       lb_rl_ctx_t *ctx;
       double p, p_pert;
       for (i = 0; i < n; i++)
@@ -89,11 +89,14 @@ test_alias_exact_small (void)
   /* Exact table check: the column probabilities reassemble the weights.
    * P(i) = sum_j (1/n) [thr_j/2^32 if idx_j == i] + (1/n)(1 - thr_j/2^32)[alias_j == i]. */
   double w[5] = { 1.0, 2.0, 3.0, 0.5, 10.0 };
-  uint8_t idx[5] = { 0, 1, 2, 3, 4 }, alias[5];
+  uint16_t idx[5] = { 0, 1, 2, 3, 4 }, alias[5];
   uint64_t thr[5];
   double prob[5] = { 0 }, sum = 16.5;
   uint32_t j;
-  lb_rl_alias_build (w, idx, 5, thr, alias);
+  lb_rl_work_t wk;
+  CHECK (lb_rl_work_alloc (&wk, 5) == 0);
+  lb_rl_alias_build (w, idx, 5, thr, alias, &wk);
+  lb_rl_work_free (&wk);
   for (j = 0; j < 5; j++)
     {
       double keep = (double) thr[j] / 4294967296.0;
@@ -107,20 +110,28 @@ test_alias_exact_small (void)
 static void
 test_ecmp_even (void)
 {
-  const uint32_t ms[] = { 64, 1024, 4096 };
-  uint32_t a, n, i;
-  uint8_t elig[LB_RL_MAX_SERVERS];
+  /* every n up to 64, then a few large server counts (indices beyond 255) */
+  const uint32_t ms[] = { 64, 1024, 4096, 32768 };
+  const uint32_t big_n[] = { 100, 256, 257, 1000, 1024, 4095, 4096 };
+  uint32_t a, n, i, v;
+  uint16_t elig[LB_RL_MAX_SERVERS];
+  static uint32_t cnt[LB_RL_MAX_SERVERS];
+  lb_rl_work_t wk;
+  CHECK (lb_rl_work_alloc (&wk, LB_RL_MAX_SERVERS) == 0);
   for (i = 0; i < LB_RL_MAX_SERVERS; i++)
-    elig[i] = (uint8_t) i;
-  for (a = 0; a < 3; a++)
+    elig[i] = (uint16_t) i;
+  for (a = 0; a < 4; a++)
     {
       uint32_t m = ms[a];
-      uint8_t *b = malloc (m);
+      uint16_t *b = malloc (m * sizeof *b);
       int bad = 0;
-      for (n = 1; n <= LB_RL_MAX_SERVERS; n++)
+      for (v = 0; v < 64 + 7; v++)
 	{
-	  uint32_t cnt[LB_RL_MAX_SERVERS] = { 0 };
-	  lb_rl_ecmp_fill (b, m, elig, n);
+	  n = v < 64 ? v + 1 : big_n[v - 64];
+	  if (m == 32768 && n <= 64)
+	    continue;
+	  memset (cnt, 0, sizeof cnt);
+	  lb_rl_ecmp_fill (b, m, elig, n, &wk);
 	  for (i = 0; i < m; i++)
 	    {
 	      if (b[i] >= n)
@@ -135,6 +146,7 @@ test_ecmp_even (void)
       CHECK_EQ_I (bad, 0);
       free (b);
     }
+  lb_rl_work_free (&wk);
 }
 
 static void
@@ -143,14 +155,17 @@ test_ecmp_disruption (void)
   /* 16 servers, 1024 buckets; remove server 5: count buckets of the other 15
    * servers that changed. Round-robin interleaving would move ~94% of them;
    * the Maglev fill should move far fewer (we require < 25%). */
-  uint8_t elig[16], elig2[15], b1[1024], b2[1024];
+  uint16_t elig[16], elig2[15], b1[1024], b2[1024];
   uint32_t i, moved = 0, others = 0;
+  lb_rl_work_t wk;
+  CHECK (lb_rl_work_alloc (&wk, 16) == 0);
   for (i = 0; i < 16; i++)
-    elig[i] = (uint8_t) i;
+    elig[i] = (uint16_t) i;
   for (i = 0; i < 15; i++)
-    elig2[i] = (uint8_t) (i < 5 ? i : i + 1);
-  lb_rl_ecmp_fill (b1, 1024, elig, 16);
-  lb_rl_ecmp_fill (b2, 1024, elig2, 15);
+    elig2[i] = (uint16_t) (i < 5 ? i : i + 1);
+  lb_rl_ecmp_fill (b1, 1024, elig, 16, &wk);
+  lb_rl_ecmp_fill (b2, 1024, elig2, 15, &wk);
+  lb_rl_work_free (&wk);
   for (i = 0; i < 1024; i++)
     if (b1[i] != 5)
       {

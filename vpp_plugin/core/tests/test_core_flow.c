@@ -324,7 +324,15 @@ test_remove_drain (void)
   CHECK_EQ_I (lb_rl_server_add (ctx, 5, -1.0), LB_RL_E_INVALID);
   CHECK_EQ_I (lb_rl_server_remove (ctx, 7), LB_RL_E_ABSENT);
   CHECK_EQ_I (lb_rl_server_drain (ctx, 7, 1), LB_RL_E_ABSENT);
-  CHECK_EQ_I (lb_rl_servers_present (ctx), 7);
+  {
+    uint64_t bm[2] = { 0, 99 };
+    CHECK_EQ_I (lb_rl_servers_present (ctx, bm, 2), 1); /* one word for 64 servers */
+    CHECK_EQ_I (bm[0], 7);
+    CHECK_EQ_I (bm[1], 0); /* beyond the context: zero-filled */
+    CHECK_EQ_I (lb_rl_server_is_present (ctx, 2), 1);
+    CHECK_EQ_I (lb_rl_server_is_present (ctx, 3), 0);
+    CHECK_EQ_I (lb_rl_server_is_present (ctx, 100000), 0);
+  }
   for (i = 0; i < 30; i++)
     tc_open (ctx, i, 1.0, -1);
   for (i = 0; i < 3; i++)
@@ -356,7 +364,11 @@ test_remove_drain (void)
   /* remove 0: gauge to 0 at once, its entries are lost lazily */
   CHECK_EQ_I (lb_rl_server_remove (ctx, 0), LB_RL_OK);
   CHECK_EQ_I (tc_on (ctx, 0), 0);
-  CHECK_EQ_I (lb_rl_servers_present (ctx), 6);
+  {
+    uint64_t bm = 0;
+    lb_rl_servers_present (ctx, &bm, 1);
+    CHECK_EQ_I (bm, 6);
+  }
   c = tc_counters (ctx);
   for (i = 0; i < 30; i++)
     {
@@ -464,7 +476,12 @@ test_config_errors (void)
   CHECK (lb_rl_create (&cfg) == NULL);
   CHECK (strstr (lb_rl_last_error (), "table_size") != NULL);
   lb_rl_config_default (&cfg);
-  cfg.max_servers = 65;
+  cfg.max_servers = 4097;
+  CHECK (lb_rl_create (&cfg) == NULL);
+  CHECK (strstr (lb_rl_last_error (), "max_servers") != NULL);
+  lb_rl_config_default (&cfg);
+  CHECK_EQ_I (cfg.max_servers, 64);
+  cfg.max_servers = 0;
   CHECK (lb_rl_create (&cfg) == NULL);
   lb_rl_config_default (&cfg);
   cfg.ecmp_buckets = 3;

@@ -40,7 +40,7 @@ static void
 check_dist (lb_rl_ctx_t *ctx, const double *p, uint32_t n, const char *what)
 {
   const uint32_t draws = 60000;
-  uint32_t cnt[LB_RL_MAX_SERVERS] = { 0 }, d, i;
+  uint32_t cnt[64] = { 0 }, d, i;
   int ok = 1;
   for (d = 0; d < draws; d++)
     {
@@ -150,7 +150,9 @@ static void
 test_weights_validate (void)
 {
   const double inf = 1.0 / 0.0, nan = 0.0 / 0.0;
-  uint64_t present = 0x0B; /* servers 0, 1, 3 */
+  uint64_t present[1] = { 0x0B }; /* servers 0, 1, 3 */
+  uint64_t all[LB_RL_MAX_BITMAP_WORDS], high[LB_RL_MAX_BITMAP_WORDS] = { 0 };
+  static double big4k[LB_RL_MAX_SERVERS + 1];
   double ok[4] = { 1, 2, 0, 3 };
   double nonfin[4] = { 1, inf, 0, 3 };
   double nanv[4] = { 1, 1, 0, nan };
@@ -160,32 +162,46 @@ test_weights_validate (void)
   double absent[4] = { 1, 1, 0.5, 1 };
   double both[4] = { -1, inf, 0, 0 };
   double absent_zero_present[4] = { 0, 0, 2, 0 };
-  double big[65];
   uint32_t i;
-  for (i = 0; i < 65; i++)
-    big[i] = 1;
-  CHECK_EQ_I (lb_rl_weights_validate (ok, 4, present), LB_RL_W_OK);
-  CHECK_EQ_I (lb_rl_weights_validate (nonfin, 4, present), LB_RL_W_NONFINITE);
-  CHECK_EQ_I (lb_rl_weights_validate (nanv, 4, present), LB_RL_W_NONFINITE);
-  CHECK_EQ_I (lb_rl_weights_validate (neg, 4, present), LB_RL_W_NEGATIVE);
-  CHECK_EQ_I (lb_rl_weights_validate (negzero, 4, present), LB_RL_W_OK);
-  CHECK_EQ_I (lb_rl_weights_validate (zero, 4, present), LB_RL_W_ALL_ZERO);
-  CHECK_EQ_I (lb_rl_weights_validate (absent, 4, present), LB_RL_W_ABSENT_SERVER);
-  CHECK_EQ_I (lb_rl_weights_validate (both, 4, present), LB_RL_W_NONFINITE);
-  CHECK_EQ_I (lb_rl_weights_validate (absent_zero_present, 4, present),
+  for (i = 0; i < LB_RL_MAX_BITMAP_WORDS; i++)
+    all[i] = ~0ULL;
+  for (i = 0; i <= LB_RL_MAX_SERVERS; i++)
+    big4k[i] = 1;
+  CHECK_EQ_I (lb_rl_weights_validate (ok, 4, present, 1), LB_RL_W_OK);
+  CHECK_EQ_I (lb_rl_weights_validate (nonfin, 4, present, 1), LB_RL_W_NONFINITE);
+  CHECK_EQ_I (lb_rl_weights_validate (nanv, 4, present, 1), LB_RL_W_NONFINITE);
+  CHECK_EQ_I (lb_rl_weights_validate (neg, 4, present, 1), LB_RL_W_NEGATIVE);
+  CHECK_EQ_I (lb_rl_weights_validate (negzero, 4, present, 1), LB_RL_W_OK);
+  CHECK_EQ_I (lb_rl_weights_validate (zero, 4, present, 1), LB_RL_W_ALL_ZERO);
+  CHECK_EQ_I (lb_rl_weights_validate (absent, 4, present, 1), LB_RL_W_ABSENT_SERVER);
+  CHECK_EQ_I (lb_rl_weights_validate (both, 4, present, 1), LB_RL_W_NONFINITE);
+  CHECK_EQ_I (lb_rl_weights_validate (absent_zero_present, 4, present, 1),
 	      LB_RL_W_ABSENT_SERVER);
-  CHECK_EQ_I (lb_rl_weights_validate (ok, 0, present), LB_RL_W_BAD_COUNT);
-  CHECK_EQ_I (lb_rl_weights_validate (big, 65, ~0ULL), LB_RL_W_BAD_COUNT);
-  CHECK_EQ_I (lb_rl_weights_validate (big, 64, ~0ULL), LB_RL_W_OK);
-  CHECK_EQ_I (lb_rl_weights_validate (NULL, 4, present), LB_RL_W_BAD_COUNT);
-  CHECK_EQ_I (lb_rl_weights_validate (ok, 2, present), LB_RL_W_OK); /* shorter vector */
+  CHECK_EQ_I (lb_rl_weights_validate (ok, 0, present, 1), LB_RL_W_BAD_COUNT);
+  CHECK_EQ_I (lb_rl_weights_validate (big4k, LB_RL_MAX_SERVERS + 1, all, LB_RL_MAX_BITMAP_WORDS),
+	      LB_RL_W_BAD_COUNT);
+  CHECK_EQ_I (lb_rl_weights_validate (big4k, LB_RL_MAX_SERVERS, all, LB_RL_MAX_BITMAP_WORDS),
+	      LB_RL_W_OK);
+  /* a bitmap of one word: servers 64.. are absent */
+  CHECK_EQ_I (lb_rl_weights_validate (big4k, 65, all, 1), LB_RL_W_ABSENT_SERVER);
+  CHECK_EQ_I (lb_rl_weights_validate (big4k, 64, all, 1), LB_RL_W_OK);
+  /* only server 4000 present: bit 4000 % 64 of word 62 */
+  high[4000 / 64] = 1ULL << (4000 % 64);
+  memset (big4k, 0, sizeof big4k);
+  big4k[4000] = 2.0;
+  CHECK_EQ_I (lb_rl_weights_validate (big4k, 4001, high, LB_RL_MAX_BITMAP_WORDS), LB_RL_W_OK);
+  big4k[3999] = 1.0;
+  CHECK_EQ_I (lb_rl_weights_validate (big4k, 4001, high, LB_RL_MAX_BITMAP_WORDS),
+	      LB_RL_W_ABSENT_SERVER);
+  CHECK_EQ_I (lb_rl_weights_validate (NULL, 4, present, 1), LB_RL_W_BAD_COUNT);
+  CHECK_EQ_I (lb_rl_weights_validate (ok, 2, present, 1), LB_RL_W_OK); /* shorter vector */
 }
 
 static void
 test_set_weights_keeps_last_good (void)
 {
   lb_rl_ctx_t *ctx = tc_ctx (3, NULL, LB_RL_POLICY_SED, 1 << 8, 1);
-  double good[3] = { 1, 2, 3 }, bad[3] = { 1, -2, 3 }, got[LB_RL_MAX_SERVERS];
+  double good[3] = { 1, 2, 3 }, bad[3] = { 1, -2, 3 }, got[64];
   double absent[5] = { 1, 1, 1, 0, 1 };
   lb_rl_counters_t c;
   CHECK_EQ_I (lb_rl_set_weights (ctx, good, 3), LB_RL_W_OK);

@@ -129,12 +129,14 @@ test_flood_split (lb_rl_policy_t policy)
 static void
 test_wmap_quotas (void)
 {
-  uint8_t map[1024];
+  uint16_t map[1024];
   double w[4] = { 1.0, 2.0, 3.0, 0.0 };
   uint32_t have[4], b, i, moved = 0;
-  uint8_t before[1024];
+  uint16_t before[1024];
+  lb_rl_work_t wk;
+  CHECK (lb_rl_work_alloc (&wk, 4) == 0);
   memset (map, 0xFF, sizeof map);
-  lb_rl_wmap_update (map, 1024, w, 4);
+  lb_rl_wmap_update (map, 1024, w, 4, &wk);
   memset (have, 0, sizeof have);
   for (b = 0; b < 1024; b++)
     have[map[b]]++;
@@ -144,10 +146,10 @@ test_wmap_quotas (void)
   CHECK_EQ_I (have[2], 512);
   CHECK_EQ_I (have[3], 0);
   memcpy (before, map, sizeof map);
-  lb_rl_wmap_update (map, 1024, w, 4); /* same weights: nothing moves */
+  lb_rl_wmap_update (map, 1024, w, 4, &wk); /* same weights: nothing moves */
   CHECK (memcmp (before, map, sizeof map) == 0);
   w[3] = 6.0; /* 1:2:3:6 -> 85.33, 170.67, 256, 512 */
-  lb_rl_wmap_update (map, 1024, w, 4);
+  lb_rl_wmap_update (map, 1024, w, 4, &wk);
   memset (have, 0, sizeof have);
   for (b = 0; b < 1024; b++)
     {
@@ -164,9 +166,10 @@ test_wmap_quotas (void)
       CHECK_EQ_I (map[b], 3);
   for (i = 0; i < 4; i++)
     w[i] = 0.0;
-  lb_rl_wmap_update (map, 1024, w, 4);
+  lb_rl_wmap_update (map, 1024, w, 4, &wk);
   for (b = 0; b < 1024; b++)
-    CHECK_EQ_I (map[b], 0xFF);
+    CHECK_EQ_I (map[b], 0xFFFF);
+  lb_rl_work_free (&wk);
 }
 
 static void

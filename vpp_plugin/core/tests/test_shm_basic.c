@@ -23,9 +23,21 @@ r64 (uint64_t x)
 
 /* Independent layout arithmetic (SHM.md "Strides"). */
 static uint64_t
+expect_servers_off (uint64_t S)
+{
+  return r64 (128 + 8 * ((S + 63) / 64));
+}
+
+static uint64_t
 expect_stride (uint64_t S, uint64_t K)
 {
-  return r64 (r64 (128 + 96 * S) + S * 2 * K * 16);
+  return r64 (r64 (expect_servers_off (S) + 96 * S) + S * 2 * K * 16);
+}
+
+static uint64_t
+expect_in_stride (uint64_t S)
+{
+  return r64 (64 + 8 * S);
 }
 
 static void *
@@ -57,21 +69,36 @@ test_layout (void)
   lb_rl_shm_params_default (&p);
   CHECK_EQ (p.max_servers, 64);
   CHECK_EQ (p.reservoir_slots, 128);
-  /* hand-computed: 128 + 64*96 = 6272 = 98*64; 64*2*128*16 = 262144 */
-  CHECK_EQ (lb_rl_shm_out_stride (64, 128), 6272 + 262144);
-  CHECK_EQ (lb_rl_shm_size (&p), 256 + 4 * (6272 + 262144) + 4 * 576);
-  /* S=2, K=4: samples at r64(288)=320, stride r64(320+256)=576 */
-  CHECK_EQ (lb_rl_shm_out_stride (2, 4), 576);
-  for (S = 1; S <= 64; S += 7)
+  /* hand-computed (SHM.md examples): bitmap 1 word, servers at r64(136) = 192,
+   * samples at 192 + 64*96 = 6336, + 64*2*128*16 = 262144; msg_in r64(64 + 512) = 576 */
+  CHECK_EQ (lb_rl_shm_out_stride (64, 128), 6336 + 262144);
+  CHECK_EQ (lb_rl_shm_in_stride (64), 576);
+  CHECK_EQ (lb_rl_shm_size (&p), 256 + 4 * (6336 + 262144) + 4 * 576);
+  /* S=2, K=4: samples at r64(192+192)=384, stride r64(384+256)=640, msg_in 128 */
+  CHECK_EQ (lb_rl_shm_out_stride (2, 4), 640);
+  CHECK_EQ (lb_rl_shm_in_stride (2), 128);
+  /* S=1024: 16 bitmap words, servers at 256, samples at 98560; msg_in 8256 */
+  CHECK_EQ (lb_rl_shm_out_stride (1024, 128), 98560 + 4194304);
+  CHECK_EQ (lb_rl_shm_in_stride (1024), 8256);
+  /* S=4096: 64 words, servers at 640, samples at 393856; K=128 -> ~17 MB a frame */
+  CHECK_EQ (lb_rl_shm_out_stride (4096, 128), 17171072);
+  CHECK_EQ (lb_rl_shm_out_stride (4096, 16), 2491008);
+  CHECK_EQ (lb_rl_shm_in_stride (4096), 32832);
+  p = params (4096, 128, 4, 4);
+  CHECK_EQ (lb_rl_shm_size (&p), 68815872ULL);
+  for (S = 1; S <= 4096; S += (S < 130 ? 7 : 331))
     for (K = 1; K <= 128; K += 13)
       {
 	p = params (S, K, 3, 5);
 	CHECK_EQ (lb_rl_shm_out_stride (S, K), expect_stride (S, K));
-	CHECK_EQ (lb_rl_shm_size (&p), 256 + 3 * expect_stride (S, K) + 5 * 576);
+	CHECK_EQ (lb_rl_shm_in_stride (S), expect_in_stride (S));
+	CHECK_EQ (lb_rl_shm_size (&p), 256 + 3 * expect_stride (S, K) + 5 * expect_in_stride (S));
 	CHECK_EQ (lb_rl_shm_out_stride (S, K) % 64, 0);
       }
   CHECK_EQ (lb_rl_shm_out_stride (0, 4), 0);
-  CHECK_EQ (lb_rl_shm_out_stride (65, 4), 0);
+  CHECK_EQ (lb_rl_shm_out_stride (4097, 4), 0);
+  CHECK_EQ (lb_rl_shm_in_stride (0), 0);
+  CHECK_EQ (lb_rl_shm_in_stride (4097), 0);
   CHECK_EQ (lb_rl_shm_out_stride (4, 0), 0);
   CHECK_EQ (lb_rl_shm_out_stride (4, 129), 0);
   p = params (4, 4, 1, 4);
@@ -180,9 +207,12 @@ expect_invalid (const void *good, uint64_t size, uint64_t attach_size,
 
 static void c_magic (lb_rl_shm_header_t *h) { h->magic ^= 1; }
 static void c_version (lb_rl_shm_header_t *h) { h->version = 1; /* the 80-byte-record layout before n_flow_pending */ }
+static void c_version2 (lb_rl_shm_header_t *h) { h->version = 2; /* 64 servers at most, one active word */ }
 static void c_hsize (lb_rl_shm_header_t *h) { h->header_size = 128; }
 static void c_servers0 (lb_rl_shm_header_t *h) { h->max_servers = 0; }
-static void c_servers65 (lb_rl_shm_header_t *h) { h->max_servers = 65; }
+static void c_servers4097 (lb_rl_shm_header_t *h) { h->max_servers = 4097; }
+static void c_srvoff (lb_rl_shm_header_t *h) { h->out_servers_offset = 128; /* version 2's */ }
+static void c_instride (lb_rl_shm_header_t *h) { h->in_frame_stride = 576; /* version 2's */ }
 static void c_slots (lb_rl_shm_header_t *h) { h->reservoir_slots = 129; }
 static void c_ring (lb_rl_shm_header_t *h) { h->out_ring_len = 1; }
 static void c_stride (lb_rl_shm_header_t *h) { h->out_frame_stride += 64; }
@@ -197,8 +227,10 @@ static void c_more (lb_rl_shm_header_t *h)
   uint64_t st = lb_rl_shm_out_stride (p.max_servers, p.reservoir_slots);
   h->max_servers = p.max_servers;
   h->out_frame_stride = st;
-  h->out_samples_offset = (uint32_t) r64 (128 + 96 * p.max_servers);
+  h->out_servers_offset = (uint32_t) expect_servers_off (p.max_servers);
+  h->out_samples_offset = (uint32_t) r64 (expect_servers_off (p.max_servers) + 96 * p.max_servers);
   h->in_ring_offset = 256 + p.out_ring_len * st;
+  h->in_frame_stride = expect_in_stride (p.max_servers);
   h->total_size = lb_rl_shm_size (&p);
 }
 
@@ -215,9 +247,13 @@ test_validation_errors (void)
   expect_invalid (good, size, 255, NULL, LB_RL_SHM_E_TOO_SMALL, "255 bytes");
   expect_invalid (good, size, size, c_magic, LB_RL_SHM_E_MAGIC, "bad magic");
   expect_invalid (good, size, size, c_version, LB_RL_SHM_E_VERSION, "layout version 1");
+  expect_invalid (good, size, size, c_version2, LB_RL_SHM_E_VERSION,
+		  "layout version 2 (this build reads 3)");
   expect_invalid (good, size, size, c_hsize, LB_RL_SHM_E_HEADER, "header_size 128");
   expect_invalid (good, size, size, c_servers0, LB_RL_SHM_E_HEADER, "max_servers 0");
-  expect_invalid (good, size, size, c_servers65, LB_RL_SHM_E_HEADER, "max_servers 65");
+  expect_invalid (good, size, size, c_servers4097, LB_RL_SHM_E_HEADER, "max_servers 4097");
+  expect_invalid (good, size, size, c_srvoff, LB_RL_SHM_E_HEADER, "offsets/strides");
+  expect_invalid (good, size, size, c_instride, LB_RL_SHM_E_HEADER, "offsets/strides");
   expect_invalid (good, size, size, c_slots, LB_RL_SHM_E_HEADER, "reservoir_slots 129");
   expect_invalid (good, size, size, c_ring, LB_RL_SHM_E_HEADER, "out_ring_len 1");
   expect_invalid (good, size, size, c_stride, LB_RL_SHM_E_HEADER, "offsets/strides");
@@ -314,8 +350,9 @@ test_publish_read (void)
   CHECK_EQ (lb_rl_shm_read_out (rd, f, lb_rl_shm_header (rd)->out_frame_stride), 0);
   CHECK_EQ (f->seq, 1);
   CHECK (f->time_s == 12.5 && f->wall_s == 1.7e9);
-  CHECK (f->active == lb_rl_servers_present (ctx));
-  CHECK_EQ (f->active, 0xF);
+  CHECK_EQ (f->active_words, 1);
+  CHECK_EQ (f->n_active, 4);
+  CHECK_EQ (lb_rl_shm_frame_active (rd, f)[0], 0xF);
   CHECK_EQ (f->n_servers, 6);
   CHECK_EQ (f->reservoir_slots, 8);
   lb_rl_counters (ctx, &cc);
@@ -509,15 +546,22 @@ test_poll_validation (void)
   CHECK_EQ (lb_rl_shm_status (e.dp, &st), 0);
   CHECK_EQ (st.last_verdict, LB_RL_W_ALL_ZERO);
   CHECK_EQ (st.weights_rejected, ++rejects);
-  /* n larger than the region's servers (frame holds 64) */
+  /* n larger than the region's servers: our writer refuses it, and a frame that claims
+   * it anyway (a foreign writer; checksum made to match) is rejected by the data plane */
   {
     double many[8] = { 1, 1, 1, 1, 0, 0, 0, 0 };
-    CHECK_EQ (lb_rl_shm_write_weights (e.ag, many, 8, 10, 0, &seq), 0);
+    lb_rl_shm_header_t *h = lb_rl_shm_header (e.dp);
+    lb_rl_shm_in_frame_t *slot;
+    CHECK_EQ (lb_rl_shm_write_weights (e.ag, many, 7, 10, 0, &seq), LB_RL_SHM_E_ARG);
+    CHECK_EQ (lb_rl_shm_write_weights (e.ag, many, 6, 10, 0, &seq), 0);
+    slot = (lb_rl_shm_in_frame_t *) ((uint8_t *) e.mem + h->in_ring_offset
+				     + (seq % h->in_ring_len) * h->in_frame_stride);
+    slot->n = 7;
+    slot->checksum = lb_rl_shm_checksum (slot, h->in_frame_stride, seq);
     CHECK_EQ (lb_rl_shm_poll_in (e.dp, e.ctx, 10, 0), LB_RL_SHM_POLL_REJECTED);
     CHECK_EQ (lb_rl_shm_status (e.dp, &st), 0);
     CHECK_EQ (st.last_verdict, LB_RL_W_BAD_COUNT);
     CHECK_EQ (st.weights_rejected, ++rejects);
-    CHECK_EQ (lb_rl_shm_write_weights (e.ag, many, 65, 10, 0, &seq), LB_RL_SHM_E_ARG);
   }
   /* a committed frame that fails its checksum */
   {
@@ -525,7 +569,7 @@ test_poll_validation (void)
     lb_rl_shm_in_frame_t *slot;
     CHECK_EQ (lb_rl_shm_write_weights (e.ag, good2, 4, 11, 0, &seq), 0);
     slot = (lb_rl_shm_in_frame_t *) ((uint8_t *) e.mem + h->in_ring_offset
-				     + (seq % h->in_ring_len) * 576);
+				     + (seq % h->in_ring_len) * h->in_frame_stride);
     slot->weights[2] = 7.0;
     CHECK_EQ (lb_rl_shm_poll_in (e.dp, e.ctx, 11, 0), LB_RL_SHM_POLL_REJECTED);
     CHECK_EQ (lb_rl_shm_status (e.dp, &st), 0);
@@ -670,7 +714,7 @@ test_seq_restart (void)
   /* data plane saw seq 14; a region whose ring was wiped still continues above it */
   CHECK_EQ (lb_rl_shm_attach (mem, size, LB_RL_SHM_ROLE_DATAPLANE, &dp), 0);
   CHECK_EQ (lb_rl_shm_poll_in (dp, ctx, 0, 0), LB_RL_SHM_POLL_APPLIED);
-  memset ((uint8_t *) mem + h->in_ring_offset, 0, 4 * 576);
+  memset ((uint8_t *) mem + h->in_ring_offset, 0, 4 * h->in_frame_stride);
   h->in_seq_latest = 0;
   CHECK_EQ (lb_rl_shm_attach (mem, size, LB_RL_SHM_ROLE_AGENT, &ag), 0);
   CHECK_EQ (lb_rl_shm_write_weights (ag, w, 2, 0, 0, &seq), 0);

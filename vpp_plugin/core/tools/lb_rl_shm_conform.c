@@ -20,8 +20,9 @@
  *                                      (static weight 1 + i): poll msg_in at host time
  *                                      T1 and T2, publish one frame at T2, print the
  *                                      poll results and the weights in force
- *   selftest PATH N                    fork: C writer vs C reader, both directions,
- *                                      then the unsafe reader (reported, not judged)
+ *   selftest PATH N [S]                fork: C writer vs C reader, both directions,
+ *                                      then the unsafe reader (reported, not judged);
+ *                                      region of S servers (default 2), K = 4, rings of 2
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -157,9 +158,9 @@ cmd_read (const char *path, int is_out, uint64_t last_seq, double timeout_s)
 {
   lb_rl_shm_t *shm;
   lb_rl_shm_read_stats_t rs;
-  lb_rl_shm_in_frame_t fin;
+  lb_rl_shm_in_frame_t *fin;
   lb_rl_shm_out_frame_t *fout = NULL;
-  uint64_t stride, q, last = 0, reads = 0, distinct = 0, repeats = 0, torn = 0, nonmono = 0;
+  uint64_t stride, in_stride, q, last = 0, reads = 0, distinct = 0, repeats = 0, torn = 0, nonmono = 0;
   uint64_t busy = 0, cs_errors = 0, no_frame = 0, first = 0;
   uint32_t S;
   double t0, dt;
@@ -167,8 +168,12 @@ cmd_read (const char *path, int is_out, uint64_t last_seq, double timeout_s)
   if (!open_or_die (path, LB_RL_SHM_ROLE_READER, &shm))
     return 1;
   stride = lb_rl_shm_header (shm)->out_frame_stride;
+  in_stride = lb_rl_shm_header (shm)->in_frame_stride;
   S = lb_rl_shm_header (shm)->max_servers;
   fout = malloc (stride);
+  fin = malloc (in_stride);
+  if (!fout || !fin)
+    return 1;
   t0 = mono_now ();
   while (last < last_seq)
     {
@@ -177,7 +182,7 @@ cmd_read (const char *path, int is_out, uint64_t last_seq, double timeout_s)
 	  timed_out = 1;
 	  break;
 	}
-      rc = is_out ? lb_rl_shm_read_out (shm, fout, stride) : lb_rl_shm_read_in (shm, &fin);
+      rc = is_out ? lb_rl_shm_read_out (shm, fout, stride) : lb_rl_shm_read_in (shm, fin, in_stride);
       if (rc == LB_RL_SHM_E_NO_FRAME)
 	{
 	  no_frame++;
@@ -201,8 +206,8 @@ cmd_read (const char *path, int is_out, uint64_t last_seq, double timeout_s)
 	  continue;
 	}
       reads++;
-      q = is_out ? fout->seq : fin.seq;
-      if (is_out ? lb_rl_shm_pattern_check_out (shm, fout) : lb_rl_shm_pattern_check_in (&fin, S))
+      q = is_out ? fout->seq : fin->seq;
+      if (is_out ? lb_rl_shm_pattern_check_out (shm, fout) : lb_rl_shm_pattern_check_in (fin, S))
 	torn++;
       if (q < last)
 	nonmono++;
@@ -230,6 +235,7 @@ cmd_read (const char *path, int is_out, uint64_t last_seq, double timeout_s)
 	  (unsigned long long) first, (unsigned long long) last, timed_out ? "true" : "false",
 	  dt);
   free (fout);
+  free (fin);
   lb_rl_shm_close (shm);
   return clean ? 0 : 1;
 }
@@ -306,10 +312,10 @@ selftest_dir (const char *path, int is_out, uint64_t n)
 }
 
 static int
-cmd_selftest (const char *path, uint64_t n)
+cmd_selftest (const char *path, uint64_t n, const char *servers)
 {
   /* smallest ring: the writer comes back to the slot being read soonest */
-  char *args[4] = { "2", "4", "2", "2" };
+  char *args[4] = { (char *) servers, "4", "2", "2" };
   int rc;
   unlink (path);
   if (cmd_create (path, args))
@@ -364,7 +370,7 @@ usage (const char *prog)
 	   "usage: %s create PATH S K OUT_RING IN_RING | check PATH | write-out PATH N [MIN_S] |\n"
 	   "       write-in PATH N | read-out PATH LAST_SEQ TIMEOUT_S |\n"
 	   "       read-in PATH LAST_SEQ TIMEOUT_S | read-out-unsafe PATH LAST_SEQ TIMEOUT_S |\n"
-	   "       dataplane PATH N_PRESENT T1 T2 | selftest PATH N\n",
+	   "       dataplane PATH N_PRESENT T1 T2 | selftest PATH N [S]\n",
 	   prog);
   return 2;
 }
@@ -394,7 +400,7 @@ main (int argc, char **argv)
   if (!strcmp (cmd, "dataplane") && argc == 6)
     return cmd_dataplane (path, (uint32_t) strtoul (argv[3], NULL, 10), atof (argv[4]),
 			  atof (argv[5]));
-  if (!strcmp (cmd, "selftest") && argc == 4)
-    return cmd_selftest (path, strtoull (argv[3], NULL, 10));
+  if (!strcmp (cmd, "selftest") && (argc == 4 || argc == 5))
+    return cmd_selftest (path, strtoull (argv[3], NULL, 10), argc == 5 ? argv[4] : "2");
   return usage (argv[0]);
 }

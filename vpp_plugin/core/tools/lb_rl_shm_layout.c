@@ -41,14 +41,16 @@ main (int argc, char **argv)
 	  "\"LB_RL_SHM_HEADER_SIZE\": %d, \"LB_RL_SHM_ALIGN\": %d, "
 	  "\"LB_RL_SHM_MAX_RES_SLOTS\": %d, \"LB_RL_SHM_MIN_RING\": %d, "
 	  "\"LB_RL_SHM_MAX_RING\": %d, \"LB_RL_SHM_OUT_FRAME_HDR_SIZE\": %d, "
-	  "\"LB_RL_SHM_SERVER_SIZE\": %d, \"LB_RL_SHM_IN_FRAME_SIZE\": %d, "
+	  "\"LB_RL_SHM_SERVER_SIZE\": %d, \"LB_RL_SHM_IN_FRAME_HDR_SIZE\": %d, "
+	  "\"LB_RL_SHM_OUT_ACTIVE_OFFSET\": %d, "
 	  "\"LB_RL_SHM_PAYLOAD_OFFSET\": %d, \"LB_RL_MAX_SERVERS\": %d, \"LB_RL_N_RES\": %d, "
+	  "\"LB_RL_DEFAULT_MAX_SERVERS\": %d, "
 	  "\"LB_RL_SHM_DEFAULT_FALLBACK_MS\": %d},\n",
 	  (unsigned long long) LB_RL_SHM_MAGIC, LB_RL_SHM_VERSION, LB_RL_SHM_HEADER_SIZE,
 	  LB_RL_SHM_ALIGN, LB_RL_SHM_MAX_RES_SLOTS, LB_RL_SHM_MIN_RING, LB_RL_SHM_MAX_RING,
-	  LB_RL_SHM_OUT_FRAME_HDR_SIZE, LB_RL_SHM_SERVER_SIZE, LB_RL_SHM_IN_FRAME_SIZE,
-	  LB_RL_SHM_PAYLOAD_OFFSET, LB_RL_MAX_SERVERS, (int) LB_RL_N_RES,
-	  LB_RL_SHM_DEFAULT_FALLBACK_MS);
+	  LB_RL_SHM_OUT_FRAME_HDR_SIZE, LB_RL_SHM_SERVER_SIZE, LB_RL_SHM_IN_FRAME_HDR_SIZE,
+	  LB_RL_SHM_OUT_ACTIVE_OFFSET, LB_RL_SHM_PAYLOAD_OFFSET, LB_RL_MAX_SERVERS,
+	  (int) LB_RL_N_RES, LB_RL_DEFAULT_MAX_SERVERS, LB_RL_SHM_DEFAULT_FALLBACK_MS);
   printf (" \"sizeof\": {\"header\": %zu, \"status\": %zu, \"out_frame\": %zu, \"server\": %zu, "
 	  "\"in_frame\": %zu, \"sample\": %zu},\n",
 	  sizeof (lb_rl_shm_header_t), sizeof (lb_rl_shm_status_t),
@@ -99,7 +101,8 @@ main (int argc, char **argv)
   FIELD (lb_rl_shm_out_frame_t, checksum);
   FIELD (lb_rl_shm_out_frame_t, time_s);
   FIELD (lb_rl_shm_out_frame_t, wall_s);
-  FIELD (lb_rl_shm_out_frame_t, active);
+  FIELD (lb_rl_shm_out_frame_t, n_active);
+  FIELD (lb_rl_shm_out_frame_t, active_words);
   FIELD (lb_rl_shm_out_frame_t, in_seq_applied);
   FIELD (lb_rl_shm_out_frame_t, n_servers);
   FIELD (lb_rl_shm_out_frame_t, reservoir_slots);
@@ -135,7 +138,8 @@ main (int argc, char **argv)
   FIELD (lb_rl_shm_in_frame_t, n);
   FIELD (lb_rl_shm_in_frame_t, flags);
   FIELD (lb_rl_shm_in_frame_t, reserved);
-  FIELD (lb_rl_shm_in_frame_t, weights);
+  /* flexible array: offset only (its size is S * 8) */
+  printf (", \"weights\": [%zu, 8]", offsetof (lb_rl_shm_in_frame_t, weights));
   printf ("},\n \"sample\": {");
   first = 1;
   FIELD (lb_rl_sample_t, t);

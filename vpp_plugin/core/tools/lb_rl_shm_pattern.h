@@ -10,6 +10,25 @@
 
 #include "lb_rl_shm.h"
 
+/* Word j of the present-server bitmap of seq q (S servers): q * (j + 1), with the bits
+ * of the last word beyond server S-1 cleared. */
+static uint64_t
+lb_rl_shm_pattern_active (uint64_t q, uint32_t j, uint32_t S)
+{
+  uint64_t v = q * (j + 1);
+  uint32_t left = S - 64 * j; /* servers in this word and beyond */
+  return left >= 64 ? v : (v & ((1ULL << left) - 1));
+}
+
+static uint32_t
+lb_rl_shm_pattern_n_active (uint64_t q, uint32_t S)
+{
+  uint32_t j, n = 0;
+  for (j = 0; j < (S + 63) / 64; j++)
+    n += (uint32_t) __builtin_popcountll (lb_rl_shm_pattern_active (q, j, S));
+  return n;
+}
+
 /* Fill frame f (from lb_rl_shm_out_begin) with the pattern of seq q. */
 static void
 lb_rl_shm_pattern_fill_out (lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f, uint64_t q)
@@ -18,9 +37,13 @@ lb_rl_shm_pattern_fill_out (lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f, uint64_t
   uint32_t S = h->max_servers, K = h->reservoir_slots, i, k, j;
   lb_rl_shm_server_t *sv;
   lb_rl_sample_t *smp;
+  uint64_t *active = lb_rl_shm_frame_active (shm, f);
   f->time_s = (double) q;
   f->wall_s = (double) q + 0.5;
-  f->active = S >= 64 ? q : (q & ((1ULL << S) - 1));
+  for (j = 0; j < (S + 63) / 64; j++)
+    active[j] = lb_rl_shm_pattern_active (q, j, S);
+  f->n_active = lb_rl_shm_pattern_n_active (q, S);
+  f->active_words = (S + 63) / 64;
   f->in_seq_applied = q ^ 0x5555;
   f->fallback_active = (uint32_t) (q & 1);
   f->tracked_flows = (uint32_t) q;
@@ -67,9 +90,12 @@ lb_rl_shm_pattern_check_out (lb_rl_shm_t *shm, lb_rl_shm_out_frame_t *f)
   uint64_t q = f->seq;
   const lb_rl_shm_server_t *sv;
   const lb_rl_sample_t *smp;
+  const uint64_t *active = lb_rl_shm_frame_active (shm, f);
   int bad = 0;
   bad |= f->time_s != (double) q || f->wall_s != (double) q + 0.5;
-  bad |= f->active != (S >= 64 ? q : (q & ((1ULL << S) - 1)));
+  bad |= f->active_words != (S + 63) / 64 || f->n_active != lb_rl_shm_pattern_n_active (q, S);
+  for (j = 0; j < (S + 63) / 64; j++)
+    bad |= active[j] != lb_rl_shm_pattern_active (q, j, S);
   bad |= f->in_seq_applied != (q ^ 0x5555) || f->fallback_active != (uint32_t) (q & 1);
   bad |= f->tracked_flows != (uint32_t) q || f->n_servers != S || f->reservoir_slots != K;
   bad |= f->packets != q || f->new_flows != q * 2 || f->untracked_full != q * 3;
@@ -116,7 +142,7 @@ lb_rl_shm_pattern_check_in (const lb_rl_shm_in_frame_t *f, uint32_t S)
   uint32_t n = 1 + (uint32_t) (q % S), j;
   int bad = f->time_s != (double) q || f->wall_s != (double) q + 0.5 || f->n != n;
   bad |= f->flags != 0;
-  for (j = 0; j < LB_RL_MAX_SERVERS; j++)
+  for (j = 0; j < S; j++)
     bad |= f->weights[j] != (j < n ? (double) (q + j) : 0.0);
   return bad;
 }
