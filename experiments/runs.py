@@ -4,7 +4,8 @@ Run directory (DESIGN.md "Run contract")::
 
     DIR/config.yaml        the fully resolved config (``load_config`` on it gives the same config)
     DIR/summary.json       pretty JSON with at least simulator.results.SUMMARY_KEYS
-    DIR/requests.parquet   one row per request
+    DIR/requests.parquet   one row per request (in the order they finished; read it with
+                           :func:`read_table`, which sorts by ``id``, the arrival index)
     DIR/steps.parquet      one row per LB step and server
     DIR/*.png              plots, when asked (experiments.plots)
 
@@ -30,7 +31,7 @@ from simulator.results import PER_SERVER_KEYS, SUMMARY_KEYS, SimResult
 
 __all__ = [
     "Runner", "RunData", "OUTPUT_FILES", "default_runner", "run_name", "config_to_yaml",
-    "write_run", "run_one", "load_run", "check_topology",
+    "write_run", "run_one", "load_run", "read_table", "check_topology",
 ]
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,11 @@ OUTPUT_FILES = ("config.yaml", "summary.json", "requests.parquet", "steps.parque
 
 
 class Runner(Protocol):
-    """The simulator entry point: ``simulator.run.run_experiment``."""
+    """The simulator entry point: ``simulator.run.run_experiment``. Given ``out_dir`` it may
+    write requests.parquet and steps.parquet there itself while it runs and return None tables."""
 
     def __call__(self, cfg: ExperimentConfig, *, progress: bool = True,
-                 pcap_path: str | None = None) -> SimResult: ...
+                 pcap_path: str | None = None, out_dir: Path | None = None) -> SimResult: ...
 
 
 def agent_controller(cfg: ExperimentConfig) -> Any:
@@ -64,9 +66,11 @@ def default_runner() -> Runner:
     controller injected (the simulator itself never imports agents)."""
     from simulator.run import run_experiment
 
-    def run(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None) -> SimResult:
+    def run(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None,
+            out_dir: Path | None = None) -> SimResult:
         controller = agent_controller(cfg) if cfg.policy.name == "agent" else None
-        return run_experiment(cfg, progress=progress, pcap_path=pcap_path, controller=controller)
+        return run_experiment(cfg, progress=progress, pcap_path=pcap_path, controller=controller,
+                              out_dir=out_dir)
 
     return run
 
@@ -122,20 +126,26 @@ def _clear_outputs(out_dir: Path) -> None:
 
 
 def write_run(out_dir: Path, cfg: ExperimentConfig, result: SimResult) -> None:
-    """Write summary.json, requests.parquet and steps.parquet (config.yaml is written before
-    the run by :func:`run_one`). Raises RuntimeError if the summary breaks the run contract."""
+    """Write summary.json, and requests.parquet and steps.parquet unless the runner streamed
+    them there already (its tables are None; config.yaml is written before the run by
+    :func:`run_one`). Raises RuntimeError if the summary breaks the run contract."""
     _check_summary(result.summary)
     summary = _json_safe(result.summary)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    result.requests.to_parquet(out_dir / "requests.parquet", index=False)
-    result.steps.to_parquet(out_dir / "steps.parquet", index=False)
+    for name, table in (("requests", result.requests), ("steps", result.steps)):
+        if table is not None:
+            table.to_parquet(out_dir / f"{name}.parquet", index=False)
+        elif not (out_dir / f"{name}.parquet").is_file():
+            raise RuntimeError(f"the runner returned no {name} table and wrote no {name}.parquet")
 
 
 def run_one(cfg: ExperimentConfig, out_dir: str | Path, *, runner: Runner | None = None,
             progress: bool = True, pcap_path: str | None = None, plot: bool = False) -> SimResult:
     """Run `cfg` and write the run directory `out_dir` (created; old contract files replaced).
 
-    config.yaml is written first, so a crashed run still says what it ran.
+    config.yaml is written first, so a crashed run still says what it ran; the tables stream
+    into the directory during the run and summary.json comes last. The result's tables are
+    None when streamed (read them with :func:`load_run`).
     """
     out = Path(out_dir)
     try:
@@ -146,7 +156,7 @@ def run_one(cfg: ExperimentConfig, out_dir: str | Path, *, runner: Runner | None
     (out / "config.yaml").write_text(config_to_yaml(cfg))
     runner = runner or default_runner()
     log.info("running %s (policy %s, seed %d) -> %s", cfg.name, cfg.policy.name, cfg.seed, out)
-    result = runner(cfg, progress=progress, pcap_path=pcap_path)
+    result = runner(cfg, progress=progress, pcap_path=pcap_path, out_dir=out)
     write_run(out, cfg, result)
     if plot:
         from experiments.plots import plot_runs
@@ -171,16 +181,22 @@ class RunData:
         return str(self.summary.get("policy", self.config.policy.name))
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
+    """A run's table (path.parquet, else path.csv); a requests table (one with ``id``) comes
+    sorted by id, since a simulated run writes its requests in the order they finished."""
     csv = path.with_suffix(".csv")
     if path.exists():
         try:
-            return pd.read_parquet(path)
+            df = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for a broken file
             raise UserError(f"{path}: cannot read ({exc})") from None
-    if csv.exists():
-        return pd.read_csv(csv)
-    raise UserError(f"{path}: missing (not a complete run directory)")
+    elif csv.exists():
+        df = pd.read_csv(csv)
+    else:
+        raise UserError(f"{path}: missing (not a complete run directory)")
+    if "id" in df.columns and not df["id"].is_monotonic_increasing:
+        df = df.sort_values("id", kind="stable", ignore_index=True)
+    return df
 
 
 def load_run(path: str | Path) -> RunData:
@@ -200,6 +216,6 @@ def load_run(path: str | Path) -> RunData:
         cfg = load_config(cfg_path)
     else:
         raise UserError(f"{cfg_path}: missing (not a complete run directory)")
-    return RunData(p, cfg, summary, _read_table(p / "requests.parquet"),
-                   _read_table(p / "steps.parquet"))
+    return RunData(p, cfg, summary, read_table(p / "requests.parquet"),
+                   read_table(p / "steps.parquet"))
 

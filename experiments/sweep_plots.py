@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 
 from experiments.evaluate import ci95
 from experiments.figure_style import paper_style, save_pdf_png
+from experiments.runs import read_table
 from simulator.config import UserError
 
 __all__ = ["plot_sweep", "SWEEP_FIGURES", "read_sweep", "SweepData", "group_work", "work_ratios",
@@ -74,7 +75,8 @@ class SweepData:
                          for a, v in zip(self.axes, values)) or self.meta["name"]
 
     def requests(self, key: str) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "points" / key / "requests.parquet")
+        """The point's requests table, sorted by id (experiments.runs.read_table)."""
+        return read_table(self.path / "points" / key / "requests.parquet")
 
     def config(self, key: str) -> dict[str, Any]:
         """The point's resolved config (read once: every figure and the page ask for it)."""

@@ -51,6 +51,7 @@ from pettingzoo import ParallelEnv
 from simulator.actions import LEVELS, action_bounds, action_weights, level_table, weights_feature
 from simulator.config import ExperimentConfig, UserError, load_config, parse_config
 from simulator.features import FEATURE_NAMES, frame_features
+from simulator.records import COMPLETED, MemoryRecorder
 
 __all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features", "DEFAULT_SCENARIO",
            "frame_observation", "reward_from", "LEVELS", "REWARDS", "N_FEATURES", "WEIGHTED_POLICIES"]
@@ -212,15 +213,13 @@ class LoadBalanceParallelEnv(ParallelEnv):
             rate = self.rates[int(self._rng.integers(len(self.rates)))]
             update["traffic"] = self.cfg.traffic.model_copy(update={"rate": rate, "load": None})
         cfg = self.cfg.model_copy(update=update)
-        self.sim = build_simulation(cfg)
+        self.sim = build_simulation(cfg, recorder=JctFeed)
         self._ctl = _EnvController(self.sim.controller, set(self._agent_idx.values()))
         self.sim.controller = self._ctl
         self._step_s = cfg.lb.step_s
         # what the episode summary reports of the traffic: its load, or its rate when it has none
         self._traffic_info = ({"load": cfg.traffic.load} if cfg.traffic.load is not None
                               else {"rate": cfg.traffic.rate} if cfg.traffic.rate is not None else {})
-        self._open: list[Any] = []
-        self._seen = 0
         self.sim.start()
         self._t = self._step_s
         self.sim.advance(self._t)  # the first step publishes the first frames
@@ -235,7 +234,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
             self._weights[agent] = w
         self._t += self._step_s
         self.sim.advance(self._t)
-        jct = self._finished_jct() if self.reward_kind == "jct" else None
+        jct = self._finished_jct()  # drained every step, whatever the reward, to stay bounded
         obs = self._observations()
         rewards = {a: reward_from(self.reward_kind, self._ctl.features[self._agent_idx[a]], jct)
                    for a in self.agents}
@@ -281,15 +280,30 @@ class LoadBalanceParallelEnv(ParallelEnv):
         return {a: self._observation(a) for a in self.agents}
 
     def _finished_jct(self) -> np.ndarray:
-        """JCTs of requests that finished since the last step (completed ones only)."""
-        reqs = self.sim.requests
-        self._open.extend(reqs[self._seen:])
-        self._seen = len(reqs)
-        done = [r for r in self._open if r.t_done >= 0]
-        self._open = [r for r in self._open if r.t_done < 0]
-        from simulator.model import COMPLETED
+        """JCTs of requests that completed since the last step."""
+        return self.sim.recorder.drain()
 
-        return np.array([r.t_done - r.t0 for r in done if r.status == COMPLETED])
+
+class JctFeed(MemoryRecorder):
+    """The envs' recorder: queues the JCT of each request as it completes, for the jct reward
+    (drained every step, so no step scans the requests). A MemoryRecorder, so that
+    ``env.sim.requests`` stays readable after an episode (episodes are short); only the queue
+    is needed by the env itself."""
+
+    def __init__(self, end_s: float, warmup_s: float, n_servers: int) -> None:
+        super().__init__(end_s, warmup_s, n_servers)
+        self._queue: list[tuple[int, float]] = []
+
+    def finished(self, req: Any) -> None:
+        super().finished(req)
+        if req.status == COMPLETED:
+            self._queue.append((req.id, req.t_done - req.t0))
+
+    def drain(self) -> np.ndarray:
+        """JCTs queued since the last drain, in id order (the order the reward's mean sums in)."""
+        q, self._queue = self._queue, []
+        q.sort()
+        return np.array([jct for _, jct in q])
 
 
 def parallel_env(config: ExperimentConfig | dict | str | Path | None = None, **kwargs: Any) -> LoadBalanceParallelEnv:

@@ -51,10 +51,11 @@ import numpy as np
 import simpy
 
 from simulator.config import ExperimentConfig, JobConfig, UserError
-from simulator.features import FEATURE_NAMES, as_dict, server_features
-from simulator.network import Chain, Template, build_links, path_between, send_chain
+from simulator.features import FEATURE_NAMES, FeatureCache, as_dict, server_features
+from simulator.network import Chain, PathTable, Template, TemplateCache, build_links, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
+from simulator.records import COMPLETED, DROPPED, PENDING, MemoryRecorder, RecorderFactory
 from simulator.server import PsServer, effects_by_server
 from simulator.traffic import JobSizes
 
@@ -62,7 +63,6 @@ __all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES
 
 log = logging.getLogger(__name__)
 
-PENDING, COMPLETED, DROPPED = 0, 1, 2
 SYN_BYTES = HEADER_BYTES + 20  # SYN / SYN-ACK carry TCP options
 RTO_SYN_S = 1.0  # initial SYN retransmission timeout (RFC 6298)
 RTO_S = 0.2  # Linux minimum RTO, for other segments
@@ -211,14 +211,21 @@ class LbNode:
 
 class Simulation:
     """One run. ``dataplanes[k]`` is LB k's core (already configured with servers and static
-    weights); ``servers`` default to :class:`PsServer` from the graph attributes."""
+    weights); ``servers`` default to :class:`PsServer` from the graph attributes.
+
+    ``recorder(end_s, warmup_s, n_servers)`` makes the :class:`~simulator.records.Recorder`
+    that sees every request arrive and finish and every LB step's rows (default
+    :class:`~simulator.records.MemoryRecorder`: keeps them all, see :attr:`requests`).
+    ``log_packets`` keeps every modelled Packet in ``packets`` for the whole run: a debugging
+    aid (tests, pcap) whose memory grows with the run, unlike the recorders'."""
 
     def __init__(self, cfg: ExperimentConfig, graph: nx.Graph, source: TrafficSource,
                  dataplanes: Sequence[DataPlane], controller: Controller, *,
                  rng: np.random.Generator, ecmp_salt: int,
                  server_factory: Callable[..., Any] | None = None,
                  log_packets: bool = False, bg_rng: np.random.Generator | None = None,
-                 io_rng: np.random.Generator | None = None) -> None:
+                 io_rng: np.random.Generator | None = None,
+                 recorder: RecorderFactory | None = None) -> None:
         self.cfg = cfg
         self.env = simpy.Environment()
         self._q: list[tuple[float, int, Callable[[Any], None], Any]] = []  # see schedule()
@@ -235,7 +242,7 @@ class Simulation:
         self.log_packets = log_packets
         self.packets: list[Packet] = []
         self.n_packets = 0
-        self.requests: list[Request] = []
+        self.n_arrived = 0  # requests created so far; the next one's id
         self._exhausted = False
 
         servers = sorted((n for n, k in graph.nodes(data="kind") if k == "server"),
@@ -248,6 +255,8 @@ class Simulation:
         if len(dataplanes) != self.n_lbs:
             raise ValueError(f"{len(dataplanes)} data planes for {self.n_lbs} LBs")
         self.lbs = [LbNode(k, dp) for k, dp in enumerate(dataplanes)]
+        self.recorder = (recorder or MemoryRecorder)(cfg.duration_s, cfg.warmup_s, self.n_servers)
+        self._finished = self.recorder.finished
         make = server_factory or PsServer
         self.servers = [make(i, graph.nodes[n]["cores"], graph.nodes[n]["workers"],
                              graph.nodes[n]["backlog"], self.schedule, self._on_done, self._on_drop)
@@ -261,9 +270,10 @@ class Simulation:
 
         links = build_links(graph)
         self.links = links
-        self.p_cl = [[path_between(graph, links, c, lb, ("server", "lb")) for lb in lbs] for c in clients]
-        self.p_ls = [[path_between(graph, links, lb, s, ("client", "lb")) for s in servers] for lb in lbs]
-        self.p_sc = [[path_between(graph, links, s, c, ("lb",)) for c in clients] for s in servers]
+        # paths found on first use (p_xy[i][j]: from x i to y j)
+        self.p_cl = PathTable(graph, links, clients, lbs, ("server", "lb"))
+        self.p_ls = PathTable(graph, links, lbs, servers, ("client", "lb"))
+        self.p_sc = PathTable(graph, links, servers, clients, ("lb",))
 
         self._ports = [int(p) for p in rng.integers(0, EPHEMERAL_N, self.n_clients)]
         self._ips = [client_ip(c) for c in range(self.n_clients)]
@@ -294,9 +304,10 @@ class Simulation:
         n_ack = len(self._ack_idx) + 1
         self._ack_flags = (ACK,) * (n_ack - 1) + (RST | ACK,)
         self._ack_sizes = (HEADER_BYTES,) * n_ack
+        self._templates = TemplateCache()  # shared by paths of the same link parameters
         self._tm_req: dict[tuple[int, int, int], tuple[Template, Template]] = {}
         self._tm_resp: dict[tuple[int, int, int], tuple[Template, Template, Template]] = {}
-        self.steps: dict[str, list[np.ndarray]] = {}
+        self._feature_cache = FeatureCache()
         self.events = 0
 
     # -- scheduling --------------------------------------------------------------------------
@@ -310,6 +321,15 @@ class Simulation:
 
     def now(self) -> float:
         return self.env._now
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every request so far in arrival order (index = id); only a MemoryRecorder keeps them."""
+        reqs = getattr(self.recorder, "requests", None)
+        if reqs is None:
+            raise AttributeError(f"{type(self.recorder).__name__} does not keep the requests "
+                                 "(build the simulation with recorder=MemoryRecorder)")
+        return reqs
 
     # -- packets -----------------------------------------------------------------------------
     def _log(self, req: Request, src: int, dst: int, sport: int, dport: int, flags: int,
@@ -376,13 +396,14 @@ class Simulation:
         key = (c, lb, s)
         tms = self._tm_req.get(key)
         if tms is None:
-            sa = Template(self.p_sc[s][c], (0.0,), (SYN_BYTES,))
+            tmpl = self._templates.get
+            sa = tmpl(self.p_sc[s][c], (0.0,), (SYN_BYTES,))
             t_sa = sa.arr[0]
-            tm1 = Template(self.p_cl[c][lb], (t_sa,) * self._n_req, self._req_sizes)
-            tm2 = Template(self.p_ls[lb][s], tm1.arr, self._req_sizes)
+            tm1 = tmpl(self.p_cl[c][lb], (t_sa,) * self._n_req, self._req_sizes)
+            tm2 = tmpl(self.p_ls[lb][s], tm1.arr, self._req_sizes)
             ch = Chain([(self.p_sc[s][c], sa), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
-            r1 = Template(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
-            r2 = Template(self.p_ls[lb][s], r1.arr, self._req_sizes)
+            r1 = tmpl(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
+            r2 = tmpl(self.p_ls[lb][s], r1.arr, self._req_sizes)
             tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr), t_sa, (r1, r2))
         return tms
 
@@ -393,10 +414,11 @@ class Simulation:
         key = (s, c, lb)
         tms = self._tm_resp.get(key)
         if tms is None:
-            tm = Template(self.p_sc[s][c], (0.0,) * self._n_resp, self._resp_sizes)
+            tmpl = self._templates.get
+            tm = tmpl(self.p_sc[s][c], (0.0,) * self._n_resp, self._resp_sizes)
             acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
-            tm1 = Template(self.p_cl[c][lb], acks, self._ack_sizes)
-            tm2 = Template(self.p_ls[lb][s], tm1.arr, self._ack_sizes)
+            tm1 = tmpl(self.p_cl[c][lb], acks, self._ack_sizes)
+            tm2 = tmpl(self.p_ls[lb][s], tm1.arr, self._ack_sizes)
             ch = Chain([(self.p_sc[s][c], tm), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
             tms = self._tm_resp[key] = (tm, tm1, tm2, ch)
         return tms
@@ -450,10 +472,10 @@ class Simulation:
         ports[c] = off + 1 if off + 1 < EPHEMERAL_N else 0
         n_lbs = self.n_lbs
         lb = hash((self._ips[c], EPHEMERAL_LO + off, self.salt)) % n_lbs if n_lbs > 1 else 0
-        reqs = self.requests
-        req = Request(len(reqs), c, c * EPHEMERAL_N + off, lb, t0, work,
+        req = Request(self.n_arrived, c, c * EPHEMERAL_N + off, lb, t0, work,
                       self._io.next() if self._io is not None else 0.0)
-        reqs.append(req)
+        self.n_arrived += 1
+        self.recorder.arrived(req)
         self._eid += 1
         heapq.heappush(self._q, (t0, self._eid, self._on_send_syn, req))
 
@@ -475,6 +497,7 @@ class Simulation:
         if s < 0:  # no eligible server: the LB drops the SYN
             req.status = DROPPED
             req.t_done = now
+            self._finished(req)
         else:
             req.server = s
             t_srv = self.p_ls[req.lb][s].send(now, SYN_BYTES, RTO_SYN_S)
@@ -489,6 +512,7 @@ class Simulation:
         if not self.servers[req.server].admit(req, now):
             req.status = DROPPED
             req.t_done = self._to_client(req, now, RST | ACK, 0)
+            self._finished(req)
             return
         tms = self._req_templates(req.client, req.lb, req.server)
         if send_chain(now, tms[2]):  # SYN-ACK, then the client's ACK + request, on idle links
@@ -515,6 +539,7 @@ class Simulation:
             self.n_packets += self._n_resp
             req.t_done = now + tms[0].arr[-1]
             req.status = COMPLETED
+            self._finished(req)  # final now: what follows only reads req
             if self.log_packets:
                 ip, port = req.key[0], req.key[2]
                 for f, x, t in zip(self._resp_flags, self._resp_payloads, tms[0].arr):
@@ -539,6 +564,7 @@ class Simulation:
             t_last = arr[-1]
         req.t_done = t_last
         req.status = COMPLETED
+        self._finished(req)
         if self.close_fin:
             n = len(acks)
             self._to_server(req, acks, (ACK,) * n, (HEADER_BYTES,) * n)
@@ -555,6 +581,7 @@ class Simulation:
         """The server failed with req admitted: it is reset."""
         req.status = DROPPED
         req.t_done = self._to_client(req, now, RST | ACK, 0)
+        self._finished(req)
 
     # -- LB steps ----------------------------------------------------------------------------
     def _open_shm(self, shm_dir: str | None) -> None:
@@ -578,7 +605,8 @@ class Simulation:
     def _on_step(self, k: int) -> None:
         """Every lb.step_s, per LB: hand the core the buffered packets, publish its state as an
         shm frame, compute the features from the frame (what a real agent sees), let the
-        controller set weights, record the step, and sweep idle flows about once a second."""
+        controller set weights, record the step (every ``lb.record_every``-th), and sweep idle
+        flows about once a second."""
         now = self.env._now
         n = self.n_servers
         frames = []
@@ -586,12 +614,12 @@ class Simulation:
             lb.flush(now)
             lb.shm.publish(now, time.time())
             frames.append(lb.reader.latest_out())
-        # features of all LBs in one vectorised call (each LB's rows from its own frame only)
-        # (at each frame's own time: a real data plane's clock is not the simulation's)
+        # features of all LBs in one vectorised call (each LB's rows from its own frame only);
+        # the cache recomputes only reservoirs that changed since the last step
         mats = server_features(np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
                                np.concatenate([f.samples_SRK2[:n] for f in frames]),
                                np.concatenate([f.servers["fill"][:n] for f in frames]),
-                               np.repeat([f.time_s for f in frames], n))
+                               cache=self._feature_cache)
         per_lb = []
         for lb in self.lbs:
             feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])
@@ -600,14 +628,16 @@ class Simulation:
                 lb.dp.set_weights(w)
             per_lb.append(feats)
         # recorded once every LB has reported: a joint controller sets all weights at the last LB
+        every = self.cfg.lb.record_every
+        record = every > 0 and k % every == 0
         for lb, feats in zip(self.lbs, per_lb):
             dp = lb.dp
-            feats["weight"] = dp.weights[:n]  # in force from now on (after the controller)
-            feats["t_s"] = np.full(n, now)
-            feats["lb"] = np.full(n, lb.idx)
-            feats["server"] = np.arange(n)
-            for key, val in feats.items():
-                self.steps.setdefault(key, []).append(val)
+            if record:
+                feats["weight"] = dp.weights[:n]  # in force from now on (after the controller)
+                feats["t_s"] = np.full(n, now)
+                feats["lb"] = np.full(n, lb.idx)
+                feats["server"] = np.arange(n)
+                self.recorder.step(feats)
             if k % self._expire_every == 0:
                 dp.expire(now)
         if now + self.cfg.lb.step_s <= self.end_s + 1e-12:

@@ -27,19 +27,22 @@ class SimResult:
     """summary: JSON-ready dict with at least SUMMARY_KEYS (wall-clock fields: only `wall_s`).
     requests: one row per request (id, client, lb, server, t_arrive_s, t_done_s, jct_s, work_s,
     status in {completed, dropped, in_flight}).
-    steps: one row per LB step and server (t_s, lb, server, n_flow_on, weight, features...)."""
+    steps: one row per LB step and server (t_s, lb, server, n_flow_on, weight, features...).
+    Both are None when the run streamed them to its run directory (``run_experiment(out_dir=)``;
+    read them back with experiments.runs.load_run)."""
 
     summary: dict[str, Any]
-    requests: pd.DataFrame
-    steps: pd.DataFrame
+    requests: pd.DataFrame | None
+    steps: pd.DataFrame | None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 # Summary figures shared by simulated and real runs (simulator.run.collect, hil.testbed.collect).
 
-def quantile(x: np.ndarray, q: float) -> float | None:
-    """np.quantile of x (linear), None for an empty array."""
-    return float(np.quantile(x, q)) if len(x) else None
+def quantile(x: np.ndarray, q: float, *, reorder: bool = False) -> float | None:
+    """np.quantile of x (linear), None for an empty array. ``reorder``: partition x in place
+    instead of a copy (same value; x's order is lost, its values kept)."""
+    return float(np.quantile(x, q, overwrite_input=reorder)) if len(x) else None
 
 
 def jain_index(x: np.ndarray) -> float:

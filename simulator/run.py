@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import random
 import time
+from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from simulator.config import ExperimentConfig, LbConfig, UserError
-from simulator.model import COMPLETED, DROPPED, FEATURES, Simulation
+from simulator.model import Simulation
 from simulator.policies import make_policy
 from simulator.protocols import DataPlane
+from simulator.records import ParquetRecorder, RecorderFactory
 from simulator.results import SimResult, finite_or_none, jain_index, quantile
 from simulator.traffic import make_source
 
@@ -36,6 +38,19 @@ def build_graph(cfg: ExperimentConfig) -> Any:
     return topologies.build(cfg.topology)
 
 
+#: Up to this many servers they are added one by one, as lb_rl_host and VPP add them (the
+#: weighted table of untracked flows depends on the order of adds, and parity with the real
+#: data planes is tested); above, at once (one table rebuild, not one per server).
+BULK_ADD_ABOVE = 64
+
+
+def ecmp_buckets(n_servers: int) -> int:
+    """ECMP / untracked-flow buckets: 1,024 (the core's default) up to 128 servers, else 8 per
+    server rounded up to a power of two, as VPP's lb_rl and lb_rl_host size them (every server
+    gets buckets, and the weighted table's shares stay within 1/8 of a server's)."""
+    return max(1024, 1 << (8 * n_servers - 1).bit_length())
+
+
 def make_dataplane(n_servers: int, core_policy: str, lb: LbConfig, seed: int) -> DataPlane:
     """One LB's data-plane core: the C core (vpp_plugin/core) through its cffi binding
     :class:`simulator.dataplane.DataPlaneCore` -- there is no other implementation. Raises
@@ -45,6 +60,7 @@ def make_dataplane(n_servers: int, core_policy: str, lb: LbConfig, seed: int) ->
     except ImportError as exc:
         raise UserError(str(exc)) from None
     return DataPlaneCore(n_servers, table_size=lb.table_size, reservoir_size=lb.reservoir_size,
+                         ecmp_buckets=ecmp_buckets(n_servers),
                          sample_prob=lb.sample_prob, flow_timeout_s=lb.flow_timeout_s,
                          syn_timeout_s=lb.syn_timeout_s, policy=core_policy, seed=seed)
 
@@ -73,12 +89,13 @@ def make_traffic_source(cfg: ExperimentConfig, graph: Any = None) -> Any:
 
 def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
                      dataplane_factory: Callable[..., DataPlane] | None = None,
-                     controller: Any = None) -> Simulation:
+                     controller: Any = None, recorder: RecorderFactory | None = None) -> Simulation:
     """Wire a Simulation from the config (graph, traffic, policy, cores); not yet run.
 
     ``controller`` replaces the policy built from ``cfg.policy`` (it must offer ``core_policy``,
     ``static_weights(cores)`` and the Controller protocol): how learned policies are injected
-    without the simulator importing agents."""
+    without the simulator importing agents. ``recorder``: see :class:`Simulation` (default:
+    every request and step kept in memory)."""
     _, _, s_cli, s_salt, s_core, s_pol, s_bg, s_io = _seed_streams(cfg)
     policy = controller or make_policy(cfg.policy, random.Random(int(s_pol.generate_state(1)[0])))
     graph = build_graph(cfg)
@@ -92,13 +109,16 @@ def build_simulation(cfg: ExperimentConfig, *, log_packets: bool = False,
     dps = []
     for k in range(n_lbs):
         dp = factory(len(servers), policy.core_policy, cfg.lb, int(core_seeds[k]))
-        for i, w in enumerate(weights):
-            dp.add_server(i, w)
+        if len(servers) > BULK_ADD_ABOVE and hasattr(dp, "add_servers"):
+            dp.add_servers(weights)  # one table rebuild instead of one per server
+        else:
+            for i, w in enumerate(weights):
+                dp.add_server(i, w)
         dps.append(dp)
     salt = int(s_salt.generate_state(1)[0])
     return Simulation(cfg, graph, source, dps, policy, rng=np.random.default_rng(s_cli),
                       ecmp_salt=salt, log_packets=log_packets, bg_rng=np.random.default_rng(s_bg),
-                      io_rng=np.random.default_rng(s_io))
+                      io_rng=np.random.default_rng(s_io), recorder=recorder)
 
 
 def effective_capacities(cfg: ExperimentConfig, cores: list[float]) -> list[float]:
@@ -112,13 +132,21 @@ def effective_capacities(cfg: ExperimentConfig, cores: list[float]) -> list[floa
 
 
 def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: str | None = None,
-                   log_packets: bool = False, controller: Any = None) -> SimResult:
+                   log_packets: bool = False, controller: Any = None,
+                   out_dir: str | Path | None = None) -> SimResult:
     """Run one simulated experiment. ``pcap_path`` writes every modelled packet as a pcap;
     ``log_packets`` keeps Packet objects in ``result.extra['packets']`` (tests); ``controller``
-    as in :func:`build_simulation`."""
+    as in :func:`build_simulation`.
+
+    With ``out_dir`` (an existing directory) the requests and steps tables stream to
+    out_dir/requests.parquet and steps.parquet while the run goes on (memory does not grow with
+    the run's length but for 8 bytes per request, see simulator.records) and the result's
+    ``requests``/``steps`` are None; without it both tables are kept in memory and returned.
+    Packet logs (``log_packets``, ``pcap_path``) are held in memory either way."""
     t_wall = time.perf_counter()
     want_log = log_packets or pcap_path is not None
-    sim = build_simulation(cfg, log_packets=want_log, controller=controller)
+    recorder = None if out_dir is None else partial(ParquetRecorder, out_dir=Path(out_dir))
+    sim = build_simulation(cfg, log_packets=want_log, controller=controller, recorder=recorder)
     if progress:
         _run_with_progress(sim, cfg)
     else:
@@ -162,7 +190,8 @@ def _run_with_progress(sim: Simulation, cfg: ExperimentConfig) -> None:
 
 
 def collect(sim: Simulation, wall_s: float) -> SimResult:
-    """Summary, requests and steps tables of a finished Simulation.
+    """Summary of a finished Simulation, with the requests and steps tables if its recorder
+    kept them in memory (a streaming recorder writes and closes its files here).
 
     Counts (arrived/completed/dropped/in_flight) cover the whole run: a request is completed if
     its last response byte reached the client by the end, dropped if refused/reset/unroutable,
@@ -172,58 +201,31 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
     the per-server busy fractions (each already normalised by the server's cores)."""
     cfg = sim.cfg
     end, warm = cfg.duration_s, cfg.warmup_s
-    reqs = sim.requests
-    n = len(reqs)
-    status = np.empty(n, dtype=object)
-    st = np.array([r.status for r in reqs], dtype=np.int8)
-    t_done = np.array([r.t_done for r in reqs], dtype=float)
-    completed = (st == COMPLETED) & (t_done <= end)
-    dropped = st == DROPPED
-    status[:] = "in_flight"
-    status[completed] = "completed"
-    status[dropped] = "dropped"
-    t0 = np.array([r.t0 for r in reqs], dtype=float)
-    t_sa = np.array([r.t_srv_arrive for r in reqs], dtype=float)
-    t_sd = np.array([r.t_srv_done for r in reqs], dtype=float)
-    jct = np.where(completed, t_done - t0, np.nan)
-    sojourn = np.where((t_sd >= 0) & (t_sd <= end), t_sd - t_sa, np.nan)
-    requests = pd.DataFrame({
-        "id": np.arange(n, dtype=np.int64),
-        "client": np.array([r.client for r in reqs], dtype=np.int32),
-        "lb": np.array([r.lb for r in reqs], dtype=np.int32),
-        "server": np.array([r.server for r in reqs], dtype=np.int32),
-        "t_arrive_s": t0,
-        "t_done_s": np.where(completed | dropped, t_done, np.nan),
-        "jct_s": jct,
-        "work_s": np.array([r.work_s for r in reqs], dtype=float),
-        "status": pd.Categorical(status, categories=["completed", "dropped", "in_flight"]),
-        "t_server_arrive_s": np.where(t_sa >= 0, t_sa, np.nan),
-        "t_server_done_s": np.where((t_sd >= 0) & (t_sd <= end), t_sd, np.nan),
-        "sojourn_s": sojourn,
-    })
-    meas = completed & (t0 >= warm)
-    j = jct[meas]
+    requests, steps = sim.recorder.close()
+    stats = sim.recorder.stats
+    j = stats.measured_jct()  # a copy, in id order: the mean first, then quantiles reorder it
+    jct_mean = float(j.mean()) if len(j) else None
     window = end - warm
     per_server = []
     busy = []
     for i, s in enumerate(sim.servers):
         b = s.busy_area / window
         busy.append(b)
-        per_server.append({"id": i, "completed": int(np.sum(meas & (requests["server"].to_numpy() == i))),
+        per_server.append({"id": i, "completed": int(stats.measured_per_server[i]),
                            "busy_fraction": b, "mean_jobs": s.jobs_area / window,
                            "cores": s.cores, "refused": s.refused})
     bx = np.array(busy)
     jain = jain_index(bx)
     summary: dict[str, Any] = {
-        "arrived": n,
-        "completed": int(completed.sum()),
-        "dropped": int(dropped.sum()),
-        "in_flight": int(n - completed.sum() - dropped.sum()),
-        "jct_mean_s": float(j.mean()) if len(j) else None,
-        "jct_p50_s": quantile(j, 0.5),
-        "jct_p90_s": quantile(j, 0.9),
-        "jct_p99_s": quantile(j, 0.99),
-        "throughput_rps": float(meas.sum() / window),
+        "arrived": stats.arrived,
+        "completed": stats.completed,
+        "dropped": stats.dropped,
+        "in_flight": stats.in_flight,
+        "jct_mean_s": jct_mean,
+        "jct_p50_s": quantile(j, 0.5, reorder=True),
+        "jct_p90_s": quantile(j, 0.9, reorder=True),
+        "jct_p99_s": quantile(j, 0.99, reorder=True),
+        "throughput_rps": float(len(j) / window),
         "jain_fairness": jain,
         "sim_time_s": float(end),
         "wall_s": float(wall_s),
@@ -233,18 +235,10 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
         "seed": cfg.seed,
         "policy": cfg.policy.name,
         "warmup_s": float(warm),
-        "measured": int(meas.sum()),
+        "measured": len(j),
         "misrouted_packets": int(sum(lb.misrouted for lb in sim.lbs)),
         "link_drops": int(sum(lk.drops for lk in sim.links.values())),
         "core": type(sim.lbs[0].dp).__name__,
     }
     finite_or_none(summary)
-    cols = ["t_s", "lb", "server", "n_flow_on", "weight", *FEATURES]
-    if sim.steps:
-        steps = pd.DataFrame({c: np.concatenate(sim.steps[c]) for c in cols})
-        steps["lb"] = steps["lb"].astype(np.int32)
-        steps["server"] = steps["server"].astype(np.int32)
-        steps["n_flow_on"] = steps["n_flow_on"].astype(np.int64)
-    else:
-        steps = pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
     return SimResult(summary=summary, requests=requests, steps=steps)

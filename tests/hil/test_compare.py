@@ -20,7 +20,7 @@ import yaml
 
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
-from experiments.runs import config_to_yaml, run_one  # noqa: E402
+from experiments.runs import config_to_yaml, read_table, run_one  # noqa: E402
 from hil.calibration import _capacity, calibrated_config, fit_calibration  # noqa: E402
 from hil.compare import REPORT_FILES, compare, compare_runs  # noqa: E402
 from simulator.config import ConfigError, ExperimentConfig, UserError, parse_config  # noqa: E402
@@ -72,7 +72,7 @@ def fake_testbed(cfg: ExperimentConfig, out: Path, true_cores: list[float] = TRU
     data["traffic"].update({"kind": "trace", "path": str(trace), "rate": None, "load": None})
     run_one(parse_config(data), out, progress=False)
     (out / "config.yaml").write_text(config_to_yaml(cfg))  # the testbed ran the nominal config
-    df = pd.read_parquet(out / "requests.parquet")
+    df = read_table(out / "requests.parquet")  # in id (arrival) order
     assert np.allclose(df["t_arrive_s"], t)
     df["work_s"] = w  # jobs were sent with their nominal size
     df["outcome"] = df["status"].astype(str).map({"completed": "completed", "dropped": "refused",
@@ -91,7 +91,7 @@ def fake_testbed(cfg: ExperimentConfig, out: Path, true_cores: list[float] = TRU
 
 
 def measured(run_dir: Path) -> tuple[np.ndarray, pd.DataFrame, float]:
-    df = pd.read_parquet(run_dir / "requests.parquet")
+    df = read_table(run_dir / "requests.parquet")
     warm = yaml.safe_load((run_dir / "config.yaml").read_text())["warmup_s"]
     j = df.loc[(df["status"] == "completed") & (df["t_arrive_s"] >= warm), "jct_s"].to_numpy()
     return j, df, warm
