@@ -173,6 +173,8 @@ class LbConfig(_Strict):
                                  "not established); pending flows count toward SED/LSQ load")
     table_size: int = Field(1 << 16, ge=2, le=1 << 30, description="flow-table entries per LB, a "
                             "power of two; 72 bytes each (64-byte entry, 4-byte tag, 4-byte due hint)")
+    record_every: int = Field(1, ge=0, description="write the steps table's rows (one per LB and server) "
+                              "every n-th step; 0: none. At data-center scale each step is LBs x servers rows")
     shm_dir: str | None = Field(
         None, description="also write each LB's shm region to the file <shm_dir>/lb<k>.shm (k = 1..) "
         "for an agent in another process; default: regions in memory only")

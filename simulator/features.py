@@ -17,6 +17,13 @@ Features per server (columns of the matrix, names in :data:`FEATURE_NAMES`):
   (``decay`` = 0.9 per second of sample age); ``{r}_dp90_s`` decayed 90th percentile = the
   smallest v whose cumulative weight (values ascending) reaches 90 % of the total weight.
   All NaN for an empty reservoir.
+
+The decayed statistics do not depend on ``now``: every weight carries the same factor
+decay ** now, which cancels in both. They are computed with weights relative to the reservoir's
+newest sample, decay ** (t_newest - t_i) <= 1 (no underflow however old the samples are), so
+every feature is a function of the reservoir's content alone, and :class:`FeatureCache`
+recomputes only the reservoirs that changed since the previous frame: per step that work is
+proportional to the flows that ended, not to the number of servers.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DECAY_PER_S", "STAT_NAMES", "RESERVOIR_NAMES", "FEATURE_NAMES", "reservoir_stats",
-           "server_features", "frame_features", "as_dict"]
+           "server_features", "frame_features", "as_dict", "FeatureCache"]
 
 DECAY_PER_S = 0.9  #: weight of a sample per second of age, for the decayed statistics
 STAT_NAMES = ("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s")
@@ -34,11 +41,10 @@ RESERVOIR_NAMES = ("fd", "fct")  #: reservoir kinds 0 (flow duration) and 1 (fct
 FEATURE_NAMES = ("n_flow_on",) + tuple(f"{r}_{s}" for r in RESERVOIR_NAMES for s in STAT_NAMES)
 
 
-def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray, now_s: Any,
+def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
                     decay: float = DECAY_PER_S) -> np.ndarray:
     """Statistics of R reservoirs at once: row r uses slots [0, fill_R[r]) of t_RK[r]
-    (sample times, s) and v_RK[r] (values, s); ``now_s`` is one time or one per row (R,).
-    Returns (R, 5): mean, p90, std, decayed mean,
+    (sample times, s) and v_RK[r] (values, s). Returns (R, 5): mean, p90, std, decayed mean,
     decayed p90 (see the module docstring); NaN rows for empty reservoirs."""
     t_RK = np.asarray(t_RK, dtype=np.float64)
     v_RK = np.asarray(v_RK, dtype=np.float64)
@@ -60,10 +66,9 @@ def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray, now_
     hi = np.minimum(lo + 1, c - 1)
     rows = np.arange(n_r)
     p90 = vs[rows, lo] + (h - lo) * (vs[rows, hi] - vs[rows, lo])
-    now = np.asarray(now_s, dtype=np.float64)
-    if now.ndim:
-        now = now[:, None]
-    w = np.where(valid, decay ** (now - np.where(valid, t_RK, now)), 0.0)
+    newest = np.where(valid, t_RK, -np.inf).max(axis=1, keepdims=True)
+    newest = np.where(has[:, None], newest, 0.0)
+    w = np.where(valid, decay ** (newest - np.where(valid, t_RK, newest)), 0.0)
     wsum = w.sum(axis=1)
     dmean = (w * vz).sum(axis=1) / np.where(wsum > 0, wsum, 1.0)
     cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
@@ -74,30 +79,62 @@ def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray, now_
 
 
 def server_features(n_flow_on_S: np.ndarray, samples_SRK2: np.ndarray, fill_SR: np.ndarray,
-                    now_s: Any, decay: float = DECAY_PER_S) -> np.ndarray:
+                    decay: float = DECAY_PER_S, cache: "FeatureCache | None" = None) -> np.ndarray:
     """Feature matrix (S, len(FEATURE_NAMES)) from per-server ``n_flow_on``, reservoir
     snapshots ``samples_SRK2`` [server, kind (0 fd, 1 fct), slot, (t_s, v_s)] and filled-slot
-    counts ``fill_SR`` [server, kind], as in a msg_out frame; ``now_s`` (the data plane's
-    clock) is one time or one per server (S,), e.g. when rows come from several LBs' frames."""
+    counts ``fill_SR`` [server, kind], as in a msg_out frame (rows may come from several LBs'
+    frames). With a ``cache`` (the same rows every call, e.g. one per simulation), only
+    reservoirs whose content changed since its last call are recomputed."""
     samples = np.asarray(samples_SRK2, dtype=np.float64)
     n_s, n_k, k, _ = samples.shape
-    now = np.asarray(now_s, dtype=np.float64)
-    stats = reservoir_stats(samples[..., 0].reshape(n_s * n_k, k),
-                            samples[..., 1].reshape(n_s * n_k, k),
-                            np.asarray(fill_SR).reshape(n_s * n_k),
-                            np.repeat(now, n_k) if now.ndim else now, decay)
+    t_RK = samples[..., 0].reshape(n_s * n_k, k)
+    v_RK = samples[..., 1].reshape(n_s * n_k, k)
+    fill_R = np.asarray(fill_SR).reshape(n_s * n_k)
+    if cache is None:
+        stats = reservoir_stats(t_RK, v_RK, fill_R, decay)
+    else:
+        stats = cache.stats(t_RK, v_RK, fill_R, decay)
     out = np.empty((n_s, 1 + 5 * n_k))
     out[:, 0] = np.asarray(n_flow_on_S, dtype=np.float64)
     out[:, 1:] = stats.reshape(n_s, n_k * 5)
     return out
 
 
+class FeatureCache:
+    """Reservoir statistics of the previous call, reused for reservoirs whose content is
+    unchanged. A reservoir is taken as unchanged when its fill and the sums of its sample times
+    and of its values (unused slots are 0) are all equal to last time: O(R K) additions instead
+    of a sort per reservoir. (A changed reservoir with all three equal would need a new sample
+    whose time and value exactly cancel a replaced one's; with continuous times this does not
+    happen.)"""
+
+    def __init__(self) -> None:
+        self._key: np.ndarray | None = None
+        self._stats: np.ndarray | None = None
+        self.recomputed = 0  #: reservoirs recomputed so far (for benchmarks)
+
+    def stats(self, t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
+              decay: float = DECAY_PER_S) -> np.ndarray:
+        key = np.stack([np.asarray(fill_R, dtype=np.float64), t_RK.sum(axis=1), v_RK.sum(axis=1)], axis=1)
+        if self._key is None or self._key.shape != key.shape:
+            changed = np.ones(len(key), dtype=bool)
+            self._stats = np.full((len(key), 5), np.nan)
+        else:
+            changed = (key != self._key).any(axis=1)
+        idx = np.flatnonzero(changed)
+        if len(idx):
+            self._stats[idx] = reservoir_stats(t_RK[idx], v_RK[idx], np.asarray(fill_R)[idx], decay)
+        self._key = key
+        self.recomputed += len(idx)
+        return self._stats.copy()
+
+
 def frame_features(frame: Any, n_servers: int | None = None, decay: float = DECAY_PER_S) -> np.ndarray:
     """Feature matrix of the first ``n_servers`` servers (default all) of a msg_out frame
-    (``simulator.shm.OutFrame``), at the frame's publish time ``frame.time_s``."""
+    (``simulator.shm.OutFrame``)."""
     n = frame.servers.shape[0] if n_servers is None else n_servers
     sv = frame.servers[:n]
-    return server_features(sv["n_flow_on"], frame.samples_SRK2[:n], sv["fill"], frame.time_s, decay)
+    return server_features(sv["n_flow_on"], frame.samples_SRK2[:n], sv["fill"], decay)
 
 
 def as_dict(features_SF: np.ndarray) -> dict[str, np.ndarray]:

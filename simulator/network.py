@@ -28,7 +28,8 @@ from typing import Sequence
 
 import networkx as nx
 
-__all__ = ["Link", "Path", "Template", "Chain", "send_chain", "build_links", "path_between"]
+__all__ = ["Link", "Path", "Template", "TemplateCache", "Chain", "send_chain", "build_links",
+           "shortest_paths_from", "PathTable"]
 
 
 class Link:
@@ -273,6 +274,26 @@ class Template:
         self.arr = tuple(ts)
 
 
+class TemplateCache:
+    """Templates by what they depend on: the path's link parameters (bandwidth, delay, queue
+    per hop), the send offsets and the sizes. Paths with the same parameters share one Template
+    (a leaf-spine fabric's 65,536 LB->server paths have a handful of shapes), so building the
+    templates of a new client/LB/server triple is mostly lookups."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple, Template] = {}
+
+    def get(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> Template:
+        key = (tuple((lk.k8, lk.delay_s, lk.qcap) for lk in path.links), tuple(send_offs), tuple(sizes))
+        tm = self._by_key.get(key)
+        if tm is None:
+            tm = self._by_key[key] = Template(path, send_offs, sizes)
+        return tm
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
 class Chain:
     """Template trains on several paths sent from one base time (e.g. a response s->c and
     the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none."""
@@ -324,14 +345,68 @@ def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
     return links
 
 
-def path_between(g: nx.Graph, links: dict[tuple[str, str], Link], src: str, dst: str,
-                 avoid_kinds: tuple[str, ...] = ()) -> Path:
-    """Shortest path by ``delay_s`` (ties: fewest hops, then networkx order) from src to dst,
-    optionally not passing through nodes of the given kinds (other than src/dst)."""
-    if avoid_kinds:
-        keep = [n for n, k in g.nodes(data="kind") if k not in avoid_kinds or n in (src, dst)]
-        h = g.subgraph(keep)
-    else:
-        h = g
-    nodes = nx.shortest_path(h, src, dst, weight=lambda u, v, a: a["delay_s"] + 1e-12)
-    return Path([links[(a, b)] for a, b in zip(nodes, nodes[1:])])
+def shortest_paths_from(g: nx.Graph, src: str, avoid_kinds: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Shortest paths by ``delay_s`` from src to every node it reaches: one Dijkstra tree
+    (networkx ``single_source_dijkstra_path``). Each hop adds 1e-12 s, so among equal-delay paths
+    the one with the fewest hops wins (then the first found). Nodes of ``avoid_kinds`` (other than
+    src) may end a path but never carry one: the search does not leave them."""
+    kind = g.nodes.data("kind")
+
+    def weight(u: str, v: str, a: dict) -> float | None:
+        if u != src and kind[u] in avoid_kinds:
+            return None
+        return a["delay_s"] + 1e-12
+
+    return nx.single_source_dijkstra_path(g, src, weight=weight)
+
+
+class PathTable:
+    """``table[i][j]``: the shortest path from sources[i] to targets[j] (see
+    :func:`shortest_paths_from`) as a :class:`Path`, built on first use and kept. One Dijkstra tree
+    per source -- or, when there are fewer targets than sources, per target, with its paths
+    reversed (links are symmetric in delay): 64 LBs x 1,024 servers take 64 searches, not
+    65,536. A run builds only the Path objects its traffic uses."""
+
+    def __init__(self, g: nx.Graph, links: dict[tuple[str, str], Link], sources: Sequence[str],
+                 targets: Sequence[str], avoid_kinds: tuple[str, ...]) -> None:
+        self._g, self._links, self._avoid = g, links, avoid_kinds
+        self._sources, self._targets = list(sources), list(targets)
+        self._from_targets = len(self._targets) < len(self._sources)
+        self._trees: dict[str, dict[str, list[str]]] = {}
+        self.rows = [_PathRow(self, i) for i in range(len(self._sources))]
+
+    def __getitem__(self, i: int) -> "_PathRow":
+        return self.rows[i]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def nodes(self, i: int, j: int) -> list[str]:
+        """Node names along the path from sources[i] to targets[j]."""
+        src, dst = self._sources[i], self._targets[j]
+        root, leaf = (dst, src) if self._from_targets else (src, dst)
+        tree = self._trees.get(root)
+        if tree is None:
+            tree = self._trees[root] = shortest_paths_from(self._g, root, self._avoid)
+        if leaf not in tree:
+            raise ValueError(f"no path from {src} to {dst}")
+        return tree[leaf][::-1] if self._from_targets else tree[leaf]
+
+    def build(self, i: int, j: int) -> Path:
+        nodes = self.nodes(i, j)
+        return Path([self._links[(a, b)] for a, b in zip(nodes, nodes[1:])])
+
+
+class _PathRow(dict):
+    """One source's paths by target index; a missing one is built (dict lookups stay as fast as
+    list indexing in the model's per-packet code)."""
+
+    def __init__(self, table: PathTable, i: int) -> None:
+        super().__init__()
+        self._table, self._i = table, i
+
+    def __missing__(self, j: int) -> Path:
+        if not 0 <= j < len(self._table._targets):
+            raise IndexError(f"no target {j} (of {len(self._table._targets)})")
+        path = self[j] = self._table.build(self._i, j)
+        return path

@@ -218,6 +218,11 @@ def _testbed(groups: Sequence[tuple[int, float]], default_lbs: int) -> Callable[
 # registry
 # --------------------------------------------------------------------------------------------
 
+#: the ``datacenter`` preset: a leaf-spine fabric at data-center scale
+DATACENTER: dict[str, Any] = {"spines": 8, "leaves": 32, "servers_per_leaf": 32, "lbs": 64,
+                              "lb_attach": "leaves", "cores": [4.0, 8.0], "workers": 32, "backlog": 128}
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named topology: `builder(**params, clients=, link=)` with `defaults` as its params."""
@@ -241,6 +246,9 @@ PRESETS: dict[str, Preset] = {
         Preset("leaf_spine", "two-tier Clos: spines x leaves, servers_per_leaf servers per leaf",
                leaf_spine, {"spines": 2, "leaves": 4, "servers_per_leaf": 4, "lbs": 2,
                             "lb_attach": "leaves", "cores": 4.0, "workers": 32, "backlog": 128}),
+        Preset("datacenter", "data-center scale leaf-spine: 8 spines, 32 leaves x 32 servers = 1,024 "
+               "servers (4 and 8 CPUs alternating), 64 LBs, two per leaf",
+               lambda **kw: leaf_spine(**{**DATACENTER, **kw}), dict(DATACENTER)),
         Preset("fat_tree", "k-ary fat-tree, LBs and servers in the k^3/4 host slots",
                fat_tree, {"k": 4, "lbs": 2, "servers": None, "cores": 4.0, "workers": 32,
                           "backlog": 128}),

@@ -155,4 +155,4 @@ def test_every_example_config_runs(config: str, tmp_path: Path) -> None:
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["arrived"] == s["completed"] + s["dropped"] + s["in_flight"] > 0
     cfg = load_config(REPO / "experiments/configs" / config)
-    assert s["policy"] == cfg.policy.name and len(s["per_server"]) in (2, 3, 6, 7, 24)  # 2: train_tiny, 3: hil_small
+    assert s["policy"] == cfg.policy.name and len(s["per_server"]) in (2, 3, 6, 7, 24, 1024)  # 2: train_tiny, 3: hil_small

@@ -53,3 +53,66 @@ def test_templates_equal_link_by_link(qcap: int, slow_bw: float, gap_s: float):
     if qcap == 6:
         assert b.links[1].drops > 0  # the congested case did drop
         assert hits < 3000
+
+
+# -- paths ------------------------------------------------------------------------------------
+
+def _delay(g, nodes: list[str]) -> float:
+    return sum(g[a][b]["delay_s"] for a, b in zip(nodes, nodes[1:]))
+
+
+@pytest.mark.parametrize("spec", ["leaf_spine,spines=3,leaves=4,servers_per_leaf=3,lbs=3",
+                                  "leaf_spine,spines=2,leaves=3,servers_per_leaf=2,lbs=2,lb_attach=spines",
+                                  "fat_tree,k=4,lbs=3", "large,lbs=3",
+                                  "datacenter,spines=2,leaves=4,servers_per_leaf=4,lbs=4"])
+def test_path_table_gives_shortest_paths_through_allowed_nodes(spec: str) -> None:
+    """Against networkx on the subgraph without the avoided kinds (the definition): every path
+    is made of graph edges, has the shortest delay and, among those, the fewest hops; no
+    intermediate node is of an avoided kind; the Path's links are those edges, built once."""
+    import networkx as nx
+
+    import topologies
+    from simulator.config import TopologyConfig
+    from simulator.network import PathTable, build_links
+
+    g = topologies.build(TopologyConfig(preset=spec))
+    links = build_links(g)
+    lbs, servers, clients = topologies.lbs(g), topologies.servers(g), topologies.clients(g)
+    kind = dict(g.nodes(data="kind"))
+    for sources, targets, avoid in ((clients, lbs, ("server", "lb")), (lbs, servers, ("client", "lb")),
+                                    (servers, clients, ("lb",))):
+        table = PathTable(g, links, sources, targets, avoid)
+        for i, src in enumerate(sources):
+            for j, dst in enumerate(targets):
+                nodes = table.nodes(i, j)
+                assert nodes[0] == src and nodes[-1] == dst
+                assert all(kind[n] not in avoid for n in nodes[1:-1]), nodes
+                sub = g.subgraph([n for n in g if kind[n] not in avoid or n in (src, dst)])
+                best = nx.shortest_path_length(sub, src, dst, weight="delay_s")
+                assert _delay(g, nodes) == pytest.approx(best, rel=1e-9, abs=1e-15)
+                fewest = min(len(p) for p in nx.all_shortest_paths(sub, src, dst, weight="delay_s"))
+                assert len(nodes) == fewest
+                path = table[i][j]
+                assert [(lk.u, lk.v) for lk in path.links] == list(zip(nodes, nodes[1:]))
+                assert table[i][j] is path
+
+
+def test_a_slow_direct_edge_loses_to_a_faster_detour() -> None:
+    import networkx as nx
+
+    from simulator.network import shortest_paths_from
+
+    g = nx.Graph()
+    for n, k in (("lb1", "lb"), ("s1", "server"), ("sw1", "switch"), ("sw2", "switch")):
+        g.add_node(n, kind=k)
+    g.add_edge("lb1", "s1", delay_s=5e-6)   # direct but slow
+    g.add_edge("lb1", "sw1", delay_s=1e-6)  # two fast hops: 2 us < 5 us
+    g.add_edge("sw1", "s1", delay_s=1e-6)
+    g.add_edge("lb1", "sw2", delay_s=2e-6)  # two hops of 4 us
+    g.add_edge("sw2", "s1", delay_s=2e-6)
+    assert shortest_paths_from(g, "lb1")["s1"] == ["lb1", "sw1", "s1"]
+    # switches avoided: the direct edge (a switch may still end a path)
+    assert shortest_paths_from(g, "lb1", ("switch",))["s1"] == ["lb1", "s1"]
+    assert shortest_paths_from(g, "lb1", ("switch",))["sw1"] == ["lb1", "sw1"]
+    g["lb1"]["s1"]["delay_s"] = 2e-6  # equal delay to the detour: fewer hops wins
+    assert shortest_paths_from(g, "lb1")["s1"] == ["lb1", "s1"]

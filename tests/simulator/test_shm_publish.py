@@ -133,7 +133,7 @@ def test_features_from_definitions() -> None:
             samples[s, r, : fill[s, r], 0] = now - rng.uniform(0, 8, fill[s, r])
             samples[s, r, : fill[s, r], 1] = rng.lognormal(-2, 1, fill[s, r])
     n_on = rng.integers(0, 30, n_s)
-    got = server_features(n_on, samples, fill, now)
+    got = server_features(n_on, samples, fill)
     assert got.shape == (n_s, len(FEATURE_NAMES))
     for s in range(n_s):
         want = [float(n_on[s])]
@@ -143,5 +143,42 @@ def test_features_from_definitions() -> None:
     # decay favours recent samples: an old large value moves the decayed mean less than the mean
     samples2 = np.zeros((1, 2, 2, 2))
     samples2[0, 0] = [[now - 20.0, 1.0], [now, 0.1]]
-    f = server_features([0], samples2, [[2, 0]], now)[0]
+    f = server_features([0], samples2, [[2, 0]])[0]
     assert f[1] == pytest.approx(0.55) and f[4] == pytest.approx((0.9 ** 20 + 0.1) / (0.9 ** 20 + 1))
+
+
+def test_feature_cache_equals_recomputing_every_step() -> None:
+    """Reservoirs change a few at a time (a sample replaced, a reservoir filled, one emptied as
+    when a server is re-added, one refilled with other samples to its old fill); the cached
+    matrix equals a fresh computation every time, and only changed reservoirs are recomputed."""
+    from simulator.features import FeatureCache
+
+    rng = np.random.default_rng(11)
+    n_s, k = 40, 8
+    samples = np.zeros((n_s, 2, k, 2))
+    fill = np.zeros((n_s, 2), dtype=np.int64)
+    cache = FeatureCache()
+    now = 0.0
+    for step in range(60):
+        now += 0.25
+        changed = rng.choice(n_s * 2, size=rng.integers(0, 6), replace=False)
+        for c in changed:
+            s, r = divmod(int(c), 2)
+            if fill[s, r] < k:
+                fill[s, r] += 1
+                slot = fill[s, r] - 1
+            else:
+                slot = rng.integers(k)
+            samples[s, r, slot] = [now - rng.uniform(0, 0.2), rng.lognormal(-2, 1)]
+        if step == 30:  # server 3 re-added: reservoirs emptied
+            samples[3] = 0.0
+            fill[3] = 0
+        if step == 40:  # and refilled to its old fill with other samples
+            fill[3] = fill[4]
+            samples[3] = samples[4] * 1.5
+        n_on = rng.integers(0, 9, n_s)
+        before = cache.recomputed
+        got = server_features(n_on, samples, fill, cache=cache)
+        np.testing.assert_array_equal(got, server_features(n_on, samples, fill))
+        if step:
+            assert cache.recomputed - before <= len(changed) + (2 if step in (30, 40) else 0)

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Simulator scale benchmark (not a test): requests/s and peak memory from 24 to 4,096 servers.
+
+Each case runs in its own process (peak RSS is the process's ru_maxrss) on the `datacenter`
+leaf-spine family at load 0.8 of the servers' cores (jobs exp(200 ms), SED, 0.25 s steps):
+
+    servers:LBs   24:1 (3 leaves x 8)  256:8  1,024:64  4,096:64 (32 servers per leaf)
+
+and reports per case: requests per CPU-second of the whole run (set-up included), the share of
+it spent in the LB steps (shm publish + frame read + features + controller + step rows), peak
+RSS, paths and packet templates built. Ratios are against the 24-server case of the same
+invocation. Targets (issue 14): requests/s at 1,024 servers and 64 LBs >= 0.7x the 24-server
+figure. ``--rss`` also runs the 24-server case for ``--rss-short`` and ``--rss-long`` simulated
+seconds (20 min and 2 h by default) with the tables streamed to disk, and compares their peak
+RSS (target: the long run within 1.3x of the short one).
+
+    python bench/sim_scale/run.py [--cases 24:1,256:8,1024:64,4096:64] [--requests 200000]
+                                  [--rss] [--out bench/out/sim_scale.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import machine_info  # noqa: E402
+
+LOAD = 0.8
+JOB_MEAN_S = 0.2
+CORES = [4.0, 8.0]  # cycled over the servers: mean 6 cores
+TARGET_RATIO_1024 = 0.7
+TARGET_RSS_RATIO = 1.3
+
+
+def topology(servers: int, lbs: int) -> dict:
+    """The leaf-spine case: 8 servers per leaf up to 24 servers, else 32; a spine per 4 leaves."""
+    per_leaf = 8 if servers <= 24 else 32
+    leaves = -(-servers // per_leaf)
+    if leaves * per_leaf != servers:
+        raise SystemExit(f"--cases: {servers} servers is not a multiple of {per_leaf} per leaf")
+    return {"preset": "datacenter", "params": {
+        "spines": max(2, leaves // 4), "leaves": leaves, "servers_per_leaf": per_leaf,
+        "lbs": lbs, "cores": CORES}}
+
+
+def case_config(servers: int, lbs: int, duration_s: float, args: argparse.Namespace) -> dict:
+    return {"name": f"scale_{servers}x{lbs}", "seed": 1, "duration_s": duration_s,
+            "warmup_s": min(1.0, duration_s / 4), "topology": topology(servers, lbs),
+            "traffic": {"kind": "poisson", "load": LOAD, "job": {"dist": "exp", "mean_s": JOB_MEAN_S}},
+            "policy": {"name": "sed"},
+            "lb": {"step_s": 0.25, "reservoir_size": args.reservoir, "table_size": args.table_size,
+                   "record_every": args.record_every}}
+
+
+def child(spec: dict) -> dict:
+    """Run one case in this process; the step time is measured by wrapping Simulation._on_step."""
+    from simulator.config import parse_config
+    from simulator.model import Simulation
+    from simulator.run import run_experiment
+
+    step = {"s": 0.0, "n": 0}
+    inner = Simulation._on_step
+
+    def timed(self, k):  # type: ignore[no-untyped-def]
+        t = time.process_time()
+        inner(self, k)
+        step["s"] += time.process_time() - t
+        step["n"] += 1
+
+    Simulation._on_step = timed  # type: ignore[method-assign]
+    cfg = parse_config(spec["config"], "sim_scale")
+    t0, c0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        kw = {"out_dir": tmp} if spec.get("stream") else {}
+        r = run_experiment(cfg, progress=False, **kw)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+    s = r.summary
+    return {"requests": s["arrived"], "completed": s["completed"], "dropped": s["dropped"],
+            "in_flight": s["in_flight"], "packets": s["packets"], "events": s["events"],
+            "cpu_s": cpu, "wall_s": wall, "requests_per_cpu_s": s["arrived"] / cpu,
+            "step_cpu_s": step["s"], "steps": step["n"], "step_share": step["s"] / cpu,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "jct_mean_s": s["jct_mean_s"]}
+
+
+def run_case(config: dict, stream: bool = False) -> dict:
+    """One case in a fresh interpreter (its own peak RSS)."""
+    out = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(
+        {"config": config, "stream": stream}), capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"case {config['name']} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="24:1,256:8,1024:64,4096:64", help="servers:LBs,...")
+    ap.add_argument("--requests", type=int, default=200_000,
+                    help="about this many requests per case (duration = requests / offered rate, >= 10 s)")
+    ap.add_argument("--reservoir", type=int, default=32, help="lb.reservoir_size (slots per server and kind)")
+    ap.add_argument("--table-size", type=int, default=1 << 14, help="lb.table_size (flow-table entries per LB)")
+    ap.add_argument("--record-every", type=int, default=20, help="lb.record_every (steps between step-table rows)")
+    ap.add_argument("--rss", action="store_true", help="also compare peak RSS of a short and a long run")
+    ap.add_argument("--rss-short", type=float, default=1200.0)
+    ap.add_argument("--rss-long", type=float, default=7200.0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "sim_scale.json"))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(json.loads(sys.stdin.read()))))
+        return
+    cases = [tuple(int(x) for x in c.split(":")) for c in a.cases.split(",")]
+    results = []
+    from rich.progress import Progress
+
+    with Progress(transient=True) as prog:
+        task = prog.add_task("cases", total=len(cases) + (2 if a.rss else 0))
+        for servers, lbs in cases:
+            rate = LOAD * servers * (sum(CORES) / len(CORES)) / JOB_MEAN_S
+            duration = max(10.0, a.requests / rate)
+            prog.update(task, description=f"{servers} servers x {lbs} LBs, {duration:.0f} sim s")
+            r = run_case(case_config(servers, lbs, duration, a))
+            r.update(servers=servers, lbs=lbs, duration_s=duration, offered_rate=rate)
+            results.append(r)
+            prog.advance(task)
+        rss = None
+        if a.rss:
+            servers, lbs = cases[0]
+            runs = {}
+            for label, dur in (("short", a.rss_short), ("long", a.rss_long)):
+                prog.update(task, description=f"RSS: {servers}x{lbs}, {dur:.0f} sim s, tables streamed")
+                runs[label] = run_case(case_config(servers, lbs, dur, a), stream=True)
+                runs[label]["duration_s"] = dur
+                prog.advance(task)
+            rss = {**runs, "ratio": runs["long"]["peak_rss_mb"] / runs["short"]["peak_rss_mb"],
+                   "target": TARGET_RSS_RATIO}
+    ref = results[0]["requests_per_cpu_s"]
+    print(f"{'servers':>8} {'LBs':>4} {'sim s':>6} {'requests':>9} {'req/CPU-s':>10} {'vs first':>8} "
+          f"{'step share':>10} {'peak RSS MB':>11}")
+    for r in results:
+        r["ratio_vs_first"] = r["requests_per_cpu_s"] / ref
+        print(f"{r['servers']:>8} {r['lbs']:>4} {r['duration_s']:>6.0f} {r['requests']:>9} "
+              f"{r['requests_per_cpu_s']:>10.0f} {r['ratio_vs_first']:>8.2f} {r['step_share']:>10.2f} "
+              f"{r['peak_rss_mb']:>11.0f}")
+    target = next((r for r in results if (r["servers"], r["lbs"]) == (1024, 64)), None)
+    verdicts = {}
+    if target is not None:
+        verdicts["requests_1024x64_vs_first"] = {"ratio": target["ratio_vs_first"], "target": TARGET_RATIO_1024,
+                                                 "met": target["ratio_vs_first"] >= TARGET_RATIO_1024}
+    if rss is not None:
+        verdicts["rss_long_vs_short"] = {"ratio": rss["ratio"], "target": TARGET_RSS_RATIO,
+                                         "met": rss["ratio"] <= TARGET_RSS_RATIO}
+        print(f"peak RSS, {a.rss_short:.0f} vs {a.rss_long:.0f} simulated s: {rss['short']['peak_rss_mb']:.0f} "
+              f"vs {rss['long']['peak_rss_mb']:.0f} MB = {rss['ratio']:.2f}x (target <= {TARGET_RSS_RATIO})")
+    for name, v in verdicts.items():
+        print(f"{name}: {v['ratio']:.2f} (target {v['target']}) {'met' if v['met'] else 'NOT met'}")
+    out = {"machine": machine_info(), "load": LOAD, "job_mean_s": JOB_MEAN_S, "cores": CORES,
+           "lb": {"reservoir_size": a.reservoir, "table_size": a.table_size, "record_every": a.record_every},
+           "cases": results, "rss": rss, "verdicts": verdicts,
+           "method": "each case in a fresh process; requests/s = arrived requests / process CPU "
+                     "seconds of run_experiment (set-up included); step share = CPU in "
+                     "Simulation._on_step / total; peak RSS = ru_maxrss of the case's process"}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
