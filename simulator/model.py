@@ -51,7 +51,7 @@ import numpy as np
 import simpy
 
 from simulator.config import ExperimentConfig, JobConfig, UserError
-from simulator.features import FEATURE_NAMES, FeatureCache, as_dict, server_features
+from simulator.features import FEATURE_NAMES, FeatureCache, as_dict, frames_features
 from simulator.network import Chain, PathTable, Template, TemplateCache, build_links, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
@@ -616,10 +616,7 @@ class Simulation:
             frames.append(lb.reader.latest_out())
         # features of all LBs in one vectorised call (each LB's rows from its own frame only);
         # the cache recomputes only reservoirs that changed since the last step
-        mats = server_features(np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
-                               np.concatenate([f.samples_SRK2[:n] for f in frames]),
-                               np.concatenate([f.servers["fill"][:n] for f in frames]),
-                               cache=self._feature_cache)
+        mats = frames_features(frames, n, self._feature_cache)
         per_lb = []
         for lb in self.lbs:
             feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])

@@ -275,11 +275,7 @@ class ParquetRecorder(Recorder):
 
     def finished(self, req: Any) -> None:
         del self._live[req.id]
-        done = self._done
-        done.append(req)
-        if len(done) >= self._batch:
-            self._rows(request_frame(done, self.end_s))
-            self._done = []
+        super().finished(req)
 
     def _rows(self, rows: pd.DataFrame) -> None:
         self.stats.add_rows(rows)

@@ -182,3 +182,34 @@ def test_feature_cache_equals_recomputing_every_step() -> None:
         np.testing.assert_array_equal(got, server_features(n_on, samples, fill))
         if step:
             assert cache.recomputed - before <= len(changed) + (2 if step in (30, 40) else 0)
+
+
+def test_frames_features_equal_the_concatenated_computation() -> None:
+    """Several LBs' frames at once (the simulator's step) give the rows server_features gives
+    for their concatenated arrays, step after step with the reservoirs changing."""
+    from types import SimpleNamespace
+
+    from simulator.features import FeatureCache, frames_features
+
+    rng = np.random.default_rng(5)
+    n_lb, n_s, n, k = 3, 7, 5, 6  # frames carry 7 servers, the run uses the first 5
+    rec = np.dtype([("n_flow_on", "<i8"), ("fill", "<u4", (2,))])
+    frames = [SimpleNamespace(servers=np.zeros(n_s, rec), samples_SRK2=np.zeros((n_s, 2, k, 2))) for _ in range(n_lb)]
+    cache_a, cache_b = FeatureCache(), FeatureCache()
+    for step in range(20):
+        for f in frames:
+            f.servers["n_flow_on"] = rng.integers(0, 9, n_s)
+            for _ in range(rng.integers(0, 4)):
+                s, r = rng.integers(n_s), rng.integers(2)
+                slot = min(int(f.servers["fill"][s, r]), k - 1)
+                f.servers["fill"][s, r] = slot + 1
+                f.samples_SRK2[s, r, slot] = [step * 0.25 - rng.uniform(0, 0.2), rng.lognormal(-2, 1)]
+        got = frames_features(frames, n, cache_a)
+        want = server_features(np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
+                               np.concatenate([f.samples_SRK2[:n] for f in frames]),
+                               np.concatenate([f.servers["fill"][:n] for f in frames]), cache=cache_b)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, server_features(
+            np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
+            np.concatenate([f.samples_SRK2[:n] for f in frames]),
+            np.concatenate([f.servers["fill"][:n] for f in frames])))
