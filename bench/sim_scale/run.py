@@ -10,12 +10,13 @@ and reports per case: requests per CPU-second of the whole run (set-up included)
 it spent in the LB steps (shm publish + frame read + features + controller + step rows), peak
 RSS, paths and packet templates built. Ratios are against the 24-server case of the same
 invocation. Targets (issue 14): requests/s at 1,024 servers and 64 LBs >= 0.7x the 24-server
-figure. ``--rss`` also runs the 24-server case for ``--rss-short`` and ``--rss-long`` simulated
+figure. ``--fixed-rate`` adds cases at one offered rate for every size (load falling as servers
+grow): cost per request against the number of servers alone, traffic held constant. ``--rss`` also runs the 24-server case for ``--rss-short`` and ``--rss-long`` simulated
 seconds (20 min and 2 h by default) with the tables streamed to disk, and compares their peak
 RSS (target: the long run within 1.3x of the short one).
 
     python bench/sim_scale/run.py [--cases 24:1,256:8,1024:64,4096:64] [--requests 200000]
-                                  [--rss] [--out bench/out/sim_scale.json]
+                                  [--fixed-rate 6000] [--rss] [--out bench/out/sim_scale.json]
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ def topology(servers: int, lbs: int) -> dict:
         "lbs": lbs, "cores": CORES}}
 
 
-def case_config(servers: int, lbs: int, duration_s: float, args: argparse.Namespace) -> dict:
+def case_config(servers: int, lbs: int, duration_s: float, args: argparse.Namespace,
+                rate: float | None = None) -> dict:
+    offered = {"load": LOAD} if rate is None else {"rate": rate}
     return {"name": f"scale_{servers}x{lbs}", "seed": 1, "duration_s": duration_s,
             "warmup_s": min(1.0, duration_s / 4), "topology": topology(servers, lbs),
-            "traffic": {"kind": "poisson", "load": LOAD, "job": {"dist": "exp", "mean_s": JOB_MEAN_S}},
+            "traffic": {"kind": "poisson", **offered, "job": {"dist": "exp", "mean_s": JOB_MEAN_S}},
             "policy": {"name": "sed"},
             "lb": {"step_s": 0.25, "reservoir_size": args.reservoir, "table_size": args.table_size,
                    "record_every": args.record_every}}
@@ -105,10 +108,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="24:1,256:8,1024:64,4096:64", help="servers:LBs,...")
     ap.add_argument("--requests", type=int, default=200_000,
-                    help="about this many requests per case (duration = requests / offered rate, >= 10 s)")
+                    help="about this many requests per case (duration = requests / offered rate, >= --min-duration)")
+    ap.add_argument("--min-duration", type=float, default=10.0, help="simulated seconds per case at least")
     ap.add_argument("--reservoir", type=int, default=32, help="lb.reservoir_size (slots per server and kind)")
     ap.add_argument("--table-size", type=int, default=1 << 14, help="lb.table_size (flow-table entries per LB)")
     ap.add_argument("--record-every", type=int, default=20, help="lb.record_every (steps between step-table rows)")
+    ap.add_argument("--fixed-rate", type=float, default=None,
+                    help="also run every case with more than 24 servers at this offered rate (flows/s)")
     ap.add_argument("--rss", action="store_true", help="also compare peak RSS of a short and a long run")
     ap.add_argument("--rss-short", type=float, default=1200.0)
     ap.add_argument("--rss-long", type=float, default=7200.0)
@@ -123,13 +129,16 @@ def main() -> None:
     from rich.progress import Progress
 
     with Progress(transient=True) as prog:
-        task = prog.add_task("cases", total=len(cases) + (2 if a.rss else 0))
-        for servers, lbs in cases:
-            rate = LOAD * servers * (sum(CORES) / len(CORES)) / JOB_MEAN_S
-            duration = max(10.0, a.requests / rate)
-            prog.update(task, description=f"{servers} servers x {lbs} LBs, {duration:.0f} sim s")
-            r = run_case(case_config(servers, lbs, duration, a))
-            r.update(servers=servers, lbs=lbs, duration_s=duration, offered_rate=rate)
+        fixed = [(s, k) for s, k in cases if s > 24] if a.fixed_rate else []
+        task = prog.add_task("cases", total=len(cases) + len(fixed) + (2 if a.rss else 0))
+        plan = [(s, k, None) for s, k in cases] + [(s, k, a.fixed_rate) for s, k in fixed]
+        for servers, lbs, fixed_rate in plan:
+            rate = fixed_rate or LOAD * servers * (sum(CORES) / len(CORES)) / JOB_MEAN_S
+            duration = max(a.min_duration, a.requests / rate)
+            prog.update(task, description=f"{servers} servers x {lbs} LBs, {rate:.0f} flows/s, {duration:.0f} sim s")
+            r = run_case(case_config(servers, lbs, duration, a, fixed_rate))
+            r.update(servers=servers, lbs=lbs, duration_s=duration, offered_rate=rate,
+                     series="fixed_rate" if fixed_rate else "load_0.8")
             results.append(r)
             prog.advance(task)
         rss = None
@@ -144,14 +153,14 @@ def main() -> None:
             rss = {**runs, "ratio": runs["long"]["peak_rss_mb"] / runs["short"]["peak_rss_mb"],
                    "target": TARGET_RSS_RATIO}
     ref = results[0]["requests_per_cpu_s"]
-    print(f"{'servers':>8} {'LBs':>4} {'sim s':>6} {'requests':>9} {'req/CPU-s':>10} {'vs first':>8} "
+    print(f"{'servers':>8} {'LBs':>4} {'flows/s':>8} {'sim s':>6} {'requests':>9} {'req/CPU-s':>10} {'vs first':>8} "
           f"{'step share':>10} {'peak RSS MB':>11}")
     for r in results:
         r["ratio_vs_first"] = r["requests_per_cpu_s"] / ref
-        print(f"{r['servers']:>8} {r['lbs']:>4} {r['duration_s']:>6.0f} {r['requests']:>9} "
+        print(f"{r['servers']:>8} {r['lbs']:>4} {r['offered_rate']:>8.0f} {r['duration_s']:>6.0f} {r['requests']:>9} "
               f"{r['requests_per_cpu_s']:>10.0f} {r['ratio_vs_first']:>8.2f} {r['step_share']:>10.2f} "
               f"{r['peak_rss_mb']:>11.0f}")
-    target = next((r for r in results if (r["servers"], r["lbs"]) == (1024, 64)), None)
+    target = next((r for r in results if (r["servers"], r["lbs"], r["series"]) == (1024, 64, "load_0.8")), None)
     verdicts = {}
     if target is not None:
         verdicts["requests_1024x64_vs_first"] = {"ratio": target["ratio_vs_first"], "target": TARGET_RATIO_1024,
