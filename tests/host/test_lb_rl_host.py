@@ -65,6 +65,28 @@ def start_lb(topo: Topo, binary: Path, *extra: str, macs: bool = True):
     return p
 
 
+@pytest.fixture(autouse=True)
+def _no_lb_outlives_its_test(topo: Topo):
+    """Kill what a test started and left running (an assertion before its p.stop()): a second
+    lb_rl_host on the LB's interface would forward every frame of the next tests again."""
+    started = len(topo.procs)
+    yield
+    for p in topo.procs[started:]:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=5)
+
+
+def _first_frame(reg, timeout_s: float = 2.0):
+    """The region's first msg_out frame: "ready" is printed before the first step publishes."""
+    t_end = time.monotonic() + timeout_s
+    f = reg.latest_out()
+    while f is None and time.monotonic() < t_end:
+        time.sleep(0.01)
+        f = reg.latest_out()
+    return f
+
+
 def exchange(topo: Topo, frames: list[bytes], tmp: Path, settle: float = 0.3) -> dict[int, list[bytes]]:
     """Send frames from the client; return the frames each server captured (by server index)."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -238,7 +260,7 @@ def test_shm_region_weights_and_fallback(topo: Topo, binary: Path, tmp_path: Pat
     reg = ShmRegion.open(path)
     try:
         assert reg.max_servers == 64  # as VPP's lb_rl VIPs (LB_RL_DEFAULT_MAX_SERVERS)
-        f1 = reg.latest_out()
+        f1 = _first_frame(reg)
         time.sleep(4 * step)
         f2 = reg.latest_out()
         assert f1 is not None and f2 is not None and f2.seq >= f1.seq + 2, "frames do not advance"
@@ -296,7 +318,8 @@ def test_shm_region_weights_and_fallback(topo: Topo, binary: Path, tmp_path: Pat
         assert sum(counts) == 300 and min(counts) >= 50, counts
     finally:
         reg.close()
-    assert p.stop() == 0
+        rc = p.stop()  # also when an assertion failed: a second LB would forward every frame again
+    assert rc == 0
 
 
 def test_shm_region_of_1024_servers(topo: Topo, binary: Path, tmp_path: Path) -> None:
@@ -338,7 +361,8 @@ def test_shm_region_of_1024_servers(topo: Topo, binary: Path, tmp_path: Path) ->
         assert [len(got[i]) for i in range(N_SERVERS)] == [0, 0, 100]
     finally:
         reg.close()
-    assert p.stop() == 0
+        rc = p.stop()
+    assert rc == 0
 
 
 def ip_in_receives(ns: str) -> int:
@@ -363,6 +387,7 @@ def test_vip_dropped_by_lb_stack_still_forwarded(topo: Topo, binary: Path, tmp_p
             f'priority -500; policy accept;\n  ip daddr {VIP} drop\n }}\n}}\n')
     subprocess.run(["ip", "netns", "exec", topo.lb, "nft", "-f", "-"], input=rule, text=True,
                    check=True, capture_output=True)
+    p = None
     try:
         p = start_lb(topo, binary, "--policy", "ecmp", "--tx-mode", tx_mode)
         n = 200
@@ -381,5 +406,7 @@ def test_vip_dropped_by_lb_stack_still_forwarded(topo: Topo, binary: Path, tmp_p
         assert cnt["forwarded"] == n and cnt["vip_frames"] == n and cnt["tx_errors"] == 0
         assert p.stop() == 0
     finally:
+        if p is not None and p.popen.poll() is None:
+            p.stop()
         subprocess.run(["ip", "netns", "exec", topo.lb, "nft", "delete", "table", "netdev",
                         "mlb_ht_lb"], check=False, capture_output=True)
