@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,19 +83,19 @@ def steps_frame(rows: Sequence[dict[str, np.ndarray]]) -> pd.DataFrame:
 
 
 class RequestStats:
-    """Exact summary statistics of a run's requests, counted from its table rows.
+    """Exact counts of a run's requests, from its table rows.
 
-    Counts are integers. The JCT of each *measured* request (completed by ``end_s``, sent at or
-    after ``warmup_s``) is stored at its id in float64 blocks, NaN elsewhere: 8 bytes per
-    arrived request (19.9 MB per simulated hour at 690 flows/s), the one part of a run's memory
-    that grows with its length. It is kept so that the mean (numpy's pairwise sum, which depends
-    on the order) and the percentiles are those of the table's measured JCTs in id order, bit
-    for bit."""
+    With ``keep_jct`` the JCT of each *measured* request (completed by ``end_s``, sent at or
+    after ``warmup_s``) is also stored at its id in float64 blocks, NaN elsewhere: 8 bytes per
+    arrived request, for the mean and percentiles of a recorder that has no other copy of them.
+    A recorder that streams its rows to disk reads them back instead (:mod:`simulator.jct_stats`),
+    and nothing here grows with the run's length."""
 
     BLOCK = 1 << 16  # ids per block (512 KB)
 
-    def __init__(self, warmup_s: float, n_servers: int) -> None:
+    def __init__(self, warmup_s: float, n_servers: int, *, keep_jct: bool = True) -> None:
         self.warmup_s = warmup_s
+        self.keep_jct = keep_jct
         self.arrived = 0  # counted by the recorder as requests arrive
         self.completed = 0
         self.dropped = 0
@@ -115,6 +115,8 @@ class RequestStats:
         self.measured += int(meas.sum())
         self.measured_per_server += np.bincount(rows["server"].to_numpy()[meas],
                                                 minlength=len(self.measured_per_server))
+        if not self.keep_jct:
+            return
         ids = rows["id"].to_numpy()[meas]
         jct = rows["jct_s"].to_numpy()[meas]
         blocks = self._blocks
@@ -134,18 +136,10 @@ class RequestStats:
         """Bytes held for the measured JCTs."""
         return len(self._blocks) * self.BLOCK * 8
 
-    def take_measured_jct(self) -> np.ndarray:
-        """JCTs of the measured requests in id order, once, at the end: the blocks are released
-        as they are copied, so the peak is this array plus the blocks (16 bytes per request,
-        not the 24 of filtering every block and then concatenating)."""
-        out = np.empty(self.measured)
-        pos = 0
-        while self._blocks:
-            b = self._blocks.pop(0)
-            v = b[~np.isnan(b)]
-            out[pos:pos + len(v)] = v
-            pos += len(v)
-        return out
+    def jct_chunks(self) -> Iterator[np.ndarray]:
+        """The kept JCTs of the measured requests, a block at a time, in id order."""
+        for b in self._blocks:
+            yield b[~np.isnan(b)]
 
 
 RecorderFactory = Callable[[float, float, int], "Recorder"]
@@ -156,9 +150,10 @@ class Recorder:
     are counted (:class:`RequestStats`) and dropped. Subclasses keep or write the rows
     (:meth:`_rows`) and the steps."""
 
-    def __init__(self, end_s: float, warmup_s: float, n_servers: int, *, batch: int = 4096) -> None:
+    def __init__(self, end_s: float, warmup_s: float, n_servers: int, *, batch: int = 4096,
+                 keep_jct: bool = True) -> None:
         self.end_s = end_s
-        self.stats = RequestStats(warmup_s, n_servers)
+        self.stats = RequestStats(warmup_s, n_servers, keep_jct=keep_jct)
         self._batch = batch
         self._done: list[Any] = []  # finished requests not yet turned into rows
 
@@ -188,6 +183,11 @@ class Recorder:
             self._rows(request_frame(self._done, self.end_s))
             self._done = []
         return None, None
+
+    def measured_jct(self) -> Iterator[np.ndarray]:
+        """After :meth:`close`: the JCTs of the measured requests, in chunks (any order); a
+        :data:`simulator.jct_stats.Source` may call it more than once."""
+        return self.stats.jct_chunks()
 
 
 class MemoryRecorder(Recorder):
@@ -265,12 +265,12 @@ class ParquetRecorder(Recorder):
     Finished requests become rows ``batch`` at a time and are dropped; rows go to disk a row
     group (>= ``group_rows`` rows) at a time. In memory: the requests in flight, at most
     ``batch`` finished requests (~0.5 KB each) and step dicts, one row group of columns (~100 B
-    per row), plus :class:`RequestStats`' 8 B per request. Requests still in flight at the end
-    are written last, in id order."""
+    per row); nothing that grows with the run's length. Requests still in flight at the end are
+    written last, in id order. The JCT statistics are read back from the file."""
 
     def __init__(self, end_s: float, warmup_s: float, n_servers: int, *, out_dir: str | Path,
                  group_rows: int = 1 << 16, batch: int = 4096) -> None:
-        super().__init__(end_s, warmup_s, n_servers, batch=batch)
+        super().__init__(end_s, warmup_s, n_servers, batch=batch, keep_jct=False)
         out = Path(out_dir)
         self._requests = _ParquetSink(out / "requests.parquet", group_rows)
         self._steps = _ParquetSink(out / "steps.parquet", group_rows)
@@ -312,3 +312,15 @@ class ParquetRecorder(Recorder):
             self._step_rows = []
         self._steps.close(steps_frame([]))
         return None, None
+
+    def measured_jct(self) -> Iterator[np.ndarray]:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        warm = self.stats.warmup_s
+        cols = ["status", "t_arrive_s", "jct_s"]
+        for batch in pq.ParquetFile(self._requests.path).iter_batches(batch_size=1 << 16, columns=cols):
+            status = batch.column("status").dictionary_decode()
+            keep = pc.and_(pc.equal(status, STATUS_NAMES[0]),
+                           pc.greater_equal(batch.column("t_arrive_s"), warm))
+            yield batch.column("jct_s").filter(keep).to_numpy()

@@ -22,7 +22,8 @@ from simulator.model import Simulation
 from simulator.policies import make_policy
 from simulator.protocols import DataPlane
 from simulator.records import ParquetRecorder, RecorderFactory
-from simulator.results import SimResult, finite_or_none, jain_index, quantile
+from simulator.jct_stats import exact_mean, linear_quantiles
+from simulator.results import SimResult, finite_or_none, jain_index
 from simulator.traffic import make_source
 
 __all__ = ["run_experiment", "build_simulation", "make_dataplane", "build_graph", "make_traffic_source",
@@ -140,7 +141,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = True, pcap_path: s
 
     With ``out_dir`` (an existing directory) the requests and steps tables stream to
     out_dir/requests.parquet and steps.parquet while the run goes on (memory does not grow with
-    the run's length but for 8 bytes per request, see simulator.records) and the result's
+    the run's length; the JCT statistics are read back from the file) and the result's
     ``requests``/``steps`` are None; without it both tables are kept in memory and returned.
     Packet logs (``log_packets``, ``pcap_path``) are held in memory either way."""
     t_wall = time.perf_counter()
@@ -197,14 +198,16 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
     its last response byte reached the client by the end, dropped if refused/reset/unroutable,
     in flight otherwise (so arrived = completed + dropped + in_flight exactly). Statistics (JCT
     percentiles, throughput, per-server figures) cover requests sent at or after warmup_s and the
-    window [warmup_s, duration_s]. ``jain_fairness`` is Jain's index (sum x)^2 / (n sum x^2) of
+    window [warmup_s, duration_s]; the JCT mean is correctly rounded and the percentiles are
+    numpy's linear ones, exact whether the recorder kept the JCTs or streamed them to disk
+    (:mod:`simulator.jct_stats`). ``jain_fairness`` is Jain's index (sum x)^2 / (n sum x^2) of
     the per-server busy fractions (each already normalised by the server's cores)."""
     cfg = sim.cfg
     end, warm = cfg.duration_s, cfg.warmup_s
     requests, steps = sim.recorder.close()
     stats = sim.recorder.stats
-    j = stats.take_measured_jct()  # in id order: the mean first, then quantiles reorder it
-    jct_mean = float(j.mean()) if len(j) else None
+    jct = sim.recorder.measured_jct  # read twice or more: once for the mean, passes for quantiles
+    p50, p90, p99 = linear_quantiles(jct, stats.measured, (0.5, 0.9, 0.99))
     window = end - warm
     per_server = []
     busy = []
@@ -221,11 +224,11 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
         "completed": stats.completed,
         "dropped": stats.dropped,
         "in_flight": stats.in_flight,
-        "jct_mean_s": jct_mean,
-        "jct_p50_s": quantile(j, 0.5, reorder=True),
-        "jct_p90_s": quantile(j, 0.9, reorder=True),
-        "jct_p99_s": quantile(j, 0.99, reorder=True),
-        "throughput_rps": float(len(j) / window),
+        "jct_mean_s": exact_mean(jct),
+        "jct_p50_s": p50,
+        "jct_p90_s": p90,
+        "jct_p99_s": p99,
+        "throughput_rps": float(stats.measured / window),
         "jain_fairness": jain,
         "sim_time_s": float(end),
         "wall_s": float(wall_s),
@@ -235,7 +238,7 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
         "seed": cfg.seed,
         "policy": cfg.policy.name,
         "warmup_s": float(warm),
-        "measured": len(j),
+        "measured": stats.measured,
         "misrouted_packets": int(sum(lb.misrouted for lb in sim.lbs)),
         "link_drops": int(sum(lk.drops for lk in sim.links.values())),
         "core": type(sim.lbs[0].dp).__name__,
