@@ -23,13 +23,14 @@ path for trains of fixed shape on idle links (identical results up to float roun
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from typing import Sequence
 
 import networkx as nx
 
 __all__ = ["Link", "Path", "Template", "TemplateCache", "Chain", "send_chain", "build_links",
-           "shortest_paths_from", "PathTable"]
+           "shortest_path_dag", "ecmp_path", "PathTable"]
 
 
 class Link:
@@ -89,6 +90,16 @@ class Link:
         self.last = d
         q.append(d)
         return d + self.delay_s
+
+
+def _fits_before(lk: Link, t_first: float, t_last: float) -> bool:
+    """Whether a train arriving at ``lk`` over [t_first, t_last] is served ahead of the
+    template trains computed ahead of time there, as on an idle link: every packet arrives
+    before the latest recorded train's first arrival, and what the link held before the
+    earliest train that follows it left by t_first (then :meth:`Path.send_train` computes the
+    idle-link departures for it and does not record it, see :meth:`Path.send`)."""
+    hist = lk.hist
+    return bool(hist) and t_last < hist[-1][0] and _pre_before(hist, t_last) <= t_first
 
 
 def _pre_before(hist: deque[tuple[float, float]], t: float) -> float:
@@ -217,17 +228,23 @@ class Path:
         return ts
 
     def send_template(self, base_s: float, tm: "Template") -> list[float] | None:
-        """Send the train of template ``tm`` at ``base_s`` if every link is idle when the
-        train's first packet reaches it and has room for the whole train (then no packet can
-        be dropped); returns the arrival times at the path end, or None (nothing sent: use
-        :meth:`send_train`)."""
+        """Send the train of template ``tm`` at ``base_s`` if, on every link, the train meets
+        an idle link (all earlier packets gone when its first packet arrives) or fits entirely
+        ahead of the trains computed ahead of time there (:func:`_fits_before`), and the link
+        has room for the whole train (then no packet can be dropped); returns the arrival times
+        at the path end, or None (nothing sent: use :meth:`send_train`)."""
         links = self.links
         if not tm.fits:
             return None
-        for lk, f in zip(links, tm.first):
+        ahead = None  # links where the train goes before ahead-of-time trains, unrecorded
+        for lk, f, fl in zip(links, tm.first, tm.last_in):
             if lk.last > base_s + f:
-                return None
+                if not _fits_before(lk, base_s + f, base_s + fl):
+                    return None
+                ahead = (ahead or []) + [lk]
         for lk, d, f in zip(links, tm.deps, tm.first):
+            if ahead and lk in ahead:
+                continue
             # every packet the link holds left before the train arrives (lk.last <= its first
             # arrival): the link now holds just the train, kept lazily (Link.materialise)
             q = lk.q
@@ -249,7 +266,7 @@ class Template:
     ``base + arr[i]``: :meth:`Path.send_template` applies that in O(links) Python steps plus C-level
     list building instead of O(links x packets) (same results up to float rounding of the sums)."""
 
-    __slots__ = ("n", "send", "first", "deps", "arr", "fits")
+    __slots__ = ("n", "send", "first", "last_in", "deps", "arr", "fits")
 
     def __init__(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> None:
         ts = [float(x) for x in send_offs]
@@ -257,9 +274,10 @@ class Template:
             raise ValueError("template send offsets must be non-decreasing")
         self.n = len(ts)
         self.send = tuple(ts)
-        first, deps = [], []
+        first, last_in, deps = [], [], []
         for lk in path.links:
             first.append(ts[0])
+            last_in.append(ts[-1])
             last = float("-inf")
             d, out = [], []
             for t, size in zip(ts, sizes):
@@ -269,7 +287,8 @@ class Template:
             deps.append(tuple(d))
             ts = out
         self.fits = all(self.n <= lk.qcap for lk in path.links)  # no drop possible
-        self.first = tuple(first)
+        self.first = tuple(first)  # arrival offset of the first packet at each link
+        self.last_in = tuple(last_in)  # ... and of the last (the latest: FIFO keeps the order)
         self.deps = tuple(deps)
         self.arr = tuple(ts)
 
@@ -298,12 +317,13 @@ class Chain:
     """Template trains on several paths sent from one base time (e.g. a response s->c and
     the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none."""
 
-    __slots__ = ("paths", "links", "first", "deps", "lastdep", "hist", "ok")
+    __slots__ = ("paths", "links", "first", "last_in", "deps", "lastdep", "hist", "ok")
 
     def __init__(self, steps: Sequence[tuple["Path", "Template"]]) -> None:
         self.paths = [p for p, _ in steps]
         self.links = [lk for p, _ in steps for lk in p.links]
         self.first = [f for _, tm in steps for f in tm.first]
+        self.last_in = [f for _, tm in steps for f in tm.last_in]
         self.deps = [d for _, tm in steps for d in tm.deps]
         self.lastdep = [d[-1] for d in self.deps]
         # links the train reaches after base_s: only there can a later-offered packet arrive
@@ -315,14 +335,20 @@ class Chain:
 
 
 def send_chain(base_s: float, ch: Chain) -> bool:
-    """Send every train of ``ch`` at ``base_s`` as :meth:`Path.send_template` would, if all
-    links are idle at their train's first arrival; returns False (nothing sent) otherwise."""
+    """Send every train of ``ch`` at ``base_s`` as :meth:`Path.send_template` would, if each
+    link is idle at its train's first arrival or the train fits ahead of the trains computed
+    ahead of time there; returns False (nothing sent) otherwise."""
     if not ch.ok:
         return False
-    for lk, f in zip(ch.links, ch.first):
+    ahead = None
+    for lk, f, fl in zip(ch.links, ch.first, ch.last_in):
         if lk.last > base_s + f:
-            return False
+            if not _fits_before(lk, base_s + f, base_s + fl):
+                return False
+            ahead = (ahead or []) + [lk]
     for lk, d, dl, f, hist in zip(ch.links, ch.deps, ch.lastdep, ch.first, ch.hist):
+        if ahead and lk in ahead:
+            continue
         q = lk.q
         if q:
             q.clear()
@@ -345,34 +371,52 @@ def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
     return links
 
 
-def shortest_paths_from(g: nx.Graph, src: str, avoid_kinds: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """Shortest paths by ``delay_s`` from src to every node it reaches: one Dijkstra tree
-    (networkx ``single_source_dijkstra_path``). Each hop adds 1e-12 s, so among equal-delay paths
-    the one with the fewest hops wins (then the first found). Nodes of ``avoid_kinds`` (other than
-    src) may end a path but never carry one: the search does not leave them."""
+def shortest_path_dag(g: nx.Graph, root: str, avoid_kinds: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Every node's predecessors on the shortest paths by ``delay_s`` from ``root`` (one Dijkstra
+    search, networkx ``dijkstra_predecessor_and_distance``). Each hop adds 1e-12 s, so only
+    paths with the fewest hops among the equal-delay ones remain; equal-cost alternatives (the
+    spines of a leaf-spine fabric) all stay, in the graph's order. Nodes of ``avoid_kinds``
+    (other than root) may end a path but never carry one: the search does not leave them."""
     kind = g.nodes.data("kind")
 
     def weight(u: str, v: str, a: dict) -> float | None:
-        if u != src and kind[u] in avoid_kinds:
+        if u != root and kind[u] in avoid_kinds:
             return None
         return a["delay_s"] + 1e-12
 
-    return nx.single_source_dijkstra_path(g, src, weight=weight)
+    pred, _ = nx.dijkstra_predecessor_and_distance(g, root, weight=weight)
+    return pred
+
+
+def ecmp_path(pred: dict[str, list[str]], root: str, leaf: str, flow: str) -> list[str]:
+    """The nodes from ``root`` to ``leaf`` on the shortest-path DAG ``pred``: where several
+    equal-cost predecessors remain, one is chosen by a hash of ``flow`` and the node, as a
+    fabric's ECMP hashes a flow's addresses (deterministic: CRC-32, not Python's salted hash)."""
+    if leaf not in pred:
+        raise KeyError(leaf)
+    nodes = [leaf]
+    while nodes[-1] != root:
+        options = pred[nodes[-1]]
+        pick = 0 if len(options) == 1 else zlib.crc32(f"{flow}|{nodes[-1]}".encode()) % len(options)
+        nodes.append(options[pick])
+    return nodes[::-1]
 
 
 class PathTable:
-    """``table[i][j]``: the shortest path from sources[i] to targets[j] (see
-    :func:`shortest_paths_from`) as a :class:`Path`, built on first use and kept. One Dijkstra tree
-    per source -- or, when there are fewer targets than sources, per target, with its paths
-    reversed (links are symmetric in delay): 64 LBs x 1,024 servers take 64 searches, not
-    65,536. A run builds only the Path objects its traffic uses."""
+    """``table[i][j]``: a shortest path from sources[i] to targets[j] (see
+    :func:`shortest_path_dag`) as a :class:`Path`, built on first use and kept; among equal-cost
+    paths the source/target pair hashes to one (:func:`ecmp_path`), so a fabric's traffic
+    spreads over its spines as under ECMP. One Dijkstra search per source -- or, when there are
+    fewer targets than sources, per target, with its paths reversed (links are symmetric in
+    delay): 64 LBs x 1,024 servers take 64 searches, not 65,536. A run builds only the Path
+    objects its traffic uses."""
 
     def __init__(self, g: nx.Graph, links: dict[tuple[str, str], Link], sources: Sequence[str],
                  targets: Sequence[str], avoid_kinds: tuple[str, ...]) -> None:
         self._g, self._links, self._avoid = g, links, avoid_kinds
         self._sources, self._targets = list(sources), list(targets)
         self._from_targets = len(self._targets) < len(self._sources)
-        self._trees: dict[str, dict[str, list[str]]] = {}
+        self._dags: dict[str, dict[str, list[str]]] = {}
         self.rows = [_PathRow(self, i) for i in range(len(self._sources))]
 
     def __getitem__(self, i: int) -> "_PathRow":
@@ -385,12 +429,13 @@ class PathTable:
         """Node names along the path from sources[i] to targets[j]."""
         src, dst = self._sources[i], self._targets[j]
         root, leaf = (dst, src) if self._from_targets else (src, dst)
-        tree = self._trees.get(root)
-        if tree is None:
-            tree = self._trees[root] = shortest_paths_from(self._g, root, self._avoid)
-        if leaf not in tree:
+        dag = self._dags.get(root)
+        if dag is None:
+            dag = self._dags[root] = shortest_path_dag(self._g, root, self._avoid)
+        if leaf not in dag:
             raise ValueError(f"no path from {src} to {dst}")
-        return tree[leaf][::-1] if self._from_targets else tree[leaf]
+        nodes = ecmp_path(dag, root, leaf, f"{min(src, dst)}|{max(src, dst)}")
+        return nodes[::-1] if self._from_targets else nodes
 
     def build(self, i: int, j: int) -> Path:
         nodes = self.nodes(i, j)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.network import Link, Path, Template
+from simulator.network import Chain, Link, Path, Template, send_chain
 
 
 def test_fifo_and_drop_tail_exact():
@@ -50,9 +50,47 @@ def test_templates_equal_link_by_link(qcap: int, slow_bw: float, gap_s: float):
             assert x == pytest.approx(b.send(t + 1e-6, 60, 1e-3), abs=1e-12)
     assert [lk.drops for lk in a.links] == [lk.drops for lk in b.links]
     assert hits > 50
-    if qcap == 6:
+    if qcap == 8:
         assert b.links[1].drops > 0  # the congested case did drop
         assert hits < 3000
+
+
+@pytest.mark.parametrize("use_chain", [False, True])
+def test_templates_ahead_of_trains_computed_ahead_of_time(use_chain: bool):
+    """Trains sent for later times (the client ACKs a response triggers, computed when the
+    server finishes) and then trains sent earlier: a template that fits before them must give
+    what the link-by-link arithmetic gives, and leave the links as it leaves them."""
+    rng = np.random.default_rng(11)
+    a, b = _paths(64, 1e9)
+    shapes = [((0.0,) * 7, (1500,) * 7), ((0.0, 2e-6, 5e-6), (40, 40, 40))]
+    tms = [Template(a, off, sz) for off, sz in shapes]
+    chains = [Chain([(a, tm)]) for tm in tms]
+    t, idle, ahead = 0.0, 0, 0
+    for _ in range(4000):
+        t += rng.exponential(1e-4)
+        later = rng.random() < 0.15
+        base = t + (rng.uniform(2e-4, 6e-4) if later else 0.0)  # some ahead of time
+        k = int(rng.integers(len(shapes)))
+        off, sz = shapes[k]
+        busy = any(lk.last > base + f for lk, f in zip(a.links, tms[k].first))
+        if later:
+            got = None
+        elif use_chain:  # the model sends chains at the current time only (Chain.hist)
+            got = [base + x for x in tms[k].arr] if send_chain(base, chains[k]) else None
+        else:
+            got = a.send_template(base, tms[k])
+        if got is None:
+            got = a.send_train([base + x for x in off], list(sz), 1e-3)
+        else:
+            ahead += busy
+            idle += not busy
+        want = b.send_train([base + x for x in off], list(sz), 1e-3)
+        assert got == pytest.approx(want, abs=1e-12)
+        for la, lb in zip(a.links, b.links):
+            assert la.last == pytest.approx(lb.last, abs=1e-12)
+            if not use_chain:  # a chain does not record a train on its first link
+                assert [x for x, _ in la.hist] == pytest.approx([x for x, _ in lb.hist], abs=1e-12)
+    assert ahead > 200 and idle > 200  # both cases of the fast path were taken
 
 
 # -- paths ------------------------------------------------------------------------------------
@@ -97,10 +135,40 @@ def test_path_table_gives_shortest_paths_through_allowed_nodes(spec: str) -> Non
                 assert table[i][j] is path
 
 
+def test_equal_cost_paths_spread_over_the_spines() -> None:
+    """ECMP: the 1,024 server->client and the LB->server paths of the datacenter preset use all
+    8 spines, each within a multinomial's spread of 1/8 (chi-square, p > 0.001); a pair keeps its
+    path (rebuilt from a fresh table)."""
+    from scipy.stats import chisquare
+
+    import topologies
+    from simulator.config import TopologyConfig
+    from simulator.network import PathTable, build_links
+
+    g = topologies.build(TopologyConfig(preset="datacenter"))
+    links = build_links(g)
+    lbs, servers, clients = topologies.lbs(g), topologies.servers(g), topologies.clients(g)
+    spine = {n for n in g if g.nodes[n].get("tier") == "spine"}
+    assert len(spine) == 8
+    for sources, targets, avoid in ((servers, clients, ("lb",)), (lbs, servers[::5], ("client", "lb"))):
+        table = PathTable(g, links, sources, targets, avoid)
+        used = [next(n for n in table.nodes(i, j) if n in spine)
+                for i in range(len(sources)) for j in range(len(targets))
+                if any(n in spine for n in table.nodes(i, j))]
+        counts = [used.count(s) for s in sorted(spine)]
+        assert min(counts) > 0 and chisquare(counts).pvalue > 1e-3, counts
+        again = PathTable(g, links, sources, targets, avoid)
+        assert again.nodes(3, 0) == table.nodes(3, 0)
+
+
+def _one_path(g, src: str, dst: str, avoid: tuple[str, ...] = ()) -> list[str]:
+    from simulator.network import ecmp_path, shortest_path_dag
+
+    return ecmp_path(shortest_path_dag(g, src, avoid), src, dst, "flow")
+
+
 def test_a_slow_direct_edge_loses_to_a_faster_detour() -> None:
     import networkx as nx
-
-    from simulator.network import shortest_paths_from
 
     g = nx.Graph()
     for n, k in (("lb1", "lb"), ("s1", "server"), ("sw1", "switch"), ("sw2", "switch")):
@@ -110,9 +178,9 @@ def test_a_slow_direct_edge_loses_to_a_faster_detour() -> None:
     g.add_edge("sw1", "s1", delay_s=1e-6)
     g.add_edge("lb1", "sw2", delay_s=2e-6)  # two hops of 4 us
     g.add_edge("sw2", "s1", delay_s=2e-6)
-    assert shortest_paths_from(g, "lb1")["s1"] == ["lb1", "sw1", "s1"]
+    assert _one_path(g, "lb1", "s1") == ["lb1", "sw1", "s1"]
     # switches avoided: the direct edge (a switch may still end a path)
-    assert shortest_paths_from(g, "lb1", ("switch",))["s1"] == ["lb1", "s1"]
-    assert shortest_paths_from(g, "lb1", ("switch",))["sw1"] == ["lb1", "sw1"]
+    assert _one_path(g, "lb1", "s1", ("switch",)) == ["lb1", "s1"]
+    assert _one_path(g, "lb1", "sw1", ("switch",)) == ["lb1", "sw1"]
     g["lb1"]["s1"]["delay_s"] = 2e-6  # equal delay to the detour: fewer hops wins
-    assert shortest_paths_from(g, "lb1")["s1"] == ["lb1", "s1"]
+    assert _one_path(g, "lb1", "s1") == ["lb1", "s1"]
