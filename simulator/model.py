@@ -606,30 +606,37 @@ class Simulation:
         """Every lb.step_s, per LB: hand the core the buffered packets, publish its state as an
         shm frame, compute the features from the frame (what a real agent sees), let the
         controller set weights, record the step (every ``lb.record_every``-th), and sweep idle
-        flows about once a second."""
+        flows about once a second. A controller with ``reads_features = False`` is not called:
+        features are then computed for recorded steps only."""
         now = self.env._now
         n = self.n_servers
+        every = self.cfg.lb.record_every
+        record = every > 0 and k % every == 0
+        # a controller that ignores features (static and oracle policies) needs them only for
+        # the steps table: then they are read and computed on recorded steps alone
+        wanted = record or getattr(self.controller, "reads_features", True)
         frames = []
         for lb in self.lbs:
             lb.flush(now)
             lb.shm.publish(now, time.time())
-            frames.append(lb.reader.latest_out())
-        # features of all LBs in one vectorised call (each LB's rows from its own frame only);
-        # the cache recomputes only reservoirs that changed since the last step
-        mats = frames_features(frames, n, self._feature_cache)
-        per_lb = []
-        for lb in self.lbs:
-            feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])
-            w = self.controller.on_step(now, lb.idx, feats)
-            if w is not None:
-                lb.dp.set_weights(w)
-            per_lb.append(feats)
+            if wanted:
+                frames.append(lb.reader.latest_out())
+        per_lb: list[dict[str, np.ndarray]] = []
+        if wanted:
+            # features of all LBs in one vectorised call (each LB's rows from its own frame
+            # only); the cache recomputes only reservoirs that changed since it last ran
+            mats = frames_features(frames, n, self._feature_cache)
+            for lb in self.lbs:
+                feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])
+                w = self.controller.on_step(now, lb.idx, feats)
+                if w is not None:
+                    lb.dp.set_weights(w)
+                per_lb.append(feats)
         # recorded once every LB has reported: a joint controller sets all weights at the last LB
-        every = self.cfg.lb.record_every
-        record = every > 0 and k % every == 0
-        for lb, feats in zip(self.lbs, per_lb):
+        for lb in self.lbs:
             dp = lb.dp
             if record:
+                feats = per_lb[lb.idx]
                 feats["weight"] = dp.weights[:n]  # in force from now on (after the controller)
                 feats["t_s"] = np.full(n, now)
                 feats["lb"] = np.full(n, lb.idx)

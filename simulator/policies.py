@@ -59,6 +59,8 @@ CORE_POLICY = {"ecmp": "ecmp", "wcmp": "wcmp", "awcmp": "wcmp", "lsq": "lsq", "s
 class StaticPolicy:
     """A core policy with static weights (ecmp: all 1; others: cores)."""
 
+    reads_features = False  # on_step ignores its features and returns None (see Controller)
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.core_policy = CORE_POLICY[name]

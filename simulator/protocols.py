@@ -164,6 +164,9 @@ class Controller(Protocol):
     ``static_weights`` the weights given at server_add."""
 
     core_policy: str
+    #: False promises that on_step ignores its features and returns None: the model then skips
+    #: it and computes features only for the steps it records (absent: True)
+    reads_features: bool
 
     def static_weights(self, cores: Sequence[float]) -> list[float]: ...
 

@@ -59,3 +59,36 @@ def test_fin_close_and_diurnal_and_steps():
         assert g.weight.sum() == np.float64(1.0) or abs(g.weight.sum() - 1.0) < 1e-9
     assert st.fd_mean_s.notna().any() and st.fct_mean_s.notna().any()
     assert r.summary["completed"] > 0.9 * r.summary["arrived"]
+
+
+def test_features_skipped_for_a_static_policy_change_nothing():
+    """A static policy does not read features, so the model computes them on recorded steps
+    only (lb.record_every = 3): the summary and the steps table equal those of the same run
+    whose controller asks for features every step."""
+    import pandas as pd
+
+    from simulator.policies import StaticPolicy
+    from simulator.run import build_simulation, collect
+
+    class Reading(StaticPolicy):
+        reads_features = True
+        calls = 0
+
+        def on_step(self, now_s, lb, features):
+            Reading.calls += 1
+            assert len(features["n_flow_on"]) == 6
+            return None
+
+    cfg = ExperimentConfig.model_validate({
+        "seed": 4, "duration_s": 5, "warmup_s": 1, "topology": {"preset": "unittest"},
+        "traffic": {"load": 0.8}, "policy": {"name": "sed"}, "lb": {"record_every": 3}})
+    res = []
+    for ctl in (StaticPolicy("sed"), Reading("sed")):
+        sim = build_simulation(cfg, controller=ctl)
+        sim.run()
+        res.append(collect(sim, 0.0))
+    (a, b), steps = res, round(5 / cfg.lb.step_s)
+    assert Reading.calls == steps  # every step of the one LB
+    assert {**a.summary, "wall_s": 0} == {**b.summary, "wall_s": 0}
+    pd.testing.assert_frame_equal(a.steps, b.steps)
+    assert len(a.steps) == 6 * (steps // 3)
