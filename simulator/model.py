@@ -52,7 +52,7 @@ import simpy
 
 from simulator.config import ExperimentConfig, JobConfig, UserError
 from simulator.features import FEATURE_NAMES, FeatureCache, as_dict, frames_features
-from simulator.network import Chain, PathTable, Template, TemplateCache, build_links, send_chain
+from simulator.network import PathTable, Template, TemplateCache, build_links, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
 from simulator.records import COMPLETED, DROPPED, PENDING, MemoryRecorder, RecorderFactory
@@ -401,7 +401,7 @@ class Simulation:
             t_sa = sa.arr[0]
             tm1 = tmpl(self.p_cl[c][lb], (t_sa,) * self._n_req, self._req_sizes)
             tm2 = tmpl(self.p_ls[lb][s], tm1.arr, self._req_sizes)
-            ch = Chain([(self.p_sc[s][c], sa), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            ch = self._templates.chain([(self.p_sc[s][c], sa), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
             r1 = tmpl(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
             r2 = tmpl(self.p_ls[lb][s], r1.arr, self._req_sizes)
             tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr), t_sa, (r1, r2))
@@ -419,7 +419,7 @@ class Simulation:
             acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
             tm1 = tmpl(self.p_cl[c][lb], acks, self._ack_sizes)
             tm2 = tmpl(self.p_ls[lb][s], tm1.arr, self._ack_sizes)
-            ch = Chain([(self.p_sc[s][c], tm), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
+            ch = self._templates.chain([(self.p_sc[s][c], tm), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
             tms = self._tm_resp[key] = (tm, tm1, tm2, ch)
         return tms
 

@@ -118,10 +118,11 @@ class Path:
     ``reordered`` is set by :meth:`send_train` when a drop and retransmission may have put the
     arrivals out of order (otherwise FIFO links keep a non-decreasing train in order)."""
 
-    __slots__ = ("links", "delay_s", "drops", "reordered")
+    __slots__ = ("links", "shape", "delay_s", "drops", "reordered")
 
     def __init__(self, links: list[Link]) -> None:
         self.links = links
+        self.shape = tuple((lk.k8, lk.delay_s, lk.qcap) for lk in links)  # what templates depend on
         self.delay_s = sum(lk.delay_s for lk in links)
         self.drops = 0
         self.reordered = False
@@ -297,17 +298,31 @@ class TemplateCache:
     """Templates by what they depend on: the path's link parameters (bandwidth, delay, queue
     per hop), the send offsets and the sizes. Paths with the same parameters share one Template
     (a leaf-spine fabric's 65,536 LB->server paths have a handful of shapes), so building the
-    templates of a new client/LB/server triple is mostly lookups."""
+    templates of a new client/LB/server triple is mostly lookups; so are the link-independent
+    parts of its :class:`Chain`."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple, Template] = {}
+        self._timing: dict[tuple[int, ...], tuple] = {}  # by the chain's templates (kept: ids stable)
 
     def get(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> Template:
-        key = (tuple((lk.k8, lk.delay_s, lk.qcap) for lk in path.links), tuple(send_offs), tuple(sizes))
+        key = (path.shape, tuple(send_offs), tuple(sizes))
         tm = self._by_key.get(key)
         if tm is None:
             tm = self._by_key[key] = Template(path, send_offs, sizes)
         return tm
+
+    def chain(self, steps: Sequence[tuple["Path", Template]]) -> "Chain":
+        """The Chain of ``steps`` (templates from this cache)."""
+        tms = [tm for _, tm in steps]
+        key = tuple(id(tm) for tm in tms)
+        timing = self._timing.get(key)
+        if timing is None:
+            deps = [d for tm in tms for d in tm.deps]
+            timing = self._timing[key] = ([f for tm in tms for f in tm.first],
+                                          [f for tm in tms for f in tm.last_in],
+                                          deps, [d[-1] for d in deps], all(tm.fits for tm in tms))
+        return Chain([p for p, _ in steps], *timing)
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -315,23 +330,19 @@ class TemplateCache:
 
 class Chain:
     """Template trains on several paths sent from one base time (e.g. a response s->c and
-    the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none."""
+    the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none.
+    Per link, in path order: the train's first and last arrival offsets there, its departure
+    offsets and last departure (made by :meth:`TemplateCache.chain`)."""
 
-    __slots__ = ("paths", "links", "first", "last_in", "deps", "lastdep", "hist", "ok")
+    __slots__ = ("paths", "links", "first", "last_in", "deps", "lastdep", "ok")
 
-    def __init__(self, steps: Sequence[tuple["Path", "Template"]]) -> None:
-        self.paths = [p for p, _ in steps]
-        self.links = [lk for p, _ in steps for lk in p.links]
-        self.first = [f for _, tm in steps for f in tm.first]
-        self.last_in = [f for _, tm in steps for f in tm.last_in]
-        self.deps = [d for _, tm in steps for d in tm.deps]
-        self.lastdep = [d[-1] for d in self.deps]
-        # links the train reaches after base_s: only there can a later-offered packet arrive
-        # before it (see Path.send), so only there is it recorded in the link's history
-        self.hist = [lk.hist if f > 0.0 else None for lk, f in zip(self.links, self.first)]
+    def __init__(self, paths: list["Path"], first: list[float], last_in: list[float],
+                 deps: list[tuple[float, ...]], lastdep: list[float], fits: bool) -> None:
+        self.paths = paths
+        self.links = [lk for p in paths for lk in p.links]
+        self.first, self.last_in, self.deps, self.lastdep = first, last_in, deps, lastdep
         # all or nothing needs each directed link at most once (else the trains interact)
-        self.ok = (all(tm.fits for _, tm in steps)
-                   and len({id(lk) for lk in self.links}) == len(self.links))
+        self.ok = fits and len(set(self.links)) == len(self.links)
 
 
 def send_chain(base_s: float, ch: Chain) -> bool:
@@ -346,7 +357,7 @@ def send_chain(base_s: float, ch: Chain) -> bool:
             if not _fits_before(lk, base_s + f, base_s + fl):
                 return False
             ahead = (ahead or []) + [lk]
-    for lk, d, dl, f, hist in zip(ch.links, ch.deps, ch.lastdep, ch.first, ch.hist):
+    for lk, d, dl, f in zip(ch.links, ch.deps, ch.lastdep, ch.first):
         if ahead and lk in ahead:
             continue
         q = lk.q
@@ -354,8 +365,10 @@ def send_chain(base_s: float, ch: Chain) -> bool:
             q.clear()
         lk.tqb = base_s
         lk.tqd = d
-        if hist is not None:
-            hist.append((base_s + f, lk.last))
+        if f > 0.0:
+            # the train reaches this link after base_s: only there can a later-offered packet
+            # arrive before it (see Path.send), so only there is it recorded in the history
+            lk.hist.append((base_s + f, lk.last))
         lk.last = base_s + dl
     for p in ch.paths:
         p.reordered = False

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.network import Chain, Link, Path, Template, send_chain
+from simulator.network import Link, Path, Template, TemplateCache, send_chain
 
 
 def test_fifo_and_drop_tail_exact():
@@ -63,8 +63,9 @@ def test_templates_ahead_of_trains_computed_ahead_of_time(use_chain: bool):
     rng = np.random.default_rng(11)
     a, b = _paths(64, 1e9)
     shapes = [((0.0,) * 7, (1500,) * 7), ((0.0, 2e-6, 5e-6), (40, 40, 40))]
-    tms = [Template(a, off, sz) for off, sz in shapes]
-    chains = [Chain([(a, tm)]) for tm in tms]
+    cache = TemplateCache()
+    tms = [cache.get(a, off, sz) for off, sz in shapes]
+    chains = [cache.chain([(a, tm)]) for tm in tms]
     t, idle, ahead = 0.0, 0, 0
     for _ in range(4000):
         t += rng.exponential(1e-4)
