@@ -79,21 +79,17 @@ def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
 
 
 def server_features(n_flow_on_S: np.ndarray, samples_SRK2: np.ndarray, fill_SR: np.ndarray,
-                    decay: float = DECAY_PER_S, cache: "FeatureCache | None" = None) -> np.ndarray:
+                    decay: float = DECAY_PER_S) -> np.ndarray:
     """Feature matrix (S, len(FEATURE_NAMES)) from per-server ``n_flow_on``, reservoir
     snapshots ``samples_SRK2`` [server, kind (0 fd, 1 fct), slot, (t_s, v_s)] and filled-slot
     counts ``fill_SR`` [server, kind], as in a msg_out frame (rows may come from several LBs'
-    frames). With a ``cache`` (the same rows every call, e.g. one per simulation), only
-    reservoirs whose content changed since its last call are recomputed."""
+    frames). Step after step, :func:`frames_features` gives the same with a cache."""
     samples = np.asarray(samples_SRK2, dtype=np.float64)
     n_s, n_k, k, _ = samples.shape
     t_RK = samples[..., 0].reshape(n_s * n_k, k)
     v_RK = samples[..., 1].reshape(n_s * n_k, k)
     fill_R = np.asarray(fill_SR).reshape(n_s * n_k)
-    if cache is None:
-        stats = reservoir_stats(t_RK, v_RK, fill_R, decay)
-    else:
-        stats = cache.stats(t_RK, v_RK, fill_R, decay)
+    stats = reservoir_stats(t_RK, v_RK, fill_R, decay)
     out = np.empty((n_s, 1 + 5 * n_k))
     out[:, 0] = np.asarray(n_flow_on_S, dtype=np.float64)
     out[:, 1:] = stats.reshape(n_s, n_k * 5)
@@ -112,11 +108,6 @@ class FeatureCache:
         self._key: np.ndarray | None = None
         self._stats: np.ndarray | None = None
         self.recomputed = 0  #: reservoirs recomputed so far (for benchmarks)
-
-    def stats(self, t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
-              decay: float = DECAY_PER_S) -> np.ndarray:
-        key = np.stack([np.asarray(fill_R, dtype=np.float64), t_RK.sum(axis=1), v_RK.sum(axis=1)], axis=1)
-        return self.update(key, lambda idx: (t_RK[idx], v_RK[idx]), np.asarray(fill_R), decay)
 
     def update(self, key: np.ndarray, rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                fill_R: np.ndarray, decay: float = DECAY_PER_S) -> np.ndarray:
@@ -140,7 +131,7 @@ def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,
                     decay: float = DECAY_PER_S) -> np.ndarray:
     """:func:`server_features` of the first ``n_servers`` servers of several msg_out frames (one
     per LB), rows LB by LB, with ``cache`` holding their reservoirs' statistics between calls.
-    Equal to concatenating the frames' arrays and calling server_features(..., cache=cache), but
+    Equal to concatenating the frames' arrays and calling server_features on them, but
     without copying every frame's samples: only the reservoirs that changed are gathered (at 64
     LBs x 1,024 servers a step's samples are ~67 MB, its changed reservoirs a few %)."""
     n = n_servers

@@ -151,12 +151,15 @@ def test_feature_cache_equals_recomputing_every_step() -> None:
     """Reservoirs change a few at a time (a sample replaced, a reservoir filled, one emptied as
     when a server is re-added, one refilled with other samples to its old fill); the cached
     matrix equals a fresh computation every time, and only changed reservoirs are recomputed."""
-    from simulator.features import FeatureCache
+    from types import SimpleNamespace
+
+    from simulator.features import FeatureCache, frames_features
 
     rng = np.random.default_rng(11)
     n_s, k = 40, 8
-    samples = np.zeros((n_s, 2, k, 2))
-    fill = np.zeros((n_s, 2), dtype=np.int64)
+    rec = np.dtype([("n_flow_on", "<i8"), ("fill", "<u4", (2,))])
+    frame = SimpleNamespace(servers=np.zeros(n_s, rec), samples_SRK2=np.zeros((n_s, 2, k, 2)))
+    samples, fill = frame.samples_SRK2, frame.servers["fill"]
     cache = FeatureCache()
     now = 0.0
     for step in range(60):
@@ -176,9 +179,9 @@ def test_feature_cache_equals_recomputing_every_step() -> None:
         if step == 40:  # and refilled to its old fill with other samples
             fill[3] = fill[4]
             samples[3] = samples[4] * 1.5
-        n_on = rng.integers(0, 9, n_s)
+        n_on = frame.servers["n_flow_on"] = rng.integers(0, 9, n_s)
         before = cache.recomputed
-        got = server_features(n_on, samples, fill, cache=cache)
+        got = frames_features([frame], n_s, cache)
         np.testing.assert_array_equal(got, server_features(n_on, samples, fill))
         if step:
             assert cache.recomputed - before <= len(changed) + (2 if step in (30, 40) else 0)
@@ -195,7 +198,7 @@ def test_frames_features_equal_the_concatenated_computation() -> None:
     n_lb, n_s, n, k = 3, 7, 5, 6  # frames carry 7 servers, the run uses the first 5
     rec = np.dtype([("n_flow_on", "<i8"), ("fill", "<u4", (2,))])
     frames = [SimpleNamespace(servers=np.zeros(n_s, rec), samples_SRK2=np.zeros((n_s, 2, k, 2))) for _ in range(n_lb)]
-    cache_a, cache_b = FeatureCache(), FeatureCache()
+    cache = FeatureCache()
     for step in range(20):
         for f in frames:
             f.servers["n_flow_on"] = rng.integers(0, 9, n_s)
@@ -204,11 +207,7 @@ def test_frames_features_equal_the_concatenated_computation() -> None:
                 slot = min(int(f.servers["fill"][s, r]), k - 1)
                 f.servers["fill"][s, r] = slot + 1
                 f.samples_SRK2[s, r, slot] = [step * 0.25 - rng.uniform(0, 0.2), rng.lognormal(-2, 1)]
-        got = frames_features(frames, n, cache_a)
-        want = server_features(np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
-                               np.concatenate([f.samples_SRK2[:n] for f in frames]),
-                               np.concatenate([f.servers["fill"][:n] for f in frames]), cache=cache_b)
-        np.testing.assert_array_equal(got, want)
+        got = frames_features(frames, n, cache)
         np.testing.assert_array_equal(got, server_features(
             np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
             np.concatenate([f.samples_SRK2[:n] for f in frames]),
