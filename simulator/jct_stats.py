@@ -34,8 +34,8 @@ def _chunks(source: Source) -> Iterator[np.ndarray]:
     for c in source():
         c = np.asarray(c, dtype=np.float64).ravel()
         if len(c):
-            if not (c >= 0).all():  # also refuses NaN
-                raise ValueError("jct_stats: the values must be non-negative numbers")
+            if not ((c >= 0) & (c < np.inf)).all():  # also refuses NaN
+                raise ValueError("jct_stats: the values must be finite non-negative numbers")
             yield c
 
 
@@ -49,8 +49,8 @@ def exact_sum_count(source: Source) -> tuple[int, int]:
             mant, exp = np.frexp(c)  # c = mant * 2**exp, mant in [0.5, 1) (0 for c == 0)
             m = (mant * float(1 << _MANTISSA)).astype(np.int64)  # exact: an integer below 2**53
             e0 = int(exp.min())
-            # per exponent, the sums of the mantissas' high and low 27 bits: below 2**53 for
-            # _PIECE values, so the float64 sums of bincount are exact
+            # per exponent, the sums of the mantissas' high 27 and low 26 bits: below 2**53
+            # for _PIECE values, so the float64 sums of bincount are exact
             hi = np.bincount(exp - e0, weights=m >> 26)
             lo = np.bincount(exp - e0, weights=m & ((1 << 26) - 1))
             for i in np.flatnonzero(hi + lo):

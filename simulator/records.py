@@ -85,13 +85,10 @@ def steps_frame(rows: Sequence[dict[str, np.ndarray]]) -> pd.DataFrame:
 class RequestStats:
     """Exact counts of a run's requests, from its table rows.
 
-    With ``keep_jct`` the JCT of each *measured* request (completed by ``end_s``, sent at or
-    after ``warmup_s``) is also stored at its id in float64 blocks, NaN elsewhere: 8 bytes per
-    arrived request, for the mean and percentiles of a recorder that has no other copy of them.
-    A recorder that streams its rows to disk reads them back instead (:mod:`simulator.jct_stats`),
-    and nothing here grows with the run's length."""
-
-    BLOCK = 1 << 16  # ids per block (512 KB)
+    With ``keep_jct`` the JCTs of the *measured* requests (completed by ``end_s``, sent at or
+    after ``warmup_s``) are also kept, 8 bytes each, for the mean and percentiles of a recorder
+    that has no other copy of them. A recorder that streams its rows to disk reads them back
+    instead (:mod:`simulator.jct_stats`), and nothing here grows with the run's length."""
 
     def __init__(self, warmup_s: float, n_servers: int, *, keep_jct: bool = True) -> None:
         self.warmup_s = warmup_s
@@ -101,7 +98,7 @@ class RequestStats:
         self.dropped = 0
         self.measured = 0  # completed requests sent at or after warmup_s
         self.measured_per_server = np.zeros(n_servers, dtype=np.int64)
-        self._blocks: list[np.ndarray] = []
+        self._jct: list[np.ndarray] = []  # measured JCTs, a chunk per add_rows
 
     def add_rows(self, rows: pd.DataFrame) -> None:
         """Count rows of the requests table (each request once, in its final state)."""
@@ -115,17 +112,8 @@ class RequestStats:
         self.measured += int(meas.sum())
         self.measured_per_server += np.bincount(rows["server"].to_numpy()[meas],
                                                 minlength=len(self.measured_per_server))
-        if not self.keep_jct:
-            return
-        ids = rows["id"].to_numpy()[meas]
-        jct = rows["jct_s"].to_numpy()[meas]
-        blocks = self._blocks
-        while len(blocks) <= ids.max() // self.BLOCK:
-            blocks.append(np.full(self.BLOCK, np.nan))
-        which = ids // self.BLOCK
-        for b in np.unique(which):
-            sel = which == b
-            blocks[b][ids[sel] % self.BLOCK] = jct[sel]
+        if self.keep_jct:
+            self._jct.append(rows["jct_s"].to_numpy()[meas].copy())
 
     @property
     def in_flight(self) -> int:
@@ -134,12 +122,11 @@ class RequestStats:
     @property
     def nbytes(self) -> int:
         """Bytes held for the measured JCTs."""
-        return len(self._blocks) * self.BLOCK * 8
+        return sum(a.nbytes for a in self._jct)
 
     def jct_chunks(self) -> Iterator[np.ndarray]:
-        """The kept JCTs of the measured requests, a block at a time, in id order."""
-        for b in self._blocks:
-            yield b[~np.isnan(b)]
+        """The kept JCTs of the measured requests, in chunks."""
+        return iter(self._jct)
 
 
 RecorderFactory = Callable[[float, float, int], "Recorder"]

@@ -18,11 +18,11 @@ from typing import Any, Callable
 import numpy as np
 
 from simulator.config import ExperimentConfig, LbConfig, UserError
+from simulator.jct_stats import exact_mean, linear_quantiles
 from simulator.model import Simulation
 from simulator.policies import make_policy
 from simulator.protocols import DataPlane
 from simulator.records import ParquetRecorder, RecorderFactory
-from simulator.jct_stats import exact_mean, linear_quantiles
 from simulator.results import SimResult, finite_or_none, jain_index
 from simulator.traffic import make_source
 

@@ -65,5 +65,7 @@ def test_empty_and_bad_input() -> None:
         exact_mean(_source(np.array([0.1, -0.2, 0.3]), 1))
     with pytest.raises(ValueError, match="non-negative"):
         exact_mean(_source(np.array([0.1, np.nan]), 1))
+    with pytest.raises(ValueError, match="finite"):
+        linear_quantiles(_source(np.array([0.1, np.inf]), 1), 2, (0.5,))
     with pytest.raises(ValueError, match="rank 5 outside 0..4"):
         order_statistics(_source(np.ones(5)), 5, [5])
