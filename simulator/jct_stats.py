@@ -24,7 +24,7 @@ import numpy as np
 Source = Callable[[], Iterable[np.ndarray]]
 
 _BITS = 16  # key bits per counting pass (a 65,536-bin histogram)
-_GATHER = 1 << 20  # a bin with at most this many values is gathered and sorted (8 MB)
+_GATHER = 1 << 17  # a bin with at most this many values is gathered and sorted (1 MB)
 _MANTISSA = 53
 _PIECE = 1 << 25  # values per exact-sum piece: 2**25 * 2**27 < 2**53
 _OFFSET = 1074 + _MANTISSA  # 2**(e - 53 + _OFFSET) is an integer for every float64 exponent e

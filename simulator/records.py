@@ -306,7 +306,11 @@ class ParquetRecorder(Recorder):
 
         warm = self.stats.warmup_s
         cols = ["status", "t_arrive_s", "jct_s"]
-        for batch in pq.ParquetFile(self._requests.path).iter_batches(batch_size=1 << 16, columns=cols):
+        # pre_buffer=False: pyarrow would otherwise keep every column chunk it has read (the
+        # file's size in memory while the ParquetFile lives); one thread: decoding threads each
+        # keep an allocator heap (measured: +30 MB RSS per pass over a 2 M-row file)
+        table = pq.ParquetFile(self._requests.path, pre_buffer=False)
+        for batch in table.iter_batches(batch_size=1 << 16, columns=cols, use_threads=False):
             status = batch.column("status").dictionary_decode()
             keep = pc.and_(pc.equal(status, STATUS_NAMES[0]),
                            pc.greater_equal(batch.column("t_arrive_s"), warm))
