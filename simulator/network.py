@@ -102,6 +102,21 @@ def _fits_before(lk: Link, t_first: float, t_last: float) -> bool:
     return bool(hist) and t_last < hist[-1][0] and _pre_before(hist, t_last) <= t_first
 
 
+def _links_ahead(links: Sequence[Link], first: Sequence[float], last_in: Sequence[float],
+                 base_s: float) -> list[Link] | None:
+    """For a template train sent at ``base_s``: None if some link is busy when it arrives and
+    it does not fit ahead of the trains computed ahead of time there (:func:`_fits_before`);
+    else the links where it goes ahead of them (empty when every link is idle: the common
+    case), where it is not recorded."""
+    ahead: list[Link] = []
+    for lk, f, fl in zip(links, first, last_in):
+        if lk.last > base_s + f:
+            if not _fits_before(lk, base_s + f, base_s + fl):
+                return None
+            ahead.append(lk)
+    return ahead
+
+
 def _pre_before(hist: deque[tuple[float, float]], t: float) -> float:
     """``last`` of a link just before the earliest recorded train that arrives after ``t``
     (hist: (first arrival, last before it), oldest first, first arrivals non-decreasing)."""
@@ -237,12 +252,9 @@ class Path:
         links = self.links
         if not tm.fits:
             return None
-        ahead = None  # links where the train goes before ahead-of-time trains, unrecorded
-        for lk, f, fl in zip(links, tm.first, tm.last_in):
-            if lk.last > base_s + f:
-                if not _fits_before(lk, base_s + f, base_s + fl):
-                    return None
-                ahead = (ahead or []) + [lk]
+        ahead = _links_ahead(links, tm.first, tm.last_in, base_s)
+        if ahead is None:
+            return None
         for lk, d, f in zip(links, tm.deps, tm.first):
             if ahead and lk in ahead:
                 continue
@@ -351,12 +363,9 @@ def send_chain(base_s: float, ch: Chain) -> bool:
     ahead of time there; returns False (nothing sent) otherwise."""
     if not ch.ok:
         return False
-    ahead = None
-    for lk, f, fl in zip(ch.links, ch.first, ch.last_in):
-        if lk.last > base_s + f:
-            if not _fits_before(lk, base_s + f, base_s + fl):
-                return False
-            ahead = (ahead or []) + [lk]
+    ahead = _links_ahead(ch.links, ch.first, ch.last_in, base_s)
+    if ahead is None:
+        return False
     for lk, d, dl, f in zip(ch.links, ch.deps, ch.lastdep, ch.first):
         if ahead and lk in ahead:
             continue
