@@ -56,10 +56,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.common.checkpoint import load_checkpoint, save_checkpoint
-from agents.common.fast_forward import FastRecurrentHeadNet
-from agents.common.nets import RecurrentHeadNet, prev_action_onehot
+from agents.common.nets import prev_action_onehot
 from agents.common.replay import Episode, EpisodeReplayBuffer
 from agents.common.returns import td_lambda_targets
+from agents.common.server_net import fast_stepper, make_agent_net
 from agents.common.spaces import N_LEVELS, EnvSignature
 
 __all__ = ["QmixConfig", "QMixer", "td_lambda_targets", "QmixPolicy", "QmixAgent", "ALGO"]
@@ -79,6 +79,9 @@ class QmixConfig:
     """Decision period the agent was trained with (informational; the env owns the clock)."""
     hidden: int = 128
     """Hidden units of the agent network layers and GRU (paper: 128 moderate, 512 large)."""
+    agent_net: str = "flat"
+    """``flat``: the paper's network on the whole observation, one output head per server;
+    ``servers``: one encoder and head shared by every server (`agents.common.server_net`)."""
     mixer_embed: int = 32
     """Mixer embedding size E (EPyMARL default; the original code used 128)."""
     hypernet_hidden: int = 64
@@ -156,7 +159,7 @@ def _agent_inputs(obs_BTNO: torch.Tensor, actions_BTNH: torch.Tensor) -> torch.T
     return torch.cat([obs_BTNO, prev_BTNX, ids_BTNN], dim=-1)
 
 
-def _run_agents(net: RecurrentHeadNet, x_BTNI: torch.Tensor) -> torch.Tensor:
+def _run_agents(net: nn.Module, x_BTNI: torch.Tensor) -> torch.Tensor:
     """Unroll the shared agent network over every agent's sequence -> q_BTNHA."""
     B, T1, N, I = x_BTNI.shape
     q_XTHA, _ = net(x_BTNI.permute(0, 2, 1, 3).reshape(B * N, T1, I))
@@ -173,14 +176,15 @@ class QmixPolicy:
     by `reset(seed)`.  Each agent uses only its own observation (decentralised execution); agents absent
     from `obs_by_agent` keep their state.
 
-    Decisions run through `FastRecurrentHeadNet` (float32 numpy, no torch, no autograd): same function
+    Decisions run through `FastRecurrentHeadNet` (float32 numpy, no torch, no autograd; `TorchStepper` for
+    the per-server net): same function
     as `net` up to float rounding, with a copy of `net`'s weights taken here, so the policy is frozen:
     later changes of `net` are not seen.
     """
 
-    def __init__(self, signature: EnvSignature, net: RecurrentHeadNet, epsilon: float = 0.0) -> None:
+    def __init__(self, signature: EnvSignature, net: nn.Module, epsilon: float = 0.0) -> None:
         self.signature, self.net, self.epsilon = signature, net, epsilon
-        self._fast = FastRecurrentHeadNet(net)
+        self._fast = fast_stepper(net)
         self._rng = np.random.default_rng(0)
         N = signature.n_agents
         self._ids_NN = np.eye(N, dtype=np.float32)
@@ -231,7 +235,7 @@ class QmixAgent:
         self.config, self.signature, self.seed = config, signature, seed
         torch.manual_seed(seed)
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
-        self.net = RecurrentHeadNet(O + H * N_LEVELS + N, H, N_LEVELS, config.hidden)
+        self.net = make_agent_net(config.agent_net, O, H, N_LEVELS, config.hidden, N)
         self.mixer = QMixer(N, signature.state_dim, config.mixer_embed, config.hypernet_hidden)
         self.net_targ = copy.deepcopy(self.net).requires_grad_(False)
         self.mixer_targ = copy.deepcopy(self.mixer).requires_grad_(False)

@@ -52,9 +52,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.common.checkpoint import load_checkpoint, save_checkpoint
-from agents.common.fast_forward import FastRecurrentHeadNet
-from agents.common.nets import RecurrentHeadNet, prev_action_onehot
+from agents.common.nets import prev_action_onehot
 from agents.common.replay import Episode, EpisodeBatch, EpisodeReplayBuffer
+from agents.common.server_net import fast_stepper, make_agent_net
 from agents.common.returns import td_lambda_targets
 from agents.common.spaces import N_LEVELS, EnvSignature
 
@@ -77,6 +77,9 @@ class SacGruConfig:
     """Decision period the agent was trained with (informational; the env owns the clock)."""
     hidden: int = 128
     """Hidden units of every layer and the GRU (paper: 128 moderate, 512 large)."""
+    agent_net: str = "flat"
+    """``flat``: the paper's networks on the whole observation, one output head per server;
+    ``servers``: one encoder and head shared by every server (`agents.common.server_net`)."""
     lr: float = 1e-3
     """Adam learning rate of the critics and the policy (paper: 1e-3 moderate, 3e-4 large)."""
     alpha_lr: float = 1e-3
@@ -113,13 +116,11 @@ class SacGruConfig:
 # LEARNER: one discrete SAC over one observation stream (networks + update)
 # ------------------------------------------------------------------------------------------------
 class _SacLearner(nn.Module):
-    def __init__(self, obs_dim: int, n_heads: int, cfg: SacGruConfig) -> None:
+    def __init__(self, obs_dim: int, n_heads: int, cfg: SacGruConfig, groups: int = 1) -> None:
         super().__init__()
         self.obs_dim, self.n_heads, self.cfg = obs_dim, n_heads, cfg
-        in_dim = obs_dim + n_heads * N_LEVELS
-        self.actor = RecurrentHeadNet(in_dim, n_heads, N_LEVELS, cfg.hidden)
-        self.q1 = RecurrentHeadNet(in_dim, n_heads, N_LEVELS, cfg.hidden)
-        self.q2 = RecurrentHeadNet(in_dim, n_heads, N_LEVELS, cfg.hidden)
+        self.actor, self.q1, self.q2 = (make_agent_net(cfg.agent_net, obs_dim, n_heads, N_LEVELS, cfg.hidden, 0, groups)
+                                        for _ in range(3))
         self.q1_targ = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_targ = copy.deepcopy(self.q2).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(np.log(cfg.alpha_init))))
@@ -211,16 +212,17 @@ class SacGruPolicy:
     one unit in S-SAC, whose observation is their concatenation).  `deterministic=True` takes the most
     probable level per head; otherwise levels are sampled with a torch Generator seeded by `reset(seed)`.
 
-    Logits come from `FastRecurrentHeadNet` (float32 numpy, no torch, no autograd): same function as
+    Logits come from `FastRecurrentHeadNet` (float32 numpy, no torch, no autograd; `TorchStepper` for the
+    per-server net): same function as
     the actor up to float rounding, with a copy of the actors' weights taken here, so the policy is
     frozen: later changes of `actors` are not seen.
     """
 
-    def __init__(self, signature: EnvSignature, actors: list[RecurrentHeadNet], units: list[list[str]]) -> None:
+    def __init__(self, signature: EnvSignature, actors: list[nn.Module], units: list[list[str]]) -> None:
         self.signature = signature
         self.actors = actors
         self.units = units
-        self._fast = [FastRecurrentHeadNet(a) for a in actors]
+        self._fast = [fast_stepper(a) for a in actors]
         self._gen = torch.Generator().manual_seed(0)
         self._eye_A = np.eye(N_LEVELS, dtype=np.float32)
         self.reset()
@@ -272,7 +274,7 @@ class SacGruAgent:
             self.learners = [_SacLearner(O, H, config) for _ in range(N)]
         elif config.mode == "single":
             self.units = [list(signature.agents)]
-            self.learners = [_SacLearner(N * O, N * H, config)]
+            self.learners = [_SacLearner(N * O, N * H, config, groups=N)]
         else:
             raise ValueError(f"unknown SAC mode {config.mode!r}")
         self.buffer = EpisodeReplayBuffer(config.buffer_episodes, np.random.default_rng(seed))

@@ -56,6 +56,10 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
         if not sep or key not in fields:
             raise UserError(f"--hp {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
         changes[key] = yaml.safe_load(raw)
+    from agents.common.server_net import AGENT_NETS
+
+    if changes.get("agent_net", "flat") not in AGENT_NETS:
+        raise UserError(f"--hp agent_net={changes['agent_net']!r}: choose one of {', '.join(AGENT_NETS)}")
     return dataclasses.replace(cfg, **changes)
 
 

@@ -2,16 +2,21 @@
 """Simulator scale benchmark (not a test): requests/s and peak memory from 24 to 4,096 servers.
 
 Each case runs in its own process (peak RSS is the process's ru_maxrss) on the `datacenter`
-leaf-spine family at load 0.8 of the servers' cores (jobs exp(200 ms), SED, 0.25 s steps):
+leaf-spine family at load 0.8 of the servers' cores (jobs exp(200 ms), 0.25 s steps), with WCMP
+(static weights = cores) by default:
 
     servers:LBs   24:1 (3 leaves x 8)  256:8  1,024:64  4,096:64 (32 servers per leaf)
 
 and reports per case: requests per CPU-second of the whole run (set-up included) and of its
 second half (paths, templates and chains of the pairs in use already built), the share of
 it spent in the LB steps (shm publish + frame read + features + controller + step rows), peak
-RSS, paths and packet templates built. Ratios are against the 24-server case of the same
+RSS, the busiest server's busy fraction. Ratios are against the 24-server case of the same
 invocation. Targets (issue 14): requests/s at 1,024 servers and 64 LBs >= 0.7x the 24-server
-figure. ``--fixed-rate`` adds cases at one offered rate for every size (load falling as servers
+figure. Why WCMP: with many LBs that each see only their own flows, SED herds: at 1,024 servers
+and 64 LBs every LB finds an 8-CPU server with none of *its* flows, so the 4-CPU servers get
+nothing and the 8-CPU ones run at 1.2 (`--policy sed` shows it in the busy fractions); that case
+is then not at load 0.8 but unstable, its queues and in-flight set growing for the whole run.
+WCMP puts every server at the stated load whatever the number of LBs. ``--fixed-rate`` adds cases at one offered rate for every size (load falling as servers
 grow): cost per request against the number of servers alone, traffic held constant. ``--rss`` also runs the 24-server case for ``--rss-short`` and ``--rss-long`` simulated
 seconds (20 min and 2 h by default) with the tables streamed to disk, and compares their peak
 RSS (target: the long run within 1.3x of the short one).
@@ -60,7 +65,7 @@ def case_config(servers: int, lbs: int, duration_s: float, args: argparse.Namesp
     return {"name": f"scale_{servers}x{lbs}", "seed": 1, "duration_s": duration_s,
             "warmup_s": min(1.0, duration_s / 4), "topology": topology(servers, lbs),
             "traffic": {"kind": "poisson", **offered, "job": {"dist": "exp", "mean_s": JOB_MEAN_S}},
-            "policy": {"name": "sed"},
+            "policy": {"name": args.policy},
             "lb": {"step_s": 0.25, "reservoir_size": args.reservoir, "table_size": args.table_size,
                    "record_every": args.record_every}}
 
@@ -98,6 +103,7 @@ def child(spec: dict) -> dict:
         sim.run(progress=at_half)
         late = (sim.n_arrived - half["arrived"]) / (time.process_time() - half["cpu"])
         s = collect(sim, time.perf_counter() - t0).summary
+    busy = [p["busy_fraction"] for p in s["per_server"]]
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     return {"requests": s["arrived"], "completed": s["completed"], "dropped": s["dropped"],
             "in_flight": s["in_flight"], "packets": s["packets"], "events": s["events"],
@@ -105,7 +111,7 @@ def child(spec: dict) -> dict:
             "second_half_requests_per_cpu_s": late,
             "step_cpu_s": step["s"], "steps": step["n"], "step_share": step["s"] / cpu,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "jct_mean_s": s["jct_mean_s"]}
+            "jct_mean_s": s["jct_mean_s"], "busy_max": max(busy), "busy_mean": sum(busy) / len(busy)}
 
 
 def run_case(config: dict, stream: bool = False) -> dict:
@@ -125,6 +131,8 @@ def main() -> None:
     ap.add_argument("--min-duration", type=float, default=10.0, help="simulated seconds per case at least")
     ap.add_argument("--reservoir", type=int, default=32, help="lb.reservoir_size (slots per server and kind)")
     ap.add_argument("--table-size", type=int, default=1 << 14, help="lb.table_size (flow-table entries per LB)")
+    ap.add_argument("--policy", default="wcmp",
+                    help="LB policy of every case (default wcmp: each server at the stated load)")
     ap.add_argument("--record-every", type=int, default=20, help="lb.record_every (steps between step-table rows)")
     ap.add_argument("--fixed-rate", type=float, default=None,
                     help="also run every case with more than 24 servers at this offered rate (flows/s)")
@@ -168,14 +176,14 @@ def main() -> None:
     ref = results[0]["requests_per_cpu_s"]
     ref_late = results[0]["second_half_requests_per_cpu_s"]
     print(f"{'servers':>8} {'LBs':>4} {'flows/s':>8} {'sim s':>6} {'requests':>9} {'req/CPU-s':>10} {'vs first':>8} "
-          f"{'2nd half':>9} {'vs first':>8} {'step share':>10} {'peak RSS MB':>11}")
+          f"{'2nd half':>9} {'vs first':>8} {'step share':>10} {'peak RSS MB':>11} {'busy max':>8}")
     for r in results:
         r["ratio_vs_first"] = r["requests_per_cpu_s"] / ref
         r["second_half_ratio_vs_first"] = r["second_half_requests_per_cpu_s"] / ref_late
         print(f"{r['servers']:>8} {r['lbs']:>4} {r['offered_rate']:>8.0f} {r['duration_s']:>6.0f} {r['requests']:>9} "
               f"{r['requests_per_cpu_s']:>10.0f} {r['ratio_vs_first']:>8.2f} "
               f"{r['second_half_requests_per_cpu_s']:>9.0f} {r['second_half_ratio_vs_first']:>8.2f} "
-              f"{r['step_share']:>10.2f} {r['peak_rss_mb']:>11.0f}")
+              f"{r['step_share']:>10.2f} {r['peak_rss_mb']:>11.0f} {r['busy_max']:>8.2f}")
     target = next((r for r in results if (r["servers"], r["lbs"], r["series"]) == (1024, 64, "load_0.8")), None)
     verdicts = {}
     if target is not None:
@@ -188,7 +196,7 @@ def main() -> None:
               f"vs {rss['long']['peak_rss_mb']:.0f} MB = {rss['ratio']:.2f}x (target <= {TARGET_RSS_RATIO})")
     for name, v in verdicts.items():
         print(f"{name}: {v['ratio']:.2f} (target {v['target']}) {'met' if v['met'] else 'NOT met'}")
-    out = {"machine": machine_info(), "load": LOAD, "job_mean_s": JOB_MEAN_S, "cores": CORES,
+    out = {"machine": machine_info(), "policy": a.policy, "load": LOAD, "job_mean_s": JOB_MEAN_S, "cores": CORES,
            "lb": {"reservoir_size": a.reservoir, "table_size": a.table_size, "record_every": a.record_every},
            "cases": results, "rss": rss, "verdicts": verdicts,
            "method": "each case in a fresh process; requests/s = arrived requests / process CPU "

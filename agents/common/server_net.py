@@ -1,0 +1,134 @@
+"""A per-server network shared by every server head: the same small MLP scores each server from
+that server's own observation, next to a recurrent summary of the whole LB.
+
+Why: the flat `RecurrentHeadNet` maps the LB's whole observation to H x A utilities, so each head
+learns its server's level on its own, from a team reward that one head barely moves. At 24 servers
+and 6 LBs (CIKM'22 large) 20 minutes of training do not teach it SED's 1:2 split. Here every
+(server, LB, step) is a sample of the same function, the parameter count does not grow with the
+number of servers, and the output for a server does not depend on its position: permuting the
+servers permutes the utilities (tested).
+
+Input layout (the flat row the agents already build): ``x = [obs (O), prev one-hot (H*A),
+extra (E)]``; ``extra`` are per-LB values such as QMIX's agent id. The observation is G groups
+(one per LB whose observation the row holds: 1, or every LB for S-SAC), each the H/G servers'
+features server-major (``obs[j*F + f]``, F = 11, :mod:`simulator.envs`) followed by K blocks
+of one value per server (K = 1 with the previous weights in the observation, else 0).
+
+    u_j  = [obs_j, prev_j, extra]                       per server, F + A + E values
+    e_j  = ReLU(L2(ReLU(L1(u_j))))                      shared encoder, `server_hidden` units
+    h    = GRU(mean_j e_j, h)                           LB context, `hidden` units
+    q_j  = L4(ReLU(L3([e_j, h])))                       shared head, A utilities
+
+Shape legend as in :mod:`agents.common.nets`; F features per server, E extra inputs, Hs server
+hidden units, X = B*T rows.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ServerSharedNet", "TorchStepper", "AGENT_NETS", "make_agent_net", "fast_stepper"]
+
+AGENT_NETS = ("flat", "servers")
+
+
+class ServerSharedNet(nn.Module):
+    """x_BTI -> out_BTHA with one encoder and one head shared by the H servers (see the module
+    docstring); same ``forward``/``step`` contract as `RecurrentHeadNet`."""
+
+    def __init__(self, obs_dim: int, n_heads: int, n_actions: int, hidden: int, extra_dim: int,
+                 groups: int = 1, server_hidden: int = 32) -> None:
+        super().__init__()
+        from simulator.envs import N_FEATURES
+
+        if obs_dim % n_heads or n_heads % groups or obs_dim // n_heads < N_FEATURES:
+            raise ValueError(f"an observation of {obs_dim} values is not {groups} group(s) of "
+                             f"{n_heads // max(groups, 1)} servers x {N_FEATURES} features (+ per-server blocks)")
+        self.n_heads, self.n_actions, self.hidden = n_heads, n_actions, hidden
+        self.obs_dim, self.extra_dim, self.per_server = obs_dim, extra_dim, obs_dim // n_heads
+        self.groups, self.n_features = groups, N_FEATURES
+        u = self.per_server + n_actions + extra_dim
+        self.encoder = nn.Sequential(nn.Linear(u, server_hidden), nn.ReLU(),
+                                     nn.Linear(server_hidden, server_hidden), nn.ReLU())
+        self.context = nn.Linear(server_hidden, hidden)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(server_hidden + hidden, server_hidden), nn.ReLU(),
+                                  nn.Linear(server_hidden, n_actions))
+
+    def _encode(self, x_XI: torch.Tensor) -> torch.Tensor:
+        """Flat rows -> per-server encodings e_XHHs."""
+        X, H, A = x_XI.shape[0], self.n_heads, self.n_actions
+        G, F_, K = self.groups, self.n_features, self.per_server - self.n_features
+        obs_XGO = x_XI[:, : self.obs_dim].reshape(X, G, -1)
+        feat_XGHF = obs_XGO[:, :, : (H // G) * F_].reshape(X, G, H // G, F_)
+        blocks_XGHK = obs_XGO[:, :, (H // G) * F_:].reshape(X, G, K, H // G).transpose(2, 3)
+        obs_XHF = torch.cat([feat_XGHF, blocks_XGHK], dim=-1).reshape(X, H, self.per_server)
+        prev_XHA = x_XI[:, self.obs_dim: self.obs_dim + H * A].reshape(X, H, A)
+        extra_XHE = x_XI[:, self.obs_dim + H * A:].unsqueeze(1).expand(X, H, self.extra_dim)
+        return self.encoder(torch.cat([obs_XHF, prev_XHA, extra_XHE], dim=-1))
+
+    def _score(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
+        ctx_XHHd = h_XHd.unsqueeze(1).expand(-1, self.n_heads, -1)
+        return self.head(torch.cat([e_XHHs, ctx_XHHd], dim=-1))
+
+    def forward(self, x_BTI: torch.Tensor, h_1BHd: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T, I = x_BTI.shape
+        e_BTHHs = self._encode(x_BTI.reshape(B * T, I)).view(B, T, self.n_heads, -1)
+        c_BTHd = F.relu(self.context(e_BTHHs.mean(dim=2)))
+        h_BTHd, h_1BHd = self.gru(c_BTHd, h_1BHd)
+        out_XHA = self._score(e_BTHHs.reshape(B * T, self.n_heads, -1), h_BTHd.reshape(B * T, self.hidden))
+        return out_XHA.view(B, T, self.n_heads, self.n_actions), h_1BHd
+
+    def step(self, x_BI: torch.Tensor, h_BHd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One decision for B independent streams: x_BI, h_BHd -> out_BHA, new h_BHd."""
+        e_BHHs = self._encode(x_BI)
+        g = self.gru
+        h_BHd = torch.gru_cell(F.relu(self.context(e_BHHs.mean(dim=1))), h_BHd, g.weight_ih_l0, g.weight_hh_l0,
+                               g.bias_ih_l0, g.bias_hh_l0)
+        return self._score(e_BHHs, h_BHd), h_BHd
+
+
+class TorchStepper:
+    """Frozen inference of any agent net with the interface of `FastRecurrentHeadNet`
+    (``initial_state``, ``step`` on float32 numpy arrays): a copy of the net taken now, run
+    under ``torch.no_grad``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+        self.n_heads, self.n_actions, self.hidden = net.n_heads, net.n_actions, net.hidden
+
+    def initial_state(self, batch: int) -> np.ndarray:
+        return np.zeros((batch, self.hidden), np.float32)
+
+    def step(self, x_BI: np.ndarray, h_BHd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out_BHA, h = self.net.step(torch.from_numpy(np.ascontiguousarray(x_BI, np.float32)),
+                                       torch.from_numpy(np.ascontiguousarray(h_BHd, np.float32)))
+        return out_BHA.numpy(), h.numpy()
+
+
+def make_agent_net(kind: str, obs_dim: int, n_heads: int, n_actions: int, hidden: int,
+                   extra_dim: int, groups: int = 1) -> nn.Module:
+    """The agent network of ``kind``: ``flat`` (`RecurrentHeadNet` on the whole input row, the
+    paper's) or ``servers`` (`ServerSharedNet`); ValueError names the field for anything else."""
+    from agents.common.nets import RecurrentHeadNet
+
+    if kind == "flat":
+        return RecurrentHeadNet(obs_dim + n_heads * n_actions + extra_dim, n_heads, n_actions, hidden)
+    if kind == "servers":
+        return ServerSharedNet(obs_dim, n_heads, n_actions, hidden, extra_dim, groups)
+    raise ValueError(f"agent_net: {kind!r} is not one of {', '.join(AGENT_NETS)}")
+
+
+def fast_stepper(net: nn.Module):  # type: ignore[no-untyped-def]
+    """The inference twin of an agent net: numpy `FastRecurrentHeadNet` for the flat net,
+    `TorchStepper` otherwise."""
+    from agents.common.fast_forward import FastRecurrentHeadNet
+    from agents.common.nets import RecurrentHeadNet
+
+    return FastRecurrentHeadNet(net) if isinstance(net, RecurrentHeadNet) else TorchStepper(net)

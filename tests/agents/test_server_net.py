@@ -1,0 +1,160 @@
+"""The per-server shared agent network (agents/common/server_net.py).
+
+Truths: a network that scores every server with the same function must (1) permute its outputs
+exactly as its servers are permuted, (2) have as many parameters at 64 servers as at 4, (3) give
+in one-step inference what the unrolled training pass gives; agents built on it must learn,
+save and reload like the flat ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agents.common.server_net import ServerSharedNet, TorchStepper, make_agent_net
+from agents.common.spaces import N_LEVELS, EnvSignature
+from agents.qmix import QmixAgent, QmixConfig, _agent_inputs, _run_agents
+from agents.sac_gru import SacGruAgent, SacGruConfig
+from simulator.config import UserError
+from simulator.envs import N_FEATURES
+
+F = N_FEATURES
+
+
+def _row(rng: np.random.Generator, H: int, K: int, E: int, perm: np.ndarray | None = None) -> tuple:
+    """One flat input row [features (H*F), K per-server blocks (K*H), prev one-hot (H*A), extra E]
+    and the same row with the servers permuted by ``perm``."""
+    feat_HF = rng.standard_normal((H, F)).astype(np.float32)
+    blocks_KH = rng.standard_normal((K, H)).astype(np.float32)
+    prev_HA = np.eye(N_LEVELS, dtype=np.float32)[rng.integers(0, N_LEVELS, H)]
+    extra = rng.standard_normal(E).astype(np.float32)
+    p = np.arange(H) if perm is None else perm
+    make = lambda q: np.concatenate([feat_HF[q].ravel(), blocks_KH[:, q].ravel(), prev_HA[q].ravel(), extra])  # noqa: E731
+    return make(np.arange(H)), make(p)
+
+
+@pytest.mark.parametrize("K", [0, 1])
+def test_permuting_servers_permutes_the_utilities(K):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    H, E, T = 7, 3, 5
+    net = ServerSharedNet(H * (F + K), H, N_LEVELS, hidden=16, extra_dim=E)
+    perm = rng.permutation(H)
+    rows = [_row(rng, H, K, E, perm) for _ in range(T)]
+    x = torch.from_numpy(np.stack([r[0] for r in rows]))[None]
+    xp = torch.from_numpy(np.stack([r[1] for r in rows]))[None]
+    with torch.no_grad():
+        q, h = net(x)
+        qp, hp = net(xp)
+    torch.testing.assert_close(qp, q[:, :, perm], rtol=0, atol=1e-5)
+    torch.testing.assert_close(hp, h, rtol=0, atol=1e-5)
+    assert q.shape == (1, T, H, N_LEVELS)
+    # a server's utilities do depend on its own features (the test is not vacuous)
+    x2 = x.clone()
+    x2[0, :, 0] += 3.0
+    with torch.no_grad():
+        assert not torch.allclose(net(x2)[0][:, :, 0], q[:, :, 0])
+
+
+def test_parameter_count_does_not_grow_with_servers():
+    count = lambda H: sum(p.numel() for p in ServerSharedNet(H * F, H, N_LEVELS, 32, 4).parameters())  # noqa: E731
+    assert count(4) == count(64) == count(1024)
+    flat = lambda H: sum(p.numel() for p in make_agent_net("flat", H * F, H, N_LEVELS, 32, 4).parameters())  # noqa: E731
+    assert flat(64) > 4 * flat(4)  # the flat net grows with H (input and output layers)
+
+
+def test_step_by_step_inference_equals_the_unrolled_pass():
+    torch.manual_seed(2)
+    rng = np.random.default_rng(3)
+    H, E, T, B = 5, 2, 9, 3
+    net = ServerSharedNet(H * (F + 1), H, N_LEVELS, hidden=12, extra_dim=E)
+    x_BTI = torch.from_numpy(np.stack([np.stack([_row(rng, H, 1, E)[0] for _ in range(T)]) for _ in range(B)]))
+    with torch.no_grad():
+        q_ref, _ = net(x_BTI)
+    fast = TorchStepper(net)
+    h = fast.initial_state(B)
+    for t in range(T):
+        q_t, h = fast.step(x_BTI[:, t].numpy(), h)
+        np.testing.assert_allclose(q_t, q_ref[:, t].numpy(), atol=1e-5)
+
+
+def test_groups_read_each_lbs_block_of_the_concatenated_observation():
+    """S-SAC concatenates the LBs' observations: with 2 groups of 3 servers, server 4's row must
+    be group 1's server 1 (its features and its per-server block value)."""
+    torch.manual_seed(4)
+    H, G = 6, 2
+    net = ServerSharedNet(H * (F + 1), H, N_LEVELS, hidden=8, extra_dim=0, groups=G)
+    obs = np.zeros(H * (F + 1), np.float32)
+    per_group = (H // G) * (F + 1)
+    obs[per_group + 1 * F: per_group + 2 * F] = np.arange(F)  # group 1, server 1: features 0..10
+    obs[per_group + (H // G) * F + 1] = 99.0  # its block value
+    x = torch.from_numpy(np.concatenate([obs, np.zeros(H * N_LEVELS, np.float32)]))[None]
+    seen = {}
+    net.encoder.register_forward_hook(lambda m, inp, out: seen.update(u=inp[0]))
+    with torch.no_grad():
+        net.step(x, torch.zeros(1, 8))
+    u = seen["u"][0, 4]
+    assert u[:F].tolist() == list(range(F)) and u[F].item() == 99.0
+    assert float(seen["u"][0, [0, 1, 2, 3, 5], :F + 1].abs().sum()) == 0.0
+
+
+def _sig(n_agents: int, H: int) -> EnvSignature:
+    return EnvSignature(tuple(f"lb{i}" for i in range(n_agents)), n_servers=H, obs_dim=H * F,
+                        state_dim=n_agents * H * F, action_kind="discrete", action_low=1.0, action_high=2.0)
+
+
+def test_qmix_with_shared_server_net_learns_saves_and_reloads(tmp_path):
+    from agents.common.replay import Episode
+
+    sig = _sig(2, 6)
+    cfg = QmixConfig(agent_net="servers", hidden=16, batch_episodes=2, learning_starts_episodes=1)
+    agent = QmixAgent(cfg, sig, seed=0)
+    rng = np.random.default_rng(0)
+    T = 6
+    for _ in range(3):
+        obs = rng.standard_normal((T + 1, 2, sig.obs_dim)).astype(np.float32)
+        agent.add_episode(Episode(obs_TNO=obs, state_TS=obs.reshape(T + 1, -1),
+                                  actions_TNH=rng.integers(0, N_LEVELS, (T, 2, 6)),
+                                  rewards_TN=rng.standard_normal((T, 2)).astype(np.float32),
+                                  terminated=True))
+    before = [p.detach().clone() for p in agent.net.parameters()]
+    stats = agent.update()
+    assert np.isfinite(stats["losses/td"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.net.parameters()))
+    agent.save(tmp_path / "a.pt")
+    back = QmixAgent.load(tmp_path / "a.pt", sig)
+    assert isinstance(back.net, ServerSharedNet)
+    obs = {a: rng.standard_normal(sig.obs_dim).astype(np.float32) for a in sig.agents}
+    p1, p2 = agent.greedy_policy(), back.greedy_policy()
+    for _ in range(4):
+        a1, a2 = p1.act(obs), p2.act(obs)
+        for k in a1:
+            np.testing.assert_array_equal(a1[k], a2[k])
+    # the policy decides what the training pass computes
+    x = _agent_inputs(torch.from_numpy(np.stack([np.stack([obs[a] for a in sig.agents])] * 2)[None]),
+                      torch.zeros(1, 1, 2, 6, dtype=torch.int64))
+    with torch.no_grad():
+        q = _run_agents(back.net, x)[0, 0]
+    p3 = back.greedy_policy()
+    got = p3.act(obs)
+    for i, a in enumerate(sig.agents):
+        np.testing.assert_array_equal(got[a], q[i].argmax(-1).numpy())
+
+
+@pytest.mark.parametrize("mode", ["independent", "single"])
+def test_sac_with_shared_server_net_builds_and_acts(mode):
+    sig = _sig(2, 4)
+    agent = SacGruAgent(SacGruConfig(mode=mode, agent_net="servers", hidden=8), sig, seed=0)
+    assert all(isinstance(m.actor, ServerSharedNet) for m in agent.learners)
+    out = agent.greedy_policy().act({a: np.zeros(sig.obs_dim, np.float32) for a in sig.agents})
+    assert sorted(out) == list(sig.agents) and all(v.shape == (4,) for v in out.values())
+
+
+def test_unknown_agent_net_is_one_clear_error():
+    from experiments.train import agent_config
+
+    with pytest.raises(UserError, match="agent_net='wide'"):
+        agent_config("qmix", ["agent_net=wide"])
+    with pytest.raises(ValueError, match="agent_net"):
+        make_agent_net("wide", 4 * F, 4, N_LEVELS, 8, 0)
