@@ -17,7 +17,7 @@ of one value per server (K = 1 with the previous weights in the observation, els
     u_j  = [obs_j, prev_j, extra]                       per server, F + A + E values
     e_j  = ReLU(L2(ReLU(L1(u_j))))                      shared encoder, `server_hidden` units
     h    = GRU(mean_j e_j, h)                           LB context, `hidden` units
-    q_j  = L4(ReLU(L3([e_j, h])))                       shared head, A utilities
+    q_j  = L4(ReLU(L3 [e_j, h]))                        shared head, A utilities
 
 Shape legend as in :mod:`agents.common.nets`; F features per server, E extra inputs, Hs server
 hidden units, X = B*T rows.
@@ -57,8 +57,10 @@ class ServerSharedNet(nn.Module):
                                      nn.Linear(server_hidden, server_hidden), nn.ReLU())
         self.context = nn.Linear(server_hidden, hidden)
         self.gru = nn.GRU(hidden, hidden, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(server_hidden + hidden, server_hidden), nn.ReLU(),
-                                  nn.Linear(server_hidden, n_actions))
+        # the head's first layer on [e_j, h], split so that h's part is computed once per LB row
+        self.head_server = nn.Linear(server_hidden, server_hidden)
+        self.head_context = nn.Linear(hidden, server_hidden, bias=False)
+        self.head_out = nn.Linear(server_hidden, n_actions)
 
     def _encode(self, x_XI: torch.Tensor) -> torch.Tensor:
         """Flat rows -> per-server encodings e_XHHs."""
@@ -73,8 +75,8 @@ class ServerSharedNet(nn.Module):
         return self.encoder(torch.cat([obs_XHF, prev_XHA, extra_XHE], dim=-1))
 
     def _score(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
-        ctx_XHHd = h_XHd.unsqueeze(1).expand(-1, self.n_heads, -1)
-        return self.head(torch.cat([e_XHHs, ctx_XHHd], dim=-1))
+        z_XHHs = self.head_server(e_XHHs) + self.head_context(h_XHd).unsqueeze(1)
+        return self.head_out(F.relu(z_XHHs))
 
     def forward(self, x_BTI: torch.Tensor, h_1BHd: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, I = x_BTI.shape
