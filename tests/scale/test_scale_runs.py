@@ -40,7 +40,7 @@ def test_qmix_trains_on_8_lbs_x_128_servers_and_its_checkpoint_runs(tmp_path) ->
 def test_datacenter_preset_runs_1024_servers_64_lbs(tmp_path) -> None:
     from simulator.config import load_config
 
-    cfg = "experiments/configs/datacenter_sed.yaml"
+    cfg = "experiments/configs/datacenter.yaml"
     assert main(["sim", "run", cfg, "--out", str(tmp_path), "--no-progress",
                  "--set", "duration_s=0.6", "--set", "warmup_s=0"]) == 0
     s = json.loads((tmp_path / "summary.json").read_text())
@@ -48,6 +48,21 @@ def test_datacenter_preset_runs_1024_servers_64_lbs(tmp_path) -> None:
     rate = 0.7 * sum(x["cores"] for x in s["per_server"]) / 0.2  # traffic.load x cores / mean job
     assert s["arrived"] == pytest.approx(rate * 0.6, rel=0.05)  # Poisson, n ~ 13,000: 5 % is > 5 sigma
     assert load_config(cfg).topology.preset == "datacenter"
+    small = sum(x["completed"] for x in s["per_server"] if x["cores"] == 4)
+    assert small > 0.15 * s["completed"]  # sed2 (the config's policy) also uses the 4-CPU servers
+
+
+def test_plain_sed_at_64_lbs_herds_onto_the_big_servers(tmp_path) -> None:
+    """Why the datacenter config runs sed2: an LB's SED score of an empty 4-CPU server is 1/4, of
+    an 8-CPU server with k of *its* flows (k + 1)/8, so it picks a 4-CPU server only once all 512
+    8-CPU servers hold one of its flows. Each of the 64 LBs sees ~340 flows/s of 0.2 s: in 0.6 s
+    it opens ~200 flows, far fewer than 512, so no request may reach a 4-CPU server."""
+    assert main(["sim", "run", "experiments/configs/datacenter.yaml", "--out", str(tmp_path), "--no-progress",
+                 "--set", "duration_s=0.6", "--set", "warmup_s=0", "--set", "policy.name=sed"]) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    small = [x["completed"] for x in s["per_server"] if x["cores"] == 4]
+    big = [x["completed"] for x in s["per_server"] if x["cores"] == 8]
+    assert len(small) == len(big) == 512 and sum(small) == 0 and sum(big) == s["completed"] > 5000
 
 
 @pytest.mark.parametrize("topology, message", [
