@@ -265,7 +265,9 @@ def test_checkpoint_policy_weights_reach_the_core(core_region: CoreRegion, tmp_p
     region.close()
 
 
-def test_relative_checkpoint_scales_the_cores_it_is_given(core_region: CoreRegion, tmp_path: Path) -> None:
+@pytest.mark.parametrize("agent_net", ["flat", "servers"])
+def test_relative_checkpoint_scales_the_cores_it_is_given(core_region: CoreRegion, tmp_path: Path,
+                                                          agent_net: str) -> None:
     pytest.importorskip("torch", reason="checkpoint policies need torch (rl extra)")
     from agents.common.spaces import EnvSignature
     from agents.sac_gru import SacGruAgent, SacGruConfig
@@ -277,7 +279,7 @@ def test_relative_checkpoint_scales_the_cores_it_is_given(core_region: CoreRegio
     obs_dim = 3 * len(features.FEATURE_NAMES)
     sig = EnvSignature(("lb0",), n_servers=3, obs_dim=obs_dim, state_dim=obs_dim, action_scale="relative")
     ckpt = tmp_path / "rel.pt"
-    SacGruAgent(SacGruConfig(hidden=16), sig).save(ckpt)
+    SacGruAgent(SacGruConfig(hidden=16, agent_net=agent_net), sig).save(ckpt)
     with pytest.raises(UserError, match="relative to the static ones: give --cores"):
         CheckpointPolicy(str(ckpt), n_servers=3)
     cores = np.array([1.0, 2.0, 4.0])
