@@ -74,6 +74,10 @@ class ServerSharedNet(nn.Module):
         extra_XHE = x_XI[:, self.obs_dim + H * A:].unsqueeze(1).expand(X, H, self.extra_dim)
         return self.encoder(torch.cat([obs_XHF, prev_XHA, extra_XHE], dim=-1))
 
+    def _summary(self, e_XHHs: torch.Tensor) -> torch.Tensor:
+        """The GRU's input: the mean server encoding through the context layer -> c_XHd."""
+        return F.relu(self.context(e_XHHs.mean(dim=-2)))
+
     def _score(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
         z_XHHs = self.head_server(e_XHHs) + self.head_context(h_XHd).unsqueeze(1)
         return self.head_out(F.relu(z_XHHs))
@@ -81,7 +85,7 @@ class ServerSharedNet(nn.Module):
     def forward(self, x_BTI: torch.Tensor, h_1BHd: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, I = x_BTI.shape
         e_BTHHs = self._encode(x_BTI.reshape(B * T, I)).view(B, T, self.n_heads, -1)
-        c_BTHd = F.relu(self.context(e_BTHHs.mean(dim=2)))
+        c_BTHd = self._summary(e_BTHHs)
         h_BTHd, h_1BHd = self.gru(c_BTHd, h_1BHd)
         out_XHA = self._score(e_BTHHs.reshape(B * T, self.n_heads, -1), h_BTHd.reshape(B * T, self.hidden))
         return out_XHA.view(B, T, self.n_heads, self.n_actions), h_1BHd
@@ -90,8 +94,7 @@ class ServerSharedNet(nn.Module):
         """One decision for B independent streams: x_BI, h_BHd -> out_BHA, new h_BHd."""
         e_BHHs = self._encode(x_BI)
         g = self.gru
-        h_BHd = torch.gru_cell(F.relu(self.context(e_BHHs.mean(dim=1))), h_BHd, g.weight_ih_l0, g.weight_hh_l0,
-                               g.bias_ih_l0, g.bias_hh_l0)
+        h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
         return self._score(e_BHHs, h_BHd), h_BHd
 
 
