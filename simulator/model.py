@@ -305,8 +305,9 @@ class Simulation:
         self._ack_flags = (ACK,) * (n_ack - 1) + (RST | ACK,)
         self._ack_sizes = (HEADER_BYTES,) * n_ack
         self._templates = TemplateCache()  # shared by paths of the same link parameters
-        self._tm_req: dict[tuple[int, int, int], tuple[Template, Template]] = {}
-        self._tm_resp: dict[tuple[int, int, int], tuple[Template, Template, Template]] = {}
+        # templates by the shape ids (Path.sid) of the paths s -> c, c -> lb, lb -> s
+        self._tm_req: dict[tuple[int, int, int], tuple] = {}
+        self._tm_resp: dict[tuple[int, int, int], tuple] = {}
         self._feature_cache = FeatureCache()
         self.events = 0
 
@@ -389,39 +390,46 @@ class Simulation:
         return t_srv
 
     def _req_templates(self, c: int, lb: int, s: int) -> tuple:
-        """Templates of the server's SYN-ACK s -> c and the client's ACK + request segments
-        (sent together on its arrival) c -> lb -> s, from the SYN-ACK's send time:
-        (client->LB, LB->server, the Chain of all three, request arrival offset, SYN-ACK
-        arrival offset, (client->LB, LB->server) from the SYN-ACK's arrival instead)."""
-        key = (c, lb, s)
-        tms = self._tm_req.get(key)
+        """The paths s -> c, c -> lb, lb -> s and the templates of the server's SYN-ACK s -> c
+        and the client's ACK + request segments (sent together on its arrival) c -> lb -> s,
+        from the SYN-ACK's send time: (paths, (client->LB, LB->server, the Chain of all three,
+        request arrival offset, SYN-ACK arrival offset, (client->LB, LB->server) from the
+        SYN-ACK's arrival instead)). Templates are kept per triple of path shapes, not per
+        client/LB/server triple: a data center's 64 x 1,024 triples have a handful of shapes,
+        and a per-triple cache would stay cold for millions of requests."""
+        paths = (self.p_sc[s][c], self.p_cl[c][lb], self.p_ls[lb][s])
+        shapes = (paths[0].sid, paths[1].sid, paths[2].sid)
+        tms = self._tm_req.get(shapes)
         if tms is None:
             tmpl = self._templates.get
-            sa = tmpl(self.p_sc[s][c], (0.0,), (SYN_BYTES,))
+            p_sc, p_cl, p_ls = paths
+            sa = tmpl(p_sc, (0.0,), (SYN_BYTES,))
             t_sa = sa.arr[0]
-            tm1 = tmpl(self.p_cl[c][lb], (t_sa,) * self._n_req, self._req_sizes)
-            tm2 = tmpl(self.p_ls[lb][s], tm1.arr, self._req_sizes)
-            ch = self._templates.chain([(self.p_sc[s][c], sa), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
-            r1 = tmpl(self.p_cl[c][lb], (0.0,) * self._n_req, self._req_sizes)
-            r2 = tmpl(self.p_ls[lb][s], r1.arr, self._req_sizes)
-            tms = self._tm_req[key] = (tm1, tm2, ch, max(tm2.arr), t_sa, (r1, r2))
-        return tms
+            tm1 = tmpl(p_cl, (t_sa,) * self._n_req, self._req_sizes)
+            tm2 = tmpl(p_ls, tm1.arr, self._req_sizes)
+            r1 = tmpl(p_cl, (0.0,) * self._n_req, self._req_sizes)
+            r2 = tmpl(p_ls, r1.arr, self._req_sizes)
+            tms = self._tm_req[shapes] = (tm1, tm2, self._templates.chain((sa, tm1, tm2)),
+                                          max(tm2.arr), t_sa, (r1, r2))
+        return paths, tms
 
     def _resp_templates(self, s: int, c: int, lb: int) -> tuple:
-        """Templates of the response s -> c (all segments sent at once) and of the client's
-        delayed ACKs + RST that it triggers, c -> lb -> s (offsets from the same base):
-        (response, ACKs client->LB, ACKs LB->server, the Chain of all three)."""
-        key = (s, c, lb)
-        tms = self._tm_resp.get(key)
+        """The paths s -> c, c -> lb, lb -> s and the templates of the response s -> c (all
+        segments sent at once) and of the client's delayed ACKs + RST that it triggers,
+        c -> lb -> s (offsets from the same base): (paths, (response, ACKs client->LB, ACKs
+        LB->server, the Chain of all three)), kept per shapes as in :meth:`_req_templates`."""
+        paths = (self.p_sc[s][c], self.p_cl[c][lb], self.p_ls[lb][s])
+        shapes = (paths[0].sid, paths[1].sid, paths[2].sid)
+        tms = self._tm_resp.get(shapes)
         if tms is None:
             tmpl = self._templates.get
-            tm = tmpl(self.p_sc[s][c], (0.0,) * self._n_resp, self._resp_sizes)
+            p_sc, p_cl, p_ls = paths
+            tm = tmpl(p_sc, (0.0,) * self._n_resp, self._resp_sizes)
             acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
-            tm1 = tmpl(self.p_cl[c][lb], acks, self._ack_sizes)
-            tm2 = tmpl(self.p_ls[lb][s], tm1.arr, self._ack_sizes)
-            ch = self._templates.chain([(self.p_sc[s][c], tm), (self.p_cl[c][lb], tm1), (self.p_ls[lb][s], tm2)])
-            tms = self._tm_resp[key] = (tm, tm1, tm2, ch)
-        return tms
+            tm1 = tmpl(p_cl, acks, self._ack_sizes)
+            tm2 = tmpl(p_ls, tm1.arr, self._ack_sizes)
+            tms = self._tm_resp[shapes] = (tm, tm1, tm2, self._templates.chain((tm, tm1, tm2)))
+        return paths, tms
 
     def _buffer_tm(self, req: Request, base: float, tm1: Template, tm2: Template,
                    flags: Sequence[int], sizes: Sequence[int]) -> None:
@@ -514,8 +522,8 @@ class Simulation:
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             self._finished(req)
             return
-        tms = self._req_templates(req.client, req.lb, req.server)
-        if send_chain(now, tms[2]):  # SYN-ACK, then the client's ACK + request, on idle links
+        paths, tms = self._req_templates(req.client, req.lb, req.server)
+        if send_chain(now, paths, tms[2]):  # SYN-ACK, then the client's ACK + request, on idle links
             self.n_packets += 1
             if self.log_packets:
                 self._log(req, VIP, req.key[0], VIP_PORT, req.key[2], SYN | ACK, 0, now, math.nan,
@@ -534,8 +542,8 @@ class Simulation:
 
     def _on_done(self, req: Request, now: float) -> None:
         """The server finished req's CPU work at ``now``: response, client ACKs, close."""
-        tms = self._resp_templates(req.server, req.client, req.lb)
-        if not self.close_fin and send_chain(now, tms[3]):  # response + ACKs on idle links
+        paths, tms = self._resp_templates(req.server, req.client, req.lb)
+        if not self.close_fin and send_chain(now, paths, tms[3]):  # response + ACKs on idle links
             self.n_packets += self._n_resp
             req.t_done = now + tms[0].arr[-1]
             req.status = COMPLETED
@@ -546,7 +554,7 @@ class Simulation:
                     self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, now + t)
             self._buffer_tm(req, now, tms[1], tms[2], self._ack_flags, self._ack_sizes)
             return
-        path = self.p_sc[req.server][req.client]
+        path = paths[0]
         arr = path.send_template(now, tms[0])
         if arr is None:
             arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)

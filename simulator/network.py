@@ -128,16 +128,21 @@ def _pre_before(hist: deque[tuple[float, float]], t: float) -> float:
     return pre
 
 
+_SHAPE_IDS: dict[tuple, int] = {}  # Path.shape -> Path.sid (a handful of shapes per topology)
+
+
 class Path:
     """Links from one node to another, in order. ``delay_s`` = sum of propagation delays.
     ``reordered`` is set by :meth:`send_train` when a drop and retransmission may have put the
     arrivals out of order (otherwise FIFO links keep a non-decreasing train in order)."""
 
-    __slots__ = ("links", "shape", "delay_s", "drops", "reordered")
+    __slots__ = ("links", "shape", "sid", "delay_s", "drops", "reordered")
 
     def __init__(self, links: list[Link]) -> None:
         self.links = links
         self.shape = tuple((lk.k8, lk.delay_s, lk.qcap) for lk in links)  # what templates depend on
+        # a small int per distinct shape in this process: callers key template sets by it
+        self.sid = _SHAPE_IDS.setdefault(self.shape, len(_SHAPE_IDS))
         self.delay_s = sum(lk.delay_s for lk in links)
         self.drops = 0
         self.reordered = False
@@ -309,13 +314,12 @@ class Template:
 class TemplateCache:
     """Templates by what they depend on: the path's link parameters (bandwidth, delay, queue
     per hop), the send offsets and the sizes. Paths with the same parameters share one Template
-    (a leaf-spine fabric's 65,536 LB->server paths have a handful of shapes), so building the
-    templates of a new client/LB/server triple is mostly lookups; so are the link-independent
-    parts of its :class:`Chain`."""
+    (a leaf-spine fabric's 65,536 LB->server paths have a handful of shapes: ``Path.sid``
+    numbers them, so a caller can key its own template sets by a few small ints)."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple, Template] = {}
-        self._timing: dict[tuple[int, ...], tuple] = {}  # by the chain's templates (kept: ids stable)
+        self._chains: dict[tuple[int, ...], Chain] = {}  # by the templates' ids (kept: ids stable)
 
     def get(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> Template:
         key = (path.shape, tuple(send_offs), tuple(sizes))
@@ -324,17 +328,13 @@ class TemplateCache:
             tm = self._by_key[key] = Template(path, send_offs, sizes)
         return tm
 
-    def chain(self, steps: Sequence[tuple["Path", Template]]) -> "Chain":
-        """The Chain of ``steps`` (templates from this cache)."""
-        tms = [tm for _, tm in steps]
+    def chain(self, tms: Sequence[Template]) -> "Chain":
+        """The Chain of templates ``tms`` (from this cache) sent one after another."""
         key = tuple(id(tm) for tm in tms)
-        timing = self._timing.get(key)
-        if timing is None:
-            deps = [d for tm in tms for d in tm.deps]
-            timing = self._timing[key] = ([f for tm in tms for f in tm.first],
-                                          [f for tm in tms for f in tm.last_in],
-                                          deps, [d[-1] for d in deps], all(tm.fits for tm in tms))
-        return Chain([p for p, _ in steps], *timing)
+        ch = self._chains.get(key)
+        if ch is None:
+            ch = self._chains[key] = Chain(tms)
+        return ch
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -343,30 +343,36 @@ class TemplateCache:
 class Chain:
     """Template trains on several paths sent from one base time (e.g. a response s->c and
     the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none.
-    Per link, in path order: the train's first and last arrival offsets there, its departure
-    offsets and last departure (made by :meth:`TemplateCache.chain`)."""
+    Link-independent, so one Chain serves every path triple of the same shapes. Per link, in
+    path order: the train's first and last arrival offsets there, its departure offsets and
+    last departure."""
 
-    __slots__ = ("paths", "links", "first", "last_in", "deps", "lastdep", "ok")
+    __slots__ = ("first", "last_in", "deps", "lastdep", "fits")
 
-    def __init__(self, paths: list["Path"], first: list[float], last_in: list[float],
-                 deps: list[tuple[float, ...]], lastdep: list[float], fits: bool) -> None:
-        self.paths = paths
-        self.links = [lk for p in paths for lk in p.links]
-        self.first, self.last_in, self.deps, self.lastdep = first, last_in, deps, lastdep
-        # all or nothing needs each directed link at most once (else the trains interact)
-        self.ok = fits and len(set(self.links)) == len(self.links)
+    def __init__(self, tms: Sequence[Template]) -> None:
+        self.deps = [d for tm in tms for d in tm.deps]
+        self.first = [f for tm in tms for f in tm.first]
+        self.last_in = [f for tm in tms for f in tm.last_in]
+        self.lastdep = [d[-1] for d in self.deps]
+        self.fits = all(tm.fits for tm in tms)
 
 
-def send_chain(base_s: float, ch: Chain) -> bool:
-    """Send every train of ``ch`` at ``base_s`` as :meth:`Path.send_template` would, if each
-    link is idle at its train's first arrival or the train fits ahead of the trains computed
-    ahead of time there; returns False (nothing sent) otherwise."""
-    if not ch.ok:
+def send_chain(base_s: float, paths: Sequence[Path], ch: Chain) -> bool:
+    """Send the trains of ``ch`` on ``paths`` at ``base_s`` as :meth:`Path.send_template`
+    would, if each link is idle at its train's first arrival or the train fits ahead of the
+    trains computed ahead of time there; returns False (nothing sent) otherwise, and when a
+    directed link appears twice (then the trains interact: all or nothing cannot hold)."""
+    if not ch.fits:
         return False
-    ahead = _links_ahead(ch.links, ch.first, ch.last_in, base_s)
+    links: list[Link] = []
+    for p in paths:
+        links += p.links
+    if len(set(links)) != len(links):
+        return False
+    ahead = _links_ahead(links, ch.first, ch.last_in, base_s)
     if ahead is None:
         return False
-    for lk, d, dl, f in zip(ch.links, ch.deps, ch.lastdep, ch.first):
+    for lk, d, dl, f in zip(links, ch.deps, ch.lastdep, ch.first):
         if ahead and lk in ahead:
             continue
         q = lk.q
@@ -379,7 +385,7 @@ def send_chain(base_s: float, ch: Chain) -> bool:
             # arrive before it (see Path.send), so only there is it recorded in the history
             lk.hist.append((base_s + f, lk.last))
         lk.last = base_s + dl
-    for p in ch.paths:
+    for p in paths:
         p.reordered = False
     return True
 

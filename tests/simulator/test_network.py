@@ -65,7 +65,7 @@ def test_templates_ahead_of_trains_computed_ahead_of_time(use_chain: bool):
     shapes = [((0.0,) * 7, (1500,) * 7), ((0.0, 2e-6, 5e-6), (40, 40, 40))]
     cache = TemplateCache()
     tms = [cache.get(a, off, sz) for off, sz in shapes]
-    chains = [cache.chain([(a, tm)]) for tm in tms]
+    chains = [cache.chain([tm]) for tm in tms]
     t, idle, ahead = 0.0, 0, 0
     for _ in range(4000):
         t += rng.exponential(1e-4)
@@ -77,7 +77,7 @@ def test_templates_ahead_of_trains_computed_ahead_of_time(use_chain: bool):
         if later:
             got = None
         elif use_chain:  # the model sends chains at the current time only (Chain.hist)
-            got = [base + x for x in tms[k].arr] if send_chain(base, chains[k]) else None
+            got = [base + x for x in tms[k].arr] if send_chain(base, [a], chains[k]) else None
         else:
             got = a.send_template(base, tms[k])
         if got is None:
