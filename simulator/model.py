@@ -371,11 +371,13 @@ class Simulation:
         precomputed templates ``tms`` (client->LB, LB->server) when the links are idle (the
         common case), else the link-by-link arithmetic. Returns the arrival times at the server."""
         tm1, tm2 = tms
-        t_lb = self.p_cl[req.client][req.lb].send_template(base, tm1)
-        if t_lb is None:
+        d_lb = self.p_cl[req.client][req.lb].send_template_at(base, tm1)
+        if d_lb is None:
             return self._to_server(req, [base + x for x in tm1.send], flags, sizes)
+        b_lb = base + d_lb
+        t_lb = [b_lb + x for x in tm1.arr]
         p2 = self.p_ls[req.lb][req.server]
-        t_srv = p2.send_template(base, tm2)
+        t_srv = p2.send_template(b_lb, tm2)  # tm2's offsets are from base, like tm1's
         if t_srv is None:
             t_srv = p2.send_train(t_lb, sizes, RTO_S)
         pk = None
@@ -431,15 +433,18 @@ class Simulation:
             tms = self._tm_resp[shapes] = (tm, tm1, tm2, self._templates.chain((tm, tm1, tm2)))
         return paths, tms
 
-    def _buffer_tm(self, req: Request, base: float, tm1: Template, tm2: Template,
-                   flags: Sequence[int], sizes: Sequence[int]) -> None:
-        """Push a template train that was sent at ``base`` (client->LB tm1, LB->server tm2)
-        into its LB's buffer (and the packet log)."""
-        t_lb = [base + x for x in tm1.arr]
+    def _buffer_tm(self, req: Request, base: float, shifts: Sequence[float], tm1: Template,
+                   tm2: Template, flags: Sequence[int], sizes: Sequence[int]) -> None:
+        """Push a template train of a chain sent at ``base`` (client->LB tm1, LB->server tm2)
+        into its LB's buffer (and the packet log); ``shifts``: :func:`send_chain`'s waits of
+        the chain's three trains (the one that triggered this train, tm1, tm2)."""
+        b_lb = base + shifts[1]
+        t_lb = [b_lb + x for x in tm1.arr]
         pk = None
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
-            pk = [self._log(req, ip, VIP, port, VIP_PORT, f, x - HEADER_BYTES, base + ts, tl, base + tv)
+            b_send, b_srv = base + shifts[0], base + shifts[2]
+            pk = [self._log(req, ip, VIP, port, VIP_PORT, f, x - HEADER_BYTES, b_send + ts, tl, b_srv + tv)
                   for f, x, ts, tl, tv in zip(flags, sizes, tm1.send, t_lb, tm2.arr)]
         self._eid += 1
         heapq.heappush(self.lbs[req.lb].buf,
@@ -523,13 +528,14 @@ class Simulation:
             self._finished(req)
             return
         paths, tms = self._req_templates(req.client, req.lb, req.server)
-        if send_chain(now, paths, tms[2]):  # SYN-ACK, then the client's ACK + request, on idle links
+        shifts = send_chain(now, paths, tms[2])  # SYN-ACK, then the client's ACK + request
+        if shifts is not None:
             self.n_packets += 1
             if self.log_packets:
                 self._log(req, VIP, req.key[0], VIP_PORT, req.key[2], SYN | ACK, 0, now, math.nan,
-                          now + tms[4])
-            self._buffer_tm(req, now, tms[0], tms[1], self._req_flags, self._req_sizes)
-            t_req = now + tms[3]
+                          now + shifts[0] + tms[4])
+            self._buffer_tm(req, now, shifts, tms[0], tms[1], self._req_flags, self._req_sizes)
+            t_req = now + shifts[2] + tms[3]
         else:
             t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
             t_req = max(self._to_server_tm(req, t_sa, tms[5], self._req_flags, self._req_sizes))
@@ -543,22 +549,27 @@ class Simulation:
     def _on_done(self, req: Request, now: float) -> None:
         """The server finished req's CPU work at ``now``: response, client ACKs, close."""
         paths, tms = self._resp_templates(req.server, req.client, req.lb)
-        if not self.close_fin and send_chain(now, paths, tms[3]):  # response + ACKs on idle links
+        shifts = None if self.close_fin else send_chain(now, paths, tms[3])  # response + ACKs
+        if shifts is not None:
             self.n_packets += self._n_resp
-            req.t_done = now + tms[0].arr[-1]
+            b_cli = now + shifts[0]
+            req.t_done = b_cli + tms[0].arr[-1]
             req.status = COMPLETED
             self._finished(req)  # final now: what follows only reads req
             if self.log_packets:
                 ip, port = req.key[0], req.key[2]
                 for f, x, t in zip(self._resp_flags, self._resp_payloads, tms[0].arr):
-                    self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, now + t)
-            self._buffer_tm(req, now, tms[1], tms[2], self._ack_flags, self._ack_sizes)
+                    self._log(req, VIP, ip, VIP_PORT, port, f, x, now, math.nan, b_cli + t)
+            self._buffer_tm(req, now, shifts, tms[1], tms[2], self._ack_flags, self._ack_sizes)
             return
         path = paths[0]
-        arr = path.send_template(now, tms[0])
-        if arr is None:
+        d_cli = path.send_template_at(now, tms[0])
+        if d_cli is None:
             arr = path.send_train([now] * self._n_resp, self._resp_sizes, RTO_S)
             tms = None
+        else:
+            b_cli = now + d_cli
+            arr = [b_cli + x for x in tms[0].arr]
         self.n_packets += self._n_resp
         if self.log_packets:
             ip, port = req.key[0], req.key[2]
@@ -579,8 +590,8 @@ class Simulation:
             t_srv = self._to_server(req, [t_last], (FIN | ACK,), (HEADER_BYTES,))[0]
             t_cli = self._to_client(req, t_srv, FIN | ACK, 0)
             self._to_server(req, [t_cli], (ACK,), (HEADER_BYTES,))
-        elif tms is not None:  # the ACK train has the template's shape
-            self._to_server_tm(req, now, tms[1:3], self._ack_flags, self._ack_sizes)
+        elif tms is not None:  # the ACK train has the template's shape, shifted by the wait
+            self._to_server_tm(req, b_cli, tms[1:3], self._ack_flags, self._ack_sizes)
         else:
             acks.append(t_last)
             self._to_server(req, acks, self._ack_flags, self._ack_sizes)

@@ -102,19 +102,106 @@ def _fits_before(lk: Link, t_first: float, t_last: float) -> bool:
     return bool(hist) and t_last < hist[-1][0] and _pre_before(hist, t_last) <= t_first
 
 
-def _links_ahead(links: Sequence[Link], first: Sequence[float], last_in: Sequence[float],
-                 base_s: float) -> list[Link] | None:
-    """For a template train sent at ``base_s``: None if some link is busy when it arrives and
-    it does not fit ahead of the trains computed ahead of time there (:func:`_fits_before`);
-    else the links where it goes ahead of them (empty when every link is idle: the common
-    case), where it is not recorded."""
-    ahead: list[Link] = []
-    for lk, f, fl in zip(links, first, last_in):
+_ALL_IDLE: tuple = ((), (), None)  # a plan: every link idle when the train arrives
+
+
+def _plan(links: Sequence[Link], first: Sequence[float], last_in: Sequence[float],
+          deps: Sequence[tuple[float, ...]], tight: Sequence[bool],
+          base_s: float) -> tuple[list[Link], list[Link], list[float] | None] | None:
+    """How a template train sent at ``base_s`` goes over ``links``, or None when some link
+    needs the link-by-link arithmetic. Returns (ahead, behind, shifts):
+
+    - a link idle when the train arrives (the common case) takes it at its idle-link times;
+    - ``ahead``: links where the train fits ahead of trains computed ahead of time
+      (:func:`_fits_before`): it is not recorded there;
+    - ``behind``: links still busy when the train arrives, with no train computed ahead of
+      time arriving later and room for the whole train, where the train is back-to-back
+      (``tight``: each packet reaches the link before the previous one left it). FIFO then
+      starts its first packet when the link empties, at ``last``, and every later packet right
+      after the one before, as on the idle link: the whole train, and everything it triggers
+      downstream, is shifted by the wait (exact: d_i = max(a_0, last) + sum of transmission
+      times, the Lindley recursion of a tight train);
+    - ``shifts``: per link, how much later than on idle links the train departs there (None
+      when nothing waits)."""
+    for lk, f in zip(links, first):
         if lk.last > base_s + f:
-            if not _fits_before(lk, base_s + f, base_s + fl):
+            break
+    else:
+        return _ALL_IDLE
+    ahead: list[Link] = []
+    behind: list[Link] = []
+    shifts: list[float] | None = None
+    delta = 0.0
+    for j, (lk, f, fl, tt, d) in enumerate(zip(links, first, last_in, tight, deps)):
+        t0 = base_s + delta + f
+        if lk.last > t0:
+            if _fits_before(lk, t0, base_s + delta + fl):
+                ahead.append(lk)
+            elif tt and not (lk.hist and lk.hist[-1][0] > t0) and _room(lk, t0, len(d)):
+                behind.append(lk)
+                if shifts is None:
+                    shifts = [0.0] * j
+                delta = lk.last - base_s - f  # its first packet starts at last: a later start
+            else:
                 return None
-            ahead.append(lk)
-    return ahead
+        if shifts is not None:
+            shifts.append(delta)
+    return ahead, behind, shifts
+
+
+def _room(lk: Link, t0: float, n: int) -> bool:
+    """Whether ``n`` packets arriving at ``lk`` from ``t0`` on all fit (drop-tail cannot drop
+    any): the packets still there at t0 plus n at most ``qcap``. Forgets the departures up to
+    t0 if needed (no packet is offered before t0 there any more: no train computed ahead of
+    time arrives after t0)."""
+    if len(lk.q) + len(lk.tqd) + n <= lk.qcap:
+        return True
+    lk.materialise()
+    q = lk.q
+    while q and q[0] <= t0:
+        q.popleft()
+    return len(q) + n <= lk.qcap
+
+
+def _take(links: Sequence[Link], first: Sequence[float], deps: Sequence[tuple[float, ...]],
+          lastdep: Sequence[float], base_s: float, plan: tuple, record_at_base: bool) -> None:
+    """Apply a :func:`_plan` to the links' state. A train on an idle link replaces what the
+    link holds (all of it left before the train arrives) and is kept lazily
+    (:meth:`Link.materialise`); a train behind a backlog is appended to it. The train is
+    recorded in the link's history, where it arrives at ``base_s`` only if
+    ``record_at_base``."""
+    ahead, behind, shifts = plan
+    if not ahead and not behind:  # the common case: every link idle
+        for lk, d, dl, f in zip(links, deps, lastdep, first):
+            q = lk.q
+            if q:
+                q.clear()
+            lk.tqb = base_s
+            lk.tqd = d
+            if record_at_base or f > 0.0:
+                lk.hist.append((base_s + f, lk.last))
+            lk.last = base_s + dl
+        return
+    for j, lk in enumerate(links):
+        if lk in ahead:
+            continue
+        if shifts is None:
+            b, f = base_s, first[j]
+        else:  # departures wait shifts[j]; arrivals the waits of the links before
+            b = base_s + shifts[j]
+            f = first[j] + (shifts[j - 1] if j else 0.0)
+        if record_at_base or f > 0.0:
+            lk.hist.append((base_s + f, lk.last))
+        if behind and lk in behind:
+            lk.materialise()
+            lk.q.extend([b + x for x in deps[j]])
+        else:
+            q = lk.q
+            if q:
+                q.clear()
+            lk.tqb = b
+            lk.tqd = deps[j]
+        lk.last = b + lastdep[j]
 
 
 def _pre_before(hist: deque[tuple[float, float]], t: float) -> float:
@@ -249,31 +336,30 @@ class Path:
         return ts
 
     def send_template(self, base_s: float, tm: "Template") -> list[float] | None:
+        """Send the train of template ``tm`` at ``base_s`` (:meth:`send_template_at`); returns
+        its arrival times at the path end, or None (nothing sent: use :meth:`send_train`)."""
+        delta = self.send_template_at(base_s, tm)
+        if delta is None:
+            return None
+        b = base_s + delta
+        return [b + x for x in tm.arr]
+
+    def send_template_at(self, base_s: float, tm: "Template") -> float | None:
         """Send the train of template ``tm`` at ``base_s`` if, on every link, the train meets
-        an idle link (all earlier packets gone when its first packet arrives) or fits entirely
-        ahead of the trains computed ahead of time there (:func:`_fits_before`), and the link
-        has room for the whole train (then no packet can be dropped); returns the arrival times
-        at the path end, or None (nothing sent: use :meth:`send_train`)."""
-        links = self.links
+        an idle link, fits entirely ahead of the trains computed ahead of time there, or waits
+        back-to-back behind the link's backlog (see :func:`_plan`), and the link has room for
+        the whole train (then no packet can be dropped). Returns by how much the train arrives
+        later than on idle links (its arrivals are ``base_s + shift + tm.arr``), or None
+        (nothing sent: use :meth:`send_train`)."""
         if not tm.fits:
             return None
-        ahead = _links_ahead(links, tm.first, tm.last_in, base_s)
-        if ahead is None:
+        links = self.links
+        plan = _plan(links, tm.first, tm.last_in, tm.deps, tm.tight, base_s)
+        if plan is None:
             return None
-        for lk, d, f in zip(links, tm.deps, tm.first):
-            if ahead and lk in ahead:
-                continue
-            # every packet the link holds left before the train arrives (lk.last <= its first
-            # arrival): the link now holds just the train, kept lazily (Link.materialise)
-            q = lk.q
-            if q:
-                q.clear()
-            lk.tqb = base_s
-            lk.tqd = d
-            lk.hist.append((base_s + f, lk.last))
-            lk.last = base_s + d[-1]
+        _take(links, tm.first, tm.deps, tm.lastdep, base_s, plan, True)
         self.reordered = False
-        return [base_s + x for x in tm.arr]
+        return 0.0 if plan[2] is None else plan[2][-1]
 
 
 class Template:
@@ -284,7 +370,7 @@ class Template:
     ``base + arr[i]``: :meth:`Path.send_template` applies that in O(links) Python steps plus C-level
     list building instead of O(links x packets) (same results up to float rounding of the sums)."""
 
-    __slots__ = ("n", "send", "first", "last_in", "deps", "arr", "fits")
+    __slots__ = ("n", "send", "first", "last_in", "deps", "lastdep", "tight", "arr", "fits")
 
     def __init__(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> None:
         ts = [float(x) for x in send_offs]
@@ -292,22 +378,28 @@ class Template:
             raise ValueError("template send offsets must be non-decreasing")
         self.n = len(ts)
         self.send = tuple(ts)
-        first, last_in, deps = [], [], []
+        first, last_in, deps, tight = [], [], [], []
         for lk in path.links:
             first.append(ts[0])
             last_in.append(ts[-1])
             last = float("-inf")
             d, out = [], []
-            for t, size in zip(ts, sizes):
+            waits = True  # every packet after the first arrives before the one ahead left
+            for i, (t, size) in enumerate(zip(ts, sizes)):
+                if i and t > last:
+                    waits = False
                 last = (t if t >= last else last) + size * lk.k8
                 d.append(last)
                 out.append(last + lk.delay_s)
             deps.append(tuple(d))
+            tight.append(waits)
             ts = out
         self.fits = all(self.n <= lk.qcap for lk in path.links)  # no drop possible
         self.first = tuple(first)  # arrival offset of the first packet at each link
         self.last_in = tuple(last_in)  # ... and of the last (the latest: FIFO keeps the order)
         self.deps = tuple(deps)
+        self.lastdep = tuple(d[-1] for d in deps)
+        self.tight = tuple(tight)  # per link: the train is back-to-back there (see _plan)
         self.arr = tuple(ts)
 
 
@@ -344,50 +436,48 @@ class Chain:
     """Template trains on several paths sent from one base time (e.g. a response s->c and
     the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none.
     Link-independent, so one Chain serves every path triple of the same shapes. Per link, in
-    path order: the train's first and last arrival offsets there, its departure offsets and
-    last departure."""
+    path order: the train's first and last arrival offsets there, its departure offsets, last
+    departure and whether it is back-to-back there."""
 
-    __slots__ = ("first", "last_in", "deps", "lastdep", "fits")
+    __slots__ = ("first", "last_in", "deps", "lastdep", "tight", "ends", "fits")
 
     def __init__(self, tms: Sequence[Template]) -> None:
         self.deps = [d for tm in tms for d in tm.deps]
         self.first = [f for tm in tms for f in tm.first]
         self.last_in = [f for tm in tms for f in tm.last_in]
         self.lastdep = [d[-1] for d in self.deps]
+        self.tight = [x for tm in tms for x in tm.tight]
+        ends, n = [], 0
+        for tm in tms:
+            n += len(tm.deps)
+            ends.append(n - 1)
+        self.ends = ends  # index of each path's last link
         self.fits = all(tm.fits for tm in tms)
 
 
-def send_chain(base_s: float, paths: Sequence[Path], ch: Chain) -> bool:
-    """Send the trains of ``ch`` on ``paths`` at ``base_s`` as :meth:`Path.send_template`
-    would, if each link is idle at its train's first arrival or the train fits ahead of the
-    trains computed ahead of time there; returns False (nothing sent) otherwise, and when a
-    directed link appears twice (then the trains interact: all or nothing cannot hold)."""
+def send_chain(base_s: float, paths: Sequence[Path], ch: Chain) -> list[float] | None:
+    """Send the trains of ``ch`` on ``paths`` at ``base_s`` as :meth:`Path.send_template_at`
+    would, if it can on every link (:func:`_plan`); returns per path by how much its train
+    arrives later than on idle links (a wait on one path delays the trains it triggers on the
+    next), or None (nothing sent), also when a directed link appears twice (then the trains
+    interact: all or nothing cannot hold)."""
     if not ch.fits:
-        return False
+        return None
     links: list[Link] = []
     for p in paths:
         links += p.links
     if len(set(links)) != len(links):
-        return False
-    ahead = _links_ahead(links, ch.first, ch.last_in, base_s)
-    if ahead is None:
-        return False
-    for lk, d, dl, f in zip(links, ch.deps, ch.lastdep, ch.first):
-        if ahead and lk in ahead:
-            continue
-        q = lk.q
-        if q:
-            q.clear()
-        lk.tqb = base_s
-        lk.tqd = d
-        if f > 0.0:
-            # the train reaches this link after base_s: only there can a later-offered packet
-            # arrive before it (see Path.send), so only there is it recorded in the history
-            lk.hist.append((base_s + f, lk.last))
-        lk.last = base_s + dl
+        return None
+    plan = _plan(links, ch.first, ch.last_in, ch.deps, ch.tight, base_s)
+    if plan is None:
+        return None
+    # the train reaches a link after base_s: only there can a later-offered packet arrive
+    # before it (see Path.send), so only there is it recorded in the history
+    _take(links, ch.first, ch.deps, ch.lastdep, base_s, plan, False)
     for p in paths:
         p.reordered = False
-    return True
+    shifts = plan[2]
+    return [0.0] * len(paths) if shifts is None else [shifts[j] for j in ch.ends]
 
 
 def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
@@ -430,14 +520,15 @@ def ecmp_path(pred: dict[str, list[str]], root: str, leaf: str, flow: str) -> li
     return nodes[::-1]
 
 
-class PathTable:
+class PathTable(list):
     """``table[i][j]``: a shortest path from sources[i] to targets[j] (see
     :func:`shortest_path_dag`) as a :class:`Path`, built on first use and kept; among equal-cost
     paths the source/target pair hashes to one (:func:`ecmp_path`), so a fabric's traffic
     spreads over its spines as under ECMP. One Dijkstra search per source -- or, when there are
     fewer targets than sources, per target, with its paths reversed (links are symmetric in
     delay): 64 LBs x 1,024 servers take 64 searches, not 65,536. A run builds only the Path
-    objects its traffic uses."""
+    objects its traffic uses. A list of the sources' rows (indexing stays C-level in the
+    model's per-packet code)."""
 
     def __init__(self, g: nx.Graph, links: dict[tuple[str, str], Link], sources: Sequence[str],
                  targets: Sequence[str], avoid_kinds: tuple[str, ...]) -> None:
@@ -445,13 +536,7 @@ class PathTable:
         self._sources, self._targets = list(sources), list(targets)
         self._from_targets = len(self._targets) < len(self._sources)
         self._dags: dict[str, dict[str, list[str]]] = {}
-        self.rows = [_PathRow(self, i) for i in range(len(self._sources))]
-
-    def __getitem__(self, i: int) -> "_PathRow":
-        return self.rows[i]
-
-    def __len__(self) -> int:
-        return len(self.rows)
+        super().__init__(_PathRow(self, i) for i in range(len(self._sources)))
 
     def nodes(self, i: int, j: int) -> list[str]:
         """Node names along the path from sources[i] to targets[j]."""

@@ -77,7 +77,8 @@ def test_templates_ahead_of_trains_computed_ahead_of_time(use_chain: bool):
         if later:
             got = None
         elif use_chain:  # the model sends chains at the current time only (Chain.hist)
-            got = [base + x for x in tms[k].arr] if send_chain(base, [a], chains[k]) else None
+            waits = send_chain(base, [a], chains[k])
+            got = None if waits is None else [base + waits[0] + x for x in tms[k].arr]
         else:
             got = a.send_template(base, tms[k])
         if got is None:
@@ -92,6 +93,68 @@ def test_templates_ahead_of_trains_computed_ahead_of_time(use_chain: bool):
             if not use_chain:  # a chain does not record a train on its first link
                 assert [x for x, _ in la.hist] == pytest.approx([x for x, _ in lb.hist], abs=1e-12)
     assert ahead > 200 and idle > 200  # both cases of the fast path were taken
+
+
+@pytest.mark.parametrize("qcap, gap_s", [(200, 1e-5), (12, 1e-5)])
+@pytest.mark.parametrize("use_chain", [False, True])
+def test_back_to_back_trains_wait_behind_a_backlog_exactly(use_chain: bool, qcap: int, gap_s: float):
+    """Trains that are back-to-back on a link (a response's segments, one SYN-ACK) and meet
+    that link still busy with cross traffic start when it empties and keep their shape: the
+    template shifted by the wait must equal the link-by-link arithmetic, per packet and in the
+    links' state, and the wait must carry over to a second path (a chain: the ACKs it
+    triggers). Cross traffic joins at the last link of the first path (the client link); with
+    a short queue and larger bursts there the link also drops, and a train waits only where
+    all of it fits."""
+    rng = np.random.default_rng(5)
+
+    def mk():
+        up = Path([Link("s", "sw", 1e10, 5e-5, 200), Link("sw", "er", 1e10, 5e-5, 200),
+                   Link("er", "c", 1e10, 5e-5, qcap)])
+        back = Path([Link("c", "er", 1e10, 5e-5, 200), Link("er", "lb", 1e10, 5e-5, 200)])
+        cross = Path([up.links[2]])  # other flows' packets into the client
+        return up, back, cross
+
+    (a, a_back, a_cross), (b, b_back, b_cross) = mk(), mk()
+    cache = TemplateCache()
+    resp = cache.get(a, (0.0,) * 7, (1500,) * 7)
+    acks = cache.get(a_back, [resp.arr[i] for i in (1, 3, 5, 6)], (40,) * 4)
+    assert all(resp.tight) and not acks.tight[0]
+    chain = cache.chain([resp, acks])
+    t, behind, idle = 0.0, 0, 0
+    for _ in range(3000):
+        t += rng.exponential(gap_s)  # the client link about 55 % busy
+        if rng.random() < 0.5:  # cross traffic: a few full segments into the client
+            n = int(rng.integers(1, 4 if qcap > 100 else 10))
+            at = [t + resp.first[2]] * n  # in time order with the responses' arrivals there
+            got = a_cross.send_train(at, [1500] * n, 1e-3)
+            assert got == pytest.approx(b_cross.send_train(at, [1500] * n, 1e-3), abs=1e-12)
+            continue
+        busy = a.links[2].last > t + resp.first[2]
+        if use_chain:
+            waits = send_chain(t, [a, a_back], chain)
+            got = None if waits is None else [t + waits[0] + x for x in resp.arr]
+            got_back = None if waits is None else [t + waits[1] + x for x in acks.arr]
+        else:
+            got = a.send_template(t, resp)
+            got_back = None
+        if got is None:
+            continue
+        behind += busy
+        idle += not busy
+        want = b.send_train([t] * 7, [1500] * 7, 1e-3)
+        assert got == pytest.approx(want, abs=1e-12)
+        if got_back is not None:
+            sent = [want[i] for i in (1, 3, 5, 6)]
+            assert got_back == pytest.approx(b_back.send_train(sent, [40] * 4, 1e-3), abs=1e-12)
+        for la, lb in zip(a.links + a_back.links, b.links + b_back.links):
+            assert la.last == pytest.approx(lb.last, abs=1e-12)
+    # every later packet agreed too (so did the links' queues), drops included
+    assert [lk.drops for lk in a.links] == [lk.drops for lk in b.links]
+    assert behind > 300  # trains did wait behind a backlog
+    if qcap < 20:
+        assert b.links[2].drops > 0  # and the queue did overflow (those trains took send_train)
+    else:
+        assert idle > 300
 
 
 # -- paths ------------------------------------------------------------------------------------
