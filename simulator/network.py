@@ -18,7 +18,8 @@ bounds the resulting one-way delays.
 A :class:`Path` is a list of links; :meth:`Path.send` / :meth:`Path.send_train` send along it
 and, when a copy is dropped, retransmit it from the source after ``rto_s`` (TCP's retransmission
 timer), counting the drop. :class:`Template` / :class:`Chain` / :func:`send_chain` are the fast
-path for trains of fixed shape on idle links (identical results up to float rounding).
+path for trains of fixed shape on idle links, and for back-to-back trains behind a busy link's
+backlog, shifted as a whole (identical results up to float rounding; see :func:`_plan`).
 """
 
 from __future__ import annotations
