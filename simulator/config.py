@@ -34,7 +34,8 @@ __all__ = [
     "apply_overrides",
 ]
 
-POLICY_NAMES = ("ecmp", "wcmp", "awcmp", "lsq", "sed", "lsq2", "sed2", "gsq", "gsed", "srt", "sed_true", "agent")
+POLICY_NAMES = ("ecmp", "wcmp", "awcmp", "lsq", "sed", "lsq2", "sed2", "gsq", "gsed", "srt", "sed_true", "sed_now",
+                "agent")
 
 
 class UserError(Exception):

@@ -20,6 +20,12 @@ gsq          oracle: argmin of the true number of requests at the server (in ser
 gsed         oracle: argmin (n_i + 1) / c_i on the true counts n_i, ties at random
 srt          oracle: argmin of true remaining CPU work per core, sum(remaining work) / c_i
              (oracles use the true capacity c_i = cores_i minus co-located background load)
+sed_true     oracle reference: core SED with static weights = the servers' effective capacities
+             under their hidden effects (the best static weights)
+sed_now      oracle reference: core SED on each LB's own counts, its weights set every step to
+             the servers' true capacities c_i at that moment (0 while failed): what an agent
+             that drives SED's weights, as ours do, could reach knowing every hidden effect,
+             background burst and event as it happens
 agent        a learned policy: its controller (agents.sim_controller, built by experiments.runs)
              is passed in as build_simulation(controller=...); the simulator never imports
              agents, so make_policy refuses the name
@@ -39,7 +45,8 @@ import numpy as np
 
 from simulator.config import PolicyConfig, UserError
 
-__all__ = ["StaticPolicy", "AwcmpPolicy", "OraclePolicy", "make_policy", "CORE_POLICY", "ORACLES"]
+__all__ = ["StaticPolicy", "AwcmpPolicy", "OraclePolicy", "CapacityWeightsPolicy", "make_policy", "CORE_POLICY",
+           "ORACLES"]
 
 AGENT_NEEDS_CONTROLLER = (
     "policy 'agent' runs a checkpoint through agents.sim_controller.CheckpointController, which the "
@@ -48,12 +55,13 @@ AGENT_NEEDS_CONTROLLER = (
 
 #: policies that read what a load balancer cannot know (true server state, hidden effects):
 #: references for the simulator, never run in a real data plane, not "heuristics" in comparisons
-ORACLES = ("gsq", "gsed", "srt", "sed_true")
+ORACLES = ("gsq", "gsed", "srt", "sed_true", "sed_now")
 
 # sed_true: SED whose static weights are the servers' true effective capacities (an oracle
 # reference: build_simulation passes simulator.run.effective_capacities as its cores)
 CORE_POLICY = {"ecmp": "ecmp", "wcmp": "wcmp", "awcmp": "wcmp", "lsq": "lsq", "sed": "sed",
-               "lsq2": "lsq2", "sed2": "sed2", "gsq": "ecmp", "gsed": "ecmp", "srt": "ecmp", "sed_true": "sed"}
+               "lsq2": "lsq2", "sed2": "sed2", "gsq": "ecmp", "gsed": "ecmp", "srt": "ecmp", "sed_true": "sed",
+               "sed_now": "sed"}
 
 
 class StaticPolicy:
@@ -149,6 +157,22 @@ class OraclePolicy(StaticPolicy):
         return cands[0] if len(cands) == 1 else cands[self.rng.randrange(len(cands))]
 
 
+class CapacityWeightsPolicy(StaticPolicy):
+    """sed_now: every step, each LB's SED weights become the servers' true capacities."""
+
+    reads_features = True  # so that on_step runs every step (it ignores the features)
+
+    def __init__(self) -> None:
+        super().__init__("sed_now")
+        self.sim: Any = None
+
+    def start(self, sim: Any) -> None:
+        self.sim = sim
+
+    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Sequence[float] | None:
+        return [0.0 if srv.failed else srv.capacity for srv in self.sim.servers]
+
+
 def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:
     """The controller for ``cfg.name``; UserError for names that cannot run."""
     name = cfg.name
@@ -158,6 +182,8 @@ def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:
         return AwcmpPolicy(cfg, rng)
     if name in ("gsq", "gsed", "srt"):
         return OraclePolicy(name, rng)
+    if name == "sed_now":
+        return CapacityWeightsPolicy()
     if name in CORE_POLICY:
         return StaticPolicy(name)
     raise UserError(f"unknown policy {name!r}; known: {', '.join(sorted(CORE_POLICY))}, agent")

@@ -196,6 +196,41 @@ def test_sed_true_weighs_by_effective_capacity():
     assert list(build_simulation(_effects_cfg(policy={"name": "sed"})).lbs[0].dp.weights) == cores
 
 
+def test_sed_now_follows_the_true_capacities_every_step():
+    """The oracle reference sed_now: after every step each LB's SED weights are the servers'
+    capacities at that moment, computed here by hand: 2-CPU servers 2 (1 after server 0's
+    capacity event, 0 while server 1 is failed); the 4-CPU SMT servers (2 physical cores,
+    smt_gain 0.25) 2 + 0.25 * 2 = 2.5 without their co-located burst and, with half the cores
+    taken, 2 logical CPUs on 1 physical core: 1 + 0.25 * 1 = 1.25."""
+    cfg = _effects_cfg(policy={"name": "sed_now"}, duration_s=12,
+                       effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
+                       background={"servers": [4, 5, 6], "fraction": 0.5, "on_s": 1.0, "off_s": 1.0},
+                       events=[{"at_s": 4.1, "server": 0, "kind": "capacity", "cores": 1.0},
+                               {"at_s": 6.1, "server": 1, "kind": "fail"},
+                               {"at_s": 8.1, "server": 1, "kind": "recover"}])
+    sim = build_simulation(cfg)
+    sim.start()
+    seen = set()
+    for k in range(1, 48):
+        t = k * cfg.lb.step_s
+        sim.advance(t + 1e-9)  # just after step k
+        want = []
+        for i, srv in enumerate(sim.servers):
+            if i == 1 and 6.1 < t < 8.1:
+                want.append(0.0)
+            elif i == 0 and t > 4.1:
+                want.append(1.0)
+            elif i < 4:
+                want.append(2.0)
+            else:
+                want.append(1.25 if srv.background > 0 else 2.5)
+        for lb in sim.lbs:
+            assert list(lb.dp.weights[:7]) == pytest.approx(want), f"step {k}"
+        seen.update(want[4:])
+    assert seen == {1.25, 2.5}  # both burst states were checked
+    sim.finish()
+
+
 @pytest.mark.parametrize("effects, where", [
     ([{"speed": 0}], "effects.0.speed"),
     ([{"threads_per_core": 0}], "effects.0.threads_per_core"),
