@@ -163,25 +163,30 @@ def test_completes_against_apache(apache: LocalApache, tmp_path: Path) -> None:
 def test_n_iter_scaling_matches_server_cpu(apache: LocalApache, tmp_path: Path) -> None:
     """Calibrate PHP's loop speed, build schedules from a config with it, and check that a
     request costs the server about work_s * cpu_per_core CPU seconds: twice as much with
-    cpu_per_core 1 as with 0.5. (This VM's loop speed varies by up to ~1.6x between moments
-    and workers, hence the loose absolute bound.)"""
+    cpu_per_core 1 as with 0.5. This VM's loop speed varies by up to ~1.6x between moments and
+    workers, hence the loose absolute bound; the two costs are compared within one run whose
+    requests alternate between them, so both see the same moments."""
     cal = _schedule(tmp_path / "cal.npz", np.arange(5) * 0.1, n_iter=2_000_000)
     dfc, _ = _run(_cmd(cal, tmp_path / "cal.parquet", apache.port, 5.0))
     assert (dfc["outcome"] == "completed").all()
     iters_per_cpu_s = 2_000_000 / dfc["cpu_s"].median()
     cfg = ExperimentConfig.model_validate({"seed": 2, "duration_s": 1.5, "traffic": {
         "rate": 8.0, "job": {"dist": "deterministic", "mean_s": 0.04}}})
-    cpu = {}
+    n_iter = {}
     for cpu_per_core in (0.5, 1.0):
         s = build_schedule(cfg, iters_per_cpu_s=iters_per_cpu_s, cpu_per_core=cpu_per_core,
                            n_lbs=1, n_clients=1)
         assert len(s) >= 6
         np.testing.assert_array_equal(s.n_iter, np.rint(0.04 * cpu_per_core * iters_per_cpu_s))
-        s.save(tmp_path / "s.npz")
-        df, _ = _run(_cmd(tmp_path / "s.npz", tmp_path / "r.parquet", apache.port, 2.0))
-        assert (df["outcome"] == "completed").all()
-        cpu[cpu_per_core] = float(np.median(df["cpu_s"]))
-        assert 0.5 < cpu[cpu_per_core] / (0.04 * cpu_per_core) < 2.0, cpu
+        n_iter[cpu_per_core] = int(s.n_iter[0])
+    # 16 requests 0.1 s apart (one at a time), alternating 0.5 / 1.0 CPU per core
+    mixed = [n_iter[0.5], n_iter[1.0]] * 8
+    df, _ = _run(_cmd(_schedule(tmp_path / "mixed.npz", np.arange(16) * 0.1, n_iter=mixed),
+                      tmp_path / "r.parquet", apache.port, 3.0))
+    assert (df["outcome"] == "completed").all() and len(df) == 16
+    cpu = {c: float(df.loc[df["n_iter"] == n, "cpu_s"].median()) for c, n in n_iter.items()}
+    for c, x in cpu.items():
+        assert 0.5 < x / (0.04 * c) < 2.0, cpu
     assert 1.4 < cpu[1.0] / cpu[0.5] < 2.8, cpu
 
 
