@@ -118,6 +118,8 @@ def test_bench_commands_end_to_end(bed, tmp_path):
         pts = lat["cases"][0]["points"]
         assert [p["level"] for p in pts] == ["min", "50% PDR"]
         assert all(p["latency"]["received"] > 0 for p in pts)
+        # the first trial (the minimal load, far below the PDR) starts only once its LB is ready
+        assert pts[0]["latency"]["received"] == pts[0]["latency"]["sent"], pts[0]["latency"]
         assert (tmp_path / "lat_latency.png").stat().st_size > 10_000
     finally:
         bed.up()
