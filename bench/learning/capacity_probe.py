@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""How much of the servers' hidden, changing capacity can an LB read from its own frame?
+
+An agent that drives SED's weights can close more of the oracle gap the better it knows each
+server's current effective capacity (``sed_now`` knows it exactly). This probe measures what
+the data plane's features reveal of it: it runs the scenario under a local policy (default LSQ),
+and at every step records, per LB and server, the features the agents see (``FEATURE_NAMES``,
+the same frames) next to the server's true capacity at that moment (0 while failed). Then, on
+the servers whose capacity changes during the run, it fits on the training seeds and scores on
+held-out seeds, one probe per such server:
+
+* **ridge regression** of the capacity relative to the server's mean capacity in the run, from
+  the log features of the step and of 2, 4, 8 and 16 steps before (the history a recurrent
+  agent could keep): R^2 on the held-out seeds = the share of the capacity's variation over
+  time that a linear reader of the frames explains;
+* **logistic regression** of "capacity below the server's mean" from the same inputs:
+  held-out accuracy against the majority rate (what always guessing the commoner state gets).
+
+A linear probe bounds the information from below: a non-linear reader may do better. Fit on
+standardised inputs, L2 penalty ``--ridge``; same seeds give the same numbers.
+
+    python bench/learning/capacity_probe.py experiments/configs/hidden_dynamic.yaml \\
+        --rate 480 --train-seeds 1-13 --test-seeds 14-16 --out results/hidden_dynamic/capacity_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from simulator.config import UserError, load_config  # noqa: E402
+from simulator.features import FEATURE_NAMES  # noqa: E402
+from simulator.policies import ORACLES, StaticPolicy  # noqa: E402
+from simulator.run import build_simulation  # noqa: E402
+
+LAGS = (0, 2, 4, 8, 16)  # steps of history in the probe's input
+LOG_FLOOR = 1e-4  # features are logged; counts of 0 and durations below 0.1 ms are floored
+
+
+class RecordingPolicy(StaticPolicy):
+    """A local core policy that leaves its weights alone and records, every step, each LB's
+    features and the servers' true capacities."""
+
+    reads_features = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.sim: Any = None
+        self.rows: list[tuple[float, int, np.ndarray, np.ndarray]] = []  # (t, lb, features SxF, capacity S)
+
+    def start(self, sim: Any) -> None:
+        self.sim = sim
+
+    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> None:
+        feats = np.stack([np.asarray(features[f], dtype=float) for f in FEATURE_NAMES], axis=1)
+        cap = np.array([0.0 if s.failed else s.capacity for s in self.sim.servers])
+        self.rows.append((now_s, lb, feats, cap))
+        return None
+
+
+def record(cfg: Any, seed: int, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One run: features (L, T, S, F), capacities (T, S) and step times (T,) after warm-up."""
+    cfg = cfg.model_copy(update={"seed": seed})
+    ctl = RecordingPolicy(policy)
+    sim = build_simulation(cfg, controller=ctl, recorder=None)
+    sim.run()
+    n_lbs = 1 + max(lb for _, lb, _, _ in ctl.rows)
+    times = np.array([t for t, lb, _, _ in ctl.rows if lb == 0])
+    feats = np.stack([np.stack([f for _, lb, f, _ in ctl.rows if lb == k]) for k in range(n_lbs)])
+    caps = np.stack([c for _, lb, _, c in ctl.rows if lb == 0])
+    keep = times >= cfg.warmup_s
+    return feats[:, keep], caps[keep], times[keep]
+
+
+def probe_inputs(feats_TSF: np.ndarray) -> np.ndarray:
+    """(T, S, F) features of one LB -> (T, S, F * len(LAGS)) log features with their history
+    (steps before the first are the first step's)."""
+    x = np.log(np.maximum(np.nan_to_num(feats_TSF, nan=LOG_FLOOR), LOG_FLOOR))
+    lagged = [np.concatenate([np.repeat(x[:1], lag, axis=0), x[:len(x) - lag]]) if lag else x for lag in LAGS]
+    return np.concatenate(lagged, axis=2)
+
+
+def dataset(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], servers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (LB, step, server in ``servers``): probe inputs and capacity / the server's mean."""
+    xs, ys = [], []
+    for feats, caps, _ in runs:
+        rel = caps[:, servers] / caps[:, servers].mean(axis=0)
+        for k in range(feats.shape[0]):
+            xs.append(probe_inputs(feats[k])[:, servers].reshape(-1, len(FEATURE_NAMES) * len(LAGS)))
+            ys.append(rel.reshape(-1))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
+    a = np.c_[x, np.ones(len(x))]
+    reg = penalty * np.eye(a.shape[1])
+    reg[-1, -1] = 0.0  # the intercept is not penalised
+    return np.linalg.solve(a.T @ a + reg, a.T @ y)
+
+
+def logistic(x: np.ndarray, y: np.ndarray, penalty: float, iters: int = 50) -> np.ndarray:
+    """L2-penalised logistic regression by Newton's method (intercept unpenalised)."""
+    a = np.c_[x, np.ones(len(x))]
+    w = np.zeros(a.shape[1])
+    reg = penalty * np.eye(a.shape[1])
+    reg[-1, -1] = 0.0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a @ w, -30, 30)))
+        grad = a.T @ (p - y) + reg @ w
+        hess = (a * (p * (1 - p))[:, None]).T @ a + reg
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return w
+
+
+def probe(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], penalty: float) -> dict:
+    (xtr, ytr), (xte, yte) = train, test
+    mu, sd = xtr.mean(axis=0), xtr.std(axis=0)
+    sd[sd == 0] = 1.0
+    ztr, zte = (xtr - mu) / sd, (xte - mu) / sd
+    w = ridge(ztr, ytr, penalty)
+    pred = np.c_[zte, np.ones(len(zte))] @ w
+    r2 = 1.0 - ((yte - pred) ** 2).sum() / ((yte - yte.mean()) ** 2).sum()
+    btr, bte = (ytr < 1.0).astype(float), (yte < 1.0).astype(float)
+    v = logistic(ztr, btr, penalty)
+    acc = float(((np.c_[zte, np.ones(len(zte))] @ v > 0) == (bte > 0.5)).mean())
+    return {"rows_train": len(ytr), "rows_test": len(yte), "ridge_r2_test": float(r2),
+            "below_mean_rate_test": float(bte.mean()), "majority_accuracy_test": float(max(bte.mean(), 1 - bte.mean())),
+            "logistic_accuracy_test": acc}
+
+
+def seeds_of(spec: str) -> list[int]:
+    try:
+        if "-" in spec:
+            a, b = spec.split("-")
+            return list(range(int(a), int(b) + 1))
+        return [int(s) for s in spec.split(",")]
+    except ValueError:
+        raise UserError(f"seeds {spec!r}: expected A-B or a comma-separated list of integers") from None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", type=Path)
+    ap.add_argument("--policy", default="lsq", help="the local policy that routes while the probe records")
+    ap.add_argument("--rate", type=float, help="traffic.rate override, flows/s")
+    ap.add_argument("--train-seeds", default="1-13")
+    ap.add_argument("--test-seeds", default="14-16")
+    ap.add_argument("--ridge", type=float, default=1.0, help="L2 penalty on standardised inputs")
+    ap.add_argument("--out", type=Path, help="write the result as JSON here")
+    a = ap.parse_args()
+    try:
+        if a.policy in ORACLES or a.policy in ("agent", "awcmp"):
+            raise UserError(f"--policy {a.policy!r}: the probe records under a local core policy (lsq, sed, wcmp, ...)")
+        cfg = load_config(a.config)
+        if a.rate is not None:
+            cfg = cfg.model_copy(update={"traffic": cfg.traffic.model_copy(update={"rate": a.rate})})
+        train_seeds, test_seeds = seeds_of(a.train_seeds), seeds_of(a.test_seeds)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    runs = {}
+    for i, seed in enumerate(train_seeds + test_seeds, 1):
+        print(f"run {i}/{len(train_seeds) + len(test_seeds)}: seed {seed}", file=sys.stderr, flush=True)
+        runs[seed] = record(cfg, seed, a.policy)
+    caps = np.concatenate([runs[s][1] for s in runs])
+    changing = np.flatnonzero(caps.std(axis=0) > 0)
+    if len(changing) == 0:
+        print("error: no server's capacity changes in this scenario; nothing to probe", file=sys.stderr)
+        return 2
+    per_server = {}
+    for srv in changing:  # one probe per server: each has its own kind of change
+        one = np.array([srv])
+        per_server[int(srv)] = probe(dataset([runs[s] for s in train_seeds], one),
+                                     dataset([runs[s] for s in test_seeds], one), a.ridge)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    out = {"config": str(a.config), "policy": a.policy, "rate": cfg.traffic.rate, "train_seeds": train_seeds,
+           "test_seeds": test_seeds, "lags_steps": list(LAGS), "ridge": a.ridge, "features": list(FEATURE_NAMES),
+           "commit": commit, "date": dt.date.today().isoformat(), "servers": per_server}
+    print("server  rows train/test  R^2 (held out)  below-mean accuracy  majority")
+    for srv, r in per_server.items():
+        print(f"{srv:6d}  {r['rows_train']:>6d}/{r['rows_test']:<6d}  {r['ridge_r2_test']:14.3f}  "
+              f"{r['logistic_accuracy_test']:19.3f}  {r['majority_accuracy_test']:8.3f}")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
