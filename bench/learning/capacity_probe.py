@@ -34,14 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench" / "learning"))
 
 from simulator.config import UserError, load_config  # noqa: E402
 from simulator.features import FEATURE_NAMES  # noqa: E402
 from simulator.policies import ORACLES, StaticPolicy  # noqa: E402
-from simulator.run import build_simulation  # noqa: E402
+from simulator.run import build_simulation, run_experiment  # noqa: E402
+from report import paired  # noqa: E402  (bench/learning/report.py)
 
 LAGS = (0, 2, 4, 8, 16)  # steps of history in the probe's input
 LOG_FLOOR = 1e-4  # features are logged; counts of 0 and durations below 0.1 ms are floored
@@ -86,8 +89,8 @@ def probe_inputs(feats_TSF: np.ndarray) -> np.ndarray:
     """(T, S, F) features of one LB -> (T, S, F * len(LAGS)) log features with their history
     (steps before the first are the first step's)."""
     x = np.log(np.maximum(np.nan_to_num(feats_TSF, nan=LOG_FLOOR), LOG_FLOOR))
-    lagged = [np.concatenate([np.repeat(x[:1], lag, axis=0), x[:len(x) - lag]]) if lag else x for lag in LAGS]
-    return np.concatenate(lagged, axis=2)
+    steps = np.arange(len(x))
+    return np.concatenate([x[np.maximum(steps - lag, 0)] for lag in LAGS], axis=2)
 
 
 def dataset(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], servers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,9 +139,52 @@ def probe(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarr
     btr, bte = (ytr < 1.0).astype(float), (yte < 1.0).astype(float)
     v = logistic(ztr, btr, penalty)
     acc = float(((np.c_[zte, np.ones(len(zte))] @ v > 0) == (bte > 0.5)).mean())
-    return {"rows_train": len(ytr), "rows_test": len(yte), "ridge_r2_test": float(r2),
+    model = {"mu": mu, "sd": sd, "w": w}
+    return {"model": model, "rows_train": len(ytr), "rows_test": len(yte), "ridge_r2_test": float(r2),
             "below_mean_rate_test": float(bte.mean()), "majority_accuracy_test": float(max(bte.mean(), 1 - bte.mean())),
             "logistic_accuracy_test": acc}
+
+
+class ProbeSedPolicy(StaticPolicy):
+    """SED whose weights follow the probes: every step, server i's weight is its mean capacity
+    in the training runs (the static split an agent can learn) times the ridge probe's reading
+    of its current relative capacity from this LB's frames (clipped to [0.05, 2]); servers
+    without a probe keep their mean capacity. Frames only at run time, like an agent."""
+
+    reads_features = True
+
+    def __init__(self, mean_capacity: np.ndarray, models: dict[int, dict]) -> None:
+        super().__init__("sed")
+        self.mean_capacity, self.models = mean_capacity, models
+        self.history: dict[int, list[np.ndarray]] = {}  # per LB: (S, F) features of every step
+
+    def static_weights(self, cores: list[float]) -> list[float]:
+        return list(self.mean_capacity)
+
+    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> list[float]:
+        h = self.history.setdefault(lb, [])
+        h.append(np.stack([np.asarray(features[f], dtype=float) for f in FEATURE_NAMES], axis=1))
+        del h[:-1 - max(LAGS)]  # the history the probe reads
+        x = probe_inputs(np.stack(h))[-1]
+        w = self.mean_capacity.copy()
+        for srv, m in self.models.items():
+            z = (x[srv] - m["mu"]) / m["sd"]
+            w[srv] *= float(np.clip(z @ m["w"][:-1] + m["w"][-1], 0.05, 2.0))
+        return list(w)
+
+
+def evaluate(cfg: Any, seeds: list[int], mean_capacity: np.ndarray, models: dict[int, dict]) -> pd.DataFrame:
+    """Mean and p90 JCT of lsq, sed, sed_true, sed_now, gsed and the probe-driven SED per seed."""
+    rows = []
+    for seed in seeds:
+        for label in ("lsq", "sed", "sed_true", "sed_now", "gsed", "probe_sed"):
+            c = cfg.model_copy(update={"seed": seed, "policy": cfg.policy.model_copy(
+                update={"name": "sed" if label == "probe_sed" else label})})
+            ctl = ProbeSedPolicy(mean_capacity, models) if label == "probe_sed" else None
+            summary = run_experiment(c, progress=False, controller=ctl).summary
+            rows.append({"label": label, "load": cfg.traffic.rate, "seed": seed,
+                         "jct_mean_s": summary["jct_mean_s"], "jct_p90_s": summary["jct_p90_s"]})
+    return pd.DataFrame(rows)
 
 
 def seeds_of(spec: str) -> list[int]:
@@ -160,6 +206,9 @@ def main() -> int:
     ap.add_argument("--test-seeds", default="14-16")
     ap.add_argument("--ridge", type=float, default=1.0, help="L2 penalty on standardised inputs")
     ap.add_argument("--out", type=Path, help="write the result as JSON here")
+    ap.add_argument("--eval", action="store_true",
+                    help="also run SED driven by the probes (probe_sed) on the held-out seeds against lsq, "
+                         "sed, sed_true, sed_now and gsed, paired vs the best local heuristic")
     a = ap.parse_args()
     try:
         if a.policy in ORACLES or a.policy in ("agent", "awcmp"):
@@ -194,6 +243,17 @@ def main() -> int:
     for srv, r in per_server.items():
         print(f"{srv:6d}  {r['rows_train']:>6d}/{r['rows_test']:<6d}  {r['ridge_r2_test']:14.3f}  "
               f"{r['logistic_accuracy_test']:19.3f}  {r['majority_accuracy_test']:8.3f}")
+    models = {srv: r.pop("model") for srv, r in per_server.items()}
+    if a.eval:
+        mean_capacity = np.concatenate([runs[s][1] for s in train_seeds]).mean(axis=0)
+        runs_df = evaluate(cfg, test_seeds, mean_capacity, models)
+        cmp = paired(runs_df, ["probe_sed", "sed_now"], ["lsq", "sed"], ["gsed"])
+        out["probe_sed"] = {"mean_capacity_train": mean_capacity.tolist(), "runs": runs_df.to_dict("records"),
+                            "paired": cmp.to_dict("records")}
+        for r in cmp.itertuples():
+            print(f"{r.agent:9} vs {r.best_local}: mean JCT {100 * r.rel_mean_jct:+.1f} ± {100 * r.rel_mean_jct_ci95:.1f} %, "
+                  f"p90 {100 * r.rel_p90_jct:+.1f} ± {100 * r.rel_p90_jct_ci95:.1f} %; closes "
+                  f"{100 * r.gap_closed_mean:.0f} % of the gap to {r.best_oracle} (mean), {100 * r.gap_closed_p90:.0f} % (p90)")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(out, indent=1) + "\n")
