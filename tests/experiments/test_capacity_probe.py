@@ -10,10 +10,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "learning"))
-from capacity_probe import LAGS, logistic, probe, probe_inputs, record, ridge  # noqa: E402
+from capacity_probe import LAGS, ProbeSedPolicy, logistic, probe, probe_inputs, record, ridge  # noqa: E402
 
 from simulator.config import load_config  # noqa: E402
 from simulator.features import FEATURE_NAMES  # noqa: E402
+from simulator.run import run_experiment  # noqa: E402
 
 
 def test_ridge_and_logistic_recover_known_models():
@@ -68,3 +69,20 @@ def test_recorded_capacities_follow_the_scenario():
     failed = (times > 30) & (times < 45)
     assert np.all(caps[failed, 1] == 0.0) and np.all(caps[~failed & (times != 30) & (times != 45), 1] == 2.0)
     assert set(np.unique(caps[:, 4:])) == {1.25, 2.5}
+
+
+def test_probe_sed_sets_mean_capacity_times_the_probes_reading():
+    """A probe that reads 0.5 whatever it sees (zero coefficients, intercept 0.5) on server 4,
+    and one that reads 10 (clipped to 2) on server 5: every step's weights are the mean
+    capacities with server 4's halved and server 5's doubled."""
+    cfg = load_config(ROOT / "experiments" / "configs" / "hidden_dynamic.yaml")
+    cfg = cfg.model_copy(update={"duration_s": 8.0})
+    n_in = len(FEATURE_NAMES) * len(LAGS)
+    flat = {"mu": np.zeros(n_in), "sd": np.ones(n_in)}
+    models = {4: flat | {"w": np.r_[np.zeros(n_in), 0.5]}, 5: flat | {"w": np.r_[np.zeros(n_in), 10.0]}}
+    mean_cap = np.array([1.8, 1.7, 2.0, 2.0, 2.1, 2.2, 2.3])
+    steps = run_experiment(cfg, progress=False, controller=ProbeSedPolicy(mean_cap, models)).steps
+    want = mean_cap * np.array([1, 1, 1, 1, 0.5, 2.0, 1])
+    got = steps.sort_values(["t_s", "lb", "server"])["weight"].to_numpy().reshape(-1, 7)
+    assert got.shape == (2 * 32, 7)  # 2 LBs x 32 steps of 0.25 s
+    assert np.allclose(got, want)
