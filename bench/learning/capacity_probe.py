@@ -71,10 +71,9 @@ class RecordingPolicy(StaticPolicy):
         return None
 
 
-def record(cfg: Any, seed: int, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One run: features (L, T, S, F), capacities (T, S) and step times (T,) after warm-up."""
+def record(cfg: Any, seed: int, ctl: RecordingPolicy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One run under ctl: features (L, T, S, F), capacities (T, S), step times (T,) after warm-up."""
     cfg = cfg.model_copy(update={"seed": seed})
-    ctl = RecordingPolicy(policy)
     sim = build_simulation(cfg, controller=ctl, recorder=None)
     sim.run()
     n_lbs = 1 + max(lb for _, lb, _, _ in ctl.rows)
@@ -145,13 +144,12 @@ def probe(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarr
             "logistic_accuracy_test": acc}
 
 
-class ProbeSedPolicy(StaticPolicy):
+class ProbeSedPolicy(RecordingPolicy):
     """SED whose weights follow the probes: every step, server i's weight is its mean capacity
     in the training runs (the static split an agent can learn) times the ridge probe's reading
     of its current relative capacity from this LB's frames (clipped to [0.05, 2]); servers
-    without a probe keep their mean capacity. Frames only at run time, like an agent."""
-
-    reads_features = True
+    without a probe keep their mean capacity. Frames only at run time, like an agent. It records
+    as RecordingPolicy does: its own runs are the next iteration's training data."""
 
     def __init__(self, mean_capacity: np.ndarray, models: dict[int, dict]) -> None:
         super().__init__("sed")
@@ -162,6 +160,7 @@ class ProbeSedPolicy(StaticPolicy):
         return list(self.mean_capacity)
 
     def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> list[float]:
+        super().on_step(now_s, lb, features)
         h = self.history.setdefault(lb, [])
         h.append(np.stack([np.asarray(features[f], dtype=float) for f in FEATURE_NAMES], axis=1))
         del h[:-1 - max(LAGS)]  # the history the probe reads
@@ -173,18 +172,37 @@ class ProbeSedPolicy(StaticPolicy):
         return list(w)
 
 
-def evaluate(cfg: Any, seeds: list[int], mean_capacity: np.ndarray, models: dict[int, dict]) -> pd.DataFrame:
-    """Mean and p90 JCT of lsq, sed, sed_true, sed_now, gsed and the probe-driven SED per seed."""
+REFERENCES = ("lsq", "sed", "sed_true", "sed_now", "gsed")  # what probe_sed is compared with
+
+
+def evaluate(cfg: Any, seeds: list[int], labels: tuple[str, ...],
+             probe_sed: tuple[np.ndarray, dict[int, dict]] | None = None) -> pd.DataFrame:
+    """Mean and p90 JCT per seed of the policies ``labels``; "probe_sed" runs
+    ProbeSedPolicy(*probe_sed)."""
     rows = []
     for seed in seeds:
-        for label in ("lsq", "sed", "sed_true", "sed_now", "gsed", "probe_sed"):
+        for label in labels:
             c = cfg.model_copy(update={"seed": seed, "policy": cfg.policy.model_copy(
                 update={"name": "sed" if label == "probe_sed" else label})})
-            ctl = ProbeSedPolicy(mean_capacity, models) if label == "probe_sed" else None
+            ctl = ProbeSedPolicy(*probe_sed) if label == "probe_sed" else None
             summary = run_experiment(c, progress=False, controller=ctl).summary
             rows.append({"label": label, "load": cfg.traffic.rate, "seed": seed,
                          "jct_mean_s": summary["jct_mean_s"], "jct_p90_s": summary["jct_p90_s"]})
     return pd.DataFrame(rows)
+
+
+def fit_probes(train: list, test: list, servers: np.ndarray, penalty: float) -> tuple[dict, dict]:
+    """One probe per server (each has its own kind of change): (scores, models) by server."""
+    scores = {int(srv): probe(dataset(train, np.array([srv])), dataset(test, np.array([srv])), penalty)
+              for srv in servers}
+    return scores, {srv: r.pop("model") for srv, r in scores.items()}
+
+
+def print_scores(scores: dict) -> None:
+    print("server  rows train/test  R^2 (held out)  below-mean accuracy  majority")
+    for srv, r in scores.items():
+        print(f"{srv:6d}  {r['rows_train']:>6d}/{r['rows_test']:<6d}  {r['ridge_r2_test']:14.3f}  "
+              f"{r['logistic_accuracy_test']:19.3f}  {r['majority_accuracy_test']:8.3f}")
 
 
 def seeds_of(spec: str) -> list[int]:
@@ -206,6 +224,9 @@ def main() -> int:
     ap.add_argument("--test-seeds", default="14-16")
     ap.add_argument("--ridge", type=float, default=1.0, help="L2 penalty on standardised inputs")
     ap.add_argument("--out", type=Path, help="write the result as JSON here")
+    ap.add_argument("--iterations", type=int, default=1,
+                    help="fits; each after the first adds training runs (seeds + 1000 x iteration) routed by "
+                         "the previous fit's probe_sed, whose frames differ from LSQ's (default 1)")
     ap.add_argument("--eval", action="store_true",
                     help="also run SED driven by the probes (probe_sed) on the held-out seeds against lsq, "
                          "sed, sed_true, sed_now and gsed, paired vs the best local heuristic")
@@ -217,43 +238,49 @@ def main() -> int:
         if a.rate is not None:
             cfg = cfg.model_copy(update={"traffic": cfg.traffic.model_copy(update={"rate": a.rate})})
         train_seeds, test_seeds = seeds_of(a.train_seeds), seeds_of(a.test_seeds)
+        if a.iterations < 1:
+            raise UserError(f"--iterations {a.iterations}: at least 1")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     runs = {}
     for i, seed in enumerate(train_seeds + test_seeds, 1):
-        print(f"run {i}/{len(train_seeds) + len(test_seeds)}: seed {seed}", file=sys.stderr, flush=True)
-        runs[seed] = record(cfg, seed, a.policy)
+        print(f"run {i}/{len(train_seeds) + len(test_seeds)}: seed {seed} under {a.policy}", file=sys.stderr, flush=True)
+        runs[seed] = record(cfg, seed, RecordingPolicy(a.policy))
     caps = np.concatenate([runs[s][1] for s in runs])
     changing = np.flatnonzero(caps.std(axis=0) > 0)
     if len(changing) == 0:
         print("error: no server's capacity changes in this scenario; nothing to probe", file=sys.stderr)
         return 2
-    per_server = {}
-    for srv in changing:  # one probe per server: each has its own kind of change
-        one = np.array([srv])
-        per_server[int(srv)] = probe(dataset([runs[s] for s in train_seeds], one),
-                                     dataset([runs[s] for s in test_seeds], one), a.ridge)
+    train, test = [runs[s] for s in train_seeds], [runs[s] for s in test_seeds]
+    mean_capacity = np.concatenate([r[1] for r in train]).mean(axis=0)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    out = {"config": str(a.config), "policy": a.policy, "rate": cfg.traffic.rate, "train_seeds": train_seeds,
-           "test_seeds": test_seeds, "lags_steps": list(LAGS), "ridge": a.ridge, "features": list(FEATURE_NAMES),
-           "commit": commit, "date": dt.date.today().isoformat(), "servers": per_server}
-    print("server  rows train/test  R^2 (held out)  below-mean accuracy  majority")
-    for srv, r in per_server.items():
-        print(f"{srv:6d}  {r['rows_train']:>6d}/{r['rows_test']:<6d}  {r['ridge_r2_test']:14.3f}  "
-              f"{r['logistic_accuracy_test']:19.3f}  {r['majority_accuracy_test']:8.3f}")
-    models = {srv: r.pop("model") for srv, r in per_server.items()}
-    if a.eval:
-        mean_capacity = np.concatenate([runs[s][1] for s in train_seeds]).mean(axis=0)
-        runs_df = evaluate(cfg, test_seeds, mean_capacity, models)
-        cmp = paired(runs_df, ["probe_sed", "sed_now"], ["lsq", "sed"], ["gsed"])
-        out["probe_sed"] = {"mean_capacity_train": mean_capacity.tolist(), "runs": runs_df.to_dict("records"),
-                            "paired": cmp.to_dict("records")}
-        for r in cmp.itertuples():
-            print(f"{r.agent:9} vs {r.best_local}: mean JCT {100 * r.rel_mean_jct:+.1f} ± {100 * r.rel_mean_jct_ci95:.1f} %, "
-                  f"p90 {100 * r.rel_p90_jct:+.1f} ± {100 * r.rel_p90_jct_ci95:.1f} %; closes "
-                  f"{100 * r.gap_closed_mean:.0f} % of the gap to {r.best_oracle} (mean), {100 * r.gap_closed_p90:.0f} % (p90)")
+    out: dict[str, Any] = {
+        "config": str(a.config), "policy": a.policy, "rate": cfg.traffic.rate, "train_seeds": train_seeds,
+        "test_seeds": test_seeds, "lags_steps": list(LAGS), "ridge": a.ridge, "features": list(FEATURE_NAMES),
+        "iterations": a.iterations, "commit": commit, "date": dt.date.today().isoformat(),
+        "mean_capacity_train": mean_capacity.tolist(), "fits": []}
+    refs = evaluate(cfg, test_seeds, REFERENCES) if a.eval else None
+    for it in range(a.iterations):
+        if it:  # more training runs, routed by the last fit's probe_sed (its own frames)
+            for i, seed in enumerate(train_seeds, 1):
+                print(f"iteration {it}: run {i}/{len(train_seeds)} under probe_sed", file=sys.stderr, flush=True)
+                train.append(record(cfg, seed + 1000 * it, ProbeSedPolicy(mean_capacity, models)))
+        scores, models = fit_probes(train, test, changing, a.ridge)
+        fit: dict[str, Any] = {"training_runs": len(train), "servers": scores}
+        print(f"fit {it + 1}/{a.iterations} on {len(train)} training runs (the held-out runs are under {a.policy})")
+        print_scores(scores)
+        if refs is not None:
+            runs_df = pd.concat([refs, evaluate(cfg, test_seeds, ("probe_sed",), (mean_capacity, models))])
+            cmp = paired(runs_df, ["probe_sed", "sed_now"], ["lsq", "sed"], ["gsed"])
+            fit["eval"] = {"runs": runs_df.to_dict("records"), "paired": cmp.to_dict("records")}
+            for r in cmp.itertuples():
+                print(f"{r.agent:9} vs {r.best_local}: mean JCT {100 * r.rel_mean_jct:+.1f} ± "
+                      f"{100 * r.rel_mean_jct_ci95:.1f} %, p90 {100 * r.rel_p90_jct:+.1f} ± "
+                      f"{100 * r.rel_p90_jct_ci95:.1f} %; closes {100 * r.gap_closed_mean:.0f} % of the gap to "
+                      f"{r.best_oracle} (mean), {100 * r.gap_closed_p90:.0f} % (p90)")
+        out["fits"].append(fit)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(out, indent=1) + "\n")

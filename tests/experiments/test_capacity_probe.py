@@ -10,7 +10,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "learning"))
-from capacity_probe import LAGS, ProbeSedPolicy, logistic, probe, probe_inputs, record, ridge  # noqa: E402
+from capacity_probe import LAGS, ProbeSedPolicy, RecordingPolicy, logistic, probe, probe_inputs, record, ridge  # noqa: E402
 
 from simulator.config import load_config  # noqa: E402
 from simulator.features import FEATURE_NAMES  # noqa: E402
@@ -62,7 +62,7 @@ def test_recorded_capacities_follow_the_scenario():
     their co-located burst is on; servers 2 and 3 keep their 2 cores."""
     cfg = load_config(ROOT / "experiments" / "configs" / "hidden_dynamic.yaml")
     cfg = cfg.model_copy(update={"duration_s": 50.0})
-    feats, caps, times = record(cfg, 3, "lsq")
+    feats, caps, times = record(cfg, 3, RecordingPolicy("lsq"))
     assert feats.shape == (2, len(times), 7, len(FEATURE_NAMES)) and times[0] >= cfg.warmup_s
     assert np.all(caps[:, [2, 3]] == 2.0)
     assert np.all(caps[times < 20, 0] == 2.0) and np.all(caps[times > 20, 0] == 1.0)
