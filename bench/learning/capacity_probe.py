@@ -17,10 +17,13 @@ held-out seeds, one probe per such server:
   held-out accuracy against the majority rate (what always guessing the commoner state gets).
 
 A linear probe bounds the information from below: a non-linear reader may do better. Fit on
-standardised inputs, L2 penalty ``--ridge``; same seeds give the same numbers.
+standardised inputs, L2 penalty ``--ridge``; same seeds give the same numbers. ``--eval`` drives
+SED's weights with the probes (``probe_sed``, see :class:`ProbeSedPolicy`) on the held-out seeds;
+``--iterations`` refits on runs that ``probe_sed`` routed itself.
 
-    python bench/learning/capacity_probe.py experiments/configs/hidden_dynamic.yaml \\
-        --rate 480 --train-seeds 1-13 --test-seeds 14-16 --out results/hidden_dynamic/capacity_probe.json
+    python bench/learning/capacity_probe.py experiments/configs/hidden_dynamic.yaml --rate 420 \\
+        --train-seeds 1-30 --test-seeds 31-40 --iterations 3 --eval \\
+        --out bench/learning/results/hidden_dynamic/capacity_probe/lsq_rate420.json
 """
 
 from __future__ import annotations

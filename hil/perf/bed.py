@@ -203,7 +203,8 @@ class LbRun:
     def _wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Until lb_rl_host prints its startup line (its rings are bound then). Under a small CPU
         quota its start (a zeroed flow table, the rings) can take a second or more; a trial begun
-        before then loses the first packets (measured: 40-80 % of a 1-s trial at 0.1 CPU)."""
+        before then loses the first packets (measured: the first 1-s trial of a run at 0.1 CPU lost
+        34-77 % of its packets; its start took 2.4 s)."""
         p = self.proc
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
