@@ -158,19 +158,38 @@ class OraclePolicy(StaticPolicy):
 
 
 class CapacityWeightsPolicy(StaticPolicy):
-    """sed_now: every step, each LB's SED weights become the servers' true capacities."""
+    """sed_now: every step, each LB's SED weights become the servers' true capacities.
+
+    With ``known`` (server indices), only those servers' weights follow their true capacity;
+    the others keep ``sed_true``'s static weights (their effective capacities without
+    background or events): which hidden change an oracle's gain comes from
+    (bench/learning/oracle_parts.py). ``known=None`` is every server, i.e. sed_now."""
 
     reads_features = True  # so that on_step runs every step (it ignores the features)
 
-    def __init__(self) -> None:
+    def __init__(self, known: Sequence[int] | None = None) -> None:
         super().__init__("sed_now")
         self.sim: Any = None
+        self.known = None if known is None else sorted(set(int(i) for i in known))
+        self.static: list[float] = []
 
     def start(self, sim: Any) -> None:
+        from simulator.run import effective_capacities  # run imports this module
+
         self.sim = sim
+        n = len(sim.servers)
+        if self.known is not None and any(not 0 <= i < n for i in self.known):
+            raise UserError(f"known servers {self.known}: this topology has servers 0..{n - 1}")
+        self.static = effective_capacities(sim.cfg, [srv.cores for srv in sim.servers])
 
     def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Sequence[float] | None:
-        return [0.0 if srv.failed else srv.capacity for srv in self.sim.servers]
+        servers = self.sim.servers
+        if self.known is None:
+            return [0.0 if srv.failed else srv.capacity for srv in servers]
+        w = list(self.static)
+        for i in self.known:
+            w[i] = 0.0 if servers[i].failed else servers[i].capacity
+        return w
 
 
 def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from simulator.config import ConfigError, ExperimentConfig, ServerEffectsConfig, UserError, parse_config
+from simulator.policies import CapacityWeightsPolicy
 from simulator.run import build_simulation, effective_capacities, run_experiment
 from simulator.traffic import JobSizes, mean_job_s
 from simhelpers import batch_means_ci, single_server_cfg
@@ -229,6 +230,43 @@ def test_sed_now_follows_the_true_capacities_every_step():
         seen.update(want[4:])
     assert seen == {1.25, 2.5}  # both burst states were checked
     sim.finish()
+
+
+def test_capacity_weights_of_some_servers_only():
+    """CapacityWeightsPolicy(known): the known servers' weights follow their true capacity (0
+    while failed), the others keep sed_true's static weights: here server 1 fails from 2.1 s to
+    4.1 s and server 4's co-located burst halves its SMT capacity (2.5 -> 1.25), but only
+    server 1 is known, so server 4 stays at 2.5 throughout."""
+    cfg = _effects_cfg(policy={"name": "sed_true"}, duration_s=6,
+                       effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
+                       background={"servers": [4], "fraction": 0.5, "on_s": 1.0, "off_s": 1.0},
+                       events=[{"at_s": 2.1, "server": 1, "kind": "fail"},
+                               {"at_s": 4.1, "server": 1, "kind": "recover"}])
+    sim = build_simulation(cfg, controller=CapacityWeightsPolicy([1]))
+    sim.start()
+    bursts = 0
+    for k in range(1, 24):
+        t = k * cfg.lb.step_s
+        sim.advance(t + 1e-9)
+        want = [2.0, 0.0 if 2.1 < t < 4.1 else 2.0, 2.0, 2.0, 2.5, 2.5, 2.5]
+        bursts += sim.servers[4].background > 0
+        for lb in sim.lbs:
+            assert list(lb.dp.weights[:7]) == pytest.approx(want), f"step {k}"
+    assert bursts > 0  # server 4's burst was on during some checked steps
+    sim.finish()
+    with pytest.raises(UserError, match="servers 0..6"):
+        build_simulation(cfg, controller=CapacityWeightsPolicy([7])).start()
+
+
+def test_capacity_weights_of_no_server_is_sed_true_and_of_all_is_sed_now():
+    cfg = _effects_cfg(policy={"name": "sed_true"}, duration_s=6,
+                       effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
+                       background={"servers": [4, 5, 6], "fraction": 0.5, "on_s": 1.0, "off_s": 1.0})
+    assert _summary(run_experiment(cfg, progress=False, controller=CapacityWeightsPolicy([]))) == \
+        _summary(run_experiment(cfg, progress=False))
+    now = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"name": "sed_now"})})
+    assert _summary(run_experiment(now, progress=False, controller=CapacityWeightsPolicy(range(7)))) == \
+        _summary(run_experiment(now, progress=False))
 
 
 @pytest.mark.parametrize("effects, where", [
