@@ -116,6 +116,10 @@ class QmixConfig:
     """Rewards are multiplied by this before learning."""
     grad_clip: float = 10.0
     """Max global gradient norm (0 disables)."""
+    capacity_loss: float = 0.0
+    """Weight of an auxiliary loss (0: none; needs ``agent_net=servers``): the per-server net's
+    capacity head predicts each server's true capacity / nominal cores (the env's privileged
+    ``capacity`` info, a training target only) from the hidden layer its utilities come from."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,11 +163,17 @@ def _agent_inputs(obs_BTNO: torch.Tensor, actions_BTNH: torch.Tensor) -> torch.T
     return torch.cat([obs_BTNO, prev_BTNX, ids_BTNN], dim=-1)
 
 
-def _run_agents(net: nn.Module, x_BTNI: torch.Tensor) -> torch.Tensor:
-    """Unroll the shared agent network over every agent's sequence -> q_BTNHA."""
+def _run_agents(net: nn.Module, x_BTNI: torch.Tensor, capacity: bool = False):  # type: ignore[no-untyped-def]
+    """Unroll the shared agent network over every agent's sequence -> q_BTNHA (with ``capacity``
+    also the capacity head's cap_BTNH)."""
     B, T1, N, I = x_BTNI.shape
-    q_XTHA, _ = net(x_BTNI.permute(0, 2, 1, 3).reshape(B * N, T1, I))
-    return q_XTHA.view(B, N, T1, net.n_heads, net.n_actions).permute(0, 2, 1, 3, 4)
+    x = x_BTNI.permute(0, 2, 1, 3).reshape(B * N, T1, I)
+    if not capacity:
+        q_XTHA, _ = net(x)
+        return q_XTHA.view(B, N, T1, net.n_heads, net.n_actions).permute(0, 2, 1, 3, 4)
+    q_XTHA, _, cap_XTH = net(x, capacity=True)
+    return (q_XTHA.view(B, N, T1, net.n_heads, net.n_actions).permute(0, 2, 1, 3, 4),
+            cap_XTH.view(B, N, T1, net.n_heads).permute(0, 2, 1, 3))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,7 +245,8 @@ class QmixAgent:
         self.config, self.signature, self.seed = config, signature, seed
         torch.manual_seed(seed)
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
-        self.net = make_agent_net(config.agent_net, O, H, N_LEVELS, config.hidden, N)
+        self.net = make_agent_net(config.agent_net, O, H, N_LEVELS, config.hidden, N,
+                                  capacity_head=config.capacity_loss > 0)
         self.mixer = QMixer(N, signature.state_dim, config.mixer_embed, config.hypernet_hidden)
         self.net_targ = copy.deepcopy(self.net).requires_grad_(False)
         self.mixer_targ = copy.deepcopy(self.mixer).requires_grad_(False)
@@ -279,7 +290,13 @@ class QmixAgent:
         term_BT, mask_BT = torch.from_numpy(b.terminated_BT), torch.from_numpy(b.mask_BT)
 
         x_BTNI = _agent_inputs(obs_BTNO, act_BTNH)  # T+1 rows
-        q_BTNHA = _run_agents(self.net, x_BTNI)
+        aux = cfg.capacity_loss > 0
+        if aux and b.capacity_BTH is None:
+            raise ValueError("capacity_loss > 0 needs episodes with the env's capacity info")
+        if aux:
+            q_BTNHA, cap_BTNH = _run_agents(self.net, x_BTNI, capacity=True)
+        else:
+            q_BTNHA = _run_agents(self.net, x_BTNI)
         qa_BTN = q_BTNHA[:, :-1].gather(-1, act_BTNH.unsqueeze(-1)).squeeze(-1).mean(-1)
         qtot_BT = self.mixer(qa_BTN, state_BTS[:, :-1])
 
@@ -292,15 +309,21 @@ class QmixAgent:
 
         n_valid = mask_BT.sum().clamp(min=1.0)
         td_BT = (qtot_BT - target_BT) * mask_BT
-        loss = (td_BT ** 2).sum() / n_valid
+        loss = td_loss = (td_BT ** 2).sum() / n_valid
+        stats = {}
+        if aux:  # obs row t+1 is seen after step t, when capacity_BTH[:, t] held
+            err_BTNH = cap_BTNH[:, 1:] - torch.from_numpy(b.capacity_BTH).unsqueeze(2)
+            cap_loss = ((err_BTNH ** 2).mean((2, 3)) * mask_BT).sum() / n_valid
+            loss = td_loss + cfg.capacity_loss * cap_loss
+            stats["losses/capacity"] = cap_loss.item()
         self.opt.zero_grad()
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         self.opt.step()
         self.updates_done += 1
         self._update_targets()
-        return {"losses/td": loss.item(), "losses/grad_norm": float(grad_norm),
-                "charts/q_tot_mean": ((qtot_BT * mask_BT).sum() / n_valid).item()}
+        return {"losses/td": td_loss.item(), "losses/grad_norm": float(grad_norm),
+                "charts/q_tot_mean": ((qtot_BT * mask_BT).sum() / n_valid).item(), **stats}
 
     def _update_targets(self) -> None:
         cfg = self.config

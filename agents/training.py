@@ -96,7 +96,7 @@ def collect_episode(env: Any, policy: Any, seed: int, deterministic: bool = Fals
     policy.reset(seed=seed)
     obs_rows = [np.stack([np.asarray(obs[a], np.float32) for a in sig.agents])]
     state_rows = [_state(env, obs, sig)]
-    act_rows, rew_rows = [], []
+    act_rows, rew_rows, cap_rows = [], [], []
     terminated = False
     costs: list[float] = []
     episode_info: dict[str, Any] = {}
@@ -108,6 +108,8 @@ def collect_episode(env: Any, policy: Any, seed: int, deterministic: bool = Fals
         obs_rows.append(np.stack([np.asarray(obs[a], np.float32) for a in sig.agents]))
         state_rows.append(_state(env, obs, sig))
         info0 = infos.get(sig.agents[0], {}) if infos else {}
+        if isinstance(info0, dict) and "capacity" in info0:
+            cap_rows.append(np.asarray(info0["capacity"], np.float32))
         if isinstance(info0, dict) and "cost" in info0:
             costs.append(float(info0["cost"]))
         if any(terms.values()) or any(truncs.values()) or not env.agents:
@@ -118,8 +120,9 @@ def collect_episode(env: Any, policy: Any, seed: int, deterministic: bool = Fals
     info: dict[str, Any] = dict(episode_info)
     if costs:
         info["mean_cost"] = float(np.mean(costs))
+    capacity = np.stack(cap_rows) if cap_rows and len(cap_rows) == len(act_rows) else None
     return Episode(np.stack(obs_rows), np.stack(state_rows), np.stack(act_rows).astype(np.int64),
-                   np.stack(rew_rows), terminated, seed, info)
+                   np.stack(rew_rows), terminated, seed, info, capacity)
 
 
 # ------------------------------------------------------------------------------------------------

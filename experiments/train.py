@@ -60,6 +60,12 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
 
     if changes.get("agent_net", "flat") not in AGENT_NETS:
         raise UserError(f"--hp agent_net={changes['agent_net']!r}: choose one of {', '.join(AGENT_NETS)}")
+    if "capacity_loss" in changes:
+        w = changes["capacity_loss"]
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+            raise UserError(f"--hp capacity_loss={w!r}: expected a number >= 0")
+        if w > 0 and changes.get("agent_net", "flat") != "servers":
+            raise UserError(f"--hp capacity_loss={w}: the capacity head needs --hp agent_net=servers")
     return dataclasses.replace(cfg, **changes)
 
 

@@ -241,7 +241,8 @@ class LoadBalanceParallelEnv(ParallelEnv):
         done = self._t + self._step_s > self.sim.end_s + 1e-9
         terminations = {a: False for a in self.agents}
         truncations = {a: done for a in self.agents}
-        infos = {a: {"t_s": self._t, "weights": self._weights[a]} for a in self.agents}
+        capacity = self.true_capacity()
+        infos = {a: {"t_s": self._t, "weights": self._weights[a], "capacity": capacity} for a in self.agents}
         if done:
             self.sim.finish()
             from simulator.run import collect
@@ -268,6 +269,12 @@ class LoadBalanceParallelEnv(ParallelEnv):
         """Weights in force before an agent's first action, as the observation reports them
         (absolute: 1 as CIKM'22's env; relative: the static weights the LB starts with)."""
         return self.static_weights.copy() if self.action_scale == "relative" else np.ones(self.n_servers)
+
+    def true_capacity(self) -> np.ndarray:
+        """Each server's true capacity now over its nominal cores (0 while failed): what the hidden
+        effects leave of the static weight. Privileged (the LB never sees it): in ``infos`` only as a
+        training target for auxiliary losses (QMIX ``capacity_loss``), never in an observation."""
+        return np.array([0.0 if srv.failed else srv.capacity for srv in self.sim.servers]) / self.static_weights
 
     def _observation(self, agent: str) -> np.ndarray:
         obs = normalise_features(self._ctl.features[self._agent_idx[agent]]).reshape(-1)

@@ -26,6 +26,8 @@ class Episode:
     rewards_TN: reward each agent received for step t.
     terminated: the episode ended in a true terminal state (no bootstrap); False for a time limit.
     seed: the seed the episode was collected with (env reset and exploration).
+    capacity_TH: each server's true capacity / nominal cores after step t (the env's privileged
+    ``capacity`` info, aligned with obs rows 1..T), a target for auxiliary losses; None if absent.
     """
 
     obs_TNO: np.ndarray
@@ -35,6 +37,7 @@ class Episode:
     terminated: bool
     seed: int = -1
     info: dict[str, Any] = field(default_factory=dict)
+    capacity_TH: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -59,6 +62,7 @@ class EpisodeBatch:
     rewards_BTN: np.ndarray
     terminated_BT: np.ndarray
     mask_BT: np.ndarray
+    capacity_BTH: np.ndarray | None = None  # None unless every episode has capacity_TH
 
     @classmethod
     def from_episodes(cls, episodes: list[Episode]) -> "EpisodeBatch":
@@ -82,7 +86,12 @@ class EpisodeBatch:
             mask[b, :T] = 1.0
             if e.terminated and T > 0:
                 term[b, T - 1] = 1.0
-        return cls(obs, state, act, rew, term, mask)
+        cap = None
+        if all(e.capacity_TH is not None for e in episodes):
+            cap = np.zeros((B, Tm, H), np.float32)
+            for b, e in enumerate(episodes):
+                cap[b, : e.length] = e.capacity_TH
+        return cls(obs, state, act, rew, term, mask, cap)
 
 
 class EpisodeReplayBuffer:
@@ -124,6 +133,8 @@ class EpisodeReplayBuffer:
             arrays[f"{i}/actions"] = e.actions_TNH
             arrays[f"{i}/rewards"] = e.rewards_TN
             arrays[f"{i}/meta"] = np.asarray([int(e.terminated), e.seed], np.int64)
+            if e.capacity_TH is not None:
+                arrays[f"{i}/capacity"] = e.capacity_TH
         import json
 
         arrays["rng_state"] = np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), np.uint8)
@@ -143,6 +154,7 @@ class EpisodeReplayBuffer:
             buf = cls(capacity, rng)
             for i in range(n):
                 term, seed = (int(x) for x in z[f"{i}/meta"])
+                cap = z[f"{i}/capacity"] if f"{i}/capacity" in z.files else None
                 buf.add(Episode(z[f"{i}/obs"], z[f"{i}/state"], z[f"{i}/actions"], z[f"{i}/rewards"],
-                                bool(term), seed))
+                                bool(term), seed, capacity_TH=cap))
         return buf

@@ -18,6 +18,12 @@ of one value per server (K = 1 with the previous weights in the observation, els
     e_j  = ReLU(L2(ReLU(L1(u_j))))                      shared encoder, `server_hidden` units
     h    = GRU(mean_j e_j, h)                           LB context, `hidden` units
     q_j  = L4(ReLU(L3 [e_j, h]))                        shared head, A utilities
+    c_j  = L5(ReLU(L3 [e_j, h]))                        optional capacity head (``capacity_head``)
+
+The capacity head predicts server j's true capacity over its nominal cores from the same hidden
+layer as the utilities: trained on the simulator's privileged values by an auxiliary loss
+(QMIX's ``capacity_loss``), it makes that layer carry what the frames reveal of each server's
+changing capacity. Acting never uses it.
 
 Shape legend as in :mod:`agents.common.nets`; F features per server, E extra inputs, Hs server
 hidden units, X = B*T rows.
@@ -42,7 +48,7 @@ class ServerSharedNet(nn.Module):
     docstring); same ``forward``/``step`` contract as `RecurrentHeadNet`."""
 
     def __init__(self, obs_dim: int, n_heads: int, n_actions: int, hidden: int, extra_dim: int,
-                 groups: int = 1, server_hidden: int = 32) -> None:
+                 groups: int = 1, server_hidden: int = 32, capacity_head: bool = False) -> None:
         super().__init__()
         from simulator.envs import N_FEATURES
 
@@ -61,6 +67,8 @@ class ServerSharedNet(nn.Module):
         self.head_server = nn.Linear(server_hidden, server_hidden)
         self.head_context = nn.Linear(hidden, server_hidden, bias=False)
         self.head_out = nn.Linear(server_hidden, n_actions)
+        # absent unless asked for, so that checkpoints without it keep loading
+        self.capacity_out = nn.Linear(server_hidden, 1) if capacity_head else None
 
     def _encode(self, x_XI: torch.Tensor) -> torch.Tensor:
         """Flat rows -> per-server encodings e_XHHs."""
@@ -78,17 +86,26 @@ class ServerSharedNet(nn.Module):
         """The GRU's input: the mean server encoding through the context layer -> c_XHd."""
         return F.relu(self.context(e_XHHs.mean(dim=-2)))
 
-    def _score(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
-        z_XHHs = self.head_server(e_XHHs) + self.head_context(h_XHd).unsqueeze(1)
-        return self.head_out(F.relu(z_XHHs))
+    def _head_hidden(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.head_server(e_XHHs) + self.head_context(h_XHd).unsqueeze(1))
 
-    def forward(self, x_BTI: torch.Tensor, h_1BHd: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _score(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
+        return self.head_out(self._head_hidden(e_XHHs, h_XHd))
+
+    def forward(self, x_BTI: torch.Tensor, h_1BHd: torch.Tensor | None = None,
+                capacity: bool = False) -> tuple[torch.Tensor, ...]:
+        """-> (out_BTHA, h_1BHd), with ``capacity`` also the capacity head's cap_BTH."""
         B, T, I = x_BTI.shape
         e_BTHHs = self._encode(x_BTI.reshape(B * T, I)).view(B, T, self.n_heads, -1)
         c_BTHd = self._summary(e_BTHHs)
         h_BTHd, h_1BHd = self.gru(c_BTHd, h_1BHd)
-        out_XHA = self._score(e_BTHHs.reshape(B * T, self.n_heads, -1), h_BTHd.reshape(B * T, self.hidden))
-        return out_XHA.view(B, T, self.n_heads, self.n_actions), h_1BHd
+        z_XHHs = self._head_hidden(e_BTHHs.reshape(B * T, self.n_heads, -1), h_BTHd.reshape(B * T, self.hidden))
+        out_BTHA = self.head_out(z_XHHs).view(B, T, self.n_heads, self.n_actions)
+        if not capacity:
+            return out_BTHA, h_1BHd
+        if self.capacity_out is None:
+            raise ValueError("this network was built without a capacity head (capacity_head=False)")
+        return out_BTHA, h_1BHd, self.capacity_out(z_XHHs).view(B, T, self.n_heads)
 
     def step(self, x_BI: torch.Tensor, h_BHd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One decision for B independent streams: x_BI, h_BHd -> out_BHA, new h_BHd."""
@@ -118,15 +135,18 @@ class TorchStepper:
 
 
 def make_agent_net(kind: str, obs_dim: int, n_heads: int, n_actions: int, hidden: int,
-                   extra_dim: int, groups: int = 1) -> nn.Module:
+                   extra_dim: int, groups: int = 1, capacity_head: bool = False) -> nn.Module:
     """The agent network of ``kind``: ``flat`` (`RecurrentHeadNet` on the whole input row, the
-    paper's) or ``servers`` (`ServerSharedNet`); ValueError names the field for anything else."""
+    paper's) or ``servers`` (`ServerSharedNet`, with ``capacity_head`` its capacity head);
+    ValueError names the field for anything else."""
     from agents.common.nets import RecurrentHeadNet
 
     if kind == "flat":
+        if capacity_head:
+            raise ValueError("capacity_loss: the capacity head needs agent_net=servers")
         return RecurrentHeadNet(obs_dim + n_heads * n_actions + extra_dim, n_heads, n_actions, hidden)
     if kind == "servers":
-        return ServerSharedNet(obs_dim, n_heads, n_actions, hidden, extra_dim, groups)
+        return ServerSharedNet(obs_dim, n_heads, n_actions, hidden, extra_dim, groups, capacity_head=capacity_head)
     raise ValueError(f"agent_net: {kind!r} is not one of {', '.join(AGENT_NETS)}")
 
 
