@@ -63,7 +63,8 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
     if "capacity_loss" in changes:
         w = changes["capacity_loss"]
         if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
-            raise UserError(f"--hp capacity_loss={w!r}: expected a number >= 0")
+            raw = next(i.partition("=")[2] for i in reversed(overrides) if i.startswith("capacity_loss="))
+            raise UserError(f"--hp capacity_loss={raw}: expected a number >= 0")
         if w > 0 and changes.get("agent_net", "flat") != "servers":
             raise UserError(f"--hp capacity_loss={w}: the capacity head needs --hp agent_net=servers")
     return dataclasses.replace(cfg, **changes)

@@ -158,3 +158,76 @@ def test_unknown_agent_net_is_one_clear_error():
         agent_config("qmix", ["agent_net=wide"])
     with pytest.raises(ValueError, match="agent_net"):
         make_agent_net("wide", 4 * F, 4, N_LEVELS, 8, 0)
+
+
+def test_capacity_head_is_per_server_and_optional():
+    """The capacity head scores each server with the same function (permuting the servers
+    permutes its outputs); a net without it refuses to give one, and the flat net has none."""
+    torch.manual_seed(5)
+    rng = np.random.default_rng(6)
+    H, E, T = 5, 2, 4
+    net = ServerSharedNet(H * F, H, N_LEVELS, hidden=8, extra_dim=E, capacity_head=True)
+    perm = rng.permutation(H)
+    rows = [_row(rng, H, 0, E, perm) for _ in range(T)]
+    x = torch.from_numpy(np.stack([r[0] for r in rows]))[None]
+    xp = torch.from_numpy(np.stack([r[1] for r in rows]))[None]
+    with torch.no_grad():
+        q, _, cap = net(x, capacity=True)
+        _, _, capp = net(xp, capacity=True)
+        q_plain, _ = net(x)
+    assert cap.shape == (1, T, H)
+    torch.testing.assert_close(capp, cap[:, :, perm], rtol=0, atol=1e-5)
+    torch.testing.assert_close(q_plain, q)  # asking for it changes nothing else
+    with pytest.raises(ValueError, match="without a capacity head"):
+        ServerSharedNet(H * F, H, N_LEVELS, hidden=8, extra_dim=E)(x, capacity=True)
+    with pytest.raises(ValueError, match="agent_net=servers"):
+        make_agent_net("flat", H * F, H, N_LEVELS, 8, E, capacity_head=True)
+
+
+def test_qmix_capacity_loss_teaches_the_head_what_it_can_read(tmp_path):
+    """Episodes whose capacity target is a function of each server's first feature (2 + tanh):
+    with capacity_loss the head's error falls far below the target's variance (what predicting
+    its mean would leave); the targets survive the replay's save/load."""
+    from agents.common.replay import Episode, EpisodeReplayBuffer
+
+    sig = _sig(2, 4)
+    cfg = QmixConfig(agent_net="servers", hidden=16, batch_episodes=8, learning_starts_episodes=1,
+                     capacity_loss=1.0, lr=3e-3)
+    agent = QmixAgent(cfg, sig, seed=0)
+    rng = np.random.default_rng(7)
+    T = 10
+    for _ in range(16):
+        obs = rng.standard_normal((T + 1, 2, sig.obs_dim)).astype(np.float32)
+        first_TH = obs[1:, 0].reshape(T, 4, F)[:, :, 0]  # LB 0's view; LB 1's rows get the same target
+        obs[:, 1] = obs[:, 0]
+        agent.add_episode(Episode(obs, obs.reshape(T + 1, -1), rng.integers(0, N_LEVELS, (T, 2, 4)),
+                                  np.zeros((T, 2), np.float32), True, capacity_TH=2 + np.tanh(first_TH)))
+    variance = float(np.var(np.concatenate([e.capacity_TH.ravel() for e in agent.buffer._episodes])))
+    first = agent.update()["losses/capacity"]
+    for _ in range(300):
+        last = agent.update()["losses/capacity"]
+    assert first > 2 * variance  # untrained: far off (the head starts near 0, the targets near 2)
+    assert last < 0.1 * variance
+    agent.buffer.save(tmp_path / "r.npz")
+    back = EpisodeReplayBuffer.load(tmp_path / "r.npz")
+    for a, b in zip(agent.buffer._episodes, back._episodes):
+        np.testing.assert_array_equal(a.capacity_TH, b.capacity_TH)
+    # without the env's capacity info the loss cannot be computed: one clear error
+    bare = QmixAgent(cfg, sig, seed=0)
+    e = agent.buffer._episodes[0]
+    for _ in range(2):
+        bare.add_episode(Episode(e.obs_TNO, e.state_TS, e.actions_TNH, e.rewards_TN, True))
+    with pytest.raises(ValueError, match="capacity info"):
+        bare.update()
+
+
+@pytest.mark.parametrize("hp, says", [
+    (["capacity_loss=1"], "needs --hp agent_net=servers"),
+    (["agent_net=servers", "capacity_loss=-1"], "capacity_loss=-1: expected a number >= 0"),
+    (["agent_net=servers", "capacity_loss=yes"], "capacity_loss=yes: expected a number >= 0"),
+])
+def test_bad_capacity_loss_is_one_clear_error(hp, says):
+    from experiments.train import agent_config
+
+    with pytest.raises(UserError, match=says):
+        agent_config("qmix", hp)

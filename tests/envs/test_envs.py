@@ -270,3 +270,43 @@ def test_an_unknown_action_scale_is_one_clear_error() -> None:
 
     with pytest.raises(UserError, match="action scale 'log'.*absolute, relative"):
         parallel_env(UNITTEST, action_scale="log")
+
+
+def test_capacity_info_is_true_capacity_over_cores_by_hand() -> None:
+    """The privileged ``capacity`` info (training targets only; never in an observation) on
+    hidden_dynamic, by hand: 2-CPU servers 2/2 = 1 (server 0 1/2 after its drop at 20 s, server 1
+    0 while failed from 30 s to 45 s); the 4-CPU SMT servers 2 x (1 + 0.25) / 4 = 0.625, and
+    1 x 1.25 / 4 = 0.3125 while their co-located burst takes half of the cores."""
+    from pathlib import Path
+
+    from simulator.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "experiments" / "configs" / "hidden_dynamic.yaml").model_copy(update={"duration_s": 50.0})
+    env = parallel_env(cfg, action_scale="relative")
+    env.reset(seed=3)
+    seen: set[float] = set()
+    while env.agents:
+        _, _, _, _, infos = env.step({a: np.zeros(7, np.int64) for a in env.agents})
+        t = infos["lb1"]["t_s"]
+        cap = infos["lb1"]["capacity"]
+        np.testing.assert_array_equal(cap, infos["lb2"]["capacity"])
+        assert cap[0] == (1.0 if t < 20 else 0.5) or t == 20
+        assert cap[1] == (0.0 if 30 < t < 45 else 1.0) or t in (30, 45)
+        assert list(cap[2:4]) == [1.0, 1.0]
+        assert set(cap[4:]) <= {0.625, 0.3125}
+        seen.update(cap[4:])
+    assert seen == {0.625, 0.3125}
+
+
+def test_collected_episodes_carry_the_capacity_after_each_step() -> None:
+    from agents.common.spaces import EnvSignature
+    from agents.qmix import QmixAgent, QmixConfig
+    from agents.training import collect_episode
+
+    env = parallel_env(MODERATE, action_scale="relative")
+    sig = EnvSignature.from_env(env)
+    policy = QmixAgent(QmixConfig(agent_net="servers", hidden=8, capacity_loss=1.0), sig).greedy_policy()
+    ep = collect_episode(env, policy, seed=5)
+    assert ep.capacity_TH is not None and ep.capacity_TH.shape == (ep.length, 7)
+    np.testing.assert_array_equal(ep.capacity_TH, np.ones((ep.length, 7), np.float32))  # no hidden effect here
