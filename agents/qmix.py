@@ -116,6 +116,9 @@ class QmixConfig:
     """Rewards are multiplied by this before learning."""
     grad_clip: float = 10.0
     """Max global gradient norm (0 disables)."""
+    server_memory: bool = False
+    """With ``agent_net=servers``: each server also gets its own recurrent state (a GRU shared by
+    the servers), so its utilities can read how its frame changes over time."""
     capacity_loss: float = 0.0
     """Weight of an auxiliary loss (0: none; needs ``agent_net=servers``): the per-server net's
     capacity head predicts each server's true capacity / nominal cores (the env's privileged
@@ -246,7 +249,7 @@ class QmixAgent:
         torch.manual_seed(seed)
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
         self.net = make_agent_net(config.agent_net, O, H, N_LEVELS, config.hidden, N,
-                                  capacity_head=config.capacity_loss > 0)
+                                  capacity_head=config.capacity_loss > 0, server_memory=config.server_memory)
         self.mixer = QMixer(N, signature.state_dim, config.mixer_embed, config.hypernet_hidden)
         self.net_targ = copy.deepcopy(self.net).requires_grad_(False)
         self.mixer_targ = copy.deepcopy(self.mixer).requires_grad_(False)

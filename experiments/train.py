@@ -67,6 +67,8 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
             raise UserError(f"--hp capacity_loss={raw}: expected a number >= 0")
         if w > 0 and changes.get("agent_net", "flat") != "servers":
             raise UserError(f"--hp capacity_loss={w}: the capacity head needs --hp agent_net=servers")
+    if changes.get("server_memory") and changes.get("agent_net", "flat") != "servers":
+        raise UserError("--hp server_memory=true: a per-server memory needs --hp agent_net=servers")
     return dataclasses.replace(cfg, **changes)
 
 

@@ -20,6 +20,11 @@ of one value per server (K = 1 with the previous weights in the observation, els
     q_j  = L4(ReLU(L3 [e_j, h]))                        shared head, A utilities
     c_j  = L5(ReLU(L3 [e_j, h]))                        optional capacity head (``capacity_head``)
 
+With ``server_memory`` each server also has its own recurrent state: m_j = GRU_s(e_j, m_j) (one
+GRU shared by the servers) replaces e_j in the head, so that a server's score can depend on its
+history (a capacity change shows in how a server's frame *moves*, not in one frame). The
+recurrent state is then [h, m_1..m_H] in one row (``state_size``).
+
 The capacity head predicts server j's true capacity over its nominal cores from the same hidden
 layer as the utilities: trained on the simulator's privileged values by an auxiliary loss
 (QMIX's ``capacity_loss``), it makes that layer carry what the frames reveal of each server's
@@ -48,7 +53,8 @@ class ServerSharedNet(nn.Module):
     docstring); same ``forward``/``step`` contract as `RecurrentHeadNet`."""
 
     def __init__(self, obs_dim: int, n_heads: int, n_actions: int, hidden: int, extra_dim: int,
-                 groups: int = 1, server_hidden: int = 32, capacity_head: bool = False) -> None:
+                 groups: int = 1, server_hidden: int = 32, capacity_head: bool = False,
+                 server_memory: bool = False) -> None:
         super().__init__()
         from simulator.envs import N_FEATURES
 
@@ -67,8 +73,11 @@ class ServerSharedNet(nn.Module):
         self.head_server = nn.Linear(server_hidden, server_hidden)
         self.head_context = nn.Linear(hidden, server_hidden, bias=False)
         self.head_out = nn.Linear(server_hidden, n_actions)
-        # absent unless asked for, so that checkpoints without it keep loading
+        # absent unless asked for, so that checkpoints without them keep loading
         self.capacity_out = nn.Linear(server_hidden, 1) if capacity_head else None
+        self.server_gru = nn.GRU(server_hidden, server_hidden, batch_first=True) if server_memory else None
+        self.server_hidden = server_hidden
+        self.state_size = hidden + (n_heads * server_hidden if server_memory else 0)
 
     def _encode(self, x_XI: torch.Tensor) -> torch.Tensor:
         """Flat rows -> per-server encodings e_XHHs."""
@@ -96,10 +105,18 @@ class ServerSharedNet(nn.Module):
                 capacity: bool = False) -> tuple[torch.Tensor, ...]:
         """-> (out_BTHA, h_1BHd), with ``capacity`` also the capacity head's cap_BTH."""
         B, T, I = x_BTI.shape
-        e_BTHHs = self._encode(x_BTI.reshape(B * T, I)).view(B, T, self.n_heads, -1)
+        H, Hs = self.n_heads, self.server_hidden
+        e_BTHHs = self._encode(x_BTI.reshape(B * T, I)).view(B, T, H, -1)
         c_BTHd = self._summary(e_BTHHs)
+        m_1YHs = None  # Y = B*H per-server sequences
+        if h_1BHd is not None and self.server_gru is not None:
+            h_1BHd, m_1YHs = h_1BHd[..., : self.hidden].contiguous(), h_1BHd[..., self.hidden:].reshape(1, B * H, Hs)
         h_BTHd, h_1BHd = self.gru(c_BTHd, h_1BHd)
-        z_XHHs = self._head_hidden(e_BTHHs.reshape(B * T, self.n_heads, -1), h_BTHd.reshape(B * T, self.hidden))
+        if self.server_gru is not None:
+            m_YTHs, m_1YHs = self.server_gru(e_BTHHs.transpose(1, 2).reshape(B * H, T, Hs), m_1YHs)
+            e_BTHHs = m_YTHs.reshape(B, H, T, Hs).transpose(1, 2)
+            h_1BHd = torch.cat([h_1BHd, m_1YHs.reshape(1, B, H * Hs)], dim=-1)
+        z_XHHs = self._head_hidden(e_BTHHs.reshape(B * T, H, -1), h_BTHd.reshape(B * T, self.hidden))
         out_BTHA = self.head_out(z_XHHs).view(B, T, self.n_heads, self.n_actions)
         if not capacity:
             return out_BTHA, h_1BHd
@@ -110,9 +127,18 @@ class ServerSharedNet(nn.Module):
     def step(self, x_BI: torch.Tensor, h_BHd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One decision for B independent streams: x_BI, h_BHd -> out_BHA, new h_BHd."""
         e_BHHs = self._encode(x_BI)
+        B, H, Hs = e_BHHs.shape
+        m_YHs = None
+        if self.server_gru is not None:
+            h_BHd, m_YHs = h_BHd[:, : self.hidden], h_BHd[:, self.hidden:].reshape(B * H, Hs)
         g = self.gru
         h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
-        return self._score(e_BHHs, h_BHd), h_BHd
+        if m_YHs is None:
+            return self._score(e_BHHs, h_BHd), h_BHd
+        sg = self.server_gru
+        m_YHs = torch.gru_cell(e_BHHs.reshape(B * H, Hs), m_YHs, sg.weight_ih_l0, sg.weight_hh_l0, sg.bias_ih_l0,
+                               sg.bias_hh_l0)
+        return self._score(m_YHs.view(B, H, Hs), h_BHd), torch.cat([h_BHd, m_YHs.reshape(B, H * Hs)], dim=1)
 
 
 class TorchStepper:
@@ -123,9 +149,10 @@ class TorchStepper:
     def __init__(self, net: nn.Module) -> None:
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
         self.n_heads, self.n_actions, self.hidden = net.n_heads, net.n_actions, net.hidden
+        self.state_size = getattr(net, "state_size", net.hidden)
 
     def initial_state(self, batch: int) -> np.ndarray:
-        return np.zeros((batch, self.hidden), np.float32)
+        return np.zeros((batch, self.state_size), np.float32)
 
     def step(self, x_BI: np.ndarray, h_BHd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
@@ -135,18 +162,20 @@ class TorchStepper:
 
 
 def make_agent_net(kind: str, obs_dim: int, n_heads: int, n_actions: int, hidden: int,
-                   extra_dim: int, groups: int = 1, capacity_head: bool = False) -> nn.Module:
+                   extra_dim: int, groups: int = 1, capacity_head: bool = False,
+                   server_memory: bool = False) -> nn.Module:
     """The agent network of ``kind``: ``flat`` (`RecurrentHeadNet` on the whole input row, the
     paper's) or ``servers`` (`ServerSharedNet`, with ``capacity_head`` its capacity head);
     ValueError names the field for anything else."""
     from agents.common.nets import RecurrentHeadNet
 
     if kind == "flat":
-        if capacity_head:
-            raise ValueError("capacity_loss: the capacity head needs agent_net=servers")
+        if capacity_head or server_memory:
+            raise ValueError("capacity_loss, server_memory: need agent_net=servers")
         return RecurrentHeadNet(obs_dim + n_heads * n_actions + extra_dim, n_heads, n_actions, hidden)
     if kind == "servers":
-        return ServerSharedNet(obs_dim, n_heads, n_actions, hidden, extra_dim, groups, capacity_head=capacity_head)
+        return ServerSharedNet(obs_dim, n_heads, n_actions, hidden, extra_dim, groups, capacity_head=capacity_head,
+                               server_memory=server_memory)
     raise ValueError(f"agent_net: {kind!r} is not one of {', '.join(AGENT_NETS)}")
 
 

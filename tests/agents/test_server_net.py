@@ -231,3 +231,43 @@ def test_bad_capacity_loss_is_one_clear_error(hp, says):
 
     with pytest.raises(UserError, match=says):
         agent_config("qmix", hp)
+
+
+def test_server_memory_steps_equal_the_unrolled_pass_and_stay_per_server():
+    """With a per-server memory the one-step inference the policies use gives what the training
+    pass unrolls, from a state row of hidden + H x server_hidden values; the history matters (the
+    same last frame after different pasts scores differently); permuting the servers of every
+    step permutes the utilities."""
+    torch.manual_seed(8)
+    rng = np.random.default_rng(9)
+    H, E, T, B = 4, 2, 7, 3
+    net = ServerSharedNet(H * F, H, N_LEVELS, hidden=12, extra_dim=E, server_hidden=8, server_memory=True)
+    assert net.state_size == 12 + H * 8
+    x_BTI = torch.from_numpy(np.stack([np.stack([_row(rng, H, 0, E)[0] for _ in range(T)]) for _ in range(B)]))
+    with torch.no_grad():
+        q_ref, h_last = net(x_BTI)
+    fast = TorchStepper(net)
+    h = fast.initial_state(B)
+    assert h.shape == (B, net.state_size)
+    for t in range(T):
+        q_t, h = fast.step(x_BTI[:, t].numpy(), h)
+        np.testing.assert_allclose(q_t, q_ref[:, t].numpy(), atol=1e-5)
+    np.testing.assert_allclose(h, h_last[0].numpy(), atol=1e-5)
+    other = x_BTI.clone()
+    other[:, :-1] = x_BTI[torch.tensor([1, 2, 0])][:, :-1]  # other pasts, same last frame
+    with torch.no_grad():
+        assert not torch.allclose(net(other)[0][:, -1], q_ref[:, -1])
+    perm = rng.permutation(H)
+    rows = [_row(rng, H, 0, E, perm) for _ in range(T)]
+    with torch.no_grad():
+        q, _ = net(torch.from_numpy(np.stack([r[0] for r in rows]))[None])
+        qp, _ = net(torch.from_numpy(np.stack([r[1] for r in rows]))[None])
+    torch.testing.assert_close(qp, q[:, :, perm], rtol=0, atol=1e-5)
+
+
+def test_server_memory_needs_the_per_server_net():
+    from experiments.train import agent_config
+
+    with pytest.raises(UserError, match="server_memory=true: a per-server memory needs --hp agent_net=servers"):
+        agent_config("qmix", ["server_memory=true"])
+    assert agent_config("qmix", ["agent_net=servers", "server_memory=true"]).server_memory is True
