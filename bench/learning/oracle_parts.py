@@ -12,7 +12,7 @@ oracle each closes.
 
     python bench/learning/oracle_parts.py experiments/configs/hidden_dynamic.yaml \\
         --rates 350,420,480 --seeds 1000-1009 \\
-        --parts "failure=1;drop=0;bursts=4,5,6;failure+drop=0,1;all=0,1,4,5,6" \\
+        --parts "failure=1;drop=0;bursts=4,5,6;failure+drop=0,1;bursts+failure=1,4,5,6;bursts+drop=0,4,5,6;all=0,1,4,5,6" \\
         --out bench/learning/results/hidden_dynamic/oracle_parts
 """
 
@@ -79,7 +79,8 @@ def main() -> int:
     ap.add_argument("config", type=Path)
     ap.add_argument("--rates", default="420", help="traffic.rate values, flows/s, comma-separated")
     ap.add_argument("--seeds", default="1000-1009")
-    ap.add_argument("--parts", default="failure=1;drop=0;bursts=4,5,6;failure+drop=0,1;all=0,1,4,5,6",
+    ap.add_argument("--parts", default="failure=1;drop=0;bursts=4,5,6;failure+drop=0,1;bursts+failure=1,4,5,6;"
+                                       "bursts+drop=0,4,5,6;all=0,1,4,5,6",
                     help="name=servers;... : per part, the servers whose weights follow their true capacity")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, help="directory for runs.csv, paired.csv, parts.md and meta.json")
