@@ -61,6 +61,7 @@ from agents.common.replay import Episode, EpisodeReplayBuffer
 from agents.common.returns import td_lambda_targets
 from agents.common.server_net import fast_stepper, make_agent_net
 from agents.common.spaces import N_LEVELS, EnvSignature
+from simulator.actions import level_table
 
 __all__ = ["QmixConfig", "QMixer", "td_lambda_targets", "QmixPolicy", "QmixAgent", "ALGO"]
 
@@ -123,6 +124,13 @@ class QmixConfig:
     """Weight of an auxiliary loss (0: none; needs ``agent_net=servers``): the per-server net's
     capacity head predicts each server's true capacity / nominal cores (the env's privileged
     ``capacity`` info, a training target only) from the hidden layer its utilities come from."""
+    capacity_action: bool = False
+    """Needs ``capacity_loss > 0`` and a continuous env with relative actions: a server's
+    weight is its static weight x the capacity head's estimate (over the LB's mean estimate)
+    x its level's factor, so that the neutral level is SED with the estimated capacities of
+    the moment and the levels learn what the estimate misses. The estimate comes from the
+    frames alone (the head reads the agent's own features); the env's capacity info only
+    trains it."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,8 +203,15 @@ class QmixPolicy:
     later changes of `net` are not seen.
     """
 
-    def __init__(self, signature: EnvSignature, net: nn.Module, epsilon: float = 0.0) -> None:
+    def __init__(self, signature: EnvSignature, net: nn.Module, epsilon: float = 0.0,
+                 capacity_action: bool = False) -> None:
         self.signature, self.net, self.epsilon = signature, net, epsilon
+        if capacity_action:
+            check_capacity_action(signature, net)
+        self.capacity_action = capacity_action
+        #: the levels of the last `act`, by agent (what the replay stores; with capacity_action
+        #: the env action is a factor no level table decodes)
+        self.last_levels: dict[str, np.ndarray] = {}
         self._fast = fast_stepper(net)
         self._rng = np.random.default_rng(0)
         N = signature.n_agents
@@ -218,18 +233,44 @@ class QmixPolicy:
             return {}
         everyone = len(idx) == sig.n_agents  # fast path: no gather/scatter of recurrent state
         obs_KO = np.stack([np.asarray(obs_by_agent[sig.agents[i]], np.float32) for i in idx])
-        if everyone:
-            x_KI = np.concatenate([obs_KO, self._prev_NX, self._ids_NN], axis=1)
-            q_KHA, self._h_NHd = self._fast.step(x_KI, self._h_NHd)
-        else:
-            x_KI = np.concatenate([obs_KO, self._prev_NX[idx], self._ids_NN[idx]], axis=1)
-            q_KHA, self._h_NHd[idx] = self._fast.step(x_KI, self._h_NHd[idx])
+        rows = slice(None) if everyone else idx  # no gather/scatter of recurrent state when all act
+        x_KI = np.concatenate([obs_KO, self._prev_NX[rows], self._ids_NN[rows]], axis=1)
+        out = self._fast.step(x_KI, self._h_NHd[rows], capacity=True) if self.capacity_action else \
+            self._fast.step(x_KI, self._h_NHd[rows])
+        q_KHA, self._h_NHd[rows] = out[0], out[1]
         a_KH = q_KHA.argmax(-1)
         if not deterministic and self.epsilon > 0:
             explore_KH = self._rng.random(a_KH.shape) < self.epsilon
             a_KH = np.where(explore_KH, self._rng.integers(0, N_LEVELS, a_KH.shape), a_KH)
         self._prev_NX[idx] = self._eye_A[a_KH].reshape(len(idx), -1)
+        self.last_levels = {sig.agents[i]: a_KH[k] for k, i in enumerate(idx)}
+        if self.capacity_action:
+            act_KH = capacity_factors(out[2], a_KH, sig)
+            return {sig.agents[i]: act_KH[k] for k, i in enumerate(idx)}
         return {sig.agents[i]: sig.encode_action(a_KH[k]) for k, i in enumerate(idx)}
+
+
+CAPACITY_CLIP = (0.05, 2.0)  #: the capacity head's estimate is clipped to this before use
+
+
+def capacity_factors(cap_KH: np.ndarray, levels_KH: np.ndarray, sig: EnvSignature) -> np.ndarray:
+    """Env actions (factors on the static weights) of capacity-driven levels: each server's
+    clipped capacity estimate over its LB's mean estimate, times its level's relative factor,
+    clipped to the env's action range."""
+    est_KH = np.clip(cap_KH, *CAPACITY_CLIP)
+    ratio_KH = est_KH / est_KH.mean(axis=1, keepdims=True)
+    factor_KH = ratio_KH * level_table("relative")[levels_KH]
+    return np.clip(factor_KH, sig.action_low, sig.action_high).astype(np.float32)
+
+
+def check_capacity_action(signature: EnvSignature, net: nn.Module) -> None:
+    """ValueError unless capacity-driven actions can run: a capacity head and a continuous env
+    with relative actions."""
+    if getattr(net, "capacity_out", None) is None:
+        raise ValueError("capacity_action needs the per-server net's capacity head (capacity_loss > 0)")
+    if signature.action_kind != "continuous" or signature.action_scale != "relative":
+        raise ValueError("capacity_action needs a continuous env with relative actions "
+                         f"(this one is {signature.action_kind}, {signature.action_scale})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -250,6 +291,8 @@ class QmixAgent:
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
         self.net = make_agent_net(config.agent_net, O, H, N_LEVELS, config.hidden, N,
                                   capacity_head=config.capacity_loss > 0, server_memory=config.server_memory)
+        if config.capacity_action:
+            check_capacity_action(signature, self.net)
         self.mixer = QMixer(N, signature.state_dim, config.mixer_embed, config.hypernet_hidden)
         self.net_targ = copy.deepcopy(self.net).requires_grad_(False)
         self.mixer_targ = copy.deepcopy(self.mixer).requires_grad_(False)
@@ -268,11 +311,12 @@ class QmixAgent:
 
     def greedy_policy(self) -> QmixPolicy:
         """A frozen greedy policy: a snapshot of the current network (later updates are not seen)."""
-        return QmixPolicy(self.signature, copy.deepcopy(self.net))
+        return QmixPolicy(self.signature, copy.deepcopy(self.net), capacity_action=self.config.capacity_action)
 
     def behaviour_policy(self, episode_index: int) -> QmixPolicy:
         """A frozen copy for collecting episode `episode_index` with its epsilon."""
-        return QmixPolicy(self.signature, copy.deepcopy(self.net), self.epsilon(episode_index))
+        return QmixPolicy(self.signature, copy.deepcopy(self.net), self.epsilon(episode_index),
+                          capacity_action=self.config.capacity_action)
 
     # -- learning -------------------------------------------------------------------------------
     def add_episode(self, episode: Episode) -> None:

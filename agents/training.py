@@ -103,7 +103,9 @@ def collect_episode(env: Any, policy: Any, seed: int, deterministic: bool = Fals
     for _ in range(max_steps):
         actions = policy.act(obs, deterministic=deterministic)
         obs, rewards, terms, truncs, infos = env.step(actions)
-        act_rows.append(np.stack([sig.decode_action(actions[a]) for a in sig.agents]))
+        # the levels the policy chose (a capacity-driven QMIX's env actions are not levels)
+        levels = getattr(policy, "last_levels", None) or {a: sig.decode_action(actions[a]) for a in sig.agents}
+        act_rows.append(np.stack([levels[a] for a in sig.agents]))
         rew_rows.append(np.asarray([rewards[a] for a in sig.agents], np.float32))
         obs_rows.append(np.stack([np.asarray(obs[a], np.float32) for a in sig.agents]))
         state_rows.append(_state(env, obs, sig))

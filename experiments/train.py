@@ -69,6 +69,9 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
             raise UserError(f"--hp capacity_loss={w}: the capacity head needs --hp agent_net=servers")
     if changes.get("server_memory") and changes.get("agent_net", "flat") != "servers":
         raise UserError("--hp server_memory=true: a per-server memory needs --hp agent_net=servers")
+    if changes.get("capacity_action") and not changes.get("capacity_loss", 0) > 0:
+        raise UserError("--hp capacity_action=true: the actions follow the capacity head, which needs "
+                        "--hp capacity_loss=W with W > 0 (and --hp agent_net=servers)")
     return dataclasses.replace(cfg, **changes)
 
 
@@ -82,8 +85,8 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
                       time_budget_s: float | None = None, snapshot_every: int = 0,
                       torch_threads: int | None = None) -> Path:
     """Train and return the run directory. ``prev_action`` / ``continuous`` / ``action_scale``: the
-    env options of the same names (the checkpoint's signature records them; ``policy: agent`` follows it).
-    ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
+    env options of the same names (the checkpoint's signature records them; ``policy: agent`` follows it);
+    QMIX's ``capacity_action`` makes the env continuous (its actions are factors). ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
     try:
         from agents.training import train
         from simulator.envs import parallel_env
@@ -96,6 +99,10 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
 
         torch.set_num_threads(torch_threads)
     agent_cfg = agent_config(algo, hp or [])
+    if getattr(agent_cfg, "capacity_action", False):
+        if action_scale != "relative":
+            raise UserError(f"--hp capacity_action=true: needs --action-scale relative (not {action_scale})")
+        continuous = True  # the env action is a factor (estimate x level), not a level
     run_dir = Path(out or f"runs/{cfg.name}__{algo}__{seed}__{int(time.time())}")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))

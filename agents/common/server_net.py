@@ -98,9 +98,6 @@ class ServerSharedNet(nn.Module):
     def _head_hidden(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
         return F.relu(self.head_server(e_XHHs) + self.head_context(h_XHd).unsqueeze(1))
 
-    def _score(self, e_XHHs: torch.Tensor, h_XHd: torch.Tensor) -> torch.Tensor:
-        return self.head_out(self._head_hidden(e_XHHs, h_XHd))
-
     def forward(self, x_BTI: torch.Tensor, h_1BHd: torch.Tensor | None = None,
                 capacity: bool = False) -> tuple[torch.Tensor, ...]:
         """-> (out_BTHA, h_1BHd), with ``capacity`` also the capacity head's cap_BTH."""
@@ -124,21 +121,31 @@ class ServerSharedNet(nn.Module):
             raise ValueError("this network was built without a capacity head (capacity_head=False)")
         return out_BTHA, h_1BHd, self.capacity_out(z_XHHs).view(B, T, self.n_heads)
 
-    def step(self, x_BI: torch.Tensor, h_BHd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One decision for B independent streams: x_BI, h_BHd -> out_BHA, new h_BHd."""
+    def step(self, x_BI: torch.Tensor, h_BHd: torch.Tensor, capacity: bool = False) -> tuple[torch.Tensor, ...]:
+        """One decision for B independent streams: x_BI, h_BHd -> out_BHA, new h_BHd (with
+        ``capacity`` also the capacity head's cap_BH)."""
         e_BHHs = self._encode(x_BI)
         B, H, Hs = e_BHHs.shape
-        m_YHs = None
-        if self.server_gru is not None:
-            h_BHd, m_YHs = h_BHd[:, : self.hidden], h_BHd[:, self.hidden:].reshape(B * H, Hs)
         g = self.gru
-        h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
-        if m_YHs is None:
-            return self._score(e_BHHs, h_BHd), h_BHd
-        sg = self.server_gru
-        m_YHs = torch.gru_cell(e_BHHs.reshape(B * H, Hs), m_YHs, sg.weight_ih_l0, sg.weight_hh_l0, sg.bias_ih_l0,
-                               sg.bias_hh_l0)
-        return self._score(m_YHs.view(B, H, Hs), h_BHd), torch.cat([h_BHd, m_YHs.reshape(B, H * Hs)], dim=1)
+        if self.server_gru is None:
+            h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0,
+                                   g.bias_hh_l0)
+            state_BHd = h_BHd
+        else:
+            h_BHd, m_YHs = h_BHd[:, : self.hidden], h_BHd[:, self.hidden:].reshape(B * H, Hs)
+            h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0,
+                                   g.bias_hh_l0)
+            sg = self.server_gru
+            m_YHs = torch.gru_cell(e_BHHs.reshape(B * H, Hs), m_YHs, sg.weight_ih_l0, sg.weight_hh_l0,
+                                   sg.bias_ih_l0, sg.bias_hh_l0)
+            e_BHHs = m_YHs.view(B, H, Hs)
+            state_BHd = torch.cat([h_BHd, m_YHs.reshape(B, H * Hs)], dim=1)
+        z_BHHs = self._head_hidden(e_BHHs, h_BHd)
+        if not capacity:
+            return self.head_out(z_BHHs), state_BHd
+        if self.capacity_out is None:
+            raise ValueError("this network was built without a capacity head (capacity_head=False)")
+        return self.head_out(z_BHHs), state_BHd, self.capacity_out(z_BHHs).squeeze(-1)
 
 
 class TorchStepper:
@@ -154,11 +161,13 @@ class TorchStepper:
     def initial_state(self, batch: int) -> np.ndarray:
         return np.zeros((batch, self.state_size), np.float32)
 
-    def step(self, x_BI: np.ndarray, h_BHd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, x_BI: np.ndarray, h_BHd: np.ndarray, capacity: bool = False) -> tuple[np.ndarray, ...]:
+        """-> (out_BHA, new h_BHd), with ``capacity`` also the capacity head's cap_BH."""
+        x = torch.from_numpy(np.ascontiguousarray(x_BI, np.float32))
+        h = torch.from_numpy(np.ascontiguousarray(h_BHd, np.float32))
         with torch.no_grad():
-            out_BHA, h = self.net.step(torch.from_numpy(np.ascontiguousarray(x_BI, np.float32)),
-                                       torch.from_numpy(np.ascontiguousarray(h_BHd, np.float32)))
-        return out_BHA.numpy(), h.numpy()
+            out = self.net.step(x, h, capacity=True) if capacity else self.net.step(x, h)
+        return tuple(t.numpy() for t in out)
 
 
 def make_agent_net(kind: str, obs_dim: int, n_heads: int, n_actions: int, hidden: int,
