@@ -271,3 +271,107 @@ def test_server_memory_needs_the_per_server_net():
     with pytest.raises(UserError, match="server_memory=true: a per-server memory needs --hp agent_net=servers"):
         agent_config("qmix", ["server_memory=true"])
     assert agent_config("qmix", ["agent_net=servers", "server_memory=true"]).server_memory is True
+
+
+def test_capacity_factors_by_hand():
+    """Estimates 1.0, 0.5, -0.3, 3.0 clip to 1.0, 0.5, 0.05, 2.0 (mean 0.8875); levels 3, 3, 1, 5
+    are factors 1, 1, 0.5, 2 on the relative scale; the products 1.1268, 0.5634, 0.0282, 4.507
+    clip to the env's range [2^-1.5, 2]."""
+    from agents.qmix import capacity_factors
+
+    sig = EnvSignature(("lb0",), n_servers=4, obs_dim=4 * F, state_dim=4 * F, action_kind="continuous",
+                       action_low=2 ** -1.5, action_high=2.0, action_scale="relative")
+    got = capacity_factors(np.array([[1.0, 0.5, -0.3, 3.0]]), np.array([[3, 3, 1, 5]]), sig)
+    np.testing.assert_allclose(got, [[1.0 / 0.8875, 0.5 / 0.8875, 2 ** -1.5, 2.0]], rtol=1e-6)
+    assert got.dtype == np.float32
+
+
+def _capacity_sig(n_agents: int, H: int) -> EnvSignature:
+    return EnvSignature(tuple(f"lb{i}" for i in range(n_agents)), n_servers=H, obs_dim=H * F,
+                        state_dim=n_agents * H * F, action_kind="continuous", action_low=2 ** -1.5,
+                        action_high=2.0, action_scale="relative")
+
+
+def test_capacity_action_follows_the_head(tmp_path):
+    """A capacity-driven QMIX acts with the factors of its head's estimates (computed here by
+    the unrolled training pass, an independent path) and its greedy levels, which it keeps in
+    last_levels; a saved and reloaded agent acts the same."""
+    from agents.qmix import capacity_factors
+
+    sig = _capacity_sig(2, 5)
+    cfg = QmixConfig(agent_net="servers", hidden=16, capacity_loss=1.0, server_memory=True, capacity_action=True)
+    agent = QmixAgent(cfg, sig, seed=3)
+    with torch.no_grad():  # estimates around 1, not all clipped
+        agent.net.capacity_out.bias.fill_(1.0)
+    rng = np.random.default_rng(11)
+    obs_T = [{a: rng.standard_normal(sig.obs_dim).astype(np.float32) for a in sig.agents} for _ in range(4)]
+    policy = agent.greedy_policy()
+    acts, levels = [], []
+    for obs in obs_T:
+        acts.append(policy.act(obs))
+        levels.append(policy.last_levels)
+    obs_BTNO = torch.from_numpy(np.stack([np.stack([o[a] for a in sig.agents]) for o in obs_T])[None])
+    act_BTNH = torch.from_numpy(np.stack([np.stack([lv[a] for a in sig.agents]) for lv in levels])[None])
+    with torch.no_grad():
+        q_BTNHA, cap_BTNH = _run_agents(agent.net, _agent_inputs(torch.cat([obs_BTNO, obs_BTNO[:, -1:]], 1),
+                                                                 act_BTNH), capacity=True)
+    for t in range(4):
+        want_levels = q_BTNHA[0, t].argmax(-1).numpy()
+        want = capacity_factors(cap_BTNH[0, t].numpy(), want_levels, sig)
+        for i, a in enumerate(sig.agents):
+            np.testing.assert_array_equal(levels[t][a], want_levels[i])
+            np.testing.assert_allclose(acts[t][a], want[i], rtol=1e-5)
+    agent.save(tmp_path / "a.pt")
+    back = QmixAgent.load_policy(tmp_path / "a.pt", sig)
+    assert back.capacity_action
+    for t, obs in enumerate(obs_T):
+        got = back.act(obs)
+        for a in sig.agents:
+            np.testing.assert_allclose(got[a], acts[t][a], rtol=1e-6)
+
+
+def test_collected_episodes_store_the_levels_a_capacity_driven_policy_chose():
+    """collect_episode stores the levels the policy chose, not a nearest-level decode of its env
+    actions (which differ once the estimates differ: spread here on purpose, as a trained head's
+    do), next to the env's capacity info."""
+    from agents.training import collect_episode
+    from simulator.envs import parallel_env
+
+    env = parallel_env(None, continuous=True, action_scale="relative", reward="variance")
+    sig = EnvSignature.from_env(env)
+    agent = QmixAgent(QmixConfig(agent_net="servers", hidden=8, capacity_loss=1.0, capacity_action=True), sig, seed=0)
+    policy = agent.behaviour_policy(0)
+    step = policy._fast.step
+
+    def spread(x, h, capacity=False):  # server j's estimate 0.4 (j + 1): ratios 0.4 to 1.6
+        q, h, cap = step(x, h, capacity=True)
+        return q, h, np.broadcast_to(0.4 * (np.arange(cap.shape[1]) + 1), cap.shape)
+
+    policy._fast.step = spread
+    chosen, decoded = [], []
+    act = policy.act
+
+    def spy(obs, deterministic=True):
+        out = act(obs, deterministic)
+        chosen.append(np.stack([policy.last_levels[a] for a in sig.agents]))
+        decoded.append(np.stack([sig.decode_action(out[a]) for a in sig.agents]))
+        return out
+
+    policy.act = spy
+    ep = collect_episode(env, policy, seed=4)
+    np.testing.assert_array_equal(ep.actions_TNH, np.stack(chosen))
+    assert (np.stack(decoded) != np.stack(chosen)).any()  # a decode would have stored other levels
+    assert ep.capacity_TH is not None and ep.capacity_TH.shape == (len(chosen), sig.n_servers)
+
+
+def test_capacity_action_needs_its_head_and_a_continuous_relative_env():
+    from experiments.train import agent_config
+
+    with pytest.raises(UserError, match="capacity_action=true: the actions follow the capacity head"):
+        agent_config("qmix", ["agent_net=servers", "capacity_action=true"])
+    ok = ["agent_net=servers", "capacity_loss=1", "capacity_action=true"]
+    assert agent_config("qmix", ok).capacity_action is True
+    with pytest.raises(ValueError, match="continuous env with relative actions"):
+        QmixAgent(QmixConfig(agent_net="servers", capacity_loss=1.0, capacity_action=True), _sig(2, 4))
+    with pytest.raises(ValueError, match="capacity head"):
+        QmixAgent(QmixConfig(agent_net="servers", capacity_action=True), _capacity_sig(2, 4))

@@ -297,6 +297,40 @@ def test_relative_checkpoint_scales_the_cores_it_is_given(core_region: CoreRegio
     region.close()
 
 
+def test_capacity_driven_qmix_checkpoint_reaches_the_core(core_region: CoreRegion, tmp_path: Path) -> None:
+    """A QMIX checkpoint whose actions follow its capacity head (continuous factors, not levels):
+    the weights the core applies are the cores times the factors the same checkpoint's policy
+    gives for the same frame, loaded independently."""
+    pytest.importorskip("torch", reason="checkpoint policies need torch (rl extra)")
+    from agents.common.spaces import EnvSignature
+    from agents.deploy import load_policy
+    from agents.qmix import QmixAgent, QmixConfig
+
+    from hil.controller import CheckpointPolicy
+
+    obs_dim = 3 * len(features.FEATURE_NAMES)
+    sig = EnvSignature(("lb0",), n_servers=3, obs_dim=obs_dim, state_dim=obs_dim, action_kind="continuous",
+                       action_low=2 ** -1.5, action_high=2.0, action_scale="relative")
+    ckpt = tmp_path / "cap.pt"
+    QmixAgent(QmixConfig(hidden=16, agent_net="servers", capacity_loss=1.0, capacity_action=True), sig).save(ckpt)
+    cores = np.array([1.0, 2.0, 4.0])
+    pol = CheckpointPolicy(str(ckpt), n_servers=3, cores=cores)
+    cr = core_region
+    cr.open_flows(5)
+    cr.publish()
+    observe = lambda frame, n: np.nan_to_num(feature_observation(frame, n)).reshape(-1)  # noqa: E731
+    ctl, region = _controller(cr, pol, observe=observe)
+    r = ctl.step()
+    assert r.failure is None
+    twin = load_policy(str(ckpt))
+    assert twin.capacity_action
+    want = twin.act({"lb0": observe(region.latest_out(), 3).astype(np.float32)})["lb0"]
+    np.testing.assert_allclose(r.weights / cores, want, rtol=1e-5)
+    assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
+    np.testing.assert_allclose(cr.weights(3), r.weights)
+    region.close()
+
+
 def test_controller_at_1024_servers(tmp_path: Path) -> None:
     """A layout-3 region of 1024 servers (a 16-word present bitmap, 8 KiB msg_in frames): the
     controller reads the C publisher's frames, writes one weight per server, and the core's poll
