@@ -59,9 +59,8 @@ from agents.common.checkpoint import load_checkpoint, save_checkpoint
 from agents.common.nets import prev_action_onehot
 from agents.common.replay import Episode, EpisodeReplayBuffer
 from agents.common.returns import td_lambda_targets
-from agents.common.server_net import fast_stepper, make_agent_net
+from agents.common.server_net import capacity_factors, check_capacity_action, fast_stepper, make_agent_net
 from agents.common.spaces import N_LEVELS, EnvSignature
-from simulator.actions import level_table
 
 __all__ = ["QmixConfig", "QMixer", "td_lambda_targets", "QmixPolicy", "QmixAgent", "ALGO"]
 
@@ -248,29 +247,6 @@ class QmixPolicy:
             act_KH = capacity_factors(out[2], a_KH, sig)
             return {sig.agents[i]: act_KH[k] for k, i in enumerate(idx)}
         return {sig.agents[i]: sig.encode_action(a_KH[k]) for k, i in enumerate(idx)}
-
-
-CAPACITY_CLIP = (0.05, 2.0)  #: the capacity head's estimate is clipped to this before use
-
-
-def capacity_factors(cap_KH: np.ndarray, levels_KH: np.ndarray, sig: EnvSignature) -> np.ndarray:
-    """Env actions (factors on the static weights) of capacity-driven levels: each server's
-    clipped capacity estimate over its LB's mean estimate, times its level's relative factor,
-    clipped to the env's action range."""
-    est_KH = np.clip(cap_KH, *CAPACITY_CLIP)
-    ratio_KH = est_KH / est_KH.mean(axis=1, keepdims=True)
-    factor_KH = ratio_KH * level_table("relative")[levels_KH]
-    return np.clip(factor_KH, sig.action_low, sig.action_high).astype(np.float32)
-
-
-def check_capacity_action(signature: EnvSignature, net: nn.Module) -> None:
-    """ValueError unless capacity-driven actions can run: a capacity head and a continuous env
-    with relative actions."""
-    if getattr(net, "capacity_out", None) is None:
-        raise ValueError("capacity_action needs the per-server net's capacity head (capacity_loss > 0)")
-    if signature.action_kind != "continuous" or signature.action_scale != "relative":
-        raise ValueError("capacity_action needs a continuous env with relative actions "
-                         f"(this one is {signature.action_kind}, {signature.action_scale})")
 
 
 # ------------------------------------------------------------------------------------------------

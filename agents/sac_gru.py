@@ -54,7 +54,7 @@ from torch import nn
 from agents.common.checkpoint import load_checkpoint, save_checkpoint
 from agents.common.nets import prev_action_onehot
 from agents.common.replay import Episode, EpisodeBatch, EpisodeReplayBuffer
-from agents.common.server_net import fast_stepper, make_agent_net
+from agents.common.server_net import capacity_factors, check_capacity_action, fast_stepper, make_agent_net
 from agents.common.returns import td_lambda_targets
 from agents.common.spaces import N_LEVELS, EnvSignature
 
@@ -110,6 +110,15 @@ class SacGruConfig:
     """Rewards are multiplied by this before learning."""
     grad_clip: float = 10.0
     """Max global gradient norm per network (0 disables)."""
+    server_memory: bool = False
+    """With ``agent_net=servers``: the actor and critics give each server its own recurrent
+    state (as QMIX's ``server_memory``)."""
+    capacity_loss: float = 0.0
+    """Weight of the actor's auxiliary capacity loss (as QMIX's; I-SAC with ``agent_net=servers``)."""
+    capacity_action: bool = False
+    """As QMIX's: a server's weight is its static weight x the actor's capacity estimate (over
+    the LB's mean estimate) x its level's factor (I-SAC; needs ``capacity_loss > 0`` and a
+    continuous env with relative actions)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,8 +128,10 @@ class _SacLearner(nn.Module):
     def __init__(self, obs_dim: int, n_heads: int, cfg: SacGruConfig, groups: int = 1) -> None:
         super().__init__()
         self.obs_dim, self.n_heads, self.cfg = obs_dim, n_heads, cfg
-        self.actor, self.q1, self.q2 = (make_agent_net(cfg.agent_net, obs_dim, n_heads, N_LEVELS, cfg.hidden, 0, groups)
-                                        for _ in range(3))
+        self.actor, self.q1, self.q2 = (make_agent_net(cfg.agent_net, obs_dim, n_heads, N_LEVELS, cfg.hidden, 0, groups,
+                                                       capacity_head=k == 0 and cfg.capacity_loss > 0,
+                                                       server_memory=cfg.server_memory)
+                                        for k in range(3))
         self.q1_targ = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_targ = copy.deepcopy(self.q2).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(np.log(cfg.alpha_init))))
@@ -133,8 +144,10 @@ class _SacLearner(nn.Module):
         self.opt_alpha = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
 
     def update(self, obs_BTO: torch.Tensor, actions_BTH: torch.Tensor, rewards_BT: torch.Tensor,
-               terminated_BT: torch.Tensor, mask_BT: torch.Tensor) -> dict[str, float]:
-        """One gradient step of critics, policy and temperature on a padded batch of sequences."""
+               terminated_BT: torch.Tensor, mask_BT: torch.Tensor,
+               capacity_BTH: torch.Tensor | None = None) -> dict[str, float]:
+        """One gradient step of critics, policy and temperature on a padded batch of sequences
+        (with ``capacity_loss``, the actor's capacity head learns ``capacity_BTH``)."""
         cfg = self.cfg
         H = self.n_heads
         x_BTI = torch.cat([obs_BTO, prev_action_onehot(actions_BTH, N_LEVELS)], dim=-1)  # T+1 rows
@@ -164,12 +177,25 @@ class _SacLearner(nn.Module):
         self.opt_q.step()
 
         # policy: minimise E[ sum_h E_{pi_h}[alpha log pi_h - min(Q1_h, Q2_h) / H] ]
-        logits_BTHA, _ = self.actor(x_BTI[:, :-1])
+        aux: dict[str, float] = {}
+        if cfg.capacity_loss > 0:
+            if capacity_BTH is None:
+                raise ValueError("capacity_loss > 0 needs episodes with the env's capacity info")
+            # the actor over all T+1 rows (causal: its first T rows are the policy's); obs row
+            # t+1 is seen after step t, when capacity_BTH[:, t] held
+            logits_BTHA, _, cap_BTH = self.actor(x_BTI, capacity=True)
+            logits_BTHA = logits_BTHA[:, :-1]
+            cap_loss = (((cap_BTH[:, 1:] - capacity_BTH) ** 2).mean(-1) * mask_BT).sum() / n_valid
+            aux["losses/capacity"] = cap_loss.item()
+        else:
+            logits_BTHA, _ = self.actor(x_BTI[:, :-1])
         logp_BTHA = F.log_softmax(logits_BTHA, dim=-1)
         p_BTHA = logp_BTHA.exp()
         qmin_BTHA = torch.min(q1_BTHA[:, :-1], q2_BTHA[:, :-1]).detach()
         loss_pi_BT = (p_BTHA * (alpha * logp_BTHA - qmin_BTHA / H)).sum(-1).sum(-1)
         loss_pi = (loss_pi_BT * mask_BT).sum() / n_valid
+        if cfg.capacity_loss > 0:
+            loss_pi = loss_pi + cfg.capacity_loss * cap_loss
         self.opt_pi.zero_grad()
         loss_pi.backward()
         if cfg.grad_clip > 0:
@@ -190,7 +216,7 @@ class _SacLearner(nn.Module):
         return {"losses/q": loss_q.item(), "losses/policy": loss_pi.item(), "losses/alpha": loss_alpha.item(),
                 "charts/alpha": self.log_alpha.exp().item(),
                 "charts/entropy": (entropy_BT * mask_BT).sum().item() / n_valid.item(),
-                "charts/q_mean": (q1_BT * mask_BT).sum().item() / n_valid.item()}
+                "charts/q_mean": (q1_BT * mask_BT).sum().item() / n_valid.item(), **aux}
 
     def optim_state(self) -> dict:
         return {"opt_q": self.opt_q.state_dict(), "opt_pi": self.opt_pi.state_dict(),
@@ -218,10 +244,19 @@ class SacGruPolicy:
     frozen: later changes of `actors` are not seen.
     """
 
-    def __init__(self, signature: EnvSignature, actors: list[nn.Module], units: list[list[str]]) -> None:
+    def __init__(self, signature: EnvSignature, actors: list[nn.Module], units: list[list[str]],
+                 capacity_action: bool = False) -> None:
         self.signature = signature
         self.actors = actors
         self.units = units
+        if capacity_action:
+            if any(len(names) != 1 for names in units):
+                raise ValueError("capacity_action needs one actor per LB (I-SAC)")
+            for a in actors:
+                check_capacity_action(signature, a)
+        self.capacity_action = capacity_action
+        #: the levels of the last `act`, by agent (what the replay stores, as QMIX's)
+        self.last_levels: dict[str, np.ndarray] = {}
         self._fast = [fast_stepper(a) for a in actors]
         self._gen = torch.Generator().manual_seed(0)
         self._eye_A = np.eye(N_LEVELS, dtype=np.float32)
@@ -235,13 +270,15 @@ class SacGruPolicy:
 
     def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
+        self.last_levels = {}
         H = self.signature.n_servers
         for u, (fast, names) in enumerate(zip(self._fast, self.units)):
             if not all(n in obs_by_agent for n in names):
                 continue
             obs = [np.asarray(obs_by_agent[n], np.float32) for n in names]
             x_1I = np.concatenate([*obs, self._prev[u]]).reshape(1, -1)
-            logits_1HA, self._h[u] = fast.step(x_1I, self._h[u])
+            step = fast.step(x_1I, self._h[u], capacity=True) if self.capacity_action else fast.step(x_1I, self._h[u])
+            logits_1HA, self._h[u] = step[0], step[1]
             if deterministic:
                 levels = logits_1HA[0].argmax(-1)
             else:
@@ -249,7 +286,9 @@ class SacGruPolicy:
                 levels = torch.multinomial(probs_HA, 1, generator=self._gen).squeeze(-1).numpy()
             self._prev[u] = self._eye_A[levels].reshape(-1)
             for i, n in enumerate(names):
-                out[n] = self.signature.encode_action(levels[i * H:(i + 1) * H])
+                self.last_levels[n] = levels[i * H:(i + 1) * H]
+                out[n] = (capacity_factors(step[2], levels[None], self.signature)[0] if self.capacity_action
+                          else self.signature.encode_action(levels[i * H:(i + 1) * H]))
         return out
 
 
@@ -269,6 +308,8 @@ class SacGruAgent:
         self.config, self.signature, self.seed = config, signature, seed
         torch.manual_seed(seed)
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
+        if config.capacity_loss > 0 and config.mode != "independent":
+            raise ValueError("capacity_loss: the capacity head is for I-SAC (one actor per LB)")
         if config.mode == "independent":
             self.units = [[a] for a in signature.agents]
             self.learners = [_SacLearner(O, H, config) for _ in range(N)]
@@ -280,15 +321,18 @@ class SacGruAgent:
         self.buffer = EpisodeReplayBuffer(config.buffer_episodes, np.random.default_rng(seed))
         self.episodes_seen = 0
         self.updates_done = 0
+        if config.capacity_action:
+            self.greedy_policy()  # ValueError now if the actions cannot follow a capacity head
 
     # -- acting ---------------------------------------------------------------------------------
     def greedy_policy(self) -> SacGruPolicy:
         """A frozen greedy policy: a snapshot of the current actors (later updates are not seen)."""
-        return SacGruPolicy(self.signature, [copy.deepcopy(lr.actor) for lr in self.learners], self.units)
+        return SacGruPolicy(self.signature, [copy.deepcopy(lr.actor) for lr in self.learners], self.units,
+                            capacity_action=self.config.capacity_action)
 
     def behaviour_policy(self, episode_index: int) -> SacGruPolicy:
         """A frozen copy of the actors for collecting episode `episode_index` (sampled actions)."""
-        return SacGruPolicy(self.signature, [copy.deepcopy(lr.actor) for lr in self.learners], self.units)
+        return self.greedy_policy()
 
     # -- learning -------------------------------------------------------------------------------
     def add_episode(self, episode: Episode) -> None:
@@ -304,8 +348,10 @@ class SacGruAgent:
         stats: dict[str, list[float]] = {}
         for i, learner in enumerate(self.learners):
             obs_BTO, act_BTH, rew_BT = self._unit_view(b, i)
+            cap_BTH = None if b.capacity_BTH is None or self.config.mode != "independent" else \
+                torch.from_numpy(b.capacity_BTH)
             s = learner.update(obs_BTO, act_BTH, rew_BT, torch.from_numpy(b.terminated_BT),
-                               torch.from_numpy(b.mask_BT))
+                               torch.from_numpy(b.mask_BT), cap_BTH)
             for k, v in s.items():
                 stats.setdefault(k, []).append(v)
         self.updates_done += 1

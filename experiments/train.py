@@ -69,6 +69,8 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
             raise UserError(f"--hp capacity_loss={w}: the capacity head needs --hp agent_net=servers")
     if changes.get("server_memory") and changes.get("agent_net", "flat") != "servers":
         raise UserError("--hp server_memory=true: a per-server memory needs --hp agent_net=servers")
+    if algo == "ssac" and changes.get("capacity_loss", 0):
+        raise UserError("--hp capacity_loss: the capacity head is for I-SAC (--algo isac) and QMIX, not S-SAC")
     if changes.get("capacity_action") and not changes.get("capacity_loss", 0) > 0:
         raise UserError("--hp capacity_action=true: the actions follow the capacity head, which needs "
                         "--hp capacity_loss=W with W > 0 (and --hp agent_net=servers)")

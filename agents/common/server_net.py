@@ -28,7 +28,9 @@ recurrent state is then [h, m_1..m_H] in one row (``state_size``).
 The capacity head predicts server j's true capacity over its nominal cores from the same hidden
 layer as the utilities: trained on the simulator's privileged values by an auxiliary loss
 (QMIX's ``capacity_loss``), it makes that layer carry what the frames reveal of each server's
-changing capacity. Acting never uses it.
+changing capacity. Acting uses it only with ``capacity_action`` (:func:`capacity_factors`): a
+server's weight is then its static weight x its estimate over the LB's mean estimate x its
+level's factor.
 
 Shape legend as in :mod:`agents.common.nets`; F features per server, E extra inputs, Hs server
 hidden units, X = B*T rows.
@@ -38,12 +40,20 @@ from __future__ import annotations
 
 import copy
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ServerSharedNet", "TorchStepper", "AGENT_NETS", "make_agent_net", "fast_stepper"]
+from simulator.actions import RELATIVE_FACTORS
+
+if TYPE_CHECKING:
+    from agents.common.spaces import EnvSignature
+
+__all__ = ["ServerSharedNet", "TorchStepper", "AGENT_NETS", "make_agent_net", "fast_stepper", "CAPACITY_CLIP",
+           "capacity_factors", "check_capacity_action"]
 
 AGENT_NETS = ("flat", "servers")
 
@@ -195,3 +205,26 @@ def fast_stepper(net: nn.Module):  # type: ignore[no-untyped-def]
     from agents.common.nets import RecurrentHeadNet
 
     return FastRecurrentHeadNet(net) if isinstance(net, RecurrentHeadNet) else TorchStepper(net)
+
+
+CAPACITY_CLIP = (0.05, 2.0)  #: the capacity head's estimate is clipped to this before use
+
+
+def capacity_factors(cap_KH: np.ndarray, levels_KH: np.ndarray, sig: EnvSignature) -> np.ndarray:
+    """Env actions (factors on the static weights) of capacity-driven levels: each server's
+    clipped capacity estimate over its LB's mean estimate, times its level's relative factor,
+    clipped to the env's action range."""
+    est_KH = np.clip(cap_KH, *CAPACITY_CLIP)
+    ratio_KH = est_KH / est_KH.mean(axis=1, keepdims=True)
+    factor_KH = ratio_KH * RELATIVE_FACTORS[levels_KH]
+    return np.clip(factor_KH, sig.action_low, sig.action_high).astype(np.float32)
+
+
+def check_capacity_action(signature: EnvSignature, net: nn.Module) -> None:
+    """ValueError unless capacity-driven actions can run: a capacity head and a continuous env
+    with relative actions."""
+    if getattr(net, "capacity_out", None) is None:
+        raise ValueError("capacity_action needs the per-server net's capacity head (capacity_loss > 0)")
+    if signature.action_kind != "continuous" or signature.action_scale != "relative":
+        raise ValueError("capacity_action needs a continuous env with relative actions "
+                         f"(this one is {signature.action_kind}, {signature.action_scale})")

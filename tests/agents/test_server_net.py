@@ -277,7 +277,7 @@ def test_capacity_factors_by_hand():
     """Estimates 1.0, 0.5, -0.3, 3.0 clip to 1.0, 0.5, 0.05, 2.0 (mean 0.8875); levels 3, 3, 1, 5
     are factors 1, 1, 0.5, 2 on the relative scale; the products 1.1268, 0.5634, 0.0282, 4.507
     clip to the env's range [2^-1.5, 2]."""
-    from agents.qmix import capacity_factors
+    from agents.common.server_net import capacity_factors
 
     sig = EnvSignature(("lb0",), n_servers=4, obs_dim=4 * F, state_dim=4 * F, action_kind="continuous",
                        action_low=2 ** -1.5, action_high=2.0, action_scale="relative")
@@ -296,7 +296,7 @@ def test_capacity_action_follows_the_head(tmp_path):
     """A capacity-driven QMIX acts with the factors of its head's estimates (computed here by
     the unrolled training pass, an independent path) and its greedy levels, which it keeps in
     last_levels; a saved and reloaded agent acts the same."""
-    from agents.qmix import capacity_factors
+    from agents.common.server_net import capacity_factors
 
     sig = _capacity_sig(2, 5)
     cfg = QmixConfig(agent_net="servers", hidden=16, capacity_loss=1.0, server_memory=True, capacity_action=True)
@@ -375,3 +375,68 @@ def test_capacity_action_needs_its_head_and_a_continuous_relative_env():
         QmixAgent(QmixConfig(agent_net="servers", capacity_loss=1.0, capacity_action=True), _sig(2, 4))
     with pytest.raises(ValueError, match="capacity head"):
         QmixAgent(QmixConfig(agent_net="servers", capacity_action=True), _capacity_sig(2, 4))
+
+
+def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path):
+    """I-SAC with the options QMIX has: the actor's capacity head learns a readable target
+    (2 + tanh of each server's first feature) far below its variance; a capacity-driven I-SAC
+    acts with the factors of that head's estimates (the unrolled pass, computed independently)
+    and its greedy levels; it reloads acting the same."""
+    from agents.common.replay import Episode
+    from agents.common.server_net import capacity_factors
+    from agents.sac_gru import SacGruPolicy
+
+    sig = _capacity_sig(2, 4)
+    cfg = SacGruConfig(agent_net="servers", hidden=16, batch_episodes=8, learning_starts_episodes=1,
+                       capacity_loss=1.0, server_memory=True, capacity_action=True, lr=3e-3)
+    agent = SacGruAgent(cfg, sig, seed=0)
+    rng = np.random.default_rng(7)
+    T = 10
+    for _ in range(16):
+        obs = rng.standard_normal((T + 1, 2, sig.obs_dim)).astype(np.float32)
+        obs[:, 1] = obs[:, 0]  # both LBs see the same frames: the shared capacity target fits both
+        target_TH = 2 + np.tanh(obs[1:, 0].reshape(T, 4, F)[:, :, 0])
+        agent.add_episode(Episode(obs, obs.reshape(T + 1, -1), rng.integers(0, N_LEVELS, (T, 2, 4)),
+                                  np.zeros((T, 2), np.float32), True, capacity_TH=target_TH))
+    variance = float(np.var(np.concatenate([e.capacity_TH.ravel() for e in agent.buffer._episodes])))
+    for _ in range(300):
+        last = agent.update()["losses/capacity"]
+    assert last < 0.1 * variance
+    policy = agent.greedy_policy()
+    assert isinstance(policy, SacGruPolicy) and policy.capacity_action
+    obs_T = [{a: rng.standard_normal(sig.obs_dim).astype(np.float32) for a in sig.agents} for _ in range(3)]
+    acts, levels = [], []
+    for obs in obs_T:
+        acts.append(policy.act(obs))
+        levels.append(dict(policy.last_levels))
+    for i, a in enumerate(sig.agents):
+        actor = agent.learners[i].actor
+        obs_1TO = torch.from_numpy(np.stack([o[a] for o in obs_T])[None])
+        lev_1TH = torch.from_numpy(np.stack([lv[a] for lv in levels])[None])
+        prev = torch.cat([torch.zeros(1, 1, 4 * N_LEVELS), torch.nn.functional.one_hot(lev_1TH[:, :-1], N_LEVELS)
+                          .float().reshape(1, 2, -1)], dim=1)
+        with torch.no_grad():
+            logits, _, cap = actor(torch.cat([obs_1TO, prev], dim=-1), capacity=True)
+        for t in range(3):
+            np.testing.assert_array_equal(levels[t][a], logits[0, t].argmax(-1).numpy())
+            want = capacity_factors(cap[0, t][None].numpy(), levels[t][a][None], sig)[0]
+            np.testing.assert_allclose(acts[t][a], want, rtol=1e-5)
+    agent.save(tmp_path / "s.pt")
+    back = SacGruAgent.load_policy(tmp_path / "s.pt", sig)
+    for t, obs in enumerate(obs_T):
+        got = back.act(obs)
+        for a in sig.agents:
+            np.testing.assert_allclose(got[a], acts[t][a], rtol=1e-6)
+
+
+def test_sac_capacity_options_are_checked():
+    from experiments.train import agent_config
+
+    with pytest.raises(UserError, match="not S-SAC"):
+        agent_config("ssac", ["agent_net=servers", "capacity_loss=1"])
+    with pytest.raises(ValueError, match="for I-SAC"):
+        SacGruAgent(SacGruConfig(mode="single", agent_net="servers", capacity_loss=1.0), _capacity_sig(2, 4))
+    with pytest.raises(ValueError, match="continuous env with relative actions"):
+        SacGruAgent(SacGruConfig(agent_net="servers", capacity_loss=1.0, capacity_action=True), _sig(2, 4))
+    assert agent_config("isac", ["agent_net=servers", "capacity_loss=1", "capacity_action=true",
+                                 "server_memory=true"]).capacity_action is True
