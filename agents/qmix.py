@@ -232,7 +232,7 @@ class QmixPolicy:
             return {}
         everyone = len(idx) == sig.n_agents  # fast path: no gather/scatter of recurrent state
         obs_KO = np.stack([np.asarray(obs_by_agent[sig.agents[i]], np.float32) for i in idx])
-        rows = slice(None) if everyone else idx  # no gather/scatter of recurrent state when all act
+        rows = slice(None) if everyone else idx
         x_KI = np.concatenate([obs_KO, self._prev_NX[rows], self._ids_NN[rows]], axis=1)
         out = self._fast.step(x_KI, self._h_NHd[rows], capacity=True) if self.capacity_action else \
             self._fast.step(x_KI, self._h_NHd[rows])

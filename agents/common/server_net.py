@@ -39,7 +39,6 @@ hidden units, X = B*T rows.
 from __future__ import annotations
 
 import copy
-
 from typing import TYPE_CHECKING
 
 import numpy as np
