@@ -88,7 +88,8 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
                       torch_threads: int | None = None) -> Path:
     """Train and return the run directory. ``prev_action`` / ``continuous`` / ``action_scale``: the
     env options of the same names (the checkpoint's signature records them; ``policy: agent`` follows it);
-    QMIX's ``capacity_action`` makes the env continuous (its actions are factors). ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
+    ``--hp capacity_action=true`` (QMIX, I-SAC) makes the env continuous: its actions are factors.
+    ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
     try:
         from agents.training import train
         from simulator.envs import parallel_env
