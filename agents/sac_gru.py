@@ -322,7 +322,8 @@ class SacGruAgent:
         self.episodes_seen = 0
         self.updates_done = 0
         if config.capacity_action:
-            self.greedy_policy()  # ValueError now if the actions cannot follow a capacity head
+            for learner in self.learners:
+                check_capacity_action(signature, learner.actor)
 
     # -- acting ---------------------------------------------------------------------------------
     def greedy_policy(self) -> SacGruPolicy:

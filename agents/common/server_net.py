@@ -135,15 +135,13 @@ class ServerSharedNet(nn.Module):
         ``capacity`` also the capacity head's cap_BH)."""
         e_BHHs = self._encode(x_BI)
         B, H, Hs = e_BHHs.shape
-        g = self.gru
-        if self.server_gru is None:
-            h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0,
-                                   g.bias_hh_l0)
-            state_BHd = h_BHd
-        else:
+        m_YHs = None
+        if self.server_gru is not None:
             h_BHd, m_YHs = h_BHd[:, : self.hidden], h_BHd[:, self.hidden:].reshape(B * H, Hs)
-            h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0,
-                                   g.bias_hh_l0)
+        g = self.gru
+        h_BHd = torch.gru_cell(self._summary(e_BHHs), h_BHd, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+        state_BHd = h_BHd
+        if m_YHs is not None:
             sg = self.server_gru
             m_YHs = torch.gru_cell(e_BHHs.reshape(B * H, Hs), m_YHs, sg.weight_ih_l0, sg.weight_hh_l0,
                                    sg.bias_ih_l0, sg.bias_hh_l0)
