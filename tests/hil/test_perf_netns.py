@@ -68,7 +68,12 @@ def test_a_trial_counts_what_reached_each_server(bed, tmp_path):
 
 def test_search_on_the_real_lb_is_reproducible(bed, tmp_path):
     """lb_rl_host under a 0.1-CPU quota (so the data plane, not the generator, is the limit):
-    two NDR/PDR searches on established flows agree within their resolution."""
+    two NDR/PDR searches on established flows bracket the same rate, within one resolution step.
+
+    Zero loss under a CFS quota hinges on whether a burst meets the 9 ms the LB is throttled, so
+    single trials scatter: six searches on this machine gave NDR lower bounds of 22.6-29.2 kpps and
+    a CI run once 26.0 and 39.4 kpps. Comparing the two lower bounds (each anywhere in a 30 %-wide
+    bracket) failed on such noise; the brackets themselves must overlap, widened by one step."""
     from hil.hostbin import host_binary
     from hil.perf.local import LocalMeasurer
     from hil.perf.search import search
@@ -84,8 +89,11 @@ def test_search_on_the_real_lb_is_reproducible(bed, tmp_path):
         assert ndr.lower_pps is not None and ndr.upper_pps is not None, "the quota'd LB lost nothing up to 200 kpps"
         assert not ndr.generator_limited
         assert ndr.lower_trial.lost == 0 and ndr.lower_trial.duration_s == 1.0
-    a, b = (r.by_name("NDR").lower_pps for r in res)
-    assert abs(a - b) <= 0.3 * max(a, b), (a, b)
+    for name in ("NDR", "PDR"):
+        brackets = [(r.by_name(name).lower_pps, r.by_name(name).upper_pps) for r in res]
+        assert all(up is not None for _, up in brackets), (name, brackets)
+        highest_pass, lowest_fail = max(lo for lo, _ in brackets), min(up for _, up in brackets)
+        assert highest_pass <= 1.3 * lowest_fail, (name, brackets)
 
 
 def test_bench_commands_end_to_end(bed, tmp_path):
