@@ -266,7 +266,8 @@ class QmixAgent:
         torch.manual_seed(seed)
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
         self.net = make_agent_net(config.agent_net, O, H, N_LEVELS, config.hidden, N,
-                                  capacity_head=config.capacity_loss > 0, server_memory=config.server_memory)
+                                  capacity_head=config.capacity_loss > 0, server_memory=config.server_memory,
+                                  n_features=signature.n_features)
         if config.capacity_action:
             check_capacity_action(signature, self.net)
         self.mixer = QMixer(N, signature.state_dim, config.mixer_embed, config.hypernet_hidden)

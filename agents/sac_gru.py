@@ -125,12 +125,13 @@ class SacGruConfig:
 # LEARNER: one discrete SAC over one observation stream (networks + update)
 # ------------------------------------------------------------------------------------------------
 class _SacLearner(nn.Module):
-    def __init__(self, obs_dim: int, n_heads: int, cfg: SacGruConfig, groups: int = 1) -> None:
+    def __init__(self, obs_dim: int, n_heads: int, cfg: SacGruConfig, groups: int = 1,
+                 n_features: int | None = None) -> None:
         super().__init__()
         self.obs_dim, self.n_heads, self.cfg = obs_dim, n_heads, cfg
         self.actor, self.q1, self.q2 = (make_agent_net(cfg.agent_net, obs_dim, n_heads, N_LEVELS, cfg.hidden, 0, groups,
                                                        capacity_head=k == 0 and cfg.capacity_loss > 0,
-                                                       server_memory=cfg.server_memory)
+                                                       server_memory=cfg.server_memory, n_features=n_features)
                                         for k in range(3))
         self.q1_targ = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_targ = copy.deepcopy(self.q2).requires_grad_(False)
@@ -312,10 +313,10 @@ class SacGruAgent:
             raise ValueError("capacity_loss: the capacity head is for I-SAC (one actor per LB)")
         if config.mode == "independent":
             self.units = [[a] for a in signature.agents]
-            self.learners = [_SacLearner(O, H, config) for _ in range(N)]
+            self.learners = [_SacLearner(O, H, config, n_features=signature.n_features) for _ in range(N)]
         elif config.mode == "single":
             self.units = [list(signature.agents)]
-            self.learners = [_SacLearner(N * O, N * H, config, groups=N)]
+            self.learners = [_SacLearner(N * O, N * H, config, groups=N, n_features=signature.n_features)]
         else:
             raise ValueError(f"unknown SAC mode {config.mode!r}")
         self.buffer = EpisodeReplayBuffer(config.buffer_episodes, np.random.default_rng(seed))

@@ -17,8 +17,8 @@ import numpy as np
 
 from simulator.config import ExperimentConfig, UserError
 from simulator.actions import action_weights, weights_feature
-from simulator.envs import N_FEATURES, normalise_features, parallel_env
-from simulator.features import FEATURE_NAMES
+from simulator.envs import normalise_features, parallel_env
+from simulator.features import feature_names
 
 __all__ = ["CheckpointController"]
 
@@ -38,14 +38,16 @@ class CheckpointController:
         saved = load_checkpoint(cfg.policy.checkpoint)["signature"]  # UserError if missing/unreadable
         # the env options the checkpoint was trained with, read off its signature: previous
         # weights in the observation (S more floats) and Box actions
-        self.prev_action = saved.obs_dim == saved.n_servers * (N_FEATURES + 1)
+        self.prev_action = saved.obs_dim == saved.n_servers * (saved.n_features + 1)
+        self.feature_set = saved.features  # what the simulation computes for it each step
+        self._names = feature_names(saved.features)
         self.continuous = saved.action_kind == "continuous"
         self.action_scale = saved.action_scale
         # the env on the same topology with the core rule the agents drive (SED): it builds the
         # graph only and gives the signature (LBs, servers, observation size)
         as_env = cfg.policy.model_copy(update={"name": self.core_policy, "checkpoint": None})
         env = parallel_env(cfg.model_copy(update={"policy": as_env}), prev_action=self.prev_action,
-                           continuous=self.continuous, action_scale=self.action_scale)
+                           continuous=self.continuous, action_scale=self.action_scale, features=saved.features)
         self._env = env
         self.policy = load_policy(cfg.policy.checkpoint, EnvSignature.from_env(env))
         self.agents = env.possible_agents
@@ -70,7 +72,7 @@ class CheckpointController:
         return -1
 
     def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> None:
-        matrix = np.stack([features[name] for name in FEATURE_NAMES], axis=1)
+        matrix = np.stack([features[name] for name in self._names], axis=1)
         agent = self.agents[lb]
         obs = normalise_features(matrix).reshape(-1)
         if self.prev_action:  # as the env: the weights in force

@@ -337,6 +337,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 ray_address=args.ray_address, resume=args.resume,
                                 progress=not args.no_progress, prev_action=args.prev_action,
                                 continuous=args.continuous, action_scale=args.action_scale,
+                                features=args.features,
                                 time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min,
                                 snapshot_every=args.snapshot_every, torch_threads=args.torch_threads)
     print(f"run directory: {run_dir}  (checkpoint: {run_dir / 'last.pt'})")
@@ -584,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--action-scale", default="absolute", choices=("absolute", "relative"),
                     help="absolute: level a is weight 1 + 0.2a (CIKM'22); relative: the server's static "
                          "weight (cores) x 2^((a-3)/2), ratios up to 5.7x either way of the nominal one")
+    tr.add_argument("--features", default="paper", choices=("paper", "robust"),
+                    help="observed features per server: paper (the 11 of CIKM'22) or robust (those and "
+                         "geometric mean, median and last-second statistics of each reservoir, 19)")
     tr.add_argument("--out", metavar="DIR", help="run directory (default runs/<name>__<algo>__<seed>__<time>)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tr.add_argument("--no-progress", action="store_true")

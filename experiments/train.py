@@ -84,10 +84,10 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
                       workers: int = 0, backend: str = "local", ray_address: str | None = None,
                       resume: bool = False, progress: bool = True,
                       prev_action: bool = False, continuous: bool = False, action_scale: str = "absolute",
-                      time_budget_s: float | None = None, snapshot_every: int = 0,
+                      features: str = "paper", time_budget_s: float | None = None, snapshot_every: int = 0,
                       torch_threads: int | None = None) -> Path:
-    """Train and return the run directory. ``prev_action`` / ``continuous`` / ``action_scale``: the
-    env options of the same names (the checkpoint's signature records them; ``policy: agent`` follows it);
+    """Train and return the run directory. ``prev_action`` / ``continuous`` / ``action_scale`` /
+    ``features``: the env options of the same names (the checkpoint's signature records them; ``policy: agent`` follows it);
     ``--hp capacity_action=true`` (QMIX, I-SAC) makes the env continuous: its actions are factors.
     ``workers`` / ``backend`` / ``ray_address``: where rollouts run (:func:`agents.training.train`)."""
     try:
@@ -102,6 +102,8 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
 
         torch.set_num_threads(torch_threads)
     agent_cfg = agent_config(algo, hp or [])
+    if algo == "fairness" and features != "paper":
+        raise UserError(f"--features {features}: the fairness-potential rule reads the paper's feature layout")
     if getattr(agent_cfg, "capacity_action", False):
         if action_scale != "relative":
             raise UserError(f"--hp capacity_action=true: needs --action-scale relative (not {action_scale})")
@@ -114,10 +116,11 @@ def train_from_config(cfg: ExperimentConfig, *, algo: str, episodes: int, seed: 
          "load_range": list(load_range) if load_range else None, "rates": rates, "workers": workers,
          "backend": backend,
          "prev_action": prev_action, "continuous": continuous, "action_scale": action_scale,
-         "time_budget_s": time_budget_s,
+         "features": features, "time_budget_s": time_budget_s,
          "hp": list(hp or [])}, indent=2) + "\n")
     env_fn = functools.partial(parallel_env, cfg, reward=reward, load_range=load_range, rates=rates,
-                               prev_action=prev_action, continuous=continuous, action_scale=action_scale)
+                               prev_action=prev_action, continuous=continuous, action_scale=action_scale,
+                               features=features)
     env_fn()  # config errors surface here, before any worker starts
     if algo == "fairness":
         _run_fairness(env_fn, agent_cfg, episodes, seed=seed, run_dir=run_dir, progress=progress)

@@ -495,8 +495,11 @@ def _parse_cores(text: str | None, n: int) -> list[float]:
     return cores
 
 
-def _default_checkpoint_observer() -> ObsBuilder:
-    """The RL env's frame -> observation function, if simulator.envs provides one."""
+def _default_checkpoint_observer(feature_set: str = "paper") -> ObsBuilder:
+    """The RL env's frame -> observation function for the checkpoint's feature set, if
+    simulator.envs provides one."""
+    import functools
+
     try:
         import simulator.envs as envs
     except ImportError as e:
@@ -506,7 +509,7 @@ def _default_checkpoint_observer() -> ObsBuilder:
     if not callable(fn):
         raise UserError("--checkpoint: simulator.envs has no frame_observation(frame, n_servers); "
                         "pass --obs-builder MODULE:FUNC")
-    return fn  # type: ignore[no-any-return]
+    return fn if feature_set == "paper" else functools.partial(fn, features=feature_set)  # type: ignore[no-any-return]
 
 
 def run_from_args(args: Any) -> int:
@@ -530,10 +533,10 @@ def run_from_args(args: Any) -> int:
     cores = _parse_cores(args.cores, n)
     observe: ObsBuilder | None = None
     if args.checkpoint:
-        observe = resolve_obs_builder(args.obs_builder) if args.obs_builder \
-            else _default_checkpoint_observer()
         # a relative-scale checkpoint needs the real cores, not the default of 1 each
         policy: WeightPolicy = CheckpointPolicy(args.checkpoint, args.agent, n, cores if args.cores else None)
+        observe = resolve_obs_builder(args.obs_builder) if args.obs_builder \
+            else _default_checkpoint_observer(policy.sig.features)
     else:
         policy = make_heuristic(args.policy, cores)
         if args.obs_builder:

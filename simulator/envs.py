@@ -18,6 +18,9 @@ Observation per agent, from the data plane only (the shm frame the LB publishes 
 mean/p90/std/decayed mean/decayed p90 of flow duration and FCT), normalised by
 :func:`normalise_features`, flattened server-major (``obs[j * 11 + f]``); optionally the previous
 weights. :func:`frame_observation` is the same mapping from a frame, for the real-time controller.
+With ``features="robust"`` every server has 19 features instead: those 11 and, per reservoir,
+geometric mean, median and the geometric mean and count of the samples of the last second
+(:data:`simulator.features.FEATURE_SETS`); checkpoints record which set they were trained on.
 
 Action: MultiDiscrete([6] * n_servers), level a -> weight 1.0 + 0.2 a (CIKM'22), or a Box in
 [1, 2]^n with ``continuous=True``; with ``action_scale="relative"`` level a -> the server's static
@@ -50,7 +53,7 @@ from pettingzoo import ParallelEnv
 
 from simulator.actions import LEVELS, action_bounds, action_weights, level_table, weights_feature
 from simulator.config import ExperimentConfig, UserError, load_config, parse_config
-from simulator.features import FEATURE_NAMES, frame_features
+from simulator.features import FEATURE_NAMES, FEATURE_SETS, feature_names, frame_features
 from simulator.records import COMPLETED, MemoryRecorder
 
 __all__ = ["LoadBalanceParallelEnv", "LoadBalanceEnv", "parallel_env", "normalise_features", "DEFAULT_SCENARIO",
@@ -70,26 +73,33 @@ DEFAULT_SCENARIO: dict[str, Any] = {
     "traffic": {"kind": "poisson", "load": 0.8, "job": {"dist": "exp", "mean_s": 0.05}},
     "policy": {"name": "sed"}, "lb": {"step_s": 0.25},
 }
-N_FEATURES = len(FEATURE_NAMES)
+N_FEATURES = len(FEATURE_NAMES)  #: features per server of the paper's set (the default)
 FLOW_SCALE = 8.0      #: n_flow_on is reported as log1p(n / FLOW_SCALE)
 TIME_SCALE_S = 0.1    #: durations are reported as log1p(d / TIME_SCALE_S)
 OBS_HIGH = 20.0       #: clip of the normalised features
 _DMEAN = FEATURE_NAMES.index("fd_dmean_s")
 
 
+#: per feature set, the columns that count (flows, samples) rather than measure seconds
+_COUNT_COLUMNS = {len(names): np.array([n == "n_flow_on" or n.endswith("_n") for n in names])
+                  for names in FEATURE_SETS.values()}
+
+
 def normalise_features(features_SF: np.ndarray) -> np.ndarray:
-    """Map raw per-server features (counts, seconds) to log1p-compressed, clipped float32 values;
-    monotone, so orderings between servers are kept, and independent of the topology. Statistics
-    of an empty reservoir (NaN) become 0."""
+    """Map raw per-server features (counts, seconds; either feature set) to log1p-compressed,
+    clipped float32 values; monotone, so orderings between servers are kept, and independent of
+    the topology. Statistics of an empty reservoir (NaN) become 0."""
     x = np.nan_to_num(np.asarray(features_SF, dtype=np.float64), nan=0.0, posinf=0.0)
-    x[:, 0] /= FLOW_SCALE
-    x[:, 1:] /= TIME_SCALE_S
+    counts = _COUNT_COLUMNS[x.shape[1]]
+    x[:, counts] /= FLOW_SCALE
+    x[:, ~counts] /= TIME_SCALE_S
     return np.clip(np.log1p(np.maximum(x, 0.0)), 0.0, OBS_HIGH).astype(np.float32)
 
 
-def frame_observation(frame: Any, n_servers: int) -> np.ndarray:
+def frame_observation(frame: Any, n_servers: int, features: str = "paper") -> np.ndarray:
     """The agent observation (without previous weights) from one msg_out frame."""
-    return normalise_features(frame_features(frame, n_servers)).reshape(-1)
+    robust = feature_names(features) != FEATURE_NAMES
+    return normalise_features(frame_features(frame, n_servers, robust=robust)).reshape(-1)
 
 
 def reward_from(kind: str, features_SF: np.ndarray, jct_s: np.ndarray | None = None) -> float:
@@ -121,10 +131,13 @@ def _as_config(config: ExperimentConfig | dict | str | Path | None) -> Experimen
 
 class _EnvController:
     """Wraps the config's controller: agent LBs get no weights from it (the env sets them),
-    and the features every LB computed at each step are kept for the observation."""
+    and the features every LB computed at each step are kept for the observation
+    (``feature_set`` tells the simulation which set to compute)."""
 
-    def __init__(self, base: Any, agent_lbs: set[int]) -> None:
+    def __init__(self, base: Any, agent_lbs: set[int], feature_set: str = "paper") -> None:
         self.base, self.agent_lbs = base, agent_lbs
+        self.feature_set = feature_set
+        self._names = feature_names(feature_set)
         self.features: dict[int, np.ndarray] = {}
 
     def start(self, sim: Any) -> None:
@@ -134,7 +147,7 @@ class _EnvController:
         return self.base.force(now_s, lb)
 
     def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Any:
-        self.features[lb] = np.stack([features[name] for name in FEATURE_NAMES], axis=1)
+        self.features[lb] = np.stack([features[name] for name in self._names], axis=1)
         return None if lb in self.agent_lbs else self.base.on_step(now_s, lb, features)
 
 
@@ -144,14 +157,16 @@ class LoadBalanceParallelEnv(ParallelEnv):
     ``load_range=(lo, hi)``: every reset draws traffic.load uniformly in it (training on varied
     loads; the config's traffic must be poisson/diurnal). ``rates=[r1, r2, ...]``: every reset
     draws traffic.rate from the list instead (e.g. the odd hours of a synthetic day). ``agent_lbs``: which LBs are agents
-    (default all); the others keep the config's policy."""
+    (default all); the others keep the config's policy. ``features``: the observed feature set
+    (``paper``, the default, or ``robust``; :data:`simulator.features.FEATURE_SETS`)."""
 
     metadata = {"name": "marllb_loadbalance_v0", "render_modes": []}
 
     def __init__(self, config: ExperimentConfig | dict | str | Path | None = None, *, reward: str = "product",
                  continuous: bool = False, prev_action: bool = False,
                  load_range: tuple[float, float] | None = None, rates: Sequence[float] | None = None,
-                 agent_lbs: list[int] | None = None, action_scale: str = "absolute") -> None:
+                 agent_lbs: list[int] | None = None, action_scale: str = "absolute",
+                 features: str = "paper") -> None:
         if reward not in REWARDS:
             raise UserError(f"unknown reward {reward!r}; choose one of {', '.join(REWARDS)}")
         self.cfg = _as_config(config)
@@ -179,7 +194,9 @@ class LoadBalanceParallelEnv(ParallelEnv):
         self._agent_idx = {f"lb{k + 1}": k for k in lbs}
         self.possible_agents = list(self._agent_idx)
         self.agents: list[str] = []
-        obs_dim = self.n_servers * N_FEATURES + (self.n_servers if prev_action else 0)
+        self.features = features
+        self.n_features = len(feature_names(features))  # UserError for an unknown set
+        obs_dim = self.n_servers * self.n_features + (self.n_servers if prev_action else 0)
         self._obs_space = spaces.Box(0.0, OBS_HIGH, (obs_dim,), np.float32)
         self._act_space = (spaces.Box(*action_bounds(action_scale), (self.n_servers,), np.float32) if continuous
                            else spaces.MultiDiscrete([len(LEVELS)] * self.n_servers))
@@ -214,7 +231,7 @@ class LoadBalanceParallelEnv(ParallelEnv):
             update["traffic"] = self.cfg.traffic.model_copy(update={"rate": rate, "load": None})
         cfg = self.cfg.model_copy(update=update)
         self.sim = build_simulation(cfg, recorder=JctFeed)
-        self._ctl = _EnvController(self.sim.controller, set(self._agent_idx.values()))
+        self._ctl = _EnvController(self.sim.controller, set(self._agent_idx.values()), self.features)
         self.sim.controller = self._ctl
         self._step_s = cfg.lb.step_s
         # what the episode summary reports of the traffic: its load, or its rate when it has none

@@ -18,6 +18,15 @@ Features per server (columns of the matrix, names in :data:`FEATURE_NAMES`):
   smallest v whose cumulative weight (values ascending) reaches 90 % of the total weight.
   All NaN for an empty reservoir.
 
+With the ``robust`` feature set (opt-in: :data:`FEATURE_SETS`, an env's ``features="robust"``)
+four more statistics per reservoir follow, in :data:`ROBUST_NAMES`: ``{r}_gmean_s`` geometric
+mean exp(mean(log v_i)) (values below 1 µs count as 1 µs); ``{r}_median_s`` the median (as
+``p90_s``, at 50 %); ``{r}_recent_gmean_s`` and ``{r}_recent_n`` the geometric mean and the number
+of the samples taken within :data:`RECENT_S` of the reservoir's newest one. Why: with heavy-tailed
+jobs one long flow moves the mean, the p90 and the std of 32 samples more than a server that
+slowed down for seconds does; the logarithm and the median are robust to it, and the recent
+samples show a change that the whole reservoir (an exponential mix of ages) dilutes.
+
 The decayed statistics do not depend on ``now``: every weight carries the same factor
 decay ** now, which cancels in both. They are computed with weights relative to the reservoir's
 newest sample, decay ** (t_newest - t_i) <= 1 (no underflow however old the samples are), so
@@ -32,25 +41,44 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DECAY_PER_S", "STAT_NAMES", "RESERVOIR_NAMES", "FEATURE_NAMES", "reservoir_stats",
-           "server_features", "frame_features", "frames_features", "as_dict", "FeatureCache"]
+__all__ = ["DECAY_PER_S", "RECENT_S", "STAT_NAMES", "ROBUST_STAT_NAMES", "RESERVOIR_NAMES", "FEATURE_NAMES",
+           "ROBUST_NAMES", "FEATURE_SETS", "feature_names", "reservoir_stats", "server_features",
+           "frame_features", "frames_features", "as_dict", "FeatureCache"]
 
 DECAY_PER_S = 0.9  #: weight of a sample per second of age, for the decayed statistics
 STAT_NAMES = ("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s")
 RESERVOIR_NAMES = ("fd", "fct")  #: reservoir kinds 0 (flow duration) and 1 (fct), in order
 FEATURE_NAMES = ("n_flow_on",) + tuple(f"{r}_{s}" for r in RESERVOIR_NAMES for s in STAT_NAMES)
+RECENT_S = 1.0  #: window (s before the newest sample) of the robust set's recent statistics
+ROBUST_STAT_NAMES = ("gmean_s", "median_s", "recent_gmean_s", "recent_n")
+ROBUST_NAMES = tuple(f"{r}_{s}" for r in RESERVOIR_NAMES for s in ROBUST_STAT_NAMES)
+#: the feature sets an agent can observe: the paper's 11 per server, or those and the robust 8
+FEATURE_SETS = {"paper": FEATURE_NAMES, "robust": FEATURE_NAMES + ROBUST_NAMES}
+_MIN_LOG_S = 1e-6  # floor of a value before its logarithm
+
+
+def feature_names(feature_set: str) -> tuple[str, ...]:
+    """The columns of a feature set by name; UserError naming the choices for an unknown one."""
+    try:
+        return FEATURE_SETS[feature_set]
+    except KeyError:
+        from simulator.config import UserError
+
+        raise UserError(f"features {feature_set!r}: unknown; choose one of {', '.join(FEATURE_SETS)}") from None
 
 
 def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
-                    decay: float = DECAY_PER_S) -> np.ndarray:
+                    decay: float = DECAY_PER_S, robust: bool = False) -> np.ndarray:
     """Statistics of R reservoirs at once: row r uses slots [0, fill_R[r]) of t_RK[r]
     (sample times, s) and v_RK[r] (values, s). Returns (R, 5): mean, p90, std, decayed mean,
-    decayed p90 (see the module docstring); NaN rows for empty reservoirs."""
+    decayed p90 (see the module docstring), and with ``robust`` (R, 9): those and geometric
+    mean, median, recent geometric mean, recent count; NaN rows for empty reservoirs."""
     t_RK = np.asarray(t_RK, dtype=np.float64)
     v_RK = np.asarray(v_RK, dtype=np.float64)
     fill = np.asarray(fill_R, dtype=np.int64)
     n_r, k = v_RK.shape
-    out = np.full((n_r, 5), np.nan)
+    n_stats = len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
+    out = np.full((n_r, n_stats), np.nan)
     if n_r == 0 or k == 0 or not fill.any():
         return out
     valid = np.arange(k)[None, :] < fill[:, None]
@@ -74,13 +102,26 @@ def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
     cw = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
     idx = np.minimum((cw < 0.9 * cw[:, -1:]).sum(axis=1), c - 1)
     dp90 = vs[rows, idx]
-    out[has] = np.stack([mean, p90, np.sqrt(var), dmean, dp90], axis=1)[has]
+    cols = [mean, p90, np.sqrt(var), dmean, dp90]
+    if robust:
+        logv = np.where(valid, np.log(np.maximum(v_RK, _MIN_LOG_S)), 0.0)
+        gmean = np.exp(logv.sum(axis=1) / c)
+        h = (c - 1) * 0.5
+        lo = np.floor(h).astype(np.int64)
+        hi = np.minimum(lo + 1, c - 1)
+        median = vs[rows, lo] + (h - lo) * (vs[rows, hi] - vs[rows, lo])
+        recent = valid & (t_RK >= newest - RECENT_S)  # holds the newest sample: never empty
+        n_recent = recent.sum(axis=1)
+        recent_gmean = np.exp(np.where(recent, logv, 0.0).sum(axis=1) / np.maximum(n_recent, 1))
+        cols += [gmean, median, recent_gmean, n_recent.astype(np.float64)]
+    out[has] = np.stack(cols, axis=1)[has]
     return out
 
 
 def server_features(n_flow_on_S: np.ndarray, samples_SRK2: np.ndarray, fill_SR: np.ndarray,
-                    decay: float = DECAY_PER_S) -> np.ndarray:
-    """Feature matrix (S, len(FEATURE_NAMES)) from per-server ``n_flow_on``, reservoir
+                    decay: float = DECAY_PER_S, robust: bool = False) -> np.ndarray:
+    """Feature matrix (S, len(FEATURE_NAMES)) (``robust``: (S, len(FEATURE_SETS["robust"])))
+    from per-server ``n_flow_on``, reservoir
     snapshots ``samples_SRK2`` [server, kind (0 fd, 1 fct), slot, (t_s, v_s)] and filled-slot
     counts ``fill_SR`` [server, kind], as in a msg_out frame (rows may come from several LBs'
     frames). Step after step, :func:`frames_features` gives the same with a cache."""
@@ -89,10 +130,19 @@ def server_features(n_flow_on_S: np.ndarray, samples_SRK2: np.ndarray, fill_SR: 
     t_RK = samples[..., 0].reshape(n_s * n_k, k)
     v_RK = samples[..., 1].reshape(n_s * n_k, k)
     fill_R = np.asarray(fill_SR).reshape(n_s * n_k)
-    stats = reservoir_stats(t_RK, v_RK, fill_R, decay)
-    out = np.empty((n_s, 1 + 5 * n_k))
-    out[:, 0] = np.asarray(n_flow_on_S, dtype=np.float64)
-    out[:, 1:] = stats.reshape(n_s, n_k * 5)
+    return _matrix(np.asarray(n_flow_on_S, dtype=np.float64), reservoir_stats(t_RK, v_RK, fill_R, decay, robust),
+                   n_s, n_k)
+
+
+def _matrix(n_on: np.ndarray, stats: np.ndarray, n_s: int, n_k: int) -> np.ndarray:
+    """Feature matrix rows (server-major) from n_flow_on and the (S * kinds, 5 or 9) reservoir
+    statistics: the paper's columns first, then the robust ones if present."""
+    per = stats.reshape(n_s, n_k, stats.shape[1])
+    n_paper = len(STAT_NAMES)
+    out = np.empty((n_s, 1 + n_k * stats.shape[1]))
+    out[:, 0] = n_on
+    out[:, 1:1 + n_k * n_paper] = per[:, :, :n_paper].reshape(n_s, -1)
+    out[:, 1 + n_k * n_paper:] = per[:, :, n_paper:].reshape(n_s, -1)
     return out
 
 
@@ -110,25 +160,27 @@ class FeatureCache:
         self.recomputed = 0  #: reservoirs recomputed so far (for benchmarks)
 
     def update(self, key: np.ndarray, rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-               fill_R: np.ndarray, decay: float = DECAY_PER_S) -> np.ndarray:
-        """Statistics (R, 5) given each reservoir's key (fill, sum of times, sum of values) and
-        ``rows(idx)`` -> the (times, values) of the reservoirs idx, called for changed ones only."""
-        if self._key is None or self._key.shape != key.shape:
+               fill_R: np.ndarray, decay: float = DECAY_PER_S, robust: bool = False) -> np.ndarray:
+        """Statistics (R, 5) (``robust``: (R, 9)) given each reservoir's key (fill, sum of
+        times, sum of values) and ``rows(idx)`` -> the (times, values) of the reservoirs idx,
+        called for changed ones only."""
+        width = len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
+        if self._key is None or self._key.shape != key.shape or self._stats.shape[1] != width:
             changed = np.ones(len(key), dtype=bool)
-            self._stats = np.full((len(key), 5), np.nan)
+            self._stats = np.full((len(key), width), np.nan)
         else:
             changed = (key != self._key).any(axis=1)
         idx = np.flatnonzero(changed)
         if len(idx):
             t, v = rows(idx)
-            self._stats[idx] = reservoir_stats(t, v, fill_R[idx], decay)
+            self._stats[idx] = reservoir_stats(t, v, fill_R[idx], decay, robust)
         self._key = key
         self.recomputed += len(idx)
         return self._stats.copy()
 
 
 def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,
-                    decay: float = DECAY_PER_S) -> np.ndarray:
+                    decay: float = DECAY_PER_S, robust: bool = False) -> np.ndarray:
     """:func:`server_features` of the first ``n_servers`` servers of several msg_out frames (one
     per LB), rows LB by LB, with ``cache`` holding their reservoirs' statistics between calls.
     Equal to concatenating the frames' arrays and calling server_features on them, but
@@ -158,21 +210,19 @@ def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,
                 t[sel], v[sel] = picked[..., 0], picked[..., 1]
         return t, v
 
-    stats = cache.update(key, rows, fill, decay)
-    out = np.empty((len(frames) * n, 1 + 5 * n_k))
-    out[:, 0] = n_on
-    out[:, 1:] = stats.reshape(len(frames) * n, n_k * 5)
-    return out
+    return _matrix(n_on, cache.update(key, rows, fill, decay, robust), len(frames) * n, n_k)
 
 
-def frame_features(frame: Any, n_servers: int | None = None, decay: float = DECAY_PER_S) -> np.ndarray:
+def frame_features(frame: Any, n_servers: int | None = None, decay: float = DECAY_PER_S,
+                   robust: bool = False) -> np.ndarray:
     """Feature matrix of the first ``n_servers`` servers (default all) of a msg_out frame
     (``simulator.shm.OutFrame``)."""
     n = frame.servers.shape[0] if n_servers is None else n_servers
     sv = frame.servers[:n]
-    return server_features(sv["n_flow_on"], frame.samples_SRK2[:n], sv["fill"], decay)
+    return server_features(sv["n_flow_on"], frame.samples_SRK2[:n], sv["fill"], decay, robust)
 
 
 def as_dict(features_SF: np.ndarray) -> dict[str, np.ndarray]:
-    """Columns of a feature matrix by name (views)."""
-    return {name: features_SF[:, j] for j, name in enumerate(FEATURE_NAMES)}
+    """Columns of a feature matrix (the paper's set or the robust one) by name (views)."""
+    names = FEATURE_SETS["robust"] if features_SF.shape[1] == len(FEATURE_SETS["robust"]) else FEATURE_NAMES
+    return {name: features_SF[:, j] for j, name in enumerate(names)}

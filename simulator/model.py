@@ -626,7 +626,8 @@ class Simulation:
         shm frame, compute the features from the frame (what a real agent sees), let the
         controller set weights, record the step (every ``lb.record_every``-th), and sweep idle
         flows about once a second. A controller with ``reads_features = False`` is not called:
-        features are then computed for recorded steps only."""
+        features are then computed for recorded steps only; one with ``feature_set = "robust"``
+        gets the robust set (:data:`simulator.features.FEATURE_SETS`)."""
         now = self.env._now
         n = self.n_servers
         every = self.cfg.lb.record_every
@@ -644,7 +645,8 @@ class Simulation:
         if wanted:
             # features of all LBs in one vectorised call (each LB's rows from its own frame
             # only); the cache recomputes only reservoirs that changed since it last ran
-            mats = frames_features(frames, n, self._feature_cache)
+            robust = getattr(self.controller, "feature_set", "paper") == "robust"
+            mats = frames_features(frames, n, self._feature_cache, robust=robust)
             for lb in self.lbs:
                 feats = as_dict(mats[lb.idx * n:(lb.idx + 1) * n])
                 w = self.controller.on_step(now, lb.idx, feats)

@@ -63,16 +63,17 @@ class ServerSharedNet(nn.Module):
 
     def __init__(self, obs_dim: int, n_heads: int, n_actions: int, hidden: int, extra_dim: int,
                  groups: int = 1, server_hidden: int = 32, capacity_head: bool = False,
-                 server_memory: bool = False) -> None:
+                 server_memory: bool = False, n_features: int | None = None) -> None:
         super().__init__()
         from simulator.envs import N_FEATURES
 
-        if obs_dim % n_heads or n_heads % groups or obs_dim // n_heads < N_FEATURES:
+        n_features = N_FEATURES if n_features is None else n_features
+        if obs_dim % n_heads or n_heads % groups or obs_dim // n_heads < n_features:
             raise ValueError(f"an observation of {obs_dim} values is not {groups} group(s) of "
-                             f"{n_heads // max(groups, 1)} servers x {N_FEATURES} features (+ per-server blocks)")
+                             f"{n_heads // max(groups, 1)} servers x {n_features} features (+ per-server blocks)")
         self.n_heads, self.n_actions, self.hidden = n_heads, n_actions, hidden
         self.obs_dim, self.extra_dim, self.per_server = obs_dim, extra_dim, obs_dim // n_heads
-        self.groups, self.n_features = groups, N_FEATURES
+        self.groups, self.n_features = groups, n_features
         u = self.per_server + n_actions + extra_dim
         self.encoder = nn.Sequential(nn.Linear(u, server_hidden), nn.ReLU(),
                                      nn.Linear(server_hidden, server_hidden), nn.ReLU())
@@ -179,10 +180,11 @@ class TorchStepper:
 
 def make_agent_net(kind: str, obs_dim: int, n_heads: int, n_actions: int, hidden: int,
                    extra_dim: int, groups: int = 1, capacity_head: bool = False,
-                   server_memory: bool = False) -> nn.Module:
+                   server_memory: bool = False, n_features: int | None = None) -> nn.Module:
     """The agent network of ``kind``: ``flat`` (`RecurrentHeadNet` on the whole input row, the
-    paper's) or ``servers`` (`ServerSharedNet`, with ``capacity_head`` its capacity head);
-    ValueError names the field for anything else."""
+    paper's) or ``servers`` (`ServerSharedNet`, with ``capacity_head`` its capacity head, reading
+    ``n_features`` per server, default the paper's 11); ValueError names the field for anything
+    else."""
     from agents.common.nets import RecurrentHeadNet
 
     if kind == "flat":
@@ -191,7 +193,7 @@ def make_agent_net(kind: str, obs_dim: int, n_heads: int, n_actions: int, hidden
         return RecurrentHeadNet(obs_dim + n_heads * n_actions + extra_dim, n_heads, n_actions, hidden)
     if kind == "servers":
         return ServerSharedNet(obs_dim, n_heads, n_actions, hidden, extra_dim, groups, capacity_head=capacity_head,
-                               server_memory=server_memory)
+                               server_memory=server_memory, n_features=n_features)
     raise ValueError(f"agent_net: {kind!r} is not one of {', '.join(AGENT_NETS)}")
 
 

@@ -66,6 +66,8 @@ class EnvSignature:
     action_low / action_high: Box bounds (continuous only; weights are clipped into them).
     action_scale: what a level means, ``"absolute"`` weights or ``"relative"`` factors on the
         static weights (:mod:`simulator.actions`); checkpoints from before it existed are absolute.
+    features: the observed feature set (``"paper"`` or ``"robust"``,
+        :data:`simulator.features.FEATURE_SETS`); checkpoints from before it existed are paper.
     """
 
     agents: tuple[str, ...]
@@ -76,10 +78,18 @@ class EnvSignature:
     action_low: float = 1.0
     action_high: float = 2.0
     action_scale: str = "absolute"
+    features: str = "paper"
 
     @property
     def n_agents(self) -> int:
         return len(self.agents)
+
+    @property
+    def n_features(self) -> int:
+        """Features per server in the observation (of the feature set ``features``)."""
+        from simulator.features import feature_names
+
+        return len(feature_names(self.features))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -137,12 +147,13 @@ class EnvSignature:
             action_low=min(lows) if lows else 1.0,
             action_high=max(highs) if highs else 2.0,
             action_scale=scale,
+            features=getattr(env, "features", "paper"),
         )
 
     def check_compatible(self, other: "EnvSignature", what: str = "checkpoint") -> None:
         """Raise `SignatureMismatchError` naming every differing field if `other` (the env) differs."""
         diffs = []
-        for field in ("agents", "n_servers", "obs_dim", "state_dim", "action_kind", "action_scale"):
+        for field in ("agents", "n_servers", "obs_dim", "state_dim", "action_kind", "action_scale", "features"):
             mine, theirs = getattr(self, field), getattr(other, field)
             if mine != theirs:
                 diffs.append(f"{field}: {what} has {mine!r}, env has {theirs!r}")

@@ -108,7 +108,8 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
                "--episodes", "100000", "--seed", str(args.train_seed), "--reward", args.reward,
                "--load-range", args.train_loads, "--time-budget-min", str(args.budget_min),
                "--snapshot-every", str(args.snapshot_every), "--torch-threads", "1",
-               "--action-scale", args.action_scale, "--out", str(run_dir), "--no-progress"]
+               "--action-scale", args.action_scale, "--features", args.features, "--out", str(run_dir),
+               "--no-progress"]
         cmd += [x for hp in args.hp for x in ("--hp", hp)]
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         print(f"[learning] training {algo}: {' '.join(cmd[2:])}", flush=True)
@@ -140,6 +141,7 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true", help="train the algorithms at the same time")
     ap.add_argument("--reward", default="product")
     ap.add_argument("--action-scale", default="absolute", choices=("absolute", "relative"))
+    ap.add_argument("--features", default="paper", choices=("paper", "robust"), help="the agents' feature set")
     ap.add_argument("--heuristics", type=lambda s: s.split(","), default=list(HEURISTICS),
                     help="heuristics of the test (default all)")
     ap.add_argument("--oracles", type=lambda s: s.split(","), default=list(ORACLES),
@@ -208,7 +210,7 @@ def main() -> None:
 
     meta = {"config": str(args.config), "algos": args.algos, "budget_min": args.budget_min,
             "parallel": args.parallel, "reward": args.reward, "hp": args.hp,
-            "action_scale": args.action_scale, "heuristics": args.heuristics,
+            "action_scale": args.action_scale, "features": args.features, "heuristics": args.heuristics,
             "train_loads": args.train_loads, "train_seed": args.train_seed, "loads": args.loads,
             "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,
             "training": training, "selected": selected, "local_heuristics": list(LOCAL),
