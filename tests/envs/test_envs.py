@@ -310,3 +310,39 @@ def test_collected_episodes_carry_the_capacity_after_each_step() -> None:
     ep = collect_episode(env, policy, seed=5)
     assert ep.capacity_TH is not None and ep.capacity_TH.shape == (ep.length, 7)
     np.testing.assert_array_equal(ep.capacity_TH, np.ones((ep.length, 7), np.float32))  # no hidden effect here
+
+
+def test_robust_features_extend_the_papers_observation() -> None:
+    """features="robust": 19 values per server, the shared frame mapping with the robust set;
+    the first 11 of each server are what the paper's env observes on the same run (the feature
+    set changes what the agent reads, not the simulation), the sample counts of the last second
+    come back as whole numbers within the reservoir, and the set passes the API checkers."""
+    from simulator.features import FEATURE_SETS
+
+    width = len(FEATURE_SETS["robust"])
+    action = {"lb1": np.array([0, 1, 2, 3, 4, 5, 5]), "lb2": np.array([5, 4, 3, 2, 1, 0, 0])}
+    envs = {f: parallel_env(MODERATE, features=f) for f in ("paper", "robust")}
+    obs = {}
+    for f, env in envs.items():
+        env.reset(seed=4)
+        for _ in range(6):
+            obs[f], *_ = env.step(action)
+    robust = envs["robust"]
+    assert robust.observation_space("lb1").shape == (robust.n_servers * width,)
+    for k, agent in enumerate(robust.possible_agents):
+        frame = robust.sim.lbs[k].reader.latest_out()
+        np.testing.assert_array_equal(obs["robust"][agent], frame_observation(frame, robust.n_servers, "robust"))
+        per_server = obs["robust"][agent].reshape(robust.n_servers, width)
+        np.testing.assert_array_equal(per_server[:, :N_FEATURES],
+                                      obs["paper"][agent].reshape(robust.n_servers, N_FEATURES))
+        for kind in ("fd", "fct"):
+            j = FEATURE_SETS["robust"].index(f"{kind}_recent_n")
+            n = np.expm1(per_server[:, j].astype(np.float64)) * 8.0  # log1p(n / FLOW_SCALE)
+            assert np.allclose(n, np.round(n), atol=1e-4) and n.max() <= robust.sim.cfg.lb.reservoir_size
+            assert n.max() >= 1  # flows ended: recent samples exist
+    parallel_api_test(parallel_env(UNITTEST, features="robust"), num_cycles=10)
+
+
+def test_an_unknown_feature_set_is_one_clear_error() -> None:
+    with pytest.raises(UserError, match="features 'fancy': unknown; choose one of paper, robust"):
+        parallel_env(MODERATE, features="fancy")

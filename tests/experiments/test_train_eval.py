@@ -197,9 +197,10 @@ def test_train_resume_is_exact_and_workers_give_the_same_parameters(tmp_path) ->
 
 @pytest.mark.parametrize("algo, flags", [("qmix", []), ("qmix", ["--prev-action"]),
                                          ("qmix", ["--prev-action", "--action-scale", "relative"]),
+                                         ("qmix", ["--prev-action", "--features", "robust", "--hp", "agent_net=servers"]),
                                          ("fairness", []), ("fairness", ["--prev-action", "--continuous"]),
                                          ("fairness", ["--continuous", "--action-scale", "relative"])],
-                         ids=["qmix", "qmix-prev-action", "qmix-prev-action-relative", "fairness",
+                         ids=["qmix", "qmix-prev-action", "qmix-prev-action-relative", "qmix-robust-servers", "fairness",
                               "fairness-prev-action-continuous", "fairness-continuous-relative"])
 def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_path) -> None:
     """Train/deploy parity: the same checkpoint, driven once by the env (reset seed s) and once as
@@ -222,10 +223,11 @@ def test_policy_agent_in_a_sim_run_acts_exactly_as_in_the_env(algo, flags, tmp_p
     assert main(args) == 0
     ckpt = tmp_path / "run" / "last.pt"
     scale = "relative" if "relative" in flags else "absolute"
+    features = "robust" if "robust" in flags else "paper"
     env = parallel_env(cfg, prev_action="--prev-action" in flags, continuous="--continuous" in flags,
-                       action_scale=scale)
+                       action_scale=scale, features=features)
     policy = load_policy(ckpt, EnvSignature.from_env(env))
-    assert policy.signature.action_scale == scale
+    assert policy.signature.action_scale == scale and policy.signature.features == features
     obs, _ = env.reset(seed=21)
     policy.reset()
     env_w = []
@@ -311,3 +313,29 @@ def test_train_torch_threads_is_applied_and_checked(tmp_path, capsys) -> None:
         assert "--torch-threads 0: must be >= 1" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_feature_set_is_part_of_the_checkpoint_signature(tmp_path, capsys) -> None:
+    """A checkpoint trained on the robust set refuses the paper's env, naming the field; a
+    signature written before the field existed reads as the paper's set; the fairness rule,
+    which reads the paper's layout, refuses the robust set."""
+    from agents.common.spaces import EnvSignature, SignatureMismatchError
+    from agents.deploy import load_policy
+    from simulator.envs import parallel_env
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--algo", "qmix", "--episodes", "1", "--no-progress",
+                 "--hp", "hidden=16", "--features", "robust", "--out", str(tmp_path / "run")]) == 0
+    ckpt = tmp_path / "run" / "last.pt"
+    robust_env = parallel_env(TINY, features="robust")
+    assert load_policy(ckpt, EnvSignature.from_env(robust_env)).signature.features == "robust"
+    paper_env = parallel_env(TINY)
+    with pytest.raises(SignatureMismatchError, match="features: checkpoint last.pt has 'robust', env has 'paper'"):
+        load_policy(ckpt, EnvSignature.from_env(paper_env))
+    old = EnvSignature.from_env(paper_env).to_dict()
+    del old["features"]
+    assert EnvSignature.from_dict(old).features == "paper"
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--algo", "fairness", "--episodes", "1", "--no-progress",
+                 "--features", "robust", "--out", str(tmp_path / "f")]) == 2
+    assert "--features robust: the fairness-potential rule reads the paper" in capsys.readouterr().err

@@ -331,6 +331,44 @@ def test_capacity_driven_qmix_checkpoint_reaches_the_core(core_region: CoreRegio
     region.close()
 
 
+def test_robust_feature_checkpoint_gets_its_observation_from_the_frame(core_region: CoreRegion,
+                                                                       tmp_path: Path) -> None:
+    """A checkpoint trained on the robust feature set: the controller's default observer for it
+    (what ``marllb hil controller --checkpoint`` picks from the signature) builds the env's
+    19-per-server observation from the real frame, and the weights reach the core; the paper's
+    observer would hand the policy the wrong size, a policy failure that writes nothing."""
+    pytest.importorskip("torch", reason="checkpoint policies need torch (rl extra)")
+    from agents.common.spaces import EnvSignature
+    from agents.deploy import load_policy
+    from agents.qmix import QmixAgent, QmixConfig
+
+    from hil.controller import CheckpointPolicy, _default_checkpoint_observer
+
+    obs_dim = 3 * len(features.FEATURE_SETS["robust"])
+    sig = EnvSignature(("lb0",), n_servers=3, obs_dim=obs_dim, state_dim=obs_dim, features="robust")
+    ckpt = tmp_path / "robust.pt"
+    QmixAgent(QmixConfig(hidden=16, agent_net="servers"), sig).save(ckpt)
+    pol = CheckpointPolicy(str(ckpt), n_servers=3)
+    assert pol.sig.features == "robust"
+    observe = _default_checkpoint_observer(pol.sig.features)
+    cr = core_region
+    cr.open_flows(5)
+    cr.publish()
+    ctl, region = _controller(cr, pol, observe=observe)
+    r = ctl.step()
+    assert r.failure is None
+    obs = observe(region.latest_out(), 3)
+    assert obs.shape == (obs_dim,)
+    want = load_policy(str(ckpt)).act({"lb0": obs}, deterministic=True)["lb0"]
+    np.testing.assert_allclose(r.weights, 1.0 + 0.2 * np.asarray(want))  # absolute levels
+    assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
+    np.testing.assert_allclose(cr.weights(3), r.weights)
+    cr.publish()
+    ctl.observe = _default_checkpoint_observer("paper")
+    assert ctl.step().failure == "policy_error"
+    region.close()
+
+
 def test_controller_at_1024_servers(tmp_path: Path) -> None:
     """A layout-3 region of 1024 servers (a 16-word present bitmap, 8 KiB msg_in frames): the
     controller reads the C publisher's frames, writes one weight per server, and the core's poll

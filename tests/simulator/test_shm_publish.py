@@ -212,3 +212,55 @@ def test_frames_features_equal_the_concatenated_computation() -> None:
             np.concatenate([f.servers["n_flow_on"][:n] for f in frames]),
             np.concatenate([f.samples_SRK2[:n] for f in frames]),
             np.concatenate([f.servers["fill"][:n] for f in frames])))
+
+
+def test_robust_features_by_hand() -> None:
+    """The robust set's four statistics per reservoir, computed by hand for two reservoirs, come
+    after the paper's eleven columns (which stay exactly as without it)."""
+    from simulator.features import FEATURE_SETS, ROBUST_NAMES, as_dict
+
+    samples = np.zeros((2, 2, 4, 2))
+    # server 0, fd: values 0.1, 0.2, 0.4, 0.8 taken at 0, 0.5, 1.2, 1.6 s (newest 1.6: the last
+    # second holds the samples at 1.2 and 1.6); its fct reservoir is empty
+    samples[0, 0] = [[0.0, 0.1], [0.5, 0.2], [1.2, 0.4], [1.6, 0.8]]
+    # server 1, fct: one sample of 0 (counts as 1 µs in the logarithm) and one of 0.5, 3 s apart
+    samples[1, 1, :2] = [[1.0, 0.0], [4.0, 0.5]]
+    fill = np.array([[4, 0], [0, 2]])
+    paper = server_features([3, 1], samples, fill)
+    got = server_features([3, 1], samples, fill, robust=True)
+    assert got.shape == (2, len(FEATURE_SETS["robust"])) == (2, 19)
+    np.testing.assert_array_equal(got[:, :len(FEATURE_NAMES)], paper)
+    d = as_dict(got)
+    assert list(d) == list(FEATURE_NAMES) + list(ROBUST_NAMES) == list(FEATURE_SETS["robust"])
+    assert d["fd_gmean_s"][0] == pytest.approx((0.1 * 0.2 * 0.4 * 0.8) ** 0.25)
+    assert d["fd_median_s"][0] == pytest.approx(0.3)
+    assert d["fd_recent_gmean_s"][0] == pytest.approx((0.4 * 0.8) ** 0.5)
+    assert d["fd_recent_n"][0] == 2
+    assert all(math.isnan(d[f"fct_{s}"][0]) for s in ("gmean_s", "median_s", "recent_gmean_s", "recent_n"))
+    assert all(math.isnan(d[f"fd_{s}"][1]) for s in ("gmean_s", "median_s", "recent_gmean_s", "recent_n"))
+    assert d["fct_gmean_s"][1] == pytest.approx((1e-6 * 0.5) ** 0.5)
+    assert d["fct_median_s"][1] == pytest.approx(0.25)
+    assert d["fct_recent_gmean_s"][1] == pytest.approx(0.5) and d["fct_recent_n"][1] == 1
+
+
+def test_robust_frames_features_equal_the_direct_computation_and_switch_sets() -> None:
+    """The cached multi-frame path gives server_features' robust matrix; a cache that held the
+    paper's statistics recomputes every reservoir when the robust set is asked for, and back."""
+    from types import SimpleNamespace
+
+    from simulator.features import FeatureCache, frames_features
+
+    rng = np.random.default_rng(8)
+    n_s, k = 6, 5
+    rec = np.dtype([("n_flow_on", "<i8"), ("fill", "<u4", (2,))])
+    frame = SimpleNamespace(servers=np.zeros(n_s, rec), samples_SRK2=np.zeros((n_s, 2, k, 2)))
+    frame.servers["fill"] = rng.integers(0, k + 1, (n_s, 2))
+    frame.samples_SRK2[..., 0] = rng.uniform(0, 3, (n_s, 2, k))
+    frame.samples_SRK2[..., 1] = rng.lognormal(-2, 1, (n_s, 2, k))
+    direct = {robust: server_features(frame.servers["n_flow_on"], frame.samples_SRK2, frame.servers["fill"],
+                                      robust=robust) for robust in (False, True)}
+    cache = FeatureCache()
+    for robust in (False, True, True, False):
+        before = cache.recomputed
+        np.testing.assert_array_equal(frames_features([frame], n_s, cache, robust=robust), direct[robust])
+    assert cache.recomputed - before == 2 * n_s  # the switch back recomputed all 12 reservoirs
