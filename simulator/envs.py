@@ -98,8 +98,8 @@ def normalise_features(features_SF: np.ndarray) -> np.ndarray:
 
 def frame_observation(frame: Any, n_servers: int, features: str = "paper") -> np.ndarray:
     """The agent observation (without previous weights) from one msg_out frame."""
-    robust = feature_names(features) != FEATURE_NAMES
-    return normalise_features(frame_features(frame, n_servers, robust=robust)).reshape(-1)
+    feature_names(features)  # UserError for an unknown set
+    return normalise_features(frame_features(frame, n_servers, robust=features == "robust")).reshape(-1)
 
 
 def reward_from(kind: str, features_SF: np.ndarray, jct_s: np.ndarray | None = None) -> float:
