@@ -130,6 +130,9 @@ class QmixConfig:
     the moment and the levels learn what the estimate misses. The estimate comes from the
     frames alone (the head reads the agent's own features); the env's capacity info only
     trains it."""
+    capacity_level_scale: float = 1.0
+    """With ``capacity_action``: level a's factor is 2^((a - 3) / 2 x this); below 1 the levels
+    fine-tune the head's estimate instead of overriding it (1/3: factors 0.71 ... 1.26)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,8 +206,9 @@ class QmixPolicy:
     """
 
     def __init__(self, signature: EnvSignature, net: nn.Module, epsilon: float = 0.0,
-                 capacity_action: bool = False) -> None:
+                 capacity_action: bool = False, level_scale: float = 1.0) -> None:
         self.signature, self.net, self.epsilon = signature, net, epsilon
+        self.level_scale = level_scale
         if capacity_action:
             check_capacity_action(signature, net)
         self.capacity_action = capacity_action
@@ -244,7 +248,7 @@ class QmixPolicy:
         self._prev_NX[idx] = self._eye_A[a_KH].reshape(len(idx), -1)
         self.last_levels = {sig.agents[i]: a_KH[k] for k, i in enumerate(idx)}
         if self.capacity_action:
-            act_KH = capacity_factors(out[2], a_KH, sig)
+            act_KH = capacity_factors(out[2], a_KH, sig, self.level_scale)
             return {sig.agents[i]: act_KH[k] for k, i in enumerate(idx)}
         return {sig.agents[i]: sig.encode_action(a_KH[k]) for k, i in enumerate(idx)}
 
@@ -288,12 +292,13 @@ class QmixAgent:
 
     def greedy_policy(self) -> QmixPolicy:
         """A frozen greedy policy: a snapshot of the current network (later updates are not seen)."""
-        return QmixPolicy(self.signature, copy.deepcopy(self.net), capacity_action=self.config.capacity_action)
+        return QmixPolicy(self.signature, copy.deepcopy(self.net), capacity_action=self.config.capacity_action,
+                          level_scale=self.config.capacity_level_scale)
 
     def behaviour_policy(self, episode_index: int) -> QmixPolicy:
         """A frozen copy for collecting episode `episode_index` with its epsilon."""
         return QmixPolicy(self.signature, copy.deepcopy(self.net), self.epsilon(episode_index),
-                          capacity_action=self.config.capacity_action)
+                          capacity_action=self.config.capacity_action, level_scale=self.config.capacity_level_scale)
 
     # -- learning -------------------------------------------------------------------------------
     def add_episode(self, episode: Episode) -> None:

@@ -119,6 +119,8 @@ class SacGruConfig:
     """As QMIX's: a server's weight is its static weight x the actor's capacity estimate (over
     the LB's mean estimate) x its level's factor (I-SAC; needs ``capacity_loss > 0`` and a
     continuous env with relative actions)."""
+    capacity_level_scale: float = 1.0
+    """As QMIX's: with ``capacity_action``, level a's factor is 2^((a - 3) / 2 x this)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,8 +248,9 @@ class SacGruPolicy:
     """
 
     def __init__(self, signature: EnvSignature, actors: list[nn.Module], units: list[list[str]],
-                 capacity_action: bool = False) -> None:
+                 capacity_action: bool = False, level_scale: float = 1.0) -> None:
         self.signature = signature
+        self.level_scale = level_scale
         self.actors = actors
         self.units = units
         if capacity_action:
@@ -288,7 +291,8 @@ class SacGruPolicy:
             self._prev[u] = self._eye_A[levels].reshape(-1)
             for i, n in enumerate(names):
                 self.last_levels[n] = levels[i * H:(i + 1) * H]
-                out[n] = (capacity_factors(step[2], levels[None], self.signature)[0] if self.capacity_action
+                out[n] = (capacity_factors(step[2], levels[None], self.signature, self.level_scale)[0]
+                          if self.capacity_action
                           else self.signature.encode_action(levels[i * H:(i + 1) * H]))
         return out
 
@@ -330,7 +334,7 @@ class SacGruAgent:
     def greedy_policy(self) -> SacGruPolicy:
         """A frozen greedy policy: a snapshot of the current actors (later updates are not seen)."""
         return SacGruPolicy(self.signature, [copy.deepcopy(lr.actor) for lr in self.learners], self.units,
-                            capacity_action=self.config.capacity_action)
+                            capacity_action=self.config.capacity_action, level_scale=self.config.capacity_level_scale)
 
     def behaviour_policy(self, episode_index: int) -> SacGruPolicy:
         """A frozen copy of the actors for collecting episode `episode_index` (sampled actions)."""

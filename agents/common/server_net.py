@@ -209,13 +209,15 @@ def fast_stepper(net: nn.Module):  # type: ignore[no-untyped-def]
 CAPACITY_CLIP = (0.05, 2.0)  #: the capacity head's estimate is clipped to this before use
 
 
-def capacity_factors(cap_KH: np.ndarray, levels_KH: np.ndarray, sig: EnvSignature) -> np.ndarray:
+def capacity_factors(cap_KH: np.ndarray, levels_KH: np.ndarray, sig: EnvSignature,
+                     level_scale: float = 1.0) -> np.ndarray:
     """Env actions (factors on the static weights) of capacity-driven levels: each server's
-    clipped capacity estimate over its LB's mean estimate, times its level's relative factor,
-    clipped to the env's action range."""
+    clipped capacity estimate over its LB's mean estimate, times its level's relative factor
+    raised to ``level_scale`` (below 1 the levels only fine-tune the estimate), clipped to the
+    env's action range."""
     est_KH = np.clip(cap_KH, *CAPACITY_CLIP)
     ratio_KH = est_KH / est_KH.mean(axis=1, keepdims=True)
-    factor_KH = ratio_KH * RELATIVE_FACTORS[levels_KH]
+    factor_KH = ratio_KH * RELATIVE_FACTORS[levels_KH] ** level_scale
     return np.clip(factor_KH, sig.action_low, sig.action_high).astype(np.float32)
 
 

@@ -284,6 +284,12 @@ def test_capacity_factors_by_hand():
     got = capacity_factors(np.array([[1.0, 0.5, -0.3, 3.0]]), np.array([[3, 3, 1, 5]]), sig)
     np.testing.assert_allclose(got, [[1.0 / 0.8875, 0.5 / 0.8875, 2 ** -1.5, 2.0]], rtol=1e-6)
     assert got.dtype == np.float32
+    # level_scale 1/3: levels 1 and 5 are factors 2^(-1/3) and 2^(1/3), 0 and 4 2^(-1/2) and 2^(1/6)
+    got = capacity_factors(np.array([[1.0, 0.5, 1.0, 0.7]]), np.array([[3, 3, 1, 5]]), sig, level_scale=1 / 3)
+    np.testing.assert_allclose(got, [[1 / 0.8, 0.5 / 0.8, 1 / 0.8 * 2 ** (-1 / 3), 0.7 / 0.8 * 2 ** (1 / 3)]],
+                               rtol=1e-6)
+    got = capacity_factors(np.array([[1.0, 1.0]]), np.array([[0, 4]]), sig, level_scale=1 / 3)
+    np.testing.assert_allclose(got, [[2 ** -0.5, 2 ** (1 / 6)]], rtol=1e-6)
 
 
 def _capacity_sig(n_agents: int, H: int) -> EnvSignature:
@@ -323,11 +329,49 @@ def test_capacity_action_follows_the_head(tmp_path):
             np.testing.assert_allclose(acts[t][a], want[i], rtol=1e-5)
     agent.save(tmp_path / "a.pt")
     back = QmixAgent.load_policy(tmp_path / "a.pt", sig)
-    assert back.capacity_action
+    assert back.capacity_action and back.level_scale == 1.0
     for t, obs in enumerate(obs_T):
         got = back.act(obs)
         for a in sig.agents:
             np.testing.assert_allclose(got[a], acts[t][a], rtol=1e-6)
+
+
+@pytest.mark.parametrize("algo", ["qmix", "isac"])
+def test_capacity_level_scale_narrows_the_levels_and_survives_a_reload(tmp_path, algo):
+    """With capacity_level_scale=1/3 the greedy policy's factors are the head's ratios times
+    2^((level - 3) / 6), for the levels it chose; the checkpoint keeps the scale."""
+    from agents.common.server_net import capacity_factors
+    from agents.deploy import load_policy
+    from experiments.train import agent_config
+
+    sig = _capacity_sig(2 if algo == "qmix" else 1, 5)
+    cfg = agent_config(algo, ["agent_net=servers", "hidden=16", "capacity_loss=1", "capacity_action=true",
+                              "capacity_level_scale=0.3333333333333333"])
+    agent = QmixAgent(cfg, sig, seed=2) if algo == "qmix" else SacGruAgent(cfg, sig, seed=2)
+    agent.save(tmp_path / "a.pt")
+    policy = load_policy(tmp_path / "a.pt", sig)
+    assert policy.level_scale == pytest.approx(1 / 3)
+    fast = policy._fast if algo == "qmix" else policy._fast[0]
+    step, seen = fast.step, []
+    fast.step = lambda x, h, capacity=False: seen.append(step(x, h, capacity=True)) or seen[-1]
+    obs = {a: np.random.default_rng(5).standard_normal(sig.obs_dim).astype(np.float32) for a in sig.agents}
+    got = policy.act(obs)
+    levels = np.stack([policy.last_levels[a] for a in sig.agents])
+    ratio = np.clip(seen[-1][2], 0.05, 2.0)
+    ratio = ratio / ratio.mean(axis=1, keepdims=True)
+    want = np.clip(ratio * 2.0 ** ((levels - 3) / 6), 2 ** -1.5, 2.0)
+    np.testing.assert_allclose(np.stack([got[a] for a in sig.agents]), want, rtol=1e-5)
+    np.testing.assert_allclose(want, capacity_factors(seen[-1][2], levels, sig, 1 / 3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("hp", [["capacity_level_scale=0.5"],
+                                ["agent_net=servers", "capacity_loss=1", "capacity_action=true",
+                                 "capacity_level_scale=0"]])
+def test_bad_capacity_level_scale_is_one_clear_error(hp):
+    from experiments.train import agent_config
+
+    with pytest.raises(UserError, match="capacity_level_scale=.*expected a number > 0, with --hp capacity_action=true"):
+        agent_config("qmix", hp)
 
 
 def test_collected_episodes_store_the_levels_a_capacity_driven_policy_chose():
