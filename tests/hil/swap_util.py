@@ -11,6 +11,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def our_shm_files() -> set[str]:
+    """MARLLB's files in /dev/shm (all named mlb-*): other programs' files there may come and go."""
+    return {f.name for f in Path("/dev/shm").glob("mlb-*")}
+
+
 def start_hil_run(cfg_path: Path, out: Path) -> subprocess.Popen[bytes]:
     """`marllb hil run CFG --out OUT` in its own process (output captured)."""
     return subprocess.Popen([sys.executable, "-m", "experiments.cli", "hil", "run", str(cfg_path),

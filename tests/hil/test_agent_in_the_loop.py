@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
-from tests.hil.swap_util import REPO, first_controller, start_hil_run  # noqa: E402
+from tests.hil.swap_util import REPO, first_controller, our_shm_files, start_hil_run  # noqa: E402
 
 CORES = np.array([2.0, 2, 2, 4, 4, 4])  # the unittest preset: the static (fallback) weights
 STEP_S, FALLBACK_S = 0.25, 1.0
@@ -31,7 +31,7 @@ def test_controller_in_another_process_drives_the_simulated_lb(tmp_path: Path) -
                    "fallback_s": FALLBACK_S}}
     cfg_path, out = tmp_path / "loop.yaml", tmp_path / "run"
     cfg_path.write_text(json.dumps(cfg))
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = our_shm_files()
     run = start_hil_run(cfg_path, out)
     restarted: subprocess.Popen | None = None
     try:
@@ -77,4 +77,4 @@ def test_controller_in_another_process_drives_the_simulated_lb(tmp_path: Path) -
     assert after.in_seq_applied.min() > before.in_seq_applied.max()
     assert after.in_seq_applied.is_monotonic_increasing
     assert (~is_static[w.index > r + 3.0]).mean() > 0.8
-    assert set(os.listdir("/dev/shm")) - shm_before == set()  # the run's shm files are gone
+    assert our_shm_files() - shm_before == set()  # the run's shm files are gone

@@ -16,6 +16,7 @@ pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip i
 
 from hil.realtime import LagError, Pacer  # noqa: E402
 from hil.swap import check_combination  # noqa: E402
+from tests.hil.swap_util import our_shm_files  # noqa: E402
 from simulator.config import UserError, parse_config  # noqa: E402
 from simulator.run import build_simulation, collect, run_experiment  # noqa: E402
 
@@ -81,11 +82,11 @@ def test_refused_combination_on_the_command_line(tmp_path: Path, capsys: pytest.
     cfg_path = tmp_path / "bad.yaml"
     cfg_path.write_text(json.dumps({"name": "bad", "hil": {"traffic": "client", "lb": "host", "servers": "sim",
                                                             "agent": "process"}}))
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = our_shm_files()
     assert main(["hil", "run", str(cfg_path), "--out", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "simulated servers cannot answer a real client's TCP connections" in err[0], err
-    assert not (tmp_path / "run").exists() and set(os.listdir("/dev/shm")) == shm_before
+    assert not (tmp_path / "run").exists() and our_shm_files() == shm_before
 
 
 class VirtualClock:
@@ -195,13 +196,13 @@ def test_strict_run_that_cannot_keep_up_fails_cleanly(tmp_path: Path, capsys: py
                                     "policy": {"name": "sed"},
                                     "hil": {**SIM, "lb": "sim", "agent": "process",
                                             "realtime": {"factor": 1000, "max_lag_s": 1e-6}}}))
-    shm_before = set(os.listdir("/dev/shm"))
+    shm_before = our_shm_files()
     assert main(["hil", "run", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("marllb: error: real-time run fell behind"), err
     # this run's region directory (named after this process) is gone; entries other processes
     # (a parallel test run) create meanwhile are not this run's
-    ours = [n for n in set(os.listdir("/dev/shm")) - shm_before if str(os.getpid()) in n]
+    ours = [n for n in our_shm_files() - shm_before if str(os.getpid()) in n]
     assert ours == [] and not Path(f"/dev/shm/mlb-rt-{os.getpid()}").exists()
     ctl = json.loads((tmp_path / "run" / "hil_logs" / "controllers.json").read_text())
     for row in ctl:
