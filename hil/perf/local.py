@@ -22,6 +22,7 @@ from typing import Sequence
 from hil.perf.bed import GEN_CPU, LbRun, PerfBed
 from hil.perf.latency import LatencyCapture
 from hil.perf.search import Trial
+from hil.testbed.dataplane import SHM_DIR
 from hil.traffic.localgen import run_generator
 from hil.traffic.program import Program
 from simulator.config import UserError
@@ -63,7 +64,7 @@ class LocalMeasurer:
             raise UserError(f"profile {program.name!r} has no measured stream with a rate")
 
     def _lb(self) -> LbRun:
-        shm = Path(f"/dev/shm/mlb-pf-lb{os.getpid()}.shm") if self.controller else None
+        shm = SHM_DIR / f"mlb-pf-lb{os.getpid()}.shm" if self.controller else None
         return LbRun(self.bed, self.lb_exe, policy=self.policy, weights=self.weights,
                      vip_port=int(self.program.info.get("vip_port", 80)), table_size=self.table_size,
                      flow_timeout_s=self.flow_timeout_s, shm=shm,

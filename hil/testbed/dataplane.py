@@ -15,9 +15,19 @@ from hil.testbed.state import Running
 from simulator.policies import ORACLES
 from simulator.config import ExperimentConfig, UserError
 
-__all__ = ["controller_policy_args", "start_dataplane", "stop_processes", "SHM_DIR", "ORACLES"]
+__all__ = ["controller_policy_args", "start_dataplane", "stop_processes", "SHM_DIR", "ORACLES",
+           "marllb_shm_files"]
 
 SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "mlb-"  # every shm file or directory MARLLB creates is named mlb-*
+
+
+def marllb_shm_files(prefix: str = "") -> list[Path]:
+    """MARLLB's entries in the shm directory whose names start with ``mlb-<prefix>``: the
+    testbed's LB regions (``mlb-lb*``), the gateway's (``mlb-glb*``), the bench bed's
+    (``mlb-pf-lb*``) and the directories of simulated LBs' regions (``mlb-rt-<pid>``). One
+    definition, so a new region name cannot slip past teardown or the tests' leftover checks."""
+    return sorted(SHM_DIR.glob(f"{SHM_PREFIX}{prefix}*"))
 
 
 def controller_policy_args(cfg: ExperimentConfig, n_servers: int) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.testbed import apache, cgroups, sh
-from hil.testbed.dataplane import SHM_DIR, controller_policy_args, start_dataplane, stop_processes
+from hil.testbed.dataplane import controller_policy_args, marllb_shm_files, start_dataplane, stop_processes
 from hil.testbed.network import build_network
 from hil.testbed.plan import ServerNode, TestbedPlan, state_dir
 from hil.testbed.state import Running, load_state
@@ -219,7 +219,7 @@ def down() -> dict[str, Any]:
     for ns in nss:
         sh.run(["ip", "netns", "del", ns], check=False)
         removed["namespaces"].append(ns)
-    for f in _shm_files():
+    for f in marllb_shm_files():
         if f.is_dir():
             shutil.rmtree(f, ignore_errors=True)
         else:
@@ -244,15 +244,7 @@ def leftovers() -> dict[str, list[str]]:
               if "/netns/" in line and sh.TESTBED_NAME.match(line.split()[4].rsplit("/", 1)[-1])]
     return {"mounts": mounts, "namespaces": [n for n in sh.namespaces() if sh.TESTBED_NAME.match(n)],
             "cgroups": [g for g in groups if sh.TESTBED_NAME.match(g)],
-            "shm": sorted(str(f) for f in _shm_files())}
-
-
-def _shm_files() -> list[Path]:
-    """Regions of the testbed's LBs, of the gateway's (swap-in runs with a real data plane), of
-    the bench bed's LB (RL-controlled trials) and the directories of simulated LBs' regions
-    (``mlb-rt-<pid>``, agent in the loop)."""
-    return [*SHM_DIR.glob("mlb-lb*.shm"), *SHM_DIR.glob("mlb-glb*.shm"), *SHM_DIR.glob("mlb-pf-lb*.shm"),
-            *SHM_DIR.glob("mlb-rt-*")]
+            "shm": sorted(str(f) for f in marllb_shm_files())}
 
 
 def status() -> dict[str, Any]:

@@ -8,14 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-from hil.testbed.dataplane import SHM_DIR
+from hil.testbed.dataplane import marllb_shm_files
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def our_shm_files() -> set[str]:
-    """MARLLB's files in the shm directory (all named mlb-*): other programs' files there may come and go."""
-    return {f.name for f in SHM_DIR.glob("mlb-*")}
+    """MARLLB's files in the shm directory: other programs' files there may come and go."""
+    return {f.name for f in marllb_shm_files()}
 
 
 def start_hil_run(cfg_path: Path, out: Path) -> subprocess.Popen[bytes]:

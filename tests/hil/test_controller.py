@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hil.controller import Controller, FlowWeightedPolicy, StaticPolicy, feature_observation
+from hil.controller import Controller, FlowWeightedPolicy, StaticPolicy, StepResult, feature_observation
 from hil.health import HealthChecker, ServerAddr
 from simulator import features
 from simulator.shm import ShmRegion
@@ -46,6 +46,18 @@ def _controller(cr: CoreRegion, policy: object, **kw: object) -> tuple[Controlle
     region = ShmRegion.open(cr.path, role="agent")
     ctl = Controller(region, policy, n_servers=3, static_weights=CORES, **kw)  # type: ignore[arg-type]
     return ctl, region
+
+
+def _applied_step(cr: CoreRegion, policy: object, observe: object) -> tuple[Controller, ShmRegion, StepResult]:
+    """Five open flows published, one controller step: it succeeds and the core applies its weights."""
+    cr.open_flows(5)
+    cr.publish()
+    ctl, region = _controller(cr, policy, observe=observe)
+    r = ctl.step()
+    assert r.failure is None
+    assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
+    np.testing.assert_allclose(cr.weights(3), r.weights)
+    return ctl, region, r
 
 
 def test_awcmp_weights_from_a_real_frame_are_applied_by_the_core(core_region: CoreRegion) -> None:
@@ -251,14 +263,8 @@ def test_checkpoint_policy_weights_reach_the_core(core_region: CoreRegion, tmp_p
         return np.nan_to_num(feature_observation(frame, n)).reshape(-1)
 
     cr = core_region
-    cr.open_flows(5)
-    cr.publish()
-    ctl, region = _controller(cr, pol, observe=flat)
-    r = ctl.step()
-    assert r.failure is None
+    ctl, region, r = _applied_step(cr, pol, observe=flat)
     assert set(np.round(r.weights, 6)) <= set(np.round(WEIGHT_LEVELS, 6))
-    assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
-    np.testing.assert_allclose(cr.weights(3), r.weights)
     cr.publish()
     ctl.observe = lambda frame, n: np.zeros(5)  # wrong observation size: a policy failure
     assert ctl.step().failure == "policy_error"
@@ -352,17 +358,11 @@ def test_robust_feature_checkpoint_gets_its_observation_from_the_frame(core_regi
     assert pol.sig.features == "robust"
     observe = _default_checkpoint_observer(pol.sig.features)
     cr = core_region
-    cr.open_flows(5)
-    cr.publish()
-    ctl, region = _controller(cr, pol, observe=observe)
-    r = ctl.step()
-    assert r.failure is None
+    ctl, region, r = _applied_step(cr, pol, observe=observe)
     obs = observe(region.latest_out(), 3)
     assert obs.shape == (obs_dim,)
     want = load_policy(str(ckpt)).act({"lb0": obs}, deterministic=True)["lb0"]
     np.testing.assert_allclose(r.weights, 1.0 + 0.2 * np.asarray(want))  # absolute levels
-    assert cr.poll() == lib.LB_RL_SHM_POLL_APPLIED
-    np.testing.assert_allclose(cr.weights(3), r.weights)
     cr.publish()
     ctl.observe = _default_checkpoint_observer("paper")
     assert ctl.step().failure == "policy_error"

@@ -6,7 +6,6 @@ packet of a simulated run's pcap (ECMP, WCMP, SED). Nothing is left on the host 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from scipy.stats import chisquare
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
 from hil.gateway.link import check_host, gateway_namespaces, teardown  # noqa: E402
+from hil.testbed.dataplane import marllb_shm_files  # noqa: E402
 from hil.testbed import sh  # noqa: E402
 from tests.hil.swap_util import REPO, first_controller, start_hil_run  # noqa: E402
 
@@ -29,7 +29,7 @@ CORES = [2.0, 2, 2, 4, 4, 4]  # the unittest preset
 
 
 def gateway_leftovers() -> list[str]:
-    return gateway_namespaces() + [f for f in os.listdir("/dev/shm") if f.startswith("mlb-glb") or f.startswith("mlb-rt-")]
+    return gateway_namespaces() + [f.name for f in marllb_shm_files("glb") + marllb_shm_files("rt-")]
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ VPP_PREFIX (a VPP install; this project never builds VPP) and root."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip install -e .)")
 
 from hil.gateway.link import check_host, gateway_namespaces, teardown  # noqa: E402
+from hil.testbed.dataplane import marllb_shm_files  # noqa: E402
 from simulator.config import UserError  # noqa: E402
 
 
@@ -38,7 +38,7 @@ CORES = [2.0, 2, 2, 4, 4, 4]
 @pytest.fixture(autouse=True)
 def nothing_left() -> object:
     def left() -> list[str]:
-        return gateway_namespaces() + [f for f in os.listdir("/dev/shm") if f.startswith("mlb-glb")]
+        return gateway_namespaces() + [f.name for f in marllb_shm_files("glb")]
 
     assert left() == []
     try:
