@@ -26,8 +26,8 @@ def marllb_shm_files(prefix: str = "") -> list[Path]:
     """MARLLB's entries in the shm directory whose names start with ``mlb-<prefix>``: the
     testbed's LB regions (``mlb-lb*``), the gateway's (``mlb-glb*``), the bench bed's
     (``mlb-pf-lb*``), the directories of simulated LBs' regions (``mlb-rt-<pid>``) and the API
-    segments of the gateway's VPPs (``mlb-glb<k>-*``). One
-    definition, so a new region name cannot slip past teardown or the tests' leftover checks."""
+    segments of the gateway's VPPs (``mlb-glb<k>-*``). One definition, so a new region name
+    cannot slip past teardown or the tests' leftover checks."""
     return sorted(SHM_DIR.glob(f"{SHM_PREFIX}{prefix}*"))
 
 
