@@ -215,6 +215,9 @@ class QmixPolicy:
         #: the levels of the last `act`, by agent (what the replay stores; with capacity_action
         #: the env action is a factor no level table decodes)
         self.last_levels: dict[str, np.ndarray] = {}
+        #: with capacity_action, the capacity head's estimates of the last `act` (capacity /
+        #: nominal cores per server, before clipping), by agent: for diagnostics
+        self.last_capacity: dict[str, np.ndarray] = {}
         self._fast = fast_stepper(net)
         self._rng = np.random.default_rng(0)
         N = signature.n_agents
@@ -248,6 +251,7 @@ class QmixPolicy:
         self._prev_NX[idx] = self._eye_A[a_KH].reshape(len(idx), -1)
         self.last_levels = {sig.agents[i]: a_KH[k] for k, i in enumerate(idx)}
         if self.capacity_action:
+            self.last_capacity = {sig.agents[i]: out[2][k] for k, i in enumerate(idx)}
             act_KH = capacity_factors(out[2], a_KH, sig, self.level_scale)
             return {sig.agents[i]: act_KH[k] for k, i in enumerate(idx)}
         return {sig.agents[i]: sig.encode_action(a_KH[k]) for k, i in enumerate(idx)}

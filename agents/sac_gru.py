@@ -261,6 +261,8 @@ class SacGruPolicy:
         self.capacity_action = capacity_action
         #: the levels of the last `act`, by agent (what the replay stores, as QMIX's)
         self.last_levels: dict[str, np.ndarray] = {}
+        #: with capacity_action, the capacity head's estimates of the last `act`, by agent (as QMIX's)
+        self.last_capacity: dict[str, np.ndarray] = {}
         self._fast = [fast_stepper(a) for a in actors]
         self._gen = torch.Generator().manual_seed(0)
         self._eye_A = np.eye(N_LEVELS, dtype=np.float32)
@@ -274,7 +276,7 @@ class SacGruPolicy:
 
     def act(self, obs_by_agent: Mapping[str, np.ndarray], deterministic: bool = True) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        self.last_levels = {}
+        self.last_levels, self.last_capacity = {}, {}
         H = self.signature.n_servers
         for u, (fast, names) in enumerate(zip(self._fast, self.units)):
             if not all(n in obs_by_agent for n in names):
@@ -291,6 +293,8 @@ class SacGruPolicy:
             self._prev[u] = self._eye_A[levels].reshape(-1)
             for i, n in enumerate(names):
                 self.last_levels[n] = levels[i * H:(i + 1) * H]
+                if self.capacity_action:
+                    self.last_capacity[n] = step[2][0]
                 out[n] = (capacity_factors(step[2], levels[None], self.signature, self.level_scale)[0]
                           if self.capacity_action
                           else self.signature.encode_action(levels[i * H:(i + 1) * H]))

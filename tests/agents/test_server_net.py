@@ -312,10 +312,11 @@ def test_capacity_action_follows_the_head(tmp_path):
     rng = np.random.default_rng(11)
     obs_T = [{a: rng.standard_normal(sig.obs_dim).astype(np.float32) for a in sig.agents} for _ in range(4)]
     policy = agent.greedy_policy()
-    acts, levels = [], []
+    acts, levels, caps = [], [], []
     for obs in obs_T:
         acts.append(policy.act(obs))
         levels.append(policy.last_levels)
+        caps.append(policy.last_capacity)
     obs_BTNO = torch.from_numpy(np.stack([np.stack([o[a] for a in sig.agents]) for o in obs_T])[None])
     act_BTNH = torch.from_numpy(np.stack([np.stack([lv[a] for a in sig.agents]) for lv in levels])[None])
     with torch.no_grad():
@@ -327,6 +328,7 @@ def test_capacity_action_follows_the_head(tmp_path):
         for i, a in enumerate(sig.agents):
             np.testing.assert_array_equal(levels[t][a], want_levels[i])
             np.testing.assert_allclose(acts[t][a], want[i], rtol=1e-5)
+            np.testing.assert_allclose(caps[t][a], cap_BTNH[0, t, i].numpy(), rtol=1e-5)  # the head's raw estimate
     agent.save(tmp_path / "a.pt")
     back = QmixAgent.load_policy(tmp_path / "a.pt", sig)
     assert back.capacity_action and back.level_scale == 1.0
@@ -362,6 +364,7 @@ def test_capacity_level_scale_narrows_the_levels_and_survives_a_reload(tmp_path,
     want = np.clip(ratio * 2.0 ** ((levels - 3) / 6), 2 ** -1.5, 2.0)
     np.testing.assert_allclose(np.stack([got[a] for a in sig.agents]), want, rtol=1e-5)
     np.testing.assert_allclose(want, capacity_factors(seen[-1][2], levels, sig, 1 / 3), rtol=1e-6)
+    np.testing.assert_array_equal(np.stack([policy.last_capacity[a] for a in sig.agents]), seen[-1][2])
 
 
 @pytest.mark.parametrize("hp", [["capacity_level_scale=0.5"],
