@@ -76,25 +76,23 @@ def track(ckpt: Path, cfg: Any, load: float, seed: int) -> tuple[np.ndarray, np.
 
 def scores(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], warmup_s: float) -> list[dict[str, Any]]:
     """Per server whose true capacity changes: R^2 of the best linear fit, best lag, MAE."""
+    from agents.common.server_net import CAPACITY_CLIP  # what the agent's actions clip the estimate to
+
+    kept = [(est[times >= warmup_s], true[times >= warmup_s]) for times, est, true in runs]  # (T, L, S), (T, S)
     out = []
-    n_servers = runs[0][2].shape[1]
-    for s in range(n_servers):
-        if not any(np.ptp(true[times >= warmup_s, s]) > 1e-9 for times, _, true in runs):
+    for s in range(kept[0][1].shape[1]):
+        if not any(np.ptp(true[:, s]) > 1e-9 for _, true in kept):
             continue
         by_lag = []
         for lag in range(MAX_LAG + 1):
             xs, ys = [], []
-            for times, est, true in runs:
-                keep = times >= warmup_s
-                e, t = est[keep][:, :, s], true[keep, s]
-                rel = t / t.mean()
-                for k in range(e.shape[1]):  # estimate at t + lag against the truth at t
-                    xs.append(e[lag:, k])
+            for est, true in kept:
+                rel = true[:, s] / true[:, s].mean()
+                for k in range(est.shape[1]):  # LB k's estimate at t + lag against the truth at t
+                    xs.append(est[lag:, k, s])
                     ys.append(rel[:len(rel) - lag])
-            x, y = np.concatenate(xs), np.concatenate(ys)
-            by_lag.append(float(np.corrcoef(x, y)[0, 1] ** 2))
-        mae = np.mean([np.abs(np.clip(est[times >= warmup_s][:, :, s], 0.05, 2.0)
-                              - true[times >= warmup_s, s][:, None]).mean() for times, est, true in runs])
+            by_lag.append(float(np.corrcoef(np.concatenate(xs), np.concatenate(ys))[0, 1] ** 2))
+        mae = np.mean([np.abs(np.clip(est[:, :, s], *CAPACITY_CLIP) - true[:, s, None]).mean() for est, true in kept])
         out.append({"server": s, "r2_lag0": by_lag[0], "best_lag_steps": int(np.argmax(by_lag)),
                     "r2_best_lag": max(by_lag), "mae": float(mae)})
     return out

@@ -25,10 +25,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from simulator.config import UserError, load_config  # noqa: E402
+from simulator.config import ExperimentConfig, UserError, load_config  # noqa: E402
 
 
-def phase_edges(cfg) -> list[float]:  # type: ignore[no-untyped-def]
+def phase_edges(cfg: ExperimentConfig) -> list[float]:
     """Warm-up end, every event time inside the run, and the run's end."""
     times = sorted({ev.at_s for ev in cfg.events if cfg.warmup_s < ev.at_s < cfg.duration_s})
     return [cfg.warmup_s, *times, cfg.duration_s]

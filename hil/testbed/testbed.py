@@ -244,7 +244,7 @@ def leftovers() -> dict[str, list[str]]:
               if "/netns/" in line and sh.TESTBED_NAME.match(line.split()[4].rsplit("/", 1)[-1])]
     return {"mounts": mounts, "namespaces": [n for n in sh.namespaces() if sh.TESTBED_NAME.match(n)],
             "cgroups": [g for g in groups if sh.TESTBED_NAME.match(g)],
-            "shm": sorted(str(f) for f in marllb_shm_files())}
+            "shm": [str(f) for f in marllb_shm_files()]}
 
 
 def status() -> dict[str, Any]:

@@ -16,7 +16,7 @@ pytest.importorskip("simulator.dataplane", reason="cffi binding not built (pip i
 
 from hil.realtime import LagError, Pacer  # noqa: E402
 from hil.swap import check_combination  # noqa: E402
-from hil.testbed.dataplane import marllb_shm_files  # noqa: E402
+from hil.testbed.dataplane import SHM_DIR  # noqa: E402
 from tests.hil.swap_util import our_shm_files  # noqa: E402
 from simulator.config import UserError, parse_config  # noqa: E402
 from simulator.run import build_simulation, collect, run_experiment  # noqa: E402
@@ -204,7 +204,7 @@ def test_strict_run_that_cannot_keep_up_fails_cleanly(tmp_path: Path, capsys: py
     # this run's region directory (named after this process) is gone; entries other processes
     # (a parallel test run) create meanwhile are not this run's
     ours = [n for n in our_shm_files() - shm_before if str(os.getpid()) in n]
-    assert ours == [] and not marllb_shm_files(f"rt-{os.getpid()}")
+    assert ours == [] and not (SHM_DIR / f"mlb-rt-{os.getpid()}").exists()
     ctl = json.loads((tmp_path / "run" / "hil_logs" / "controllers.json").read_text())
     for row in ctl:
         assert not Path(f"/proc/{row['pid']}").exists() or \
