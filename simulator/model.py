@@ -52,6 +52,7 @@ import simpy
 
 from simulator.config import ExperimentConfig, JobConfig, UserError
 from simulator.features import FEATURE_NAMES, FeatureCache, as_dict, frames_features
+from simulator.gc_policy import sparse_gc
 from simulator.network import PathTable, Template, TemplateCache, build_links, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
@@ -701,8 +702,17 @@ class Simulation:
         env = self.env
         q = self._q
         sq = env._queue  # SimPy's own events (processes of controllers, if any)
-        pop = heapq.heappop
         end = min(until_s, self.end_s)
+        with sparse_gc():
+            n = self._loop(env, q, sq, end)
+        env._now = max(env._now, end)
+        self.events += n
+
+    @staticmethod
+    def _loop(env: simpy.Environment, q: list, sq: list, end: float) -> int:
+        """Process the events of ``q`` (ours) and ``sq`` (SimPy's) at times <= end, in time
+        order; returns how many."""
+        pop = heapq.heappop
         n = 0
         while True:
             if sq and (not q or sq[0][0] < q[0][0]):
@@ -721,8 +731,7 @@ class Simulation:
                 env._now = e[0]
                 e[2](e[3])
                 n += 1
-        env._now = max(env._now, end)
-        self.events += n
+        return n
 
     def next_time(self, packets: bool = False) -> float:
         """Time of the next event (inf if none); with ``packets`` also of the next buffered
