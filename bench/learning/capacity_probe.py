@@ -208,6 +208,14 @@ def print_scores(scores: dict) -> None:
               f"{r['logistic_accuracy_test']:19.3f}  {r['majority_accuracy_test']:8.3f}")
 
 
+def numbers_of(spec: str, option: str, cast: type = float) -> list:
+    """"1,2.5,3" -> [1.0, 2.5, 3.0] (``cast`` each); UserError naming ``option`` otherwise."""
+    try:
+        return [cast(x) for x in spec.split(",")]
+    except ValueError:
+        raise UserError(f"{option} {spec!r}: expected comma-separated numbers") from None
+
+
 def seeds_of(spec: str) -> list[int]:
     try:
         if "-" in spec:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "learning"))
 
-from capacity_probe import seeds_of  # noqa: E402
+from capacity_probe import numbers_of, seeds_of  # noqa: E402
 from simulator.config import UserError, load_config  # noqa: E402
 from simulator.policies import CapacityWeightsPolicy  # noqa: E402
 from simulator.run import run_experiment  # noqa: E402
@@ -92,10 +92,7 @@ def main() -> int:
         for name, servers in parts.items():
             if any(not 0 <= i < n for i in servers):
                 raise UserError(f"--parts {name}={servers}: {a.config} has servers 0..{n - 1}")
-        try:
-            rates = [float(r) for r in a.rates.split(",")]
-        except ValueError:
-            raise UserError(f"--rates {a.rates!r}: expected comma-separated numbers") from None
+        rates = numbers_of(a.rates, "--rates")
         seeds = seeds_of(a.seeds)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "learning"))
 
-from capacity_probe import seeds_of  # noqa: E402
+from capacity_probe import numbers_of, seeds_of  # noqa: E402
+from oracle_parts import cfg_servers  # noqa: E402
 from report import paired  # noqa: E402  (bench/learning/report.py)
 from simulator.config import ExperimentConfig, UserError, load_config  # noqa: E402
 from simulator.policies import CapacityWeightsPolicy  # noqa: E402
@@ -154,11 +155,10 @@ def main() -> int:
         if not a.trace and not a.boosts:
             raise UserError("give --trace, --boosts or both")
         boosts = parse_boosts(a.boosts) if a.boosts else []
-        try:
-            known = [int(x) for x in a.known.split(",")]
-            rates = [float(r) for r in a.rates.split(",")]
-        except ValueError:
-            raise UserError(f"--known {a.known!r} / --rates {a.rates!r}: expected comma-separated numbers") from None
+        known, rates = numbers_of(a.known, "--known", int), numbers_of(a.rates, "--rates")
+        n = len(cfg_servers(cfg))
+        if any(not 0 <= i < n for i in known):
+            raise UserError(f"--known {a.known}: {a.config} has servers 0..{n - 1}")
         seeds = seeds_of(a.seeds)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

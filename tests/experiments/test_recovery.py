@@ -3,6 +3,7 @@ the return boost's weights step by step."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,3 +57,15 @@ def test_bad_boosts_name_the_entry():
             parse_boosts(bad)
     with pytest.raises(UserError, match="no entry"):
         parse_boosts(" , ")
+
+
+def test_bad_options_are_one_clear_error(monkeypatch, capsys):
+    import recovery
+
+    for argv, message in ((["--boosts", "2:3", "--known", "0,9"], "--known 0,9: .* has servers 0..6"),
+                          (["--boosts", "2:3", "--rates", "4x"], "--rates '4x': expected comma-separated numbers"),
+                          ([], "give --trace, --boosts or both")):
+        monkeypatch.setattr(sys, "argv", ["recovery.py", str(CONFIG), *argv])
+        assert recovery.main() == 2
+        err = capsys.readouterr().err
+        assert err.count("error:") == 1 and re.search(message, err), err
