@@ -5,10 +5,10 @@
 per-server ``n_flow_on`` and ``n_flow_pending`` of the LBs' msg_out frames, summed over LBs (what
 LSQ and SED rank servers by: ``n_flow_on + n_flow_pending``, vpp_plugin/core/lb_rl_core.h).
 
-``--boosts``: SED knowing the failed and the slowed server's capacities every step (as
-bench/learning/oracle_parts.py's ``failure+drop`` part) and, for ``D`` seconds after a failed server
-returns, its weight multiplied by ``B``: can a weight setter drain the failure's backlog onto the
-returned server, as GSED does? Paired against LSQ over the seeds, with the share of the gap to GSED.
+``--boosts``: SED knowing the ``--known`` servers' capacities every step (default 0,1:
+hidden_dynamic's slowed and failed servers, bench/learning/oracle_parts.py's ``failure+drop`` part)
+and, for ``D`` seconds after a failed server returns, its weight multiplied by ``B``: can a weight
+setter drain the failure's backlog onto the returned server, as GSED does? Paired against LSQ over the seeds, with the share of the gap to GSED.
 
     python bench/learning/recovery.py experiments/configs/hidden_dynamic.yaml --trace --rate 480 --seed 1000
     python bench/learning/recovery.py experiments/configs/hidden_dynamic.yaml --boosts 3:3,3:6,10:3 \\
@@ -70,6 +70,7 @@ class ReturnBoost(CapacityWeightsPolicy):
 
 
 def with_rate(cfg: ExperimentConfig, rate: float, seed: int, policy: str) -> ExperimentConfig:
+    """``cfg`` with traffic.rate, seed and policy name replaced."""
     return cfg.model_copy(update={"seed": seed, "traffic": cfg.traffic.model_copy(update={"rate": rate}),
                                   "policy": cfg.policy.model_copy(update={"name": policy})})
 
@@ -96,6 +97,7 @@ def trace(cfg: ExperimentConfig, t_from: float, t_to: float, every: float) -> pd
 
 
 def run_one(job: tuple[str, float, int, str, list[int], float, float]) -> dict[str, Any]:
+    """Mean and p90 JCT of one seed: a reference policy by name, or SED with a return boost."""
     config, rate, seed, label, known, boost, boost_s = job
     cfg = load_config(config)
     if label in LOCAL + ORACLE:
