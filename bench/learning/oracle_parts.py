@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "learning"))
 
 from capacity_probe import numbers_of, seeds_of  # noqa: E402
-from simulator.config import UserError, load_config  # noqa: E402
+from simulator.config import ExperimentConfig, UserError, load_config  # noqa: E402
 from simulator.policies import CapacityWeightsPolicy  # noqa: E402
 from simulator.run import run_experiment  # noqa: E402
 from report import paired  # noqa: E402  (bench/learning/report.py)
@@ -61,14 +61,17 @@ def parse_parts(spec: str) -> dict[str, list[int]]:
     return parts
 
 
+def with_rate(cfg: ExperimentConfig, rate: float, seed: int, policy: str) -> ExperimentConfig:
+    """``cfg`` with traffic.rate, seed and policy name replaced."""
+    return cfg.model_copy(update={"seed": seed, "traffic": cfg.traffic.model_copy(update={"rate": rate}),
+                                  "policy": cfg.policy.model_copy(update={"name": policy})})
+
+
 def run_one(job: tuple[str, float, int, str, list[int] | None]) -> dict[str, Any]:
     """Mean and p90 JCT of one seed: a reference policy by name, or a part (known servers)."""
     config, rate, seed, label, known = job
-    cfg = load_config(config)
-    cfg = cfg.model_copy(update={"seed": seed, "traffic": cfg.traffic.model_copy(update={"rate": rate})})
     # a part starts from sed_true's static weights (the core's weights before the first step)
-    name = label if known is None else "sed_true"
-    cfg = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"name": name})})
+    cfg = with_rate(load_config(config), rate, seed, label if known is None else "sed_true")
     ctl = None if known is None else CapacityWeightsPolicy(known)
     s = run_experiment(cfg, progress=False, controller=ctl).summary
     return {"label": label, "load": rate, "seed": seed, "jct_mean_s": s["jct_mean_s"], "jct_p90_s": s["jct_p90_s"]}

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "learning"))
 
 from capacity_probe import numbers_of, seeds_of  # noqa: E402
-from oracle_parts import cfg_servers  # noqa: E402
+from oracle_parts import cfg_servers, with_rate  # noqa: E402
 from report import paired  # noqa: E402  (bench/learning/report.py)
 from simulator.config import ExperimentConfig, UserError, load_config  # noqa: E402
 from simulator.policies import CapacityWeightsPolicy  # noqa: E402
@@ -67,12 +67,6 @@ class ReturnBoost(CapacityWeightsPolicy):
             if back is not None and now_s - back < self.boost_s:
                 w[i] *= self.boost
         return w
-
-
-def with_rate(cfg: ExperimentConfig, rate: float, seed: int, policy: str) -> ExperimentConfig:
-    """``cfg`` with traffic.rate, seed and policy name replaced."""
-    return cfg.model_copy(update={"seed": seed, "traffic": cfg.traffic.model_copy(update={"rate": rate}),
-                                  "policy": cfg.policy.model_copy(update={"name": policy})})
 
 
 def trace(cfg: ExperimentConfig, t_from: float, t_to: float, every: float) -> pd.DataFrame:
