@@ -611,6 +611,7 @@ class Simulation:
         from simulator.dataplane import DataPlaneError
         from simulator.shm import ShmRegion
 
+        self._shm_shared = shm_dir is not None  # another process may read every frame
         if shm_dir is not None:
             Path(shm_dir).mkdir(parents=True, exist_ok=True)
         for lb in self.lbs:
@@ -628,7 +629,13 @@ class Simulation:
         controller set weights, record the step (every ``lb.record_every``-th), and sweep idle
         flows about once a second. A controller with ``reads_features = False`` is not called:
         features are then computed for recorded steps only; one with ``feature_set = "robust"``
-        gets the robust set (:data:`simulator.features.FEATURE_SETS`)."""
+        gets the robust set (:data:`simulator.features.FEATURE_SETS`).
+
+        A frame nobody reads is not published: an in-memory region (no ``lb.shm_dir``) gets
+        frames on the steps whose features are computed, a file region every step (another
+        process may read it). Publishing rewrites and checksums the whole frame, about 1 MB at
+        1,024 servers; 64 LBs doing it 4 times a simulated second swept the caches the rest of
+        the model runs from (bench/sim_scale/results/README.md)."""
         now = self.env._now
         n = self.n_servers
         every = self.cfg.lb.record_every
@@ -637,9 +644,11 @@ class Simulation:
         # the steps table: then they are read and computed on recorded steps alone
         wanted = record or getattr(self.controller, "reads_features", True)
         frames = []
+        publish = wanted or self._shm_shared
         for lb in self.lbs:
             lb.flush(now)
-            lb.shm.publish(now, time.time())
+            if publish:
+                lb.shm.publish(now, time.time())
             if wanted:
                 frames.append(lb.reader.latest_out())
         per_lb: list[dict[str, np.ndarray]] = []

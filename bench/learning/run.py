@@ -109,7 +109,7 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
                "--load-range", args.train_loads, "--time-budget-min", str(args.budget_min),
                "--snapshot-every", str(args.snapshot_every), "--torch-threads", "1",
                "--action-scale", args.action_scale, "--features", args.features, "--out", str(run_dir),
-               "--no-progress"]
+               "--no-progress", "--workers", str(args.train_workers)]
         cmd += [x for hp in args.hp for x in ("--hp", hp)]
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         print(f"[learning] training {algo}: {' '.join(cmd[2:])}", flush=True)
@@ -154,6 +154,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=_ints, default=_ints("1000-1009"), help="test seeds, e.g. 1000-1009")
     ap.add_argument("--val-seeds", type=_ints, default=[900, 901], help="learning-curve seeds")
     ap.add_argument("--workers", type=int, default=2, help="eval processes")
+    ap.add_argument("--train-workers", type=int, default=0,
+                    help="rollout processes of each training (0: in the training process); the "
+                         "same seed gives the same agent with any number, only sooner")
     ap.add_argument("--skip-train", action="store_true", help="use OUT/train_<algo>/ as they are")
     ap.add_argument("--reuse-eval", action="store_true",
                     help="keep OUT's finished evaluation tables when they hold every planned run")
@@ -209,7 +212,7 @@ def main() -> None:
         test_runs = pd.concat([test_runs, _evaluate(sel_points, out / "selected", args)], ignore_index=True)
 
     meta = {"config": str(args.config), "algos": args.algos, "budget_min": args.budget_min,
-            "parallel": args.parallel, "reward": args.reward, "hp": args.hp,
+            "parallel": args.parallel, "train_workers": args.train_workers, "reward": args.reward, "hp": args.hp,
             "action_scale": args.action_scale, "features": args.features, "heuristics": args.heuristics,
             "train_loads": args.train_loads, "train_seed": args.train_seed, "loads": args.loads,
             "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,

@@ -19,11 +19,11 @@ from simulator.shm import ShmRegion
 STEP_S = 0.25
 
 
-def _cfg(**lb) -> ExperimentConfig:
+def _cfg(policy: str = "sed", **lb) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
         "seed": 5, "duration_s": 3.0, "topology": {"preset": "moderate"},
         "traffic": {"load": 0.8, "job": {"mean_s": 0.05}},
-        "policy": {"name": "sed"}, "lb": {"step_s": STEP_S, "reservoir_size": 16, **lb}})
+        "policy": {"name": policy}, "lb": {"step_s": STEP_S, "reservoir_size": 16, **lb}})
 
 
 class _Checker:
@@ -104,6 +104,26 @@ def test_file_region_when_asked(tmp_path) -> None:
             assert [int(x) for x in f.servers["n_flow_on"][: sim.n_servers]] == [
                 dp.server_counters(i)["n_flow_on"] for i in range(sim.n_servers)]
             assert r.max_servers == sim.n_servers and r.reservoir_slots == 16
+
+
+def test_unread_in_memory_frames_are_not_published_and_change_nothing(tmp_path) -> None:
+    """A static policy reads no features: with an in-memory region only the recorded steps
+    (every 4th of 12) publish a frame, with a file region every step does; the requests and
+    steps tables are the same either way (publishing only reads the core)."""
+    mem = build_simulation(_cfg("wcmp", record_every=4))
+    assert mem.controller.reads_features is False
+    mem.run()
+    f = mem.lbs[0].reader.latest_out()
+    assert f.seq == 3 and f.time_s == pytest.approx(3.0)  # steps 4, 8 and 12
+    dp = mem.lbs[0].dp
+    assert [int(x) for x in f.servers["n_flow_on"][: mem.n_servers]] == [
+        dp.server_counters(i)["n_flow_on"] for i in range(mem.n_servers)]
+    shared = build_simulation(_cfg("wcmp", record_every=4, shm_dir=str(tmp_path)))
+    shared.run()
+    assert shared.lbs[0].reader.latest_out().seq == 12
+    a, b = collect(mem, 0.0), collect(shared, 0.0)
+    assert len(a.requests) > 500 and len(a.steps) == 3 * mem.n_lbs * mem.n_servers
+    assert a.requests.equals(b.requests) and a.steps.equals(b.steps)
 
 
 def _slow_stats(t: np.ndarray, v: np.ndarray, now: float) -> list[float]:
