@@ -633,9 +633,9 @@ class Simulation:
 
         A frame nobody reads is not published: an in-memory region (no ``lb.shm_dir``) gets
         frames on the steps whose features are computed, a file region every step (another
-        process may read it). Publishing rewrites and checksums the whole frame, about 1 MB at
-        1,024 servers; 64 LBs doing it 4 times a simulated second swept the caches the rest of
-        the model runs from (bench/sim_scale/results/README.md)."""
+        process may read it). Publishing rewrites and checksums the whole frame (1.15 MB per LB
+        at 1,024 servers): 2-3 % of the CPU at 64 LBs with a static policy
+        (bench/sim_scale/results/README.md)."""
         now = self.env._now
         n = self.n_servers
         every = self.cfg.lb.record_every

@@ -156,7 +156,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="eval processes")
     ap.add_argument("--train-workers", type=int, default=0,
                     help="rollout processes of each training (0: in the training process); the "
-                         "same seed gives the same agent with any number, only sooner")
+                         "same seed gives the same agent with any number. Helps only where "
+                         "collecting episodes, not the updates, takes the time (not so for "
+                         "I-SAC on a 2-core machine: its updates take most of it)")
     ap.add_argument("--skip-train", action="store_true", help="use OUT/train_<algo>/ as they are")
     ap.add_argument("--reuse-eval", action="store_true",
                     help="keep OUT's finished evaluation tables when they hold every planned run")
