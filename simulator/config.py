@@ -178,7 +178,8 @@ class LbConfig(_Strict):
                               "every n-th step; 0: none. At data-center scale each step is LBs x servers rows")
     shm_dir: str | None = Field(
         None, description="also write each LB's shm region to the file <shm_dir>/lb<k>.shm (k = 1..) "
-        "for an agent in another process; default: regions in memory only")
+        "for an agent in another process (then a frame every step); default: regions in memory "
+        "only, a frame on the steps whose features are read")
 
     @model_validator(mode="after")
     def _pow2(self) -> "LbConfig":
