@@ -67,14 +67,24 @@ def with_rate(cfg: ExperimentConfig, rate: float, seed: int, policy: str) -> Exp
                                   "policy": cfg.policy.model_copy(update={"name": policy})})
 
 
+def jct_row(config: str, rate: float, seed: int, label: str, controller: Any = None) -> dict[str, Any]:
+    """Mean and p90 JCT of one seed: the policy named ``label``, or ``controller`` setting the
+    weights every step from sed_true's static weights (the core's weights before the first step)."""
+    cfg = with_rate(load_config(config), rate, seed, label if controller is None else "sed_true")
+    s = run_experiment(cfg, progress=False, controller=controller).summary
+    return {"label": label, "load": rate, "seed": seed, "jct_mean_s": s["jct_mean_s"], "jct_p90_s": s["jct_p90_s"]}
+
+
 def run_one(job: tuple[str, float, int, str, list[int] | None]) -> dict[str, Any]:
     """Mean and p90 JCT of one seed: a reference policy by name, or a part (known servers)."""
     config, rate, seed, label, known = job
-    # a part starts from sed_true's static weights (the core's weights before the first step)
-    cfg = with_rate(load_config(config), rate, seed, label if known is None else "sed_true")
-    ctl = None if known is None else CapacityWeightsPolicy(known)
-    s = run_experiment(cfg, progress=False, controller=ctl).summary
-    return {"label": label, "load": rate, "seed": seed, "jct_mean_s": s["jct_mean_s"], "jct_p90_s": s["jct_p90_s"]}
+    return jct_row(config, rate, seed, label, None if known is None else CapacityWeightsPolicy(known))
+
+
+def check_servers(option: str, servers: list[int], config: Any, n: int) -> None:
+    """UserError naming ``option`` unless every index is one of the n servers of ``config``."""
+    if any(not 0 <= i < n for i in servers):
+        raise UserError(f"{option}: {config} has servers 0..{n - 1}")
 
 
 def main() -> int:
@@ -93,8 +103,7 @@ def main() -> int:
         parts = parse_parts(a.parts)
         n = len(cfg_servers(cfg))
         for name, servers in parts.items():
-            if any(not 0 <= i < n for i in servers):
-                raise UserError(f"--parts {name}={servers}: {a.config} has servers 0..{n - 1}")
+            check_servers(f"--parts {name}={servers}", servers, a.config, n)
         rates = numbers_of(a.rates, "--rates")
         seeds = seeds_of(a.seeds)
     except UserError as e:

@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "learning"))
 
 from capacity_probe import numbers_of, seeds_of  # noqa: E402
-from oracle_parts import cfg_servers, with_rate  # noqa: E402
+from oracle_parts import cfg_servers, check_servers, jct_row, with_rate  # noqa: E402
 from report import paired  # noqa: E402  (bench/learning/report.py)
 from simulator.config import ExperimentConfig, UserError, load_config  # noqa: E402
 from simulator.policies import CapacityWeightsPolicy  # noqa: E402
-from simulator.run import build_simulation, run_experiment  # noqa: E402
+from simulator.run import build_simulation  # noqa: E402
 
 LOCAL, ORACLE, KNOWN_LABEL = ["lsq"], ["gsed"], "known"
 
@@ -93,13 +93,8 @@ def trace(cfg: ExperimentConfig, t_from: float, t_to: float, every: float) -> pd
 def run_one(job: tuple[str, float, int, str, list[int], float, float]) -> dict[str, Any]:
     """Mean and p90 JCT of one seed: a reference policy by name, or SED with a return boost."""
     config, rate, seed, label, known, boost, boost_s = job
-    cfg = load_config(config)
-    if label in LOCAL + ORACLE:
-        s = run_experiment(with_rate(cfg, rate, seed, label), progress=False).summary
-    else:  # a part starts from sed_true's static weights, as in oracle_parts.py
-        ctl = ReturnBoost(known, boost, boost_s)
-        s = run_experiment(with_rate(cfg, rate, seed, "sed_true"), progress=False, controller=ctl).summary
-    return {"label": label, "load": rate, "seed": seed, "jct_mean_s": s["jct_mean_s"], "jct_p90_s": s["jct_p90_s"]}
+    return jct_row(config, rate, seed, label,
+                   None if label in LOCAL + ORACLE else ReturnBoost(known, boost, boost_s))
 
 
 def parse_boosts(spec: str) -> list[tuple[float, float]]:
@@ -152,9 +147,7 @@ def main() -> int:
             raise UserError("give --trace, --boosts or both")
         boosts = parse_boosts(a.boosts) if a.boosts else []
         known, rates = numbers_of(a.known, "--known", int), numbers_of(a.rates, "--rates")
-        n = len(cfg_servers(cfg))
-        if any(not 0 <= i < n for i in known):
-            raise UserError(f"--known {a.known}: {a.config} has servers 0..{n - 1}")
+        check_servers(f"--known {a.known}", known, a.config, len(cfg_servers(cfg)))
         seeds = seeds_of(a.seeds)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
