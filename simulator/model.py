@@ -611,7 +611,6 @@ class Simulation:
         from simulator.dataplane import DataPlaneError
         from simulator.shm import ShmRegion
 
-        self._shm_shared = shm_dir is not None  # another process may read every frame
         if shm_dir is not None:
             Path(shm_dir).mkdir(parents=True, exist_ok=True)
         for lb in self.lbs:
@@ -644,7 +643,7 @@ class Simulation:
         # the steps table: then they are read and computed on recorded steps alone
         wanted = record or getattr(self.controller, "reads_features", True)
         frames = []
-        publish = wanted or self._shm_shared
+        publish = wanted or self.cfg.lb.shm_dir is not None  # a file: another process may read it
         for lb in self.lbs:
             lb.flush(now)
             if publish:
