@@ -173,7 +173,7 @@ def jct_bars(table: pd.DataFrame, order: list[str], local: list[str], floor_s: f
 def write_report(out: Path, meta: dict, test_runs: pd.DataFrame, curve_runs: pd.DataFrame,
                  floor_runs: pd.DataFrame) -> str:
     """Write every output file; return a printable summary."""
-    agents = [*meta["algos"], *meta.get("selected", {})]
+    agents = [*meta["algos"], *meta.get("selected", {}), *meta.get("readers", {})]
     local = list(meta["local_heuristics"])
     table = compare(test_runs)
     pair = paired(test_runs, agents, local, list(meta["oracles"]))
@@ -206,6 +206,9 @@ def write_report(out: Path, meta: dict, test_runs: pd.DataFrame, curve_runs: pd.
         md.append(f"- {a}: {info['episodes']} episodes in {info['train_wall_s'] / 60:.1f} min")
     for label, ckpt in meta.get("selected", {}).items():
         md.append(f"- {label}: snapshot {Path(ckpt).stem}, the lowest mean JCT on the validation seeds")
+    for label in meta.get("readers", {}):
+        md.append(f"- {label}: the last checkpoint's capacity head alone (every level's factor 1: SED "
+                  "weighted by the head's reading of the LB's frames)")
     (out / "table.md").write_text("\n".join(md) + "\n")
     learning_curve(training, curve_runs, floor_s).savefig(out / "learning_curve.png", dpi=120)
     jct_bars(table, order, local, floor_s, len(agents)).savefig(out / "jct_bars.png", dpi=120)

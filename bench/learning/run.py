@@ -15,6 +15,9 @@ heuristic and the oracles on held-out seeds at three loads.
 5. Model selection (early stopping): per algorithm the snapshot with the lowest mean JCT on the
    validation seeds of the learning curve is also tested, as ``<algo>_best`` (the test seeds
    never take part in the choice).
+6. Capacity readers: an algorithm whose actions follow a capacity head (``--hp capacity_action=true``)
+   is also tested without its levels, as ``<algo>_reader`` (`agents.deploy.write_capacity_reader`:
+   SED weighted by the head's reading of the LB's frames, written to OUT/train_<algo>/capacity_reader.pt).
 
 Writes OUT/learning.json, OUT/table.md, OUT/comparison.csv, OUT/paired.csv, OUT/learning_curve.png,
 OUT/jct_bars.png (see bench/learning/report.py). Targets (issue 4): QMIX >= 20 % lower mean JCT than
@@ -44,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import write_report  # noqa: E402
 from experiments.evaluate import EvalPoint, plan_eval, run_eval  # noqa: E402
+from agents.deploy import write_capacity_reader  # noqa: E402
+from agents.common.checkpoint import load_checkpoint  # noqa: E402
 from simulator.policies import ORACLES  # noqa: E402
 from simulator.config import load_config  # noqa: E402
 
@@ -95,6 +100,16 @@ def best_snapshots(curve_runs: pd.DataFrame, training: dict[str, dict]) -> dict[
         label = mine.groupby("label")["jct_mean_s"].mean().idxmin()
         chosen[f"{algo}_best"] = str(Path(t["run_dir"]) / "snapshots" / f"{label.split('@', 1)[1]}.pt")
     return chosen
+
+
+def capacity_readers(checkpoints: dict[str, Path]) -> dict[str, str]:
+    """``{"<algo>_reader": path}`` for the checkpoints whose actions follow a capacity head, each
+    reader written next to its checkpoint."""
+    readers = {}
+    for algo, ckpt in checkpoints.items():
+        if load_checkpoint(ckpt)["config"].get("capacity_action"):
+            readers[f"{algo}_reader"] = str(write_capacity_reader(ckpt, ckpt.with_name("capacity_reader.pt")))
+    return readers
 
 
 def train_all(args: argparse.Namespace, out: Path) -> dict[str, dict]:
@@ -173,15 +188,18 @@ def main() -> None:
         keep = ("comparison", "paired", "targets", "floor_jct_mean_s", "headroom_vs_best_local")
         meta = {k: v for k, v in meta.items() if k not in keep}
         runs = {part: pd.read_csv(out / part / "runs.csv") for part in ("test", "curve", "floor")}
-        if meta.get("selected"):
-            runs["test"] = pd.concat([runs["test"], pd.read_csv(out / "selected" / "runs.csv")], ignore_index=True)
+        for part in ("selected", "readers"):
+            if meta.get(part):
+                runs["test"] = pd.concat([runs["test"], pd.read_csv(out / part / "runs.csv")], ignore_index=True)
         print(write_report(out, meta, runs["test"], runs["curve"], runs["floor"]))
         return
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config)
     t_start = time.perf_counter()
-    if args.skip_train:
-        training = {a: {"run_dir": str(out / f"train_{a}"), "wall_s": None} for a in args.algos}
+    earlier = json.loads((out / "learning.json").read_text()) if (out / "learning.json").exists() else {}
+    if args.skip_train:  # keep what an earlier invocation measured of the trainings
+        training = {a: earlier.get("training", {}).get(a, {"run_dir": str(out / f"train_{a}"), "wall_s": None})
+                    for a in args.algos}
     else:
         training = train_all(args, out)
     checkpoints = {a: Path(t["run_dir"]) / "last.pt" for a, t in training.items()}
@@ -212,15 +230,22 @@ def main() -> None:
                       for p in plan_eval(cfg, [], [ckpt], args.seeds, args.loads)]
         print(f"[learning] selected snapshots: {selected}; {len(sel_points)} runs", flush=True)
         test_runs = pd.concat([test_runs, _evaluate(sel_points, out / "selected", args)], ignore_index=True)
+    readers = capacity_readers(checkpoints)
+    if readers:
+        reader_points = [_relabel(p, label) for label, ckpt in readers.items()
+                         for p in plan_eval(cfg, [], [ckpt], args.seeds, args.loads)]
+        print(f"[learning] capacity readers: {list(readers)}; {len(reader_points)} runs", flush=True)
+        test_runs = pd.concat([test_runs, _evaluate(reader_points, out / "readers", args)], ignore_index=True)
 
     meta = {"config": str(args.config), "algos": args.algos, "budget_min": args.budget_min,
             "parallel": args.parallel, "train_workers": args.train_workers, "reward": args.reward, "hp": args.hp,
             "action_scale": args.action_scale, "features": args.features, "heuristics": args.heuristics,
             "train_loads": args.train_loads, "train_seed": args.train_seed, "loads": args.loads,
             "seeds": args.seeds, "val_seeds": args.val_seeds, "curve_load": mid_load,
-            "training": training, "selected": selected, "local_heuristics": list(LOCAL),
+            "training": training, "selected": selected, "readers": readers, "local_heuristics": list(LOCAL),
             "oracles": list(args.oracles), "python": platform.python_version(), "cpus": os.cpu_count(),
             "commit": _git_commit(),
+            "trained_at_commit": earlier.get("trained_at_commit", earlier.get("commit")) if args.skip_train else None,
             "bench_wall_s": time.perf_counter() - t_start}
     summary = write_report(out, meta, test_runs, curve_runs, floor_runs)
     print(summary)

@@ -367,6 +367,46 @@ def test_capacity_level_scale_narrows_the_levels_and_survives_a_reload(tmp_path,
     np.testing.assert_array_equal(np.stack([policy.last_capacity[a] for a in sig.agents]), seen[-1][2])
 
 
+@pytest.mark.parametrize("algo", ["qmix", "isac"])
+def test_capacity_reader_weights_servers_by_the_head_alone(tmp_path, algo):
+    """The capacity reader of a checkpoint acts with each server's clipped head estimate over
+    its LB's mean estimate (clipped to the action range) whatever levels the networks prefer;
+    the source checkpoint is unchanged and its own policy still applies its levels."""
+    from agents.deploy import load_policy, write_capacity_reader
+    from experiments.train import agent_config
+
+    sig = _capacity_sig(2 if algo == "qmix" else 1, 5)
+    cfg = agent_config(algo, ["agent_net=servers", "hidden=16", "capacity_loss=1", "capacity_action=true"])
+    agent = QmixAgent(cfg, sig, seed=4) if algo == "qmix" else SacGruAgent(cfg, sig, seed=4)
+    agent.save(tmp_path / "a.pt")
+    before = (tmp_path / "a.pt").read_bytes()
+    write_capacity_reader(tmp_path / "a.pt", tmp_path / "reader.pt")
+    assert (tmp_path / "a.pt").read_bytes() == before
+    obs = {a: np.random.default_rng(8).standard_normal(sig.obs_dim).astype(np.float32) for a in sig.agents}
+    got = {}
+    for name in ("a", "reader"):
+        policy = load_policy(tmp_path / f"{name}.pt", sig)
+        fast = policy._fast if algo == "qmix" else policy._fast[0]
+        step, seen = fast.step, []
+        fast.step = lambda x, h, capacity=False: seen.append(step(x, h, capacity=True)) or seen[-1]
+        got[name] = np.stack([a for a in policy.act(obs).values()])
+        estimates, levels = seen[-1][2], np.stack([policy.last_levels[a] for a in sig.agents])
+    ratio = np.clip(estimates, 0.05, 2.0)
+    want = np.clip(ratio / ratio.mean(axis=1, keepdims=True), 2 ** -1.5, 2.0)
+    np.testing.assert_allclose(got["reader"], want, rtol=1e-5)
+    assert (levels != 3).any()  # the untrained levels are not all neutral, so the source acts otherwise
+    assert not np.allclose(got["a"], got["reader"])
+
+
+def test_capacity_reader_needs_capacity_driven_actions(tmp_path):
+    from agents.deploy import write_capacity_reader
+
+    QmixAgent(QmixConfig(agent_net="servers", hidden=8, capacity_loss=1.0), _capacity_sig(2, 3), seed=0).save(tmp_path / "q.pt")
+    with pytest.raises(UserError, match=r"q\.pt: its actions do not follow a capacity head"):
+        write_capacity_reader(tmp_path / "q.pt", tmp_path / "r.pt")
+    assert not (tmp_path / "r.pt").exists()
+
+
 @pytest.mark.parametrize("hp", [["capacity_level_scale=0.5"],
                                 ["agent_net=servers", "capacity_loss=1", "capacity_action=true",
                                  "capacity_level_scale=0"]])

@@ -68,3 +68,20 @@ def test_best_snapshot_is_chosen_on_validation_runs_only():
     chosen = best_snapshots(curve, {"qmix": {"run_dir": "r/q"}, "isac": {"run_dir": "r/i"}, "x": {"run_dir": "r/x"}})
     # qmix: ep10 averages 40 ms, ep20 35.5 ms; sed is no snapshot; x has none
     assert chosen == {"qmix_best": str(Path("r/q/snapshots/ep00020.pt")), "isac_best": str(Path("r/i/snapshots/ep00010.pt"))}
+
+
+def test_capacity_readers_only_for_capacity_driven_checkpoints(tmp_path):
+    from agents.common.spaces import EnvSignature
+    from agents.deploy import load_policy
+    from agents.qmix import QmixAgent, QmixConfig
+    from run import capacity_readers
+
+    sig = EnvSignature(("lb0", "lb1"), n_servers=3, obs_dim=3 * 11, state_dim=2 * 3 * 11, action_kind="continuous",
+                       action_low=2 ** -1.5, action_high=2.0, action_scale="relative")
+    for name, driven in (("q", True), ("p", False)):
+        cfg = QmixConfig(agent_net="servers", hidden=8, capacity_loss=1.0, capacity_action=driven)
+        QmixAgent(cfg, sig, seed=0).save(tmp_path / name / "last.pt")
+    readers = capacity_readers({"qmix": tmp_path / "q" / "last.pt", "plain": tmp_path / "p" / "last.pt"})
+    assert readers == {"qmix_reader": str(tmp_path / "q" / "capacity_reader.pt")}
+    assert load_policy(readers["qmix_reader"], sig).level_scale == 0.0
+    assert not (tmp_path / "p" / "capacity_reader.pt").exists()
