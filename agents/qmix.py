@@ -132,7 +132,9 @@ class QmixConfig:
     trains it."""
     capacity_level_scale: float = 1.0
     """With ``capacity_action``: level a's factor is 2^((a - 3) / 2 x this); below 1 the levels
-    fine-tune the head's estimate instead of overriding it (1/3: factors 0.71 ... 1.26)."""
+    fine-tune the head's estimate instead of overriding it (1/3: factors 0.71 ... 1.26); 0: every
+    factor is 1, so the agent acts as its capacity reader (`agents.deploy.write_capacity_reader`)
+    and its head learns from the frames of that policy."""
 
 
 # ------------------------------------------------------------------------------------------------

@@ -73,8 +73,8 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
         raise UserError("--hp capacity_loss: the capacity head is for I-SAC (--algo isac) and QMIX, not S-SAC")
     if "capacity_level_scale" in changes:
         v = changes["capacity_level_scale"]
-        if not changes.get("capacity_action") or not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            raise UserError(f"--hp capacity_level_scale={v}: expected a number > 0, with --hp capacity_action=true")
+        if not changes.get("capacity_action") or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise UserError(f"--hp capacity_level_scale={v}: expected a number >= 0, with --hp capacity_action=true")
     if changes.get("capacity_action") and not changes.get("capacity_loss", 0) > 0:
         raise UserError("--hp capacity_action=true: the actions follow the capacity head, which needs "
                         "--hp capacity_loss=W with W > 0 (and --hp agent_net=servers)")

@@ -409,11 +409,11 @@ def test_capacity_reader_needs_capacity_driven_actions(tmp_path):
 
 @pytest.mark.parametrize("hp", [["capacity_level_scale=0.5"],
                                 ["agent_net=servers", "capacity_loss=1", "capacity_action=true",
-                                 "capacity_level_scale=0"]])
+                                 "capacity_level_scale=-0.5"]])
 def test_bad_capacity_level_scale_is_one_clear_error(hp):
     from experiments.train import agent_config
 
-    with pytest.raises(UserError, match="capacity_level_scale=.*expected a number > 0, with --hp capacity_action=true"):
+    with pytest.raises(UserError, match="capacity_level_scale=.*expected a number >= 0, with --hp capacity_action=true"):
         agent_config("qmix", hp)
 
 
