@@ -398,6 +398,17 @@ def test_capacity_reader_weights_servers_by_the_head_alone(tmp_path, algo):
     assert not np.allclose(got["a"], got["reader"])
 
 
+def test_level_scale_zero_trains_the_reader_itself():
+    """--hp capacity_level_scale=0 is accepted: the greedy and the behaviour policy are the reader."""
+    from experiments.train import agent_config
+
+    cfg = agent_config("qmix", ["agent_net=servers", "hidden=8", "capacity_loss=1", "capacity_action=true",
+                                "capacity_level_scale=0"])
+    agent = QmixAgent(cfg, _capacity_sig(2, 3), seed=0)
+    assert cfg.capacity_level_scale == 0 and agent.greedy_policy().level_scale == 0
+    assert agent.behaviour_policy(0).level_scale == 0
+
+
 def test_capacity_reader_needs_capacity_driven_actions(tmp_path):
     from agents.deploy import write_capacity_reader
 
