@@ -196,7 +196,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config)
     t_start = time.perf_counter()
-    earlier = json.loads((out / "learning.json").read_text()) if (out / "learning.json").exists() else {}
+    earlier = json.loads((out / "learning.json").read_text()) \
+        if args.skip_train and (out / "learning.json").exists() else {}
     if args.skip_train:  # keep what an earlier invocation measured of the trainings
         training = {a: earlier.get("training", {}).get(a, {"run_dir": str(out / f"train_{a}"), "wall_s": None})
                     for a in args.algos}
