@@ -39,6 +39,7 @@ the flow and its features exactly as for any other policy. Failed servers are sk
 from __future__ import annotations
 
 import random
+from collections import deque
 from typing import Any, Sequence
 
 import numpy as np
@@ -163,15 +164,23 @@ class CapacityWeightsPolicy(StaticPolicy):
     With ``known`` (server indices), only those servers' weights follow their true capacity;
     the others keep ``sed_true``'s static weights (their effective capacities without
     background or events): which hidden change an oracle's gain comes from
-    (bench/learning/oracle_parts.py). ``known=None`` is every server, i.e. sed_now."""
+    (bench/learning/oracle_parts.py). ``known=None`` is every server, i.e. sed_now.
+
+    With ``lag_s`` > 0 the weights set at a step are those that were true at the last step at
+    least ``lag_s`` earlier (``sed_true``'s before the first such step): what an estimator that
+    reads every change exactly but that late could reach."""
 
     reads_features = True  # so that on_step runs every step (it ignores the features)
 
-    def __init__(self, known: Sequence[int] | None = None) -> None:
+    def __init__(self, known: Sequence[int] | None = None, lag_s: float = 0.0) -> None:
         super().__init__("sed_now")
+        if not lag_s >= 0.0:
+            raise UserError(f"lag_s {lag_s}: must be >= 0 seconds")
         self.sim: Any = None
         self.known = None if known is None else sorted(set(int(i) for i in known))
+        self.lag_s = float(lag_s)
         self.static: list[float] = []
+        self._past: deque[tuple[float, list[float]]] = deque()  # (step time, true weights), oldest first
 
     def start(self, sim: Any) -> None:
         from simulator.run import effective_capacities  # run imports this module
@@ -182,7 +191,7 @@ class CapacityWeightsPolicy(StaticPolicy):
             raise UserError(f"known servers {self.known}: this topology has servers 0..{n - 1}")
         self.static = effective_capacities(sim.cfg, [srv.cores for srv in sim.servers])
 
-    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Sequence[float] | None:
+    def _true_weights(self) -> list[float]:
         servers = self.sim.servers
         if self.known is None:
             return [0.0 if srv.failed else srv.capacity for srv in servers]
@@ -190,6 +199,17 @@ class CapacityWeightsPolicy(StaticPolicy):
         for i in self.known:
             w[i] = 0.0 if servers[i].failed else servers[i].capacity
         return w
+
+    def on_step(self, now_s: float, lb: int, features: dict[str, np.ndarray]) -> Sequence[float] | None:
+        if not self.lag_s:
+            return self._true_weights()
+        past = self._past
+        if not past or past[-1][0] < now_s:  # once per step, whichever LB asks first
+            past.append((now_s, self._true_weights()))
+        due = now_s - self.lag_s + 1e-9  # a step exactly lag_s ago counts despite rounding
+        while len(past) > 1 and past[1][0] <= due:
+            past.popleft()
+        return list(past[0][1]) if past[0][0] <= due else list(self.static)
 
 
 def make_policy(cfg: PolicyConfig, rng: random.Random) -> StaticPolicy:

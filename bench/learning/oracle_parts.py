@@ -8,7 +8,8 @@ capacity every step (0 while failed); every other server keeps ``sed_true``'s st
 effective capacity without background or events). A per-LB agent that reads only the bursts
 from its frames can at best reach the "bursts" row, and so on. Paired against the best local
 heuristic over the same seeds (bench/learning/report.py), with the share of the gap to the best
-oracle each closes.
+oracle each closes. ``--lags`` also runs every part with its weights that many seconds late
+(label ``name@Ls``): what an estimator that reads those changes exactly but late could reach.
 
     python bench/learning/oracle_parts.py experiments/configs/hidden_dynamic.yaml \\
         --rates 350,420,480 --seeds 1000-1009 \\
@@ -75,10 +76,16 @@ def jct_row(config: str, rate: float, seed: int, label: str, controller: Any = N
     return {"label": label, "load": rate, "seed": seed, "jct_mean_s": s["jct_mean_s"], "jct_p90_s": s["jct_p90_s"]}
 
 
-def run_one(job: tuple[str, float, int, str, list[int] | None]) -> dict[str, Any]:
-    """Mean and p90 JCT of one seed: a reference policy by name, or a part (known servers)."""
-    config, rate, seed, label, known = job
-    return jct_row(config, rate, seed, label, None if known is None else CapacityWeightsPolicy(known))
+def run_one(job: tuple[str, float, int, str, list[int] | None, float]) -> dict[str, Any]:
+    """Mean and p90 JCT of one seed: a reference policy by name, or a part (known servers,
+    their weights ``lag_s`` late)."""
+    config, rate, seed, label, known, lag_s = job
+    return jct_row(config, rate, seed, label, None if known is None else CapacityWeightsPolicy(known, lag_s))
+
+
+def lag_label(name: str, lag_s: float) -> str:
+    """A part's label at a lag: its name, then ``@<lag>s`` unless the lag is 0."""
+    return name if not lag_s else f"{name}@{lag_s:g}s"
 
 
 def check_servers(option: str, servers: list[int], config: Any, n: int) -> None:
@@ -95,6 +102,7 @@ def main() -> int:
     ap.add_argument("--parts", default="failure=1;drop=0;bursts=4,5,6;failure+drop=0,1;bursts+failure=1,4,5,6;"
                                        "bursts+drop=0,4,5,6;all=0,1,4,5,6",
                     help="name=servers;... : per part, the servers whose weights follow their true capacity")
+    ap.add_argument("--lags", default="0", help="seconds, comma-separated: run every part with its weights this late")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, help="directory for runs.csv, paired.csv, parts.md and meta.json")
     a = ap.parse_args()
@@ -105,12 +113,17 @@ def main() -> int:
         for name, servers in parts.items():
             check_servers(f"--parts {name}={servers}", servers, a.config, n)
         rates = numbers_of(a.rates, "--rates")
+        lags = numbers_of(a.lags, "--lags")
+        if any(lag < 0 for lag in lags):
+            raise UserError(f"--lags {a.lags}: a lag is >= 0 seconds")
         seeds = seeds_of(a.seeds)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    labels: list[tuple[str, list[int] | None]] = [(r, None) for r in REFERENCES] + list(parts.items())
-    jobs = [(str(a.config), rate, seed, label, known) for rate in rates for seed in seeds for label, known in labels]
+    labels: list[tuple[str, list[int] | None, float]] = [(r, None, 0.0) for r in REFERENCES] + [
+        (lag_label(name, lag), known, lag) for lag in lags for name, known in parts.items()]
+    jobs = [(str(a.config), rate, seed, label, known, lag) for rate in rates for seed in seeds
+            for label, known, lag in labels]
     print(f"{len(jobs)} runs on {a.workers} workers", file=sys.stderr, flush=True)
     with Pool(a.workers) as pool:
         rows = []
@@ -119,10 +132,12 @@ def main() -> int:
             if i % 20 == 0 or i == len(jobs):
                 print(f"  {i}/{len(jobs)} runs", file=sys.stderr, flush=True)
     runs = pd.DataFrame(rows)
-    cmp = paired(runs, list(parts) + ["sed_now", "sed_true"], LOCAL, ORACLE)
+    part_labels = [label for label, known, _ in labels if known is not None]
+    cmp = paired(runs, part_labels + ["sed_now", "sed_true"], LOCAL, ORACLE)
     lines = ["| SED knowing, every step | servers | load (flows/s) | mean JCT vs best local | p90 vs best local | gap closed (mean / p90) |",
              "|---|---|---|---|---|---|"]
-    known_of = {**{k: ",".join(map(str, v)) for k, v in parts.items()}, "sed_now": "all", "sed_true": "none"}
+    known_of = {**{label: ",".join(map(str, known)) for label, known, _ in labels if known is not None},
+                "sed_now": "all", "sed_true": "none"}
     for r in cmp.itertuples():
         line = (f"| {r.agent} | {known_of[r.agent]} | {r.load:.0f} | {100 * r.rel_mean_jct:+.1f} ± {100 * r.rel_mean_jct_ci95:.1f} % "
                 f"vs {r.best_local} | {100 * r.rel_p90_jct:+.1f} ± {100 * r.rel_p90_jct_ci95:.1f} % | "
@@ -137,7 +152,7 @@ def main() -> int:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
         meta = {"command": " ".join(sys.argv), "commit": commit, "date": dt.date.today().isoformat(),
-                "config": str(a.config), "rates": rates, "seeds": seeds, "parts": parts,
+                "config": str(a.config), "rates": rates, "seeds": seeds, "parts": parts, "lags_s": lags,
                 "references": list(REFERENCES)}
         (a.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
         print(f"wrote {a.out}")

@@ -258,6 +258,35 @@ def test_capacity_weights_of_some_servers_only():
         build_simulation(cfg, controller=CapacityWeightsPolicy([7])).start()
 
 
+def test_lagged_capacity_weights_are_the_truth_of_lag_s_ago():
+    """CapacityWeightsPolicy(lag_s=0.5) with 0.25 s steps: the weights set at step k are the
+    true capacities at step k - 2 (read here from the servers at that step), sed_true's static
+    weights at steps 1 and 2; the capacity drop (server 0), the failure (server 1) and the
+    co-located bursts (servers 4-6) all reach the weights two steps late."""
+    cfg = _effects_cfg(policy={"name": "sed_true"}, duration_s=8,
+                       effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
+                       background={"servers": [4, 5, 6], "fraction": 0.5, "on_s": 1.0, "off_s": 1.0},
+                       events=[{"at_s": 2.1, "server": 0, "kind": "capacity", "cores": 1.0},
+                               {"at_s": 3.1, "server": 1, "kind": "fail"},
+                               {"at_s": 5.1, "server": 1, "kind": "recover"}])
+    sim = build_simulation(cfg, controller=CapacityWeightsPolicy(lag_s=0.5))
+    sim.start()
+    static = [2.0] * 4 + [2.5] * 3
+    truth = {}
+    changed = 0
+    for k in range(1, 32):
+        sim.advance(k * cfg.lb.step_s + 1e-9)  # just after step k
+        truth[k] = [0.0 if srv.failed else srv.capacity for srv in sim.servers]
+        want = truth[k - 2] if k > 2 else static
+        changed += want != truth[k]
+        for lb in sim.lbs:
+            assert list(lb.dp.weights[:7]) == pytest.approx(want), f"step {k}"
+    assert changed >= 4  # the drop, the failure, the return and bursts were seen late
+    sim.finish()
+    with pytest.raises(UserError, match="lag_s -1"):
+        CapacityWeightsPolicy(lag_s=-1)
+
+
 def test_capacity_weights_of_no_server_is_sed_true_and_of_all_is_sed_now():
     cfg = _effects_cfg(policy={"name": "sed_true"}, duration_s=6,
                        effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
