@@ -167,6 +167,17 @@ def _effects_cfg(**kw) -> ExperimentConfig:
                                       "contention": 0.05, "io_slots": 8}], **kw})
 
 
+def _dynamic_cfg(policy: str, duration_s: float, drop_s: float, fail_s: float, recover_s: float) -> ExperimentConfig:
+    """SMT 4-CPU servers 4-6 with 1-s co-located bursts; server 0 drops to 1 core at drop_s,
+    server 1 fails at fail_s and returns at recover_s."""
+    return _effects_cfg(policy={"name": policy}, duration_s=duration_s,
+                        effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
+                        background={"servers": [4, 5, 6], "fraction": 0.5, "on_s": 1.0, "off_s": 1.0},
+                        events=[{"at_s": drop_s, "server": 0, "kind": "capacity", "cores": 1.0},
+                                {"at_s": fail_s, "server": 1, "kind": "fail"},
+                                {"at_s": recover_s, "server": 1, "kind": "recover"}])
+
+
 def _summary(r) -> dict:
     return {k: v for k, v in r.summary.items() if k != "wall_s"}
 
@@ -203,12 +214,7 @@ def test_sed_now_follows_the_true_capacities_every_step():
     capacity event, 0 while server 1 is failed); the 4-CPU SMT servers (2 physical cores,
     smt_gain 0.25) 2 + 0.25 * 2 = 2.5 without their co-located burst and, with half the cores
     taken, 2 logical CPUs on 1 physical core: 1 + 0.25 * 1 = 1.25."""
-    cfg = _effects_cfg(policy={"name": "sed_now"}, duration_s=12,
-                       effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
-                       background={"servers": [4, 5, 6], "fraction": 0.5, "on_s": 1.0, "off_s": 1.0},
-                       events=[{"at_s": 4.1, "server": 0, "kind": "capacity", "cores": 1.0},
-                               {"at_s": 6.1, "server": 1, "kind": "fail"},
-                               {"at_s": 8.1, "server": 1, "kind": "recover"}])
+    cfg = _dynamic_cfg("sed_now", duration_s=12, drop_s=4.1, fail_s=6.1, recover_s=8.1)
     sim = build_simulation(cfg)
     sim.start()
     seen = set()
@@ -263,12 +269,7 @@ def test_lagged_capacity_weights_are_the_truth_of_lag_s_ago():
     true capacities at step k - 2 (read here from the servers at that step), sed_true's static
     weights at steps 1 and 2; the capacity drop (server 0), the failure (server 1) and the
     co-located bursts (servers 4-6) all reach the weights two steps late."""
-    cfg = _effects_cfg(policy={"name": "sed_true"}, duration_s=8,
-                       effects=[{"servers": [4, 5, 6], "threads_per_core": 2, "smt_gain": 0.25}],
-                       background={"servers": [4, 5, 6], "fraction": 0.5, "on_s": 1.0, "off_s": 1.0},
-                       events=[{"at_s": 2.1, "server": 0, "kind": "capacity", "cores": 1.0},
-                               {"at_s": 3.1, "server": 1, "kind": "fail"},
-                               {"at_s": 5.1, "server": 1, "kind": "recover"}])
+    cfg = _dynamic_cfg("sed_true", duration_s=8, drop_s=2.1, fail_s=3.1, recover_s=5.1)
     sim = build_simulation(cfg, controller=CapacityWeightsPolicy(lag_s=0.5))
     sim.start()
     static = [2.0] * 4 + [2.5] * 3
