@@ -164,8 +164,11 @@ def test_n_iter_scaling_matches_server_cpu(apache: LocalApache, tmp_path: Path) 
     """Calibrate PHP's loop speed, build schedules from a config with it, and check that a
     request costs the server about work_s * cpu_per_core CPU seconds: twice as much with
     cpu_per_core 1 as with 0.5. This VM's loop speed varies by up to ~1.6x between moments and
-    workers, hence the loose absolute bound; the two costs are compared within one run whose
-    requests alternate between them, so both see the same moments."""
+    workers, hence the loose absolute bound. The two costs are compared pair by pair within one
+    run whose requests alternate between them: the slow spells come in runs of consecutive
+    requests, so two neighbours 0.1 s apart mostly see the same speed. (Comparing the two classes'
+    medians instead once gave 3.0 in CI when a slow spell fell on more 1.0 requests; over 15 local
+    runs the pair median stayed within 1.83-2.05 while the ratio of medians ranged 1.44-2.50.)"""
     cal = _schedule(tmp_path / "cal.npz", np.arange(5) * 0.1, n_iter=2_000_000)
     dfc, _ = _run(_cmd(cal, tmp_path / "cal.parquet", apache.port, 5.0))
     assert (dfc["outcome"] == "completed").all()
@@ -184,10 +187,14 @@ def test_n_iter_scaling_matches_server_cpu(apache: LocalApache, tmp_path: Path) 
     df, _ = _run(_cmd(_schedule(tmp_path / "mixed.npz", np.arange(16) * 0.1, n_iter=mixed),
                       tmp_path / "r.parquet", apache.port, 3.0))
     assert (df["outcome"] == "completed").all() and len(df) == 16
+    df = df.sort_values("id")
+    assert df["n_iter"].tolist() == mixed
     cpu = {c: float(df.loc[df["n_iter"] == n, "cpu_s"].median()) for c, n in n_iter.items()}
     for c, x in cpu.items():
         assert 0.5 < x / (0.04 * c) < 2.0, cpu
-    assert 1.4 < cpu[1.0] / cpu[0.5] < 2.8, cpu
+    cpu_s = df["cpu_s"].to_numpy()
+    pair_ratio = cpu_s[1::2] / cpu_s[0::2]  # each 1.0 request over the 0.5 one just before it
+    assert 1.4 < np.median(pair_ratio) < 2.8, pair_ratio.round(2)
 
 
 def test_refused_when_nothing_listens(tmp_path: Path) -> None:
