@@ -1,9 +1,17 @@
-"""Build hook for the cffi extension simulator._lbcore (the C data-plane core).
+"""Build hook for the project's two C extensions.
 
-All metadata lives in pyproject.toml; this file only adds the cffi module, so that
-``pip install -e .`` / ``pip install .`` compile vpp_plugin/core/*.c with no manual step.
+All metadata lives in pyproject.toml; this file only adds the extensions, so that
+``pip install -e .`` / ``pip install .`` compile them with no manual step:
+
+- ``simulator._lbcore``: the data-plane core, vpp_plugin/core/*.c through cffi;
+- ``simulator._netcore``: the link FIFO arithmetic (simulator/_netcore.c, CPython C API).
+  -ffp-contract=off: no fused multiply-add, so its times equal the Python reference's bits.
 """
 
-from setuptools import setup
+from setuptools import Extension, setup
 
-setup(cffi_modules=["simulator/_build_core.py:ffibuilder"])
+setup(
+    cffi_modules=["simulator/_build_core.py:ffibuilder"],
+    ext_modules=[Extension("simulator._netcore", ["simulator/_netcore.c"],
+                           extra_compile_args=["-O2", "-std=c99", "-Wall", "-ffp-contract=off"])],
+)
