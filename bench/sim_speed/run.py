@@ -33,15 +33,14 @@ from simulator.run import run_experiment  # noqa: E402
 
 
 FLOOR = """\
-Where the time goes (pyinstrument of the 60 s run; --profile prints cProfile): the cost is spread
-over the ~5.7 events of a request -- LB buffer flush + C core calls ~16 %, template trains and
-pushing them into the LB buffers (SYN-ACK + ACK + request, response + ACKs) ~21 %, SYN link
-arithmetic ~6 %, PS server bookkeeping ~13 %, request generation ~8 %, the handlers' own code
-~12 %, the event loop ~7 %, per-step shm publish + features ~8 %. No single part dominates, so
-the Python-level floor of this design is ~25-30 us CPU per request on this machine. Matching the
-reference (one coarse SimPy process per request, no packets) while modelling every packet would
-take moving the event loop, link arithmetic and server model into compiled code (as the
-data-plane core already is) or running under PyPy."""
+Where the time goes (cProfile of the 60 s run, 2026-12-04, after the link arithmetic moved to C,
+simulator/_netcore.c): the model's handlers and LB buffers ~46 % (the buffer flush into the C
+core 9 %, the event loop 7 %, the SYN / SYN-ACK / response handlers 3-5 % each), the PS servers
+~16 %, the data-plane calls ~6 %, features, records and request generation ~3 % each, the event
+heap ~5 %; the link FIFO arithmetic is now ~2 %. No single part dominates: what is left is
+Python work per event. Matching the reference (one coarse SimPy process per request, no
+packets) while modelling every packet would take moving the event loop and the server model
+into compiled code too."""
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ to the bit. Plus the C types' checks of bad input."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -118,6 +120,14 @@ def test_c_link_arithmetic_equals_the_python_reference_to_the_bit(seed: int,
     assert min(plans.values()) > 50, plans
     assert sum(lk.drops for lk in py.links.values()) > 20
     assert sum(p.drops for p in py.paths.values()) > 20  # retransmissions after drops
+
+
+def test_the_built_module_is_not_older_than_its_source() -> None:
+    """Editing simulator/_netcore.c without rebuilding would test the old code."""
+    so, src = Path(_netcore.__file__), Path(cnet.__file__).with_name("_netcore.c")
+    if src.parent != so.parent:
+        pytest.skip(f"{so} is a non-editable install: no source next to it to compare with")
+    assert so.stat().st_mtime >= src.stat().st_mtime, f"{src.name} is newer than {so.name}: run `pip install -e .`"
 
 
 def test_chain_with_a_link_twice_sends_nothing() -> None:
