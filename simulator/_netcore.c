@@ -29,6 +29,7 @@
 typedef struct {
     PyObject_HEAD
     PyObject *u, *v;
+    PyObject *shape;    /* (k8, delay_s, qcap): what templates over this link depend on */
     double bps, k8, delay_s;
     long qcap;
     double last;        /* departure of the last accepted packet */
@@ -143,6 +144,8 @@ static int Link_init(LinkObject *self, PyObject *args, PyObject *kw) {
     self->k8 = 8.0 / bps;
     self->delay_s = delay;
     self->qcap = qcap;
+    Py_XSETREF(self->shape, Py_BuildValue("(ddl)", self->k8, delay, qcap));
+    if (!self->shape) return -1;
     self->last = 0.0;
     self->qlen = self->qhead = 0;
     tqd_clear(self);
@@ -155,6 +158,7 @@ static int Link_init(LinkObject *self, PyObject *args, PyObject *kw) {
 static void Link_dealloc(LinkObject *self) {
     Py_XDECREF(self->u);
     Py_XDECREF(self->v);
+    Py_XDECREF(self->shape);
     Py_XDECREF(self->tqd);
     PyMem_Free(self->qbuf);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -247,6 +251,7 @@ static PyMemberDef Link_members[] = {
     {"k8", T_DOUBLE, offsetof(LinkObject, k8), READONLY, "transmission seconds per byte"},
     {"delay_s", T_DOUBLE, offsetof(LinkObject, delay_s), READONLY, "propagation delay"},
     {"qcap", T_LONG, offsetof(LinkObject, qcap), READONLY, "packets the link holds at most"},
+    {"shape", T_OBJECT, offsetof(LinkObject, shape), READONLY, "(k8, delay_s, qcap)"},
     {"last", T_DOUBLE, offsetof(LinkObject, last), 0, "departure of the last accepted packet"},
     {"tqb", T_DOUBLE, offsetof(LinkObject, tqb), READONLY, "base time of tqd"},
     {"drops", T_LONGLONG, offsetof(LinkObject, drops), 0, "packets dropped here"},
@@ -615,9 +620,15 @@ static void plan_free(Plan *p, Scratch *s, LinkObject **links) {
 /* ---------------------------------------------------------------------------------------- */
 /* Path                                                                                      */
 /* ---------------------------------------------------------------------------------------- */
+/* Path.shape -> Path.sid: a small int per distinct shape in this process (a handful per
+ * topology), so callers can key template sets by it */
+static PyObject *shape_ids;
+
 typedef struct {
     PyObject_HEAD
     PyObject *links_t;    /* tuple of Link */
+    PyObject *shape;      /* tuple of the links' shapes: what templates depend on */
+    Py_ssize_t sid;       /* shape_ids[shape] */
     LinkObject **links;   /* borrowed from links_t */
     Py_ssize_t n;
     double delay_s;
@@ -637,17 +648,26 @@ static int Path_init(PathObject *self, PyObject *args, PyObject *kw) {
     LinkObject **links = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(LinkObject *));
     if (!links) { Py_DECREF(t); PyErr_NoMemory(); return -1; }
     double delay = 0.0;
+    PyObject *shape = PyTuple_New(n), *sid = NULL;
+    if (!shape) goto fail;
     for (Py_ssize_t j = 0; j < n; j++) {
         PyObject *x = PyTuple_GET_ITEM(t, j);
         if (!PyObject_TypeCheck(x, &LinkType)) {
-            PyMem_Free(links);
-            Py_DECREF(t);
             PyErr_SetString(PyExc_TypeError, "Path: links must be Link objects");
-            return -1;
+            goto fail;
         }
         links[j] = (LinkObject *)x;
         delay += links[j]->delay_s;
+        Py_INCREF(links[j]->shape);
+        PyTuple_SET_ITEM(shape, j, links[j]->shape);
     }
+    PyObject *next = PyLong_FromSsize_t(PyDict_GET_SIZE(shape_ids));
+    if (!next) goto fail;
+    sid = PyDict_SetDefault(shape_ids, shape, next); /* borrowed */
+    Py_DECREF(next);
+    if (!sid) goto fail;
+    self->sid = PyLong_AsSsize_t(sid);
+    Py_XSETREF(self->shape, shape);
     PyMem_Free(self->links);
     Py_XSETREF(self->links_t, t);
     self->links = links;
@@ -656,10 +676,16 @@ static int Path_init(PathObject *self, PyObject *args, PyObject *kw) {
     self->drops = 0;
     self->reordered = 0;
     return 0;
+fail:
+    PyMem_Free(links);
+    Py_DECREF(t);
+    Py_XDECREF(shape);
+    return -1;
 }
 
 static void Path_dealloc(PathObject *self) {
     Py_XDECREF(self->links_t);
+    Py_XDECREF(self->shape);
     PyMem_Free(self->links);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -844,7 +870,34 @@ done:
     return out;
 }
 
+/* send_template(base_s, tm) -> arrival times at the path end (base_s + shift + tm.arr), or
+ * None (nothing sent). */
+static PyObject *Path_send_template(PathObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *shift = Path_send_template_at(self, args, nargs);
+    if (!shift || shift == Py_None) return shift;
+    double b = PyFloat_AsDouble(args[0]) + PyFloat_AS_DOUBLE(shift);
+    Py_DECREF(shift);
+    PyObject *arr = PyObject_GetAttrString(args[1], "arr");
+    if (!arr) return NULL;
+    PyObject *seq = PySequence_Fast(arr, "template arr must be a sequence");
+    Py_DECREF(arr);
+    if (!seq) return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(m);
+    for (Py_ssize_t i = 0; out && i < m; i++) {
+        double x = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        PyObject *v = (x == -1.0 && PyErr_Occurred()) ? NULL : PyFloat_FromDouble(b + x);
+        if (!v) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, i, v);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef Path_methods[] = {
+    {"send_template", (PyCFunction)(void (*)(void))Path_send_template, METH_FASTCALL,
+     "send_template(base_s, tm): send_template_at, then the train's arrival times at the path "
+     "end, or None (nothing sent: use send_train)"},
     {"send", (PyCFunction)(void (*)(void))Path_send, METH_FASTCALL,
      "send(t_s, size, rto_s): deliver one packet sent at t_s; the arrival time of the first "
      "copy that gets through (a dropped copy is resent rto_s after its send time)"},
@@ -859,6 +912,10 @@ static PyMethodDef Path_methods[] = {
 
 static PyMemberDef Path_members[] = {
     {"links", T_OBJECT, offsetof(PathObject, links_t), READONLY, "the links, in order (tuple)"},
+    {"shape", T_OBJECT, offsetof(PathObject, shape), READONLY,
+     "the links' (k8, delay_s, qcap), in order: what templates depend on"},
+    {"sid", T_PYSSIZET, offsetof(PathObject, sid), READONLY,
+     "a small int per distinct shape in this process (callers key template sets by it)"},
     {"delay_s", T_DOUBLE, offsetof(PathObject, delay_s), READONLY, "sum of propagation delays"},
     {"drops", T_LONGLONG, offsetof(PathObject, drops), 0, "copies dropped and resent"},
     {"reordered", T_BOOL, offsetof(PathObject, reordered), 0,
@@ -966,6 +1023,8 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "simulator._netcor
 PyMODINIT_FUNC PyInit__netcore(void) {
     if (PyType_Ready(&LinkType) < 0 || PyType_Ready(&TrainType) < 0 || PyType_Ready(&PathType) < 0)
         return NULL;
+    shape_ids = PyDict_New();
+    if (!shape_ids) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Link", (PyObject *)&LinkType) < 0 ||

@@ -29,6 +29,7 @@ reference it is tested against to the bit is tests/simulator/network_reference.p
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from typing import Sequence
 
@@ -40,33 +41,15 @@ __all__ = ["Link", "Path", "Template", "TemplateCache", "Chain", "send_chain", "
            "shortest_path_dag", "ecmp_path", "PathTable"]
 
 
+#: Link(u, v, bandwidth_bps, delay_s, queue_pkts): one direction of a graph edge (C).
 Link = _netcore.Link
-_SHAPE_IDS: dict[tuple, int] = {}  # Path.shape -> Path.sid (a handful of shapes per topology)
-
-
-class Path(_netcore.Path):
-    """Links from one node to another, in order (``links``, a tuple). ``delay_s`` = sum of
-    propagation delays. ``reordered`` is set by :meth:`send_train` when a drop and
-    retransmission may have put the arrivals out of order (otherwise FIFO links keep a
-    non-decreasing train in order). ``send``, ``send_train`` and ``send_template_at`` are
-    C (simulator/_netcore.c)."""
-
-    __slots__ = ("shape", "sid")
-
-    def __init__(self, links: Sequence[Link]) -> None:
-        super().__init__(links)
-        self.shape = tuple((lk.k8, lk.delay_s, lk.qcap) for lk in links)  # what templates depend on
-        # a small int per distinct shape in this process: callers key template sets by it
-        self.sid = _SHAPE_IDS.setdefault(self.shape, len(_SHAPE_IDS))
-
-    def send_template(self, base_s: float, tm: "Template") -> list[float] | None:
-        """Send the train of template ``tm`` at ``base_s`` (:meth:`send_template_at`); returns
-        its arrival times at the path end, or None (nothing sent: use :meth:`send_train`)."""
-        delta = self.send_template_at(base_s, tm)
-        if delta is None:
-            return None
-        b = base_s + delta
-        return [b + x for x in tm.arr]
+#: Path(links): links from one node to another, in order (``links``, a tuple). ``delay_s`` = sum
+#: of propagation delays; ``shape`` the links' (k8, delay_s, qcap), what templates depend on;
+#: ``sid`` a small int per distinct shape in this process (callers key template sets by it).
+#: ``reordered`` is set by ``send_train`` when a drop and retransmission may have put the
+#: arrivals out of order (otherwise FIFO links keep a non-decreasing train in order). C: its
+#: objects hold no Python-level references the cyclic collector would have to visit.
+Path = _netcore.Path
 
 
 class Template(_netcore.Train):
@@ -175,20 +158,48 @@ def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
     return links
 
 
-def shortest_path_dag(g: nx.Graph, root: str, avoid_kinds: tuple[str, ...] = ()) -> dict[str, list[str]]:
+def search_graph(g: nx.Graph, avoid_kinds: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """What :func:`shortest_path_dag` searches: per node its neighbours with the edge weights
+    (``delay_s`` + 1e-12 s: each hop counts, so among equal-delay paths only those with the
+    fewest hops remain), in the graph's order, and whether a path may pass through it (nodes of
+    ``avoid_kinds`` may start or end a path but never carry one)."""
+    adj = {u: [(v, a["delay_s"] + 1e-12) for v, a in nbrs.items()] for u, nbrs in g.adj.items()}
+    carries = {u: kind not in avoid_kinds for u, kind in g.nodes.data("kind")}
+    return adj, carries
+
+
+def shortest_path_dag(g: nx.Graph, root: str, avoid_kinds: tuple[str, ...] = (),
+                      search: tuple[dict, dict] | None = None) -> dict[str, list[str]]:
     """Every node's predecessors on the shortest paths by ``delay_s`` from ``root`` (one Dijkstra
-    search, networkx ``dijkstra_predecessor_and_distance``). Each hop adds 1e-12 s, so only
-    paths with the fewest hops among the equal-delay ones remain; equal-cost alternatives (the
-    spines of a leaf-spine fabric) all stay, in the graph's order. Nodes of ``avoid_kinds``
-    (other than root) may end a path but never carry one: the search does not leave them."""
-    kind = g.nodes.data("kind")
-
-    def weight(u: str, v: str, a: dict) -> float | None:
-        if u != root and kind[u] in avoid_kinds:
-            return None
-        return a["delay_s"] + 1e-12
-
-    pred, _ = nx.dijkstra_predecessor_and_distance(g, root, weight=weight)
+    search; ``search``: :func:`search_graph` of g, computed once by a caller searching from
+    many roots). Equal-cost alternatives (the spines of a leaf-spine fabric) all stay, in the
+    order networkx's ``dijkstra_predecessor_and_distance`` gives them (the same search: heap of
+    (distance, push count, node), neighbours in the graph's order; tests/simulator/test_network.py
+    compares the two), without its per-edge weight callback."""
+    adj, carries = search_graph(g, avoid_kinds) if search is None else search
+    dist: dict[str, float] = {}
+    seen: dict[str, float] = {root: 0}
+    pred: dict[str, list[str]] = {root: []}
+    fringe: list[tuple[float, int, str]] = [(0, 0, root)]
+    pushed = 1
+    while fringe:
+        d, _, v = heapq.heappop(fringe)
+        if v in dist:
+            continue
+        dist[v] = d
+        if v != root and not carries[v]:
+            continue  # a path may end here but not go on
+        for u, cost in adj[v]:
+            du = d + cost
+            if u in dist:
+                continue  # settled: du > dist[u], every weight being > 0
+            if u not in seen or du < seen[u]:
+                seen[u] = du
+                heapq.heappush(fringe, (du, pushed, u))
+                pushed += 1
+                pred[u] = [v]
+            elif du == seen[u]:
+                pred[u].append(v)
     return pred
 
 
@@ -222,6 +233,7 @@ class PathTable(list):
         self._sources, self._targets = list(sources), list(targets)
         self._from_targets = len(self._targets) < len(self._sources)
         self._dags: dict[str, dict[str, list[str]]] = {}
+        self._search: tuple[dict, dict] | None = None  # search_graph(g), on the first search
         super().__init__(_PathRow(self, i) for i in range(len(self._sources)))
 
     def nodes(self, i: int, j: int) -> list[str]:
@@ -230,7 +242,9 @@ class PathTable(list):
         root, leaf = (dst, src) if self._from_targets else (src, dst)
         dag = self._dags.get(root)
         if dag is None:
-            dag = self._dags[root] = shortest_path_dag(self._g, root, self._avoid)
+            if self._search is None:
+                self._search = search_graph(self._g, self._avoid)
+            dag = self._dags[root] = shortest_path_dag(self._g, root, self._avoid, self._search)
         if leaf not in dag:
             raise ValueError(f"no path from {src} to {dst}")
         nodes = ecmp_path(dag, root, leaf, f"{min(src, dst)}|{max(src, dst)}")

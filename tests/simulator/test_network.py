@@ -248,3 +248,46 @@ def test_a_slow_direct_edge_loses_to_a_faster_detour() -> None:
     assert _one_path(g, "lb1", "sw1", ("switch",)) == ["lb1", "sw1"]
     g["lb1"]["s1"]["delay_s"] = 2e-6  # equal delay to the detour: fewer hops wins
     assert _one_path(g, "lb1", "s1") == ["lb1", "s1"]
+
+
+def test_the_dag_search_equals_networkx_dijkstra() -> None:
+    """shortest_path_dag runs its own Dijkstra over a precomputed adjacency; its predecessor
+    lists (and their order, which ECMP indexes by hash) must be networkx's
+    dijkstra_predecessor_and_distance with the per-edge weight it replaced, from every root, on
+    the presets and on random graphs with many equal-cost ties."""
+    import networkx as nx
+
+    import topologies
+    from simulator.config import TopologyConfig
+    from simulator.network import search_graph, shortest_path_dag
+
+    def reference(g, root, avoid):  # type: ignore[no-untyped-def]
+        kind = g.nodes.data("kind")
+
+        def weight(u: str, v: str, a: dict) -> float | None:
+            return None if u != root and kind[u] in avoid else a["delay_s"] + 1e-12
+
+        return nx.dijkstra_predecessor_and_distance(g, root, weight=weight)[0]
+
+    rng = np.random.default_rng(3)
+    graphs = [topologies.build(TopologyConfig(preset=p)) for p in ("moderate", "large", "datacenter")]
+    for _ in range(6):
+        g = nx.gnm_random_graph(40, 90, seed=int(rng.integers(1 << 30)))
+        g = nx.relabel_nodes(g, {n: f"n{n}" for n in g})
+        kinds = ["client", "lb", "server", "switch"]
+        for n in g:
+            g.nodes[n]["kind"] = kinds[int(rng.integers(4))]
+        for u, v in g.edges:
+            g[u][v]["delay_s"] = float(rng.integers(1, 4)) * 1e-6  # few values: many ties
+        graphs.append(g)
+    compared = ties = 0
+    for g in graphs:
+        for avoid in (("server", "lb"), ("client", "lb"), ("lb",), ()):
+            search = search_graph(g, avoid)
+            roots = list(g)[:: max(1, len(g) // 40)]  # up to ~40 roots per graph
+            for root in roots:
+                got = shortest_path_dag(g, root, avoid, search)
+                assert got == reference(g, root, avoid), (root, avoid)
+                compared += 1
+                ties += sum(len(p) > 1 for p in got.values())
+    assert compared > 500 and ties > 1000  # equal-cost alternatives were there to order
