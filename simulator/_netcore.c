@@ -19,6 +19,7 @@
 #include <structmember.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 
 #define HIST_LEN 8
 #define CHAIN_MAX 64 /* links in one send_chain without a heap allocation */
@@ -1009,7 +1010,100 @@ done_nofree:
     return out;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* ECMP routes                                                                               */
+/* ---------------------------------------------------------------------------------------- */
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[n] = c;
+    }
+}
+
+/* CRC-32 as zlib.crc32(data, crc): chained calls give the CRC of the concatenation. */
+static uint32_t crc32_update(uint32_t crc, const char *buf, Py_ssize_t len) {
+    uint32_t c = crc ^ 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < len; i++) c = crc_table[(c ^ (uint8_t)buf[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* ecmp_route(pred, links, root, leaf, flow, toward_root) -> Path: simulator.network.ecmp_path's
+ * walk (from leaf up the shortest-path DAG pred to root; where several predecessors remain, the
+ * one at zlib.crc32(f"{flow}|{node}") % their number) and the Path over links[(a, b)] along
+ * it, from root to leaf, or from leaf to root when toward_root. */
+static PyObject *ecmp_route(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyUnicode_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "ecmp_route(pred: dict, links: dict, root, leaf, flow: str, toward_root)");
+        return NULL;
+    }
+    PyObject *pred = args[0], *links = args[1], *root = args[2], *leaf = args[3];
+    int toward_root = PyObject_IsTrue(args[5]);
+    if (toward_root < 0) return NULL;
+    Py_ssize_t flow_len;
+    const char *flow = PyUnicode_AsUTF8AndSize(args[4], &flow_len);
+    if (!flow) return NULL;
+    uint32_t flow_crc = crc32_update(crc32_update(0, flow, flow_len), "|", 1);
+    PyObject *nodes = PyList_New(0), *path_links = NULL, *out = NULL;
+    if (!nodes || PyList_Append(nodes, leaf) < 0) goto done;
+    PyObject *cur = leaf; /* borrowed: from nodes */
+    for (;;) {
+        int at_root = PyObject_RichCompareBool(cur, root, Py_EQ);
+        if (at_root < 0) goto done;
+        if (at_root) break;
+        PyObject *options = PyDict_GetItemWithError(pred, cur);
+        if (!options) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, cur);
+            goto done;
+        }
+        if (!PyList_Check(options) || PyList_GET_SIZE(options) == 0) {
+            PyErr_SetString(PyExc_TypeError, "ecmp_route: pred values must be non-empty lists");
+            goto done;
+        }
+        Py_ssize_t k = PyList_GET_SIZE(options), pick = 0;
+        if (k > 1) {
+            Py_ssize_t len;
+            const char *name = PyUnicode_AsUTF8AndSize(cur, &len);
+            if (!name) goto done;
+            pick = (Py_ssize_t)(crc32_update(flow_crc, name, len) % (uint32_t)k);
+        }
+        cur = PyList_GET_ITEM(options, pick);
+        if (PyList_Append(nodes, cur) < 0) goto done;
+        if (PyList_GET_SIZE(nodes) > PyDict_GET_SIZE(pred) + 1) {
+            PyErr_SetString(PyExc_ValueError, "ecmp_route: pred has a cycle");
+            goto done;
+        }
+    }
+    Py_ssize_t n = PyList_GET_SIZE(nodes) - 1;
+    path_links = PyTuple_New(n);
+    if (!path_links) goto done;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        /* hop j of the path: walk order toward the root, else reversed */
+        PyObject *a = toward_root ? PyList_GET_ITEM(nodes, j) : PyList_GET_ITEM(nodes, n - j);
+        PyObject *b = toward_root ? PyList_GET_ITEM(nodes, j + 1) : PyList_GET_ITEM(nodes, n - j - 1);
+        PyObject *key = PyTuple_Pack(2, a, b);
+        if (!key) goto done;
+        PyObject *lk = PyDict_GetItemWithError(links, key);
+        if (!lk && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+        Py_DECREF(key);
+        if (!lk) goto done;
+        Py_INCREF(lk);
+        PyTuple_SET_ITEM(path_links, j, lk);
+    }
+    out = PyObject_CallOneArg((PyObject *)&PathType, path_links);
+done:
+    Py_XDECREF(nodes);
+    Py_XDECREF(path_links);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"ecmp_route", (PyCFunction)(void (*)(void))ecmp_route, METH_FASTCALL,
+     "ecmp_route(pred, links, root, leaf, flow, toward_root): the Path along "
+     "simulator.network.ecmp_path(pred, root, leaf, flow) over links[(a, b)], from root to leaf "
+     "(toward_root: from leaf to root)"},
     {"send_chain", (PyCFunction)(void (*)(void))send_chain, METH_FASTCALL,
      "send_chain(base_s, paths, chain): send the trains of chain on paths at base_s, all or "
      "none; per path by how much its train arrives later than on idle links, or None (nothing "
@@ -1025,6 +1119,7 @@ PyMODINIT_FUNC PyInit__netcore(void) {
         return NULL;
     shape_ids = PyDict_New();
     if (!shape_ids) return NULL;
+    crc_init();
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     if (PyModule_AddObjectRef(m, "Link", (PyObject *)&LinkType) < 0 ||

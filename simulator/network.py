@@ -236,8 +236,8 @@ class PathTable(list):
         self._search: tuple[dict, dict] | None = None  # search_graph(g), on the first search
         super().__init__(_PathRow(self, i) for i in range(len(self._sources)))
 
-    def nodes(self, i: int, j: int) -> list[str]:
-        """Node names along the path from sources[i] to targets[j]."""
+    def _dag(self, i: int, j: int) -> tuple[dict[str, list[str]], str, str, str]:
+        """(the DAG searched from the root, root, leaf, flow) of the path sources[i] -> targets[j]."""
         src, dst = self._sources[i], self._targets[j]
         root, leaf = (dst, src) if self._from_targets else (src, dst)
         dag = self._dags.get(root)
@@ -247,12 +247,18 @@ class PathTable(list):
             dag = self._dags[root] = shortest_path_dag(self._g, root, self._avoid, self._search)
         if leaf not in dag:
             raise ValueError(f"no path from {src} to {dst}")
-        nodes = ecmp_path(dag, root, leaf, f"{min(src, dst)}|{max(src, dst)}")
+        return dag, root, leaf, f"{min(src, dst)}|{max(src, dst)}"
+
+    def nodes(self, i: int, j: int) -> list[str]:
+        """Node names along the path from sources[i] to targets[j] (:func:`ecmp_path`)."""
+        dag, root, leaf, flow = self._dag(i, j)
+        nodes = ecmp_path(dag, root, leaf, flow)
         return nodes[::-1] if self._from_targets else nodes
 
     def build(self, i: int, j: int) -> Path:
-        nodes = self.nodes(i, j)
-        return Path([self._links[(a, b)] for a, b in zip(nodes, nodes[1:])])
+        """The Path along :meth:`nodes` (its walk and links in C, _netcore.ecmp_route)."""
+        dag, root, leaf, flow = self._dag(i, j)
+        return _netcore.ecmp_route(dag, self._links, root, leaf, flow, self._from_targets)
 
 
 class _PathRow(dict):
