@@ -4,6 +4,9 @@ The "naive" way to write the simulator: clients -> LB -> servers with SED on the
 ongoing flows and static weights = cores, one SimPy process per request, each server a
 ``simpy.Resource`` with ``cores`` slots (FIFO, M/G/c), fixed one-way network delay per hop.
 No packets, no data-plane core. Its requests/s is the yardstick the packet-level model must match.
+With ``policy="wcmp"`` the server is drawn at random with probability proportional to its cores
+(precomputed draws: O(1) per request, where SED's scan is O(servers)), so that its cost per
+request at thousands of servers measures the event loop alone (bench/sim_scale).
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ __all__ = ["run_reference"]
 
 
 def run_reference(cores: Sequence[float], rate_per_s: float, mean_job_s: float, duration_s: float,
-                  seed: int = 0, hop_delay_s: float = 50e-6) -> dict[str, float]:
-    """Run the reference model; returns requests, completed, mean JCT (s), wall_s, requests/s."""
+                  seed: int = 0, hop_delay_s: float = 50e-6, policy: str = "sed") -> dict[str, float]:
+    """Run the reference model; returns requests, completed, mean JCT (s), wall_s, requests/s
+    (``policy``: "sed" or "wcmp")."""
+    if policy not in ("sed", "wcmp"):
+        raise ValueError(f"policy must be 'sed' or 'wcmp', got {policy!r}")
     env = simpy.Environment()
     rng = np.random.default_rng(seed)
     res = [simpy.Resource(env, capacity=max(1, int(round(c)))) for c in cores]
@@ -28,10 +34,15 @@ def run_reference(cores: Sequence[float], rate_per_s: float, mean_job_s: float, 
     jcts: list[float] = []
     arrived = [0]
 
-    def request(work: float):
+    draws = rng.choice(len(w), size=1 << 20, p=np.array(w) / sum(w)) if policy == "wcmp" else None
+
+    def request(work: float, i: int):
         t0 = env.now
         yield env.timeout(2 * hop_delay_s)  # client -> router -> LB
-        s = min(range(len(res)), key=lambda i: (n_on[i] + 1) / w[i])  # SED
+        if draws is None:
+            s = min(range(len(res)), key=lambda i: (n_on[i] + 1) / w[i])  # SED
+        else:
+            s = int(draws[i & ((1 << 20) - 1)])
         n_on[s] += 1
         yield env.timeout(hop_delay_s)  # LB -> server
         with res[s].request() as slot:
@@ -47,7 +58,7 @@ def run_reference(cores: Sequence[float], rate_per_s: float, mean_job_s: float, 
         i = 0
         while True:
             yield env.timeout(gaps[i])
-            env.process(request(works[i]))
+            env.process(request(works[i], i))
             arrived[0] += 1
             i += 1
 

@@ -12,7 +12,10 @@ second half (paths, templates and chains of the pairs in use already built), the
 it spent in the LB steps (shm publish + frame read + features + controller + step rows), peak
 RSS, the busiest server's busy fraction. Ratios are against the 24-server case of the same
 invocation. Targets (issue 14): requests/s at 1,024 servers and 64 LBs >= 0.7x the 24-server
-figure. Why WCMP: with many LBs that each see only their own flows, SED herds: at 1,024 servers
+figure. Next to each load-0.8 case the plain-SimPy reference model (simulator/reference.py,
+WCMP: one SimPy process per request, a Resource per server, no packets, O(1) routing) runs on
+the same servers, rate and jobs, so its ratio shows what a minimal Python event loop loses
+at that size by itself (``--no-reference`` skips it). Why WCMP: with many LBs that each see only their own flows, SED herds: at 1,024 servers
 and 64 LBs every LB finds an 8-CPU server with none of *its* flows, so the 4-CPU servers get
 nothing and the 8-CPU ones run at 1.2 (`--policy sed` shows it in the busy fractions); that case
 is then not at load 0.8 but unstable, its queues and in-flight set growing for the whole run.
@@ -70,8 +73,21 @@ def case_config(servers: int, lbs: int, duration_s: float, args: argparse.Namesp
                    "record_every": args.record_every}}
 
 
+def reference_child(spec: dict) -> dict:
+    """The plain-SimPy reference model (simulator/reference.py, WCMP: O(1) per request) on the
+    case's servers, rate and jobs: what a minimal event loop costs per request at this size."""
+    from simulator.reference import run_reference
+
+    c0 = time.process_time()
+    r = run_reference(spec["cores"], spec["rate"], JOB_MEAN_S, spec["duration_s"], seed=1, policy="wcmp")
+    cpu = time.process_time() - c0
+    return {"requests": int(r["requests"]), "cpu_s": cpu, "requests_per_cpu_s": r["requests"] / cpu}
+
+
 def child(spec: dict) -> dict:
     """Run one case in this process; the step time is measured by wrapping Simulation._on_step."""
+    if "reference" in spec:
+        return reference_child(spec["reference"])
     from functools import partial
 
     from simulator.config import parse_config
@@ -114,13 +130,23 @@ def child(spec: dict) -> dict:
             "jct_mean_s": s["jct_mean_s"], "busy_max": max(busy), "busy_mean": sum(busy) / len(busy)}
 
 
-def run_case(config: dict, stream: bool = False) -> dict:
+def run_child(spec: dict, name: str) -> dict:
     """One case in a fresh interpreter (its own peak RSS)."""
-    out = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(
-        {"config": config, "stream": stream}), capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(spec),
+                         capture_output=True, text=True)
     if out.returncode:
-        raise SystemExit(f"case {config['name']} failed:\n{out.stderr[-3000:]}")
+        raise SystemExit(f"case {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.splitlines()[-1])
+
+
+def run_case(config: dict, stream: bool = False) -> dict:
+    return run_child({"config": config, "stream": stream}, config["name"])
+
+
+def run_reference_case(servers: int, rate: float, duration_s: float) -> dict:
+    cores = [CORES[i % len(CORES)] for i in range(servers)]
+    return run_child({"reference": {"cores": cores, "rate": rate, "duration_s": duration_s}},
+                     f"reference {servers}")
 
 
 def main() -> None:
@@ -136,6 +162,8 @@ def main() -> None:
     ap.add_argument("--record-every", type=int, default=20, help="lb.record_every (steps between step-table rows)")
     ap.add_argument("--fixed-rate", type=float, default=None,
                     help="also run every case with more than 24 servers at this offered rate (flows/s)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the plain-SimPy reference model run next to each load-0.8 case")
     ap.add_argument("--rss", action="store_true", help="also compare peak RSS of a short and a long run")
     ap.add_argument("--rss-short", type=float, default=1200.0)
     ap.add_argument("--rss-long", type=float, default=7200.0)
@@ -160,6 +188,9 @@ def main() -> None:
             r = run_case(case_config(servers, lbs, duration, a, fixed_rate))
             r.update(servers=servers, lbs=lbs, duration_s=duration, offered_rate=rate,
                      series="fixed_rate" if fixed_rate else "load_0.8")
+            if a.reference and not fixed_rate:
+                prog.update(task, description=f"reference model: {servers} servers, {rate:.0f} flows/s")
+                r["reference"] = run_reference_case(servers, rate, duration)
             results.append(r)
             prog.advance(task)
         rss = None
@@ -176,19 +207,30 @@ def main() -> None:
     ref = results[0]["requests_per_cpu_s"]
     ref_late = results[0]["second_half_requests_per_cpu_s"]
     print(f"{'servers':>8} {'LBs':>4} {'flows/s':>8} {'sim s':>6} {'requests':>9} {'req/CPU-s':>10} {'vs first':>8} "
-          f"{'2nd half':>9} {'vs first':>8} {'step share':>10} {'peak RSS MB':>11} {'busy max':>8}")
+          f"{'2nd half':>9} {'vs first':>8} {'step share':>10} {'peak RSS MB':>11} {'busy max':>8} "
+          f"{'ref req/CPU-s':>13} {'ref vs first':>12}")
+    ref_first = results[0].get("reference")
     for r in results:
         r["ratio_vs_first"] = r["requests_per_cpu_s"] / ref
         r["second_half_ratio_vs_first"] = r["second_half_requests_per_cpu_s"] / ref_late
         print(f"{r['servers']:>8} {r['lbs']:>4} {r['offered_rate']:>8.0f} {r['duration_s']:>6.0f} {r['requests']:>9} "
               f"{r['requests_per_cpu_s']:>10.0f} {r['ratio_vs_first']:>8.2f} "
               f"{r['second_half_requests_per_cpu_s']:>9.0f} {r['second_half_ratio_vs_first']:>8.2f} "
-              f"{r['step_share']:>10.2f} {r['peak_rss_mb']:>11.0f} {r['busy_max']:>8.2f}")
+              f"{r['step_share']:>10.2f} {r['peak_rss_mb']:>11.0f} {r['busy_max']:>8.2f}", end="")
+        if "reference" in r and ref_first is not None:
+            x = r["reference"]
+            x["ratio_vs_first"] = x["requests_per_cpu_s"] / ref_first["requests_per_cpu_s"]
+            print(f" {x['requests_per_cpu_s']:>13.0f} {x['ratio_vs_first']:>12.2f}", end="")
+        print()
     target = next((r for r in results if (r["servers"], r["lbs"], r["series"]) == (1024, 64, "load_0.8")), None)
     verdicts = {}
     if target is not None:
         verdicts["requests_1024x64_vs_first"] = {"ratio": target["ratio_vs_first"], "target": TARGET_RATIO_1024,
                                                  "met": target["ratio_vs_first"] >= TARGET_RATIO_1024}
+        if "ratio_vs_first" in target.get("reference", {}):
+            print(f"the plain-SimPy reference model (one process per request, no packets, O(1) "
+                  f"routing) at 1,024 servers: {target['reference']['ratio_vs_first']:.2f}x its "
+                  f"24-server figure in this run")
     if rss is not None:
         verdicts["rss_long_vs_short"] = {"ratio": rss["ratio"], "target": TARGET_RSS_RATIO,
                                          "met": rss["ratio"] <= TARGET_RSS_RATIO}
@@ -203,7 +245,9 @@ def main() -> None:
                      "seconds of the whole run (set-up, path and template building included; the "
                      "target's measure); second half = requests arriving in the second half of the "
                      "simulated time / CPU seconds spent on it (caches warm, summary excluded); step "
-                     "share = CPU in Simulation._on_step / total; peak RSS = ru_maxrss of the case's process"}
+                     "share = CPU in Simulation._on_step / total; peak RSS = ru_maxrss of the case's process; "
+                     "reference = simulator/reference.py with policy wcmp on the same servers, rate, "
+                     "jobs and simulated time, in its own process (requests / CPU seconds of its run)"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {a.out}")
