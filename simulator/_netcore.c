@@ -137,6 +137,12 @@ static int Link_init(LinkObject *self, PyObject *args, PyObject *kw) {
     long qcap;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOddl", kwlist, &u, &v, &bps, &delay, &qcap))
         return -1;
+    if (!(bps > 0.0) || !(delay >= 0.0) || qcap < 1) {
+        PyErr_Format(PyExc_ValueError, "Link %R->%R: bandwidth_bps must be > 0, delay_s >= 0 and "
+                     "queue_pkts >= 1 (got %R, %R, %ld)", u, v, PyTuple_GET_ITEM(args, 2),
+                     PyTuple_GET_ITEM(args, 3), qcap);
+        return -1;
+    }
     Py_INCREF(u);
     Py_XSETREF(self->u, u);
     Py_INCREF(v);
@@ -177,7 +183,7 @@ static double link_send(LinkObject *lk, double t, double size, int *err) {
     } else {
         if (lk->qlen + lk->tqd_len >= lk->qcap) {
             if (materialise(lk) < 0) { *err = 1; return 0.0; }
-            while (QAT(lk, 0) <= t) q_popleft(lk);
+            while (lk->qlen && QAT(lk, 0) <= t) q_popleft(lk);
             if (lk->qlen >= lk->qcap) {
                 lk->drops++;
                 return -1.0;
@@ -398,11 +404,11 @@ static PyObject *Train_set_links(TrainObject *self, PyObject *args) {
         self->lastdep[j] = PyFloat_AS_DOUBLE(last);
         self->first[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(f, j));
         self->last_in[j] = PyFloat_AsDouble(PyTuple_GET_ITEM(l, j));
+        if (PyErr_Occurred()) goto fail;
         int tt = PyObject_IsTrue(PyTuple_GET_ITEM(t, j));
         if (tt < 0) goto fail;
         self->tight[j] = (char)tt;
     }
-    if (PyErr_Occurred()) goto fail;
     self->nlinks = n;
     self->fits = fits;
     Py_XSETREF(self->first_t, f);
@@ -715,7 +721,7 @@ static double path_send(PathObject *self, double t_s, double size, double rto_s,
             } else {
                 if (lk->qlen + lk->tqd_len >= lk->qcap) {
                     if (materialise(lk) < 0) { *err = 1; return 0.0; }
-                    while (QAT(lk, 0) <= t) q_popleft(lk);
+                    while (lk->qlen && QAT(lk, 0) <= t) q_popleft(lk);
                     if (lk->qlen >= lk->qcap) {
                         lk->drops++;
                         break;
@@ -767,8 +773,8 @@ static PyObject *Path_send_train(PathObject *self, PyObject *const *args, Py_ssi
     for (Py_ssize_t i = 0; i < m; i++) {
         sent[i] = ts[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(times, i));
         sz[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(sizes, i));
+        if (PyErr_Occurred()) goto done;
     }
-    if (PyErr_Occurred()) goto done;
     int dropped = 0, err = 0;
     for (Py_ssize_t j = 0; j < self->n; j++) {
         LinkObject *lk = self->links[j];
@@ -797,7 +803,7 @@ static PyObject *Path_send_train(PathObject *self, PyObject *const *args, Py_ssi
                 continue;
             } else {
                 if (lk->qlen >= lk->qcap) {
-                    while (QAT(lk, 0) <= t) q_popleft(lk);
+                    while (lk->qlen && QAT(lk, 0) <= t) q_popleft(lk);
                     if (lk->qlen >= lk->qcap) {
                         lk->drops++;
                         dropped = 1;

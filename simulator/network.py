@@ -35,7 +35,11 @@ from typing import Sequence
 
 import networkx as nx
 
-from simulator import _netcore
+try:
+    from simulator import _netcore
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError("simulator._netcore (the link arithmetic in C) is not built; run "
+                      "`pip install -e .` in the repository root (needs a C compiler)") from exc
 
 __all__ = ["Link", "Path", "Template", "TemplateCache", "Chain", "send_chain", "build_links",
            "shortest_path_dag", "ecmp_path", "PathTable"]

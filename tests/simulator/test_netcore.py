@@ -140,6 +140,12 @@ def test_chain_with_a_link_twice_sends_nothing() -> None:
 
 def test_bad_input_is_one_clear_error() -> None:
     w = World(cnet)
+    with pytest.raises(ValueError, match="bandwidth_bps must be > 0"):
+        cnet.Link("a", "b", 0.0, 1e-6, 10)
+    with pytest.raises(ValueError, match="queue_pkts >= 1"):
+        cnet.Link("a", "b", 1e9, 1e-6, 0)
+    with pytest.raises(TypeError, match="must be real number"):
+        w.paths["cl"].send_train([0.0, "late"], [40, 40], RTO_S)
     with pytest.raises(TypeError, match="Link objects"):
         cnet.Path([w.links[("c", "r1")], "r1->r2"])
     with pytest.raises(ValueError, match="another length"):
