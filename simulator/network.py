@@ -61,8 +61,9 @@ class Template(_netcore.Train):
     ``base + send_offs[i]`` with ``sizes[i]``. When every link of the path is idle (``last`` <=
     the train's first arrival there) the FIFO arithmetic of the train no longer depends on the
     past, so its departures are ``base + deps[j][i]`` on link j and its arrivals at the path end
-    ``base + arr[i]``: :meth:`Path.send_template` applies that in O(links) Python steps plus C-level
-    list building instead of O(links x packets) (same results up to float rounding of the sums)."""
+    ``base + arr[i]``: ``Path.send_template`` applies that in O(links) steps instead of
+    O(links x packets) (same results up to float rounding of the sums). Built in Python (a few
+    per topology); its per-link data lives in the C base class for the C arithmetic."""
 
     __slots__ = ("n", "send", "arr")
 

@@ -1,11 +1,15 @@
 """The pure-Python link FIFO arithmetic that simulator/_netcore.c implements: the code of
 simulator/network.py before the C port (commit 1b3103a), kept as the reference the C code is
-tested against to the bit (tests/simulator/test_netcore.py). Not used by the simulator."""
+tested against to the bit (tests/simulator/test_netcore.py). Not used by the simulator.
+Templates and chains are built by simulator.network's own (Python) constructors, which read
+only the links' k8, delay_s and qcap, so both sides send the same trains."""
 
 from __future__ import annotations
 
 from collections import deque
 from typing import Sequence
+
+from simulator.network import Chain, Template
 
 
 class Link:
@@ -310,7 +314,7 @@ class Path:
                     ts[i] = self.send(times[i] + rto_s, sizes[i], rto_s)
         return ts
 
-    def send_template(self, base_s: float, tm: "Template") -> list[float] | None:
+    def send_template(self, base_s: float, tm: Template) -> list[float] | None:
         """Send the train of template ``tm`` at ``base_s`` (:meth:`send_template_at`); returns
         its arrival times at the path end, or None (nothing sent: use :meth:`send_train`)."""
         delta = self.send_template_at(base_s, tm)
@@ -319,7 +323,7 @@ class Path:
         b = base_s + delta
         return [b + x for x in tm.arr]
 
-    def send_template_at(self, base_s: float, tm: "Template") -> float | None:
+    def send_template_at(self, base_s: float, tm: Template) -> float | None:
         """Send the train of template ``tm`` at ``base_s`` if, on every link, the train meets
         an idle link, fits entirely ahead of the trains computed ahead of time there, or waits
         back-to-back behind the link's backlog (see :func:`_plan`), and the link has room for
@@ -335,70 +339,6 @@ class Path:
         _take(links, tm.first, tm.deps, tm.lastdep, base_s, plan, True)
         self.reordered = False
         return 0.0 if plan[2] is None else plan[2][-1]
-
-
-class Template:
-    """A train of fixed shape on one path, precomputed on idle links: packets sent at
-    ``base + send_offs[i]`` with ``sizes[i]``. When every link of the path is idle (``last`` <=
-    the train's first arrival there) the FIFO arithmetic of the train no longer depends on the
-    past, so its departures are ``base + deps[j][i]`` on link j and its arrivals at the path end
-    ``base + arr[i]``: :meth:`Path.send_template` applies that in O(links) Python steps plus C-level
-    list building instead of O(links x packets) (same results up to float rounding of the sums)."""
-
-    __slots__ = ("n", "send", "first", "last_in", "deps", "lastdep", "tight", "arr", "fits")
-
-    def __init__(self, path: "Path", send_offs: Sequence[float], sizes: Sequence[int]) -> None:
-        ts = [float(x) for x in send_offs]
-        if any(a > b for a, b in zip(ts, ts[1:])):
-            raise ValueError("template send offsets must be non-decreasing")
-        self.n = len(ts)
-        self.send = tuple(ts)
-        first, last_in, deps, tight = [], [], [], []
-        for lk in path.links:
-            first.append(ts[0])
-            last_in.append(ts[-1])
-            last = float("-inf")
-            d, out = [], []
-            waits = True  # every packet after the first arrives before the one ahead left
-            for i, (t, size) in enumerate(zip(ts, sizes)):
-                if i and t > last:
-                    waits = False
-                last = (t if t >= last else last) + size * lk.k8
-                d.append(last)
-                out.append(last + lk.delay_s)
-            deps.append(tuple(d))
-            tight.append(waits)
-            ts = out
-        self.fits = all(self.n <= lk.qcap for lk in path.links)  # no drop possible
-        self.first = tuple(first)  # arrival offset of the first packet at each link
-        self.last_in = tuple(last_in)  # ... and of the last (the latest: FIFO keeps the order)
-        self.deps = tuple(deps)
-        self.lastdep = tuple(d[-1] for d in deps)
-        self.tight = tuple(tight)  # per link: the train is back-to-back there (see _plan)
-        self.arr = tuple(ts)
-
-
-class Chain:
-    """Template trains on several paths sent from one base time (e.g. a response s->c and
-    the client ACKs it triggers c->lb->s): :func:`send_chain` applies all of them or none.
-    Link-independent, so one Chain serves every path triple of the same shapes. Per link, in
-    path order: the train's first and last arrival offsets there, its departure offsets, last
-    departure and whether it is back-to-back there."""
-
-    __slots__ = ("first", "last_in", "deps", "lastdep", "tight", "ends", "fits")
-
-    def __init__(self, tms: Sequence[Template]) -> None:
-        self.deps = [d for tm in tms for d in tm.deps]
-        self.first = [f for tm in tms for f in tm.first]
-        self.last_in = [f for tm in tms for f in tm.last_in]
-        self.lastdep = [d[-1] for d in self.deps]
-        self.tight = [x for tm in tms for x in tm.tight]
-        ends, n = [], 0
-        for tm in tms:
-            n += len(tm.deps)
-            ends.append(n - 1)
-        self.ends = ends  # index of each path's last link
-        self.fits = all(tm.fits for tm in tms)
 
 
 def send_chain(base_s: float, paths: Sequence[Path], ch: Chain) -> list[float] | None:
