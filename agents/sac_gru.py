@@ -71,8 +71,10 @@ ALGO = "sac_gru"
 class SacGruConfig:
     """Hyperparameters; defaults are the CIKM'22 moderate-scale values (Table 2) unless noted."""
 
-    mode: Literal["independent", "single"] = "independent"
-    """I-SAC (one learner per LB) or S-SAC (one learner over all LBs)."""
+    mode: Literal["independent", "shared", "single"] = "independent"
+    """I-SAC (one learner per LB), I-SAC with one learner shared by all LBs ("shared": parameter
+    sharing as QMIX's agent network; each LB keeps its own recurrent state and its episodes
+    are separate sequences of one batch) or S-SAC (one learner over all LBs' concatenation)."""
     step_s: float = 0.25
     """Decision period the agent was trained with (informational; the env owns the clock)."""
     hidden: int = 128
@@ -317,11 +319,12 @@ class SacGruAgent:
         self.config, self.signature, self.seed = config, signature, seed
         torch.manual_seed(seed)
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
-        if config.capacity_loss > 0 and config.mode != "independent":
+        if config.capacity_loss > 0 and config.mode == "single":
             raise ValueError("capacity_loss: the capacity head is for I-SAC (one actor per LB)")
-        if config.mode == "independent":
+        if config.mode in ("independent", "shared"):
             self.units = [[a] for a in signature.agents]
-            self.learners = [_SacLearner(O, H, config, n_features=signature.n_features) for _ in range(N)]
+            n_learners = N if config.mode == "independent" else 1
+            self.learners = [_SacLearner(O, H, config, n_features=signature.n_features) for _ in range(n_learners)]
         elif config.mode == "single":
             self.units = [list(signature.agents)]
             self.learners = [_SacLearner(N * O, N * H, config, groups=N, n_features=signature.n_features)]
@@ -337,7 +340,10 @@ class SacGruAgent:
     # -- acting ---------------------------------------------------------------------------------
     def greedy_policy(self) -> SacGruPolicy:
         """A frozen greedy policy: a snapshot of the current actors (later updates are not seen)."""
-        return SacGruPolicy(self.signature, [copy.deepcopy(lr.actor) for lr in self.learners], self.units,
+        actors = [copy.deepcopy(lr.actor) for lr in self.learners]
+        if self.config.mode == "shared":  # one actor acting for every LB
+            actors = actors * len(self.units)
+        return SacGruPolicy(self.signature, actors, self.units,
                             capacity_action=self.config.capacity_action, level_scale=self.config.capacity_level_scale)
 
     def behaviour_policy(self, episode_index: int) -> SacGruPolicy:
@@ -358,16 +364,26 @@ class SacGruAgent:
         stats: dict[str, list[float]] = {}
         for i, learner in enumerate(self.learners):
             obs_BTO, act_BTH, rew_BT = self._unit_view(b, i)
-            cap_BTH = None if b.capacity_BTH is None or self.config.mode != "independent" else \
-                torch.from_numpy(b.capacity_BTH)
-            s = learner.update(obs_BTO, act_BTH, rew_BT, torch.from_numpy(b.terminated_BT),
-                               torch.from_numpy(b.mask_BT), cap_BTH)
+            term_BT, mask_BT, cap_BTH = b.terminated_BT, b.mask_BT, b.capacity_BTH
+            if self.config.mode == "shared":  # row b * N + n: episode b seen by LB n
+                n = b.obs_BTNO.shape[2]
+                term_BT, mask_BT = np.repeat(term_BT, n, axis=0), np.repeat(mask_BT, n, axis=0)
+                cap_BTH = None if cap_BTH is None else np.repeat(cap_BTH, n, axis=0)
+            if self.config.mode == "single":
+                cap_BTH = None
+            s = learner.update(obs_BTO, act_BTH, rew_BT, torch.from_numpy(term_BT), torch.from_numpy(mask_BT),
+                               None if cap_BTH is None else torch.from_numpy(cap_BTH))
             for k, v in s.items():
                 stats.setdefault(k, []).append(v)
         self.updates_done += 1
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
     def _unit_view(self, b: EpisodeBatch, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.config.mode == "shared":  # every LB's sequence of every episode: B x N rows
+            B, T1, N, O = b.obs_BTNO.shape
+            return (torch.from_numpy(np.ascontiguousarray(b.obs_BTNO.transpose(0, 2, 1, 3)).reshape(B * N, T1, O)),
+                    torch.from_numpy(np.ascontiguousarray(b.actions_BTNH.transpose(0, 2, 1, 3)).reshape(B * N, T1 - 1, -1)),
+                    torch.from_numpy(np.ascontiguousarray(b.rewards_BTN.transpose(0, 2, 1)).reshape(B * N, T1 - 1)))
         if self.config.mode == "independent":
             return (torch.from_numpy(b.obs_BTNO[:, :, i]), torch.from_numpy(b.actions_BTNH[:, :, i]),
                     torch.from_numpy(b.rewards_BTN[:, :, i]))

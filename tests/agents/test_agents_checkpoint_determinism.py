@@ -21,6 +21,7 @@ CONFIGS = {
     "qmix": lambda: QmixConfig(**SMALL, epsilon_anneal_episodes=4, target_update_interval=3),
     "isac": lambda: SacGruConfig(**SMALL),
     "ssac": lambda: SacGruConfig(**SMALL, mode="single"),
+    "isac_shared": lambda: SacGruConfig(**SMALL, mode="shared"),
 }
 
 

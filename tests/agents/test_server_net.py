@@ -142,11 +142,12 @@ def test_qmix_with_shared_server_net_learns_saves_and_reloads(tmp_path):
         np.testing.assert_array_equal(got[a], q[i].argmax(-1).numpy())
 
 
-@pytest.mark.parametrize("mode", ["independent", "single"])
+@pytest.mark.parametrize("mode", ["independent", "shared", "single"])
 def test_sac_with_shared_server_net_builds_and_acts(mode):
     sig = _sig(2, 4)
     agent = SacGruAgent(SacGruConfig(mode=mode, agent_net="servers", hidden=8), sig, seed=0)
     assert all(isinstance(m.actor, ServerSharedNet) for m in agent.learners)
+    assert len(agent.learners) == {"independent": 2, "shared": 1, "single": 1}[mode]
     out = agent.greedy_policy().act({a: np.zeros(sig.obs_dim, np.float32) for a in sig.agents})
     assert sorted(out) == list(sig.agents) and all(v.shape == (4,) for v in out.values())
 
@@ -475,18 +476,20 @@ def test_capacity_action_needs_its_head_and_a_continuous_relative_env():
         QmixAgent(QmixConfig(agent_net="servers", capacity_action=True), _capacity_sig(2, 4))
 
 
-def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path):
+@pytest.mark.parametrize("mode", ["independent", "shared"])
+def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path, mode):
     """I-SAC with the options QMIX has: the actor's capacity head learns a readable target
     (2 + tanh of each server's first feature) far below its variance; a capacity-driven I-SAC
     acts with the factors of that head's estimates (the unrolled pass, computed independently)
-    and its greedy levels; it reloads acting the same."""
+    and its greedy levels; it reloads acting the same. ``shared``: one actor for both LBs,
+    each with its own recurrent state."""
     from agents.common.replay import Episode
     from agents.common.server_net import capacity_factors
     from agents.sac_gru import SacGruPolicy
 
     sig = _capacity_sig(2, 4)
     cfg = SacGruConfig(agent_net="servers", hidden=16, batch_episodes=8, learning_starts_episodes=1,
-                       capacity_loss=1.0, server_memory=True, capacity_action=True, lr=3e-3)
+                       capacity_loss=1.0, server_memory=True, capacity_action=True, lr=3e-3, mode=mode)
     agent = SacGruAgent(cfg, sig, seed=0)
     rng = np.random.default_rng(7)
     T = 10
@@ -508,7 +511,7 @@ def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path):
         acts.append(policy.act(obs))
         levels.append(dict(policy.last_levels))
     for i, a in enumerate(sig.agents):
-        actor = agent.learners[i].actor
+        actor = agent.learners[i if mode == "independent" else 0].actor
         obs_1TO = torch.from_numpy(np.stack([o[a] for o in obs_T])[None])
         lev_1TH = torch.from_numpy(np.stack([lv[a] for lv in levels])[None])
         prev = torch.cat([torch.zeros(1, 1, 4 * N_LEVELS), torch.nn.functional.one_hot(lev_1TH[:, :-1], N_LEVELS)
