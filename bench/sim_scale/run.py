@@ -15,8 +15,9 @@ invocation. Targets (issue 14): requests/s at 1,024 servers and 64 LBs >= 0.7x t
 figure. Next to each load-0.8 case the plain-SimPy reference model (simulator/reference.py,
 WCMP: one SimPy process per request, a Resource per server, no packets, O(1) routing) runs on
 the same servers, rate and jobs, so its ratio shows what a minimal Python event loop loses
-at that size by itself (``--no-reference`` skips it). Why WCMP: with many LBs that each see only their own flows, SED herds: at 1,024 servers
-and 64 LBs every LB finds an 8-CPU server with none of *its* flows, so the 4-CPU servers get
+at that size by itself (``--no-reference`` skips it).
+
+Why WCMP: with many LBs that each see only their own flows, SED herds: at 1,024 servers and 64 LBs every LB finds an 8-CPU server with none of *its* flows, so the 4-CPU servers get
 nothing and the 8-CPU ones run at 1.2 (`--policy sed` shows it in the busy fractions); that case
 is then not at load 0.8 but unstable, its queues and in-flight set growing for the whole run.
 WCMP puts every server at the stated load whatever the number of LBs. ``--fixed-rate`` adds cases at one offered rate for every size (load falling as servers
