@@ -17,13 +17,16 @@ WCMP: one SimPy process per request, a Resource per server, no packets, O(1) rou
 the same servers, rate and jobs, so its ratio shows what a minimal Python event loop loses
 at that size by itself (``--no-reference`` skips it).
 
-Why WCMP: with many LBs that each see only their own flows, SED herds: at 1,024 servers and 64 LBs every LB finds an 8-CPU server with none of *its* flows, so the 4-CPU servers get
-nothing and the 8-CPU ones run at 1.2 (`--policy sed` shows it in the busy fractions); that case
-is then not at load 0.8 but unstable, its queues and in-flight set growing for the whole run.
-WCMP puts every server at the stated load whatever the number of LBs. ``--fixed-rate`` adds cases at one offered rate for every size (load falling as servers
-grow): cost per request against the number of servers alone, traffic held constant. ``--rss`` also runs the 24-server case for ``--rss-short`` and ``--rss-long`` simulated
-seconds (20 min and 2 h by default) with the tables streamed to disk, and compares their peak
-RSS (target: the long run within 1.3x of the short one).
+Why WCMP: with many LBs that each see only their own flows, SED herds: at 1,024 servers and 64
+LBs every LB finds an 8-CPU server with none of *its* flows, so the 4-CPU servers get nothing
+and the 8-CPU ones run at 1.2 (`--policy sed` shows it in the busy fractions); that case is then
+not at load 0.8 but unstable, its queues and in-flight set growing for the whole run. WCMP puts
+every server at the stated load whatever the number of LBs. ``--fixed-rate`` adds cases at one
+offered rate for every size (load falling as servers grow): cost per request against the number
+of servers alone, traffic held constant. ``--rss`` also runs the 24-server case for ``--rss-
+short`` and ``--rss-long`` simulated seconds (20 min and 2 h by default) with the tables
+streamed to disk, and compares their peak RSS (target: the long run within 1.3x of the short
+one).
 
     python bench/sim_scale/run.py [--cases 24:1,256:8,1024:64,4096:64] [--requests 200000]
                                   [--fixed-rate 6000] [--rss] [--out bench/out/sim_scale.json]
