@@ -23,8 +23,8 @@ and the 8-CPU ones run at 1.2 (`--policy sed` shows it in the busy fractions); t
 not at load 0.8 but unstable, its queues and in-flight set growing for the whole run. WCMP puts
 every server at the stated load whatever the number of LBs. ``--fixed-rate`` adds cases at one
 offered rate for every size (load falling as servers grow): cost per request against the number
-of servers alone, traffic held constant. ``--rss`` also runs the 24-server case for ``--rss-
-short`` and ``--rss-long`` simulated seconds (20 min and 2 h by default) with the tables
+of servers alone, traffic held constant. ``--rss`` also runs the 24-server case for
+``--rss-short`` and ``--rss-long`` simulated seconds (20 min and 2 h by default) with the tables
 streamed to disk, and compares their peak RSS (target: the long run within 1.3x of the short
 one).
 
