@@ -659,8 +659,8 @@ static int Path_init(PathObject *self, PyObject *args, PyObject *kw) {
     if (!shape) goto fail;
     for (Py_ssize_t j = 0; j < n; j++) {
         PyObject *x = PyTuple_GET_ITEM(t, j);
-        if (!PyObject_TypeCheck(x, &LinkType)) {
-            PyErr_SetString(PyExc_TypeError, "Path: links must be Link objects");
+        if (!PyObject_TypeCheck(x, &LinkType) || !((LinkObject *)x)->shape) {
+            PyErr_SetString(PyExc_TypeError, "Path: links must be Link objects (initialised)");
             goto fail;
         }
         links[j] = (LinkObject *)x;

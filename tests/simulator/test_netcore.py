@@ -148,6 +148,8 @@ def test_bad_input_is_one_clear_error() -> None:
         w.paths["cl"].send_train([0.0, "late"], [40, 40], RTO_S)
     with pytest.raises(TypeError, match="Link objects"):
         cnet.Path([w.links[("c", "r1")], "r1->r2"])
+    with pytest.raises(TypeError, match="initialised"):
+        cnet.Path([cnet.Link.__new__(cnet.Link)])
     with pytest.raises(ValueError, match="another length"):
         w.paths["cl"].send_template_at(0.0, w.tms[("sc", 0)])
     with pytest.raises(ValueError, match="paths of other lengths"):
