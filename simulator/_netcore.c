@@ -171,8 +171,9 @@ static void Link_dealloc(LinkObject *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Offer one packet at t; its arrival at v, or -1.0 when drop-tail drops it. */
-static double link_send(LinkObject *lk, double t, double size, int *err) {
+/* Offer one packet at t (FIFO, drop-tail): its departure from the link, or -1.0 when dropped.
+ * Link.send and the path walk both take this step. */
+static inline double fifo_depart(LinkObject *lk, double t, double size, int *err) {
     double start;
     if (t >= lk->last) {
         if (lk->qlen + lk->tqd_len >= lk->qcap) {
@@ -194,7 +195,13 @@ static double link_send(LinkObject *lk, double t, double size, int *err) {
     double d = start + size * lk->k8;
     lk->last = d;
     if (q_append(lk, d) < 0) { *err = 1; return 0.0; }
-    return d + lk->delay_s;
+    return d;
+}
+
+/* Offer one packet at t; its arrival at v, or -1.0 when drop-tail drops it. */
+static double link_send(LinkObject *lk, double t, double size, int *err) {
+    double d = fifo_depart(lk, t, size, err);
+    return d < 0.0 ? -1.0 : d + lk->delay_s;
 }
 
 static PyObject *Link_send(LinkObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -711,26 +718,9 @@ static double path_send(PathObject *self, double t_s, double size, double rto_s,
                 t = (t >= pre ? t : pre) + size * lk->k8 + lk->delay_s;
                 continue;
             }
-            double d;
-            if (t >= lk->last) {
-                if (lk->qlen + lk->tqd_len >= lk->qcap) {
-                    lk->qlen = 0;
-                    tqd_clear(lk);
-                }
-                d = t + size * lk->k8;
-            } else {
-                if (lk->qlen + lk->tqd_len >= lk->qcap) {
-                    if (materialise(lk) < 0) { *err = 1; return 0.0; }
-                    while (lk->qlen && QAT(lk, 0) <= t) q_popleft(lk);
-                    if (lk->qlen >= lk->qcap) {
-                        lk->drops++;
-                        break;
-                    }
-                }
-                d = lk->last + size * lk->k8;
-            }
-            if (q_append(lk, d) < 0) { *err = 1; return 0.0; }
-            lk->last = d;
+            double d = fifo_depart(lk, t, size, err);
+            if (*err) return 0.0;
+            if (d < 0.0) break; /* dropped here */
             t = d + lk->delay_s;
         }
         if (j == self->n) return t;
