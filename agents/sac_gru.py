@@ -363,34 +363,30 @@ class SacGruAgent:
         b = self.buffer.sample(self.config.batch_episodes)
         stats: dict[str, list[float]] = {}
         for i, learner in enumerate(self.learners):
-            obs_BTO, act_BTH, rew_BT = self._unit_view(b, i)
-            term_BT, mask_BT, cap_BTH = b.terminated_BT, b.mask_BT, b.capacity_BTH
-            if self.config.mode == "shared":  # row b * N + n: episode b seen by LB n
-                n = b.obs_BTNO.shape[2]
-                term_BT, mask_BT = np.repeat(term_BT, n, axis=0), np.repeat(mask_BT, n, axis=0)
-                cap_BTH = None if cap_BTH is None else np.repeat(cap_BTH, n, axis=0)
-            if self.config.mode == "single":
-                cap_BTH = None
-            s = learner.update(obs_BTO, act_BTH, rew_BT, torch.from_numpy(term_BT), torch.from_numpy(mask_BT),
-                               None if cap_BTH is None else torch.from_numpy(cap_BTH))
+            s = learner.update(*self._unit_view(b, i))
             for k, v in s.items():
                 stats.setdefault(k, []).append(v)
         self.updates_done += 1
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
-    def _unit_view(self, b: EpisodeBatch, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if self.config.mode == "shared":  # every LB's sequence of every episode: B x N rows
-            B, T1, N, O = b.obs_BTNO.shape
-            return (torch.from_numpy(np.ascontiguousarray(b.obs_BTNO.transpose(0, 2, 1, 3)).reshape(B * N, T1, O)),
-                    torch.from_numpy(np.ascontiguousarray(b.actions_BTNH.transpose(0, 2, 1, 3)).reshape(B * N, T1 - 1, -1)),
-                    torch.from_numpy(np.ascontiguousarray(b.rewards_BTN.transpose(0, 2, 1)).reshape(B * N, T1 - 1)))
-        if self.config.mode == "independent":
-            return (torch.from_numpy(b.obs_BTNO[:, :, i]), torch.from_numpy(b.actions_BTNH[:, :, i]),
-                    torch.from_numpy(b.rewards_BTN[:, :, i]))
+    def _unit_view(self, b: EpisodeBatch, i: int) -> tuple:
+        """Learner i's batch: (obs_BTO, actions_BTH, rewards_BT, terminated_BT, mask_BT,
+        capacity_BTH or None) as tensors, for its mode."""
+        term_BT, mask_BT, cap_BTH = b.terminated_BT, b.mask_BT, b.capacity_BTH
         B, T1, N, O = b.obs_BTNO.shape
-        return (torch.from_numpy(b.obs_BTNO.reshape(B, T1, N * O)),
-                torch.from_numpy(b.actions_BTNH.reshape(B, T1 - 1, -1)),
-                torch.from_numpy(b.rewards_BTN.mean(axis=2)))
+        if self.config.mode == "shared":  # row b * N + n: episode b seen by LB n
+            obs = np.ascontiguousarray(b.obs_BTNO.transpose(0, 2, 1, 3)).reshape(B * N, T1, O)
+            act = np.ascontiguousarray(b.actions_BTNH.transpose(0, 2, 1, 3)).reshape(B * N, T1 - 1, -1)
+            rew = np.ascontiguousarray(b.rewards_BTN.transpose(0, 2, 1)).reshape(B * N, T1 - 1)
+            term_BT, mask_BT = np.repeat(term_BT, N, axis=0), np.repeat(mask_BT, N, axis=0)
+            cap_BTH = None if cap_BTH is None else np.repeat(cap_BTH, N, axis=0)
+        elif self.config.mode == "independent":
+            obs, act, rew = b.obs_BTNO[:, :, i], b.actions_BTNH[:, :, i], b.rewards_BTN[:, :, i]
+        else:  # single: all LBs' concatenation, no capacity head
+            obs, act = b.obs_BTNO.reshape(B, T1, N * O), b.actions_BTNH.reshape(B, T1 - 1, -1)
+            rew, cap_BTH = b.rewards_BTN.mean(axis=2), None
+        return (torch.from_numpy(obs), torch.from_numpy(act), torch.from_numpy(rew), torch.from_numpy(term_BT),
+                torch.from_numpy(mask_BT), None if cap_BTH is None else torch.from_numpy(cap_BTH))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

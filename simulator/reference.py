@@ -36,13 +36,13 @@ def run_reference(cores: Sequence[float], rate_per_s: float, mean_job_s: float, 
 
     draws = rng.choice(len(w), size=1 << 20, p=np.array(w) / sum(w)) if policy == "wcmp" else None
 
-    def request(work: float, i: int):
+    def request(work: float, n: int):
         t0 = env.now
         yield env.timeout(2 * hop_delay_s)  # client -> router -> LB
         if draws is None:
             s = min(range(len(res)), key=lambda i: (n_on[i] + 1) / w[i])  # SED
         else:
-            s = int(draws[i & ((1 << 20) - 1)])
+            s = int(draws[n & ((1 << 20) - 1)])
         n_on[s] += 1
         yield env.timeout(hop_delay_s)  # LB -> server
         with res[s].request() as slot:
