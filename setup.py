@@ -1,11 +1,12 @@
-"""Build hook for the project's two C extensions.
+"""Build hook for the project's three C extensions.
 
 All metadata lives in pyproject.toml; this file only adds the extensions, so that
 ``pip install -e .`` / ``pip install .`` compile them with no manual step:
 
 - ``simulator._lbcore``: the data-plane core, vpp_plugin/core/*.c through cffi;
 - ``simulator._netcore``: the link FIFO arithmetic (simulator/_netcore.c, CPython C API).
-  -ffp-contract=off: no fused multiply-add, so its times equal the Python reference's bits.
+  -ffp-contract=off: no fused multiply-add, so its times equal the Python reference's bits;
+- ``simulator._eventq``: the simulation's event queue and loop (simulator/_eventq.c).
 """
 
 from setuptools import Extension, setup
@@ -13,5 +14,7 @@ from setuptools import Extension, setup
 setup(
     cffi_modules=["simulator/_build_core.py:ffibuilder"],
     ext_modules=[Extension("simulator._netcore", ["simulator/_netcore.c"],
-                           extra_compile_args=["-O2", "-std=c99", "-Wall", "-ffp-contract=off"])],
+                           extra_compile_args=["-O2", "-std=c99", "-Wall", "-ffp-contract=off"]),
+                 Extension("simulator._eventq", ["simulator/_eventq.c"],
+                           extra_compile_args=["-O2", "-std=c99", "-Wall"])],
 )

@@ -32,8 +32,9 @@ The server seen by each flushed packet is checked against the flow's server (``m
 Every ``lb.step_s`` each LB publishes its core's state as an shm frame and the step's features
 are computed from that frame (:mod:`simulator.features`).
 
-The event loop serves the simulation's own heap of calls (:meth:`Simulation.schedule`) together
-with SimPy's event queue, in time order, so SimPy processes (e.g. of a controller) still run.
+The event loop serves the simulation's own queue of calls (:meth:`Simulation.schedule`, a C heap:
+simulator/_eventq.c) together with SimPy's event queue, in time order, so SimPy processes (e.g. of
+a controller) still run.
 Everything hangs off one :class:`Simulation`; nothing is global. Parts are injected: any
 :class:`~simulator.protocols.DataPlane` factory, server factory, traffic source and controller.
 """
@@ -59,6 +60,12 @@ from simulator.protocols import Controller, DataPlane, TrafficSource
 from simulator.records import COMPLETED, DROPPED, PENDING, MemoryRecorder, RecorderFactory
 from simulator.server import PsServer, effects_by_server
 from simulator.traffic import JobSizes
+
+try:
+    from simulator._eventq import EventQueue
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError("simulator._eventq (the event queue in C) is not built; run "
+                      "`pip install -e .` in the repository root (needs a C compiler)") from exc
 
 __all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES"]
 
@@ -229,8 +236,9 @@ class Simulation:
                  recorder: RecorderFactory | None = None) -> None:
         self.cfg = cfg
         self.env = simpy.Environment()
-        self._q: list[tuple[float, int, Callable[[Any], None], Any]] = []  # see schedule()
-        self._eid = 0
+        self._q = EventQueue(self.env)  # see schedule()
+        self._push = self._q.push  # fn(arg) at a time never in the past: the handlers' own calls
+        self._eid = 0  # insertion numbers of the LBs' packet buffers
         self.end_s = cfg.duration_s
         self.source = source
         self.controller = controller
@@ -260,7 +268,7 @@ class Simulation:
         self._finished = self.recorder.finished
         make = server_factory or PsServer
         self.servers = [make(i, graph.nodes[n]["cores"], graph.nodes[n]["workers"],
-                             graph.nodes[n]["backlog"], self.schedule, self._on_done, self._on_drop)
+                             graph.nodes[n]["backlog"], self._q.schedule, self._on_done, self._on_drop)
                         for i, n in enumerate(servers)]
         self._apply_effects()
         job = cfg.traffic.job
@@ -315,11 +323,9 @@ class Simulation:
     # -- scheduling --------------------------------------------------------------------------
     def schedule(self, t_s: float, fn: Callable[[Any], None], arg: Any = None) -> None:
         """Run fn(arg) at simulated time t_s (times in the past run now). Calls live in the
-        simulation's own heap (t, seq, fn, arg), served together with SimPy's event queue in
-        time order (:meth:`run`), so SimPy processes (e.g. of a controller) still work."""
-        self._eid += 1
-        now = self.env._now
-        heapq.heappush(self._q, (t_s if t_s > now else now, self._eid, fn, arg))
+        simulation's own queue, in (time, insertion) order, served together with SimPy's event
+        queue in time order (:meth:`run`), so SimPy processes (e.g. of a controller) still work."""
+        self._q.schedule(t_s, fn, arg)
 
     def now(self) -> float:
         return self.env._now
@@ -490,15 +496,13 @@ class Simulation:
                       self._io.next() if self._io is not None else 0.0)
         self.n_arrived += 1
         self.recorder.arrived(req)
-        self._eid += 1
-        heapq.heappush(self._q, (t0, self._eid, self._on_send_syn, req))
+        self._push(t0, self._on_send_syn, req)
 
     def _on_send_syn(self, req: Request) -> None:
         """The client sends req's SYN now (its links see it at its own time, never ahead of
         other packets) and the next request is drawn."""
         t_lb = self.p_cl[req.client][req.lb].send(req.t0, SYN_BYTES, RTO_SYN_S)
-        self._eid += 1
-        heapq.heappush(self._q, (t_lb, self._eid, self._on_syn_lb, req))
+        self._push(t_lb, self._on_syn_lb, req)
         self._generate()
 
     # -- handlers ----------------------------------------------------------------------------
@@ -517,8 +521,7 @@ class Simulation:
             t_srv = self.p_ls[req.lb][s].send(now, SYN_BYTES, RTO_SYN_S)
             if self.log_packets:
                 self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, 0, req.t0, now, t_srv)
-            self._eid += 1
-            heapq.heappush(self._q, (t_srv, self._eid, self._on_syn_srv, req))
+            self._push(t_srv, self._on_syn_srv, req)
         self.n_packets += 1
 
     def _on_syn_srv(self, req: Request) -> None:
@@ -540,8 +543,7 @@ class Simulation:
         else:
             t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
             t_req = max(self._to_server_tm(req, t_sa, tms[5], self._req_flags, self._req_sizes))
-        self._eid += 1
-        heapq.heappush(self._q, (t_req, self._eid, self._on_req_srv, req))
+        self._push(t_req, self._on_req_srv, req)
 
     def _on_req_srv(self, req: Request) -> None:
         if req.status == PENDING:
@@ -717,34 +719,22 @@ class Simulation:
         self.events += n
 
     @staticmethod
-    def _loop(env: simpy.Environment, q: list, sq: list, end: float) -> int:
+    def _loop(env: simpy.Environment, q: EventQueue, sq: list, end: float) -> int:
         """Process the events of ``q`` (ours) and ``sq`` (SimPy's) at times <= end, in time
-        order; returns how many."""
-        pop = heapq.heappop
+        order (ours first at equal times); returns how many."""
         n = 0
         while True:
-            if sq and (not q or sq[0][0] < q[0][0]):
-                if sq[0][0] > end:
-                    break
+            n += q.run(end, sq)  # ours, up to end or to SimPy's next event, whichever is first
+            if sq and sq[0][0] <= end and sq[0][0] < q.peek():
                 env.step()
                 n += 1
-                continue
-            if not q or q[0][0] > end:
-                break
-            while q and not sq:  # the common case: only our own calls are pending
-                e = pop(q)
-                if e[0] > end:
-                    heapq.heappush(q, e)
-                    break
-                env._now = e[0]
-                e[2](e[3])
-                n += 1
-        return n
+            else:
+                return n
 
     def next_time(self, packets: bool = False) -> float:
         """Time of the next event (inf if none); with ``packets`` also of the next buffered
         client->server packet (a real-time run hands real data planes each packet on time)."""
-        t = self._q[0][0] if self._q else math.inf
+        t = self._q.peek()
         sq = self.env._queue
         if sq and sq[0][0] < t:
             t = sq[0][0]

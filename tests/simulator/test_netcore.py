@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator import _netcore
+from simulator import _eventq, _netcore
 from simulator import network as cnet
 from tests.simulator import network_reference as ref
 
@@ -122,9 +122,11 @@ def test_c_link_arithmetic_equals_the_python_reference_to_the_bit(seed: int,
     assert sum(p.drops for p in py.paths.values()) > 20  # retransmissions after drops
 
 
-def test_the_built_module_is_not_older_than_its_source() -> None:
-    """Editing simulator/_netcore.c without rebuilding would test the old code."""
-    so, src = Path(_netcore.__file__), Path(cnet.__file__).with_name("_netcore.c")
+@pytest.mark.parametrize("module", [_netcore, _eventq], ids=lambda m: m.__name__)
+def test_the_built_module_is_not_older_than_its_source(module) -> None:  # type: ignore[no-untyped-def]
+    """Editing simulator/_netcore.c or _eventq.c without rebuilding would test the old code."""
+    name = module.__name__.rsplit(".", 1)[1]
+    so, src = Path(module.__file__), Path(cnet.__file__).with_name(name + ".c")
     if src.parent != so.parent:
         pytest.skip(f"{so} is a non-editable install: no source next to it to compare with")
     assert so.stat().st_mtime >= src.stat().st_mtime, f"{src.name} is newer than {so.name}: run `pip install -e .`"
