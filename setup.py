@@ -1,4 +1,4 @@
-"""Build hook for the project's three C extensions.
+"""Build hook for the project's four C extensions.
 
 All metadata lives in pyproject.toml; this file only adds the extensions, so that
 ``pip install -e .`` / ``pip install .`` compile them with no manual step:
@@ -6,7 +6,8 @@ All metadata lives in pyproject.toml; this file only adds the extensions, so tha
 - ``simulator._lbcore``: the data-plane core, vpp_plugin/core/*.c through cffi;
 - ``simulator._netcore``: the link FIFO arithmetic (simulator/_netcore.c, CPython C API).
   -ffp-contract=off: no fused multiply-add, so its times equal the Python reference's bits;
-- ``simulator._eventq``: the simulation's event queue and loop (simulator/_eventq.c).
+- ``simulator._eventq``: the simulation's event queue and loop (simulator/_eventq.c);
+- ``simulator._stats``: the reservoir statistics behind the LB features (simulator/_stats.c).
 """
 
 from setuptools import Extension, setup
@@ -16,5 +17,7 @@ setup(
     ext_modules=[Extension("simulator._netcore", ["simulator/_netcore.c"],
                            extra_compile_args=["-O2", "-std=c99", "-Wall", "-ffp-contract=off"]),
                  Extension("simulator._eventq", ["simulator/_eventq.c"],
+                           extra_compile_args=["-O2", "-std=c99", "-Wall"]),
+                 Extension("simulator._stats", ["simulator/_stats.c"],
                            extra_compile_args=["-O2", "-std=c99", "-Wall"])],
 )

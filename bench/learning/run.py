@@ -148,6 +148,15 @@ def _wait(algo: str, entry: tuple[subprocess.Popen, float, Path], info: dict[str
     print(f"[learning] {algo} trained in {info[algo]['wall_s'] / 60:.1f} min", flush=True)
 
 
+def wall_times(elapsed_s: float, earlier: dict | None = None) -> dict:
+    """learning.json's wall times: this invocation's, or for a --skip-train re-evaluation
+    (``earlier``: the learning.json it reuses) the first invocation's, training included, kept
+    as ``bench_wall_s`` next to the re-evaluation's own."""
+    if earlier is None:
+        return {"bench_wall_s": elapsed_s}
+    return {"bench_wall_s": earlier.get("bench_wall_s"), "reeval_wall_s": elapsed_s}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=ROOT / "experiments/configs/train_moderate.yaml")
@@ -247,7 +256,7 @@ def main() -> None:
             "oracles": list(args.oracles), "python": platform.python_version(), "cpus": os.cpu_count(),
             "commit": _git_commit(),
             "trained_at_commit": earlier.get("trained_at_commit", earlier.get("commit")) if args.skip_train else None,
-            "bench_wall_s": time.perf_counter() - t_start}
+            **wall_times(time.perf_counter() - t_start, earlier if args.skip_train else None)}
     summary = write_report(out, meta, test_runs, curve_runs, floor_runs)
     print(summary)
 

@@ -85,3 +85,13 @@ def test_capacity_readers_only_for_capacity_driven_checkpoints(tmp_path):
     assert readers == {"qmix_reader": str(tmp_path / "q" / "capacity_reader.pt")}
     assert load_policy(readers["qmix_reader"], sig).level_scale == 0.0
     assert not (tmp_path / "p" / "capacity_reader.pt").exists()
+
+
+def test_a_reevaluation_keeps_the_first_wall_time():
+    from run import wall_times
+
+    first = wall_times(3600.0)
+    assert first == {"bench_wall_s": 3600.0}
+    again = wall_times(700.0, first)
+    assert again == {"bench_wall_s": 3600.0, "reeval_wall_s": 700.0}
+    assert wall_times(650.0, again) == {"bench_wall_s": 3600.0, "reeval_wall_s": 650.0}

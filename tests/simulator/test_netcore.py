@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulator import _eventq, _netcore
+from simulator import _eventq, _netcore, _stats
 from simulator import network as cnet
 from tests.simulator import network_reference as ref
 
@@ -122,9 +122,9 @@ def test_c_link_arithmetic_equals_the_python_reference_to_the_bit(seed: int,
     assert sum(p.drops for p in py.paths.values()) > 20  # retransmissions after drops
 
 
-@pytest.mark.parametrize("module", [_netcore, _eventq], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [_netcore, _eventq, _stats], ids=lambda m: m.__name__)
 def test_the_built_module_is_not_older_than_its_source(module) -> None:  # type: ignore[no-untyped-def]
-    """Editing simulator/_netcore.c or _eventq.c without rebuilding would test the old code."""
+    """Editing a C source (simulator/_netcore.c, _eventq.c, _stats.c) without rebuilding would test the old code."""
     name = module.__name__.rsplit(".", 1)[1]
     so, src = Path(module.__file__), Path(cnet.__file__).with_name(name + ".c")
     if src.parent != so.parent:
