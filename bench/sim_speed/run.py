@@ -33,13 +33,13 @@ from simulator.run import run_experiment  # noqa: E402
 
 
 FLOOR = """\
-Where the time goes (cProfile of the 60 s run, 2026-12-04, after the link arithmetic moved to C,
-simulator/_netcore.c): the model's handlers and LB buffers ~46 % (the buffer flush into the C
-core 9 %, the event loop 7 %, the SYN / SYN-ACK / response handlers 3-5 % each), the PS servers
-~16 %, the data-plane calls ~6 %, features, records and request generation ~3 % each, the event
-heap ~5 %; the link FIFO arithmetic is now ~2 %. No single part dominates: what is left is
-Python work per event. Matching the reference (one coarse SimPy process per request, no
-packets) while modelling every packet would take moving the event loop and the server model
+Where the time goes (cProfile of the 60 s run, 2026-12-04, with the link arithmetic, the event
+queue and the reservoir statistics in C: simulator/_netcore.c, _eventq.c, _stats.c): the LB
+buffers' flush into the C core ~19 % (10 % its own Python), the PS servers ~20 % (timers, rearm,
+advance), the SYN / SYN-ACK / response handlers and request generation 4-6 % each of their own
+time, the event queue itself ~4 %, the link arithmetic ~3 %, the features ~2 %. What is left is
+Python work per event in the handlers, the LB buffers and the servers; matching the reference
+(one coarse SimPy process per request, no packets) while modelling every packet would take those
 into compiled code too."""
 
 
