@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from simulator.config import UserError
 
 __all__ = ["PREFIX", "TESTBED_NAME", "HostCommandError", "run", "in_ns", "namespaces", "ns_pids", "kill_pids",
-           "pid_alive", "require_tool", "realtime_leftover_pids", "in_netns_thread"]
+           "pid_alive", "require_tool", "live_realtime_owner", "realtime_leftover_pids", "in_netns_thread"]
 
 log = logging.getLogger("marllb.hil.testbed")
 T = TypeVar("T")
@@ -154,8 +154,20 @@ def _reap() -> None:
             return
 
 
+def live_realtime_owner(path: str | os.PathLike[str]) -> int | None:
+    """The PID of the swap-in run that owns ``path`` (under /dev/shm/mlb-rt-<pid>/) if that run
+    is still going and is not this process; None otherwise (not a run's, or left by a dead one).
+    A sim-only swap-in run needs no testbed, so tearing the testbed down must not touch it."""
+    m = re.match(r"^/dev/shm/mlb-rt-(\d+)(/|$)", os.fspath(path))
+    if m is None:
+        return None
+    owner = int(m[1])
+    return owner if owner != os.getpid() and pid_alive(owner) else None
+
+
 def realtime_leftover_pids() -> list[int]:
-    """`marllb hil controller` processes on a swap-in run's shm files (/dev/shm/mlb-rt-<pid>/)."""
+    """`marllb hil controller` processes on the shm files (/dev/shm/mlb-rt-<pid>/) of a swap-in
+    run that is gone; a live run's controllers are its own."""
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -165,7 +177,8 @@ def realtime_leftover_pids() -> list[int]:
                 argv = fh.read().split(b"\0")
         except OSError:
             continue
-        if b"controller" in argv and any(a.startswith(b"/dev/shm/mlb-rt-") for a in argv):
+        paths = [a.decode(errors="replace") for a in argv if a.startswith(b"/dev/shm/mlb-rt-")]
+        if b"controller" in argv and paths and not any(live_realtime_owner(p) for p in paths):
             pids.append(int(d))
     return pids
 

@@ -190,7 +190,8 @@ def _healthy(plan: TestbedPlan, run: Running) -> bool:
 
 def down() -> dict[str, Any]:
     """Remove everything of the testbed (safe to run twice, also after a crash). Returns what
-    was removed."""
+    was removed, and under ``kept`` the shm of swap-in runs still going in other processes
+    (their controllers are left running too)."""
     removed: dict[str, Any] = {"processes": [], "namespaces": [], "cgroups": [], "shm": []}
     run = load_state()
     if run is not None:
@@ -219,7 +220,11 @@ def down() -> dict[str, Any]:
     for ns in nss:
         sh.run(["ip", "netns", "del", ns], check=False)
         removed["namespaces"].append(ns)
+    removed["kept"] = []  # shm of swap-in runs still going in other processes: theirs
     for f in marllb_shm_files():
+        if sh.live_realtime_owner(f):
+            removed["kept"].append(str(f))
+            continue
         if f.is_dir():
             shutil.rmtree(f, ignore_errors=True)
         else:
@@ -229,6 +234,7 @@ def down() -> dict[str, Any]:
         if d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
     left = leftovers()
+    left["shm"] = [f for f in left["shm"] if f not in removed["kept"]]
     if any(left.values()):
         raise UserError(f"testbed teardown left {left}")
     return removed

@@ -411,3 +411,53 @@ def _write_cfg(cfg, tmp_path: Path) -> str:
     p = tmp_path / "cfg.yaml"
     p.write_text(config_to_yaml(cfg))
     return str(p)
+
+
+def test_down_spares_a_live_swap_in_run_and_clears_a_dead_ones(tb_env: Path) -> None:
+    """A sim-only swap-in run needs no testbed: `down` must leave its shm directory
+    (/dev/shm/mlb-rt-<its pid>) and its controller alone while it runs, and clear both once the
+    run's process is gone."""
+    from hil.testbed.testbed import down, leftovers
+
+    procs: list[subprocess.Popen] = []
+    dirs: list[Path] = []
+
+    def fake_controller(run_dir: Path) -> subprocess.Popen:
+        # argv as `marllb hil controller` on the run's region has it: "controller" and the path
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "controller",
+                              str(run_dir / "lb0")])
+        procs.append(p)
+        return p
+
+    try:
+        live_owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        procs.append(live_owner)
+        dead_owner = subprocess.Popen(["true"])
+        dead_owner.wait()
+        live_dir, dead_dir = (Path(f"/dev/shm/mlb-rt-{p.pid}") for p in (live_owner, dead_owner))
+        for d in (live_dir, dead_dir):
+            d.mkdir()
+            dirs.append(d)
+            (d / "lb0").write_bytes(b"\0" * 64)
+        live_ctl, dead_ctl = fake_controller(live_dir), fake_controller(dead_dir)
+        time.sleep(0.3)  # both controllers' argv readable in /proc
+
+        removed = down()
+        assert removed["kept"] == [str(live_dir)]
+        assert str(dead_dir) in removed["shm"] and not dead_dir.exists()
+        assert dead_ctl.pid in removed["processes"] and dead_ctl.wait(timeout=5) is not None
+        assert live_dir.is_dir() and live_ctl.poll() is None and live_owner.poll() is None
+        assert live_ctl.pid not in removed["processes"]
+
+        live_owner.kill()  # the run ends without cleaning up: now its leftovers go
+        live_owner.wait()
+        removed = down()
+        assert removed["kept"] == [] and not live_dir.exists()
+        assert live_ctl.wait(timeout=5) is not None
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    assert not any(leftovers().values()), leftovers()
