@@ -139,7 +139,7 @@ class FeatureCache:
                fill_R: np.ndarray, decay: float = DECAY_PER_S, robust: bool = False) -> np.ndarray:
         """Statistics (R, 5) (``robust``: (R, 9)) given each reservoir's key (fill, sum of
         times, sum of values) and ``rows(idx)`` -> the (times, values) of the reservoirs idx,
-        called for changed ones only."""
+        called for changed ones only, in ascending order."""
         width = len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
         if self._key is None or self._key.shape != key.shape or self._stats.shape[1] != width:
             changed = np.ones(len(key), dtype=bool)
@@ -178,12 +178,14 @@ def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,
         t = np.empty((len(idx), k))
         v = np.empty((len(idx), k))
         per = n * n_k
+        # idx ascends (FeatureCache.update), so frame j's reservoirs are idx[bounds[j]:bounds[j + 1]]
+        bounds = np.searchsorted(idx, np.arange(len(samples) + 1) * per)
         for j, sm in enumerate(samples):
-            sel = (idx >= j * per) & (idx < (j + 1) * per)
-            if sel.any():
-                r = idx[sel] - j * per
+            a, b = bounds[j], bounds[j + 1]
+            if a < b:
+                r = idx[a:b] - j * per
                 picked = sm[r // n_k, r % n_k]  # (m, K, 2)
-                t[sel], v[sel] = picked[..., 0], picked[..., 1]
+                t[a:b], v[a:b] = picked[..., 0], picked[..., 1]
         return t, v
 
     return _matrix(n_on, cache.update(key, rows, fill, decay, robust), len(frames) * n, n_k)
