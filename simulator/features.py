@@ -49,7 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
 
 __all__ = ["DECAY_PER_S", "RECENT_S", "STAT_NAMES", "ROBUST_STAT_NAMES", "RESERVOIR_NAMES", "FEATURE_NAMES",
            "ROBUST_NAMES", "FEATURE_SETS", "feature_names", "reservoir_stats", "server_features",
-           "frame_features", "frames_features", "as_dict", "FeatureCache"]
+           "frame_features", "frames_features", "as_dict", "FeatureCache", "samples_stats"]
 
 DECAY_PER_S = 0.9  #: weight of a sample per second of age, for the decayed statistics
 STAT_NAMES = ("mean_s", "p90_s", "std_s", "dmean_s", "dp90_s")
@@ -81,16 +81,29 @@ def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
     mean, median, recent geometric mean, recent count; NaN rows for empty reservoirs. One
     compiled pass over the reservoirs (simulator/_stats.c); ValueError for mismatched shapes or
     a fill outside 0..K."""
-    t_RK = np.ascontiguousarray(t_RK, dtype=np.float64)
-    v_RK = np.ascontiguousarray(v_RK, dtype=np.float64)
+    t_RK = np.asarray(t_RK, dtype=np.float64)
+    v_RK = np.asarray(v_RK, dtype=np.float64)
+    if t_RK.ndim != 2 or t_RK.shape != v_RK.shape:
+        raise ValueError(f"reservoir_stats: times {t_RK.shape} and values {v_RK.shape} do not "
+                         "describe the same (R, K) reservoirs")
+    return samples_stats(np.stack([t_RK, v_RK], axis=-1), fill_R, decay, robust)
+
+
+def samples_stats(samples_RK2: np.ndarray, fill_R: np.ndarray, decay: float = DECAY_PER_S,
+                  robust: bool = False, rows: np.ndarray | None = None) -> np.ndarray:
+    """:func:`reservoir_stats` of reservoirs given as (time, value) pairs ``samples_RK2``
+    [reservoir, slot, (t_s, v_s)], the layout of a msg_out frame's snapshots (no split); with
+    ``rows`` only of those reservoirs, in that order (nothing is gathered)."""
+    samples = np.ascontiguousarray(samples_RK2, dtype=np.float64)
     fill = np.ascontiguousarray(fill_R, dtype=np.int64).reshape(-1)
-    if t_RK.ndim != 2 or t_RK.shape != v_RK.shape or len(fill) != t_RK.shape[0]:
-        raise ValueError(f"reservoir_stats: times {t_RK.shape}, values {v_RK.shape} and fill "
-                         f"{fill.shape} do not describe the same (R, K) reservoirs")
+    if samples.ndim != 3 or samples.shape[2] != 2 or len(fill) != samples.shape[0]:
+        raise ValueError(f"reservoir_stats: samples {samples.shape} and fill {fill.shape} do not "
+                         "describe the same (R, K, (t, v)) reservoirs")
+    sel = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
     n_stats = len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
-    out = np.full((t_RK.shape[0], n_stats), np.nan)
-    if t_RK.size:
-        _stats.reservoir_stats(t_RK, v_RK, fill, t_RK.shape[1], float(decay), bool(robust), out)
+    out = np.full((samples.shape[0] if sel is None else len(sel), n_stats), np.nan)
+    if samples.size and len(out):
+        _stats.reservoir_stats(samples, fill, samples.shape[1], float(decay), bool(robust), out, sel)
     return out
 
 
@@ -103,11 +116,9 @@ def server_features(n_flow_on_S: np.ndarray, samples_SRK2: np.ndarray, fill_SR: 
     frames). Step after step, :func:`frames_features` gives the same with a cache."""
     samples = np.asarray(samples_SRK2, dtype=np.float64)
     n_s, n_k, k, _ = samples.shape
-    t_RK = samples[..., 0].reshape(n_s * n_k, k)
-    v_RK = samples[..., 1].reshape(n_s * n_k, k)
     fill_R = np.asarray(fill_SR).reshape(n_s * n_k)
-    return _matrix(np.asarray(n_flow_on_S, dtype=np.float64), reservoir_stats(t_RK, v_RK, fill_R, decay, robust),
-                   n_s, n_k)
+    stats = samples_stats(samples.reshape(n_s * n_k, k, 2), fill_R, decay, robust)
+    return _matrix(np.asarray(n_flow_on_S, dtype=np.float64), stats, n_s, n_k)
 
 
 def _matrix(n_on: np.ndarray, stats: np.ndarray, n_s: int, n_k: int) -> np.ndarray:
@@ -135,10 +146,10 @@ class FeatureCache:
         self._stats: np.ndarray | None = None
         self.recomputed = 0  #: reservoirs recomputed so far (for benchmarks)
 
-    def update(self, key: np.ndarray, rows: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-               fill_R: np.ndarray, decay: float = DECAY_PER_S, robust: bool = False) -> np.ndarray:
+    def update(self, key: np.ndarray, stats_of: Callable[[np.ndarray], np.ndarray],
+               robust: bool = False) -> np.ndarray:
         """Statistics (R, 5) (``robust``: (R, 9)) given each reservoir's key (fill, sum of
-        times, sum of values) and ``rows(idx)`` -> the (times, values) of the reservoirs idx,
+        times, sum of values) and ``stats_of(idx)`` -> the statistics of the reservoirs idx,
         called for changed ones only, in ascending order."""
         width = len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
         if self._key is None or self._key.shape != key.shape or self._stats.shape[1] != width:
@@ -148,8 +159,7 @@ class FeatureCache:
             changed = (key != self._key).any(axis=1)
         idx = np.flatnonzero(changed)
         if len(idx):
-            t, v = rows(idx)
-            self._stats[idx] = reservoir_stats(t, v, fill_R[idx], decay, robust)
+            self._stats[idx] = stats_of(idx)
         self._key = key
         self.recomputed += len(idx)
         return self._stats.copy()
@@ -160,8 +170,9 @@ def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,
     """:func:`server_features` of the first ``n_servers`` servers of several msg_out frames (one
     per LB), rows LB by LB, with ``cache`` holding their reservoirs' statistics between calls.
     Equal to concatenating the frames' arrays and calling server_features on them, but
-    without copying every frame's samples: only the reservoirs that changed are gathered (at 64
-    LBs x 1,024 servers a step's samples are ~67 MB, its changed reservoirs a few %)."""
+    without copying the frames' samples: only the reservoirs that changed are recomputed,
+    read in place from each frame (at 64 LBs x 1,024 servers a step's samples are ~67 MB; a
+    step's changed reservoirs are a few % of them, a recorded step's of a static policy all)."""
     n = n_servers
     n_on = np.concatenate([f.servers["n_flow_on"][:n] for f in frames]).astype(np.float64)
     samples = [f.samples_SRK2[:n] for f in frames]  # (n, kinds, K, (t, v)) views
@@ -173,22 +184,21 @@ def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,
     pick[0::2, 0] = pick[1::2, 1] = 1.0
     sums = np.concatenate([np.ascontiguousarray(sm).reshape(-1, 2 * k) @ pick for sm in samples])
     key = np.column_stack([fill.astype(np.float64), sums])
+    fill64 = fill.astype(np.int64)
+    per = n * n_k
 
-    def rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = np.empty((len(idx), k))
-        v = np.empty((len(idx), k))
-        per = n * n_k
+    def stats_of(idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)))
         # idx ascends (FeatureCache.update), so frame j's reservoirs are idx[bounds[j]:bounds[j + 1]]
         bounds = np.searchsorted(idx, np.arange(len(samples) + 1) * per)
         for j, sm in enumerate(samples):
             a, b = bounds[j], bounds[j + 1]
-            if a < b:
-                r = idx[a:b] - j * per
-                picked = sm[r // n_k, r % n_k]  # (m, K, 2)
-                t[a:b], v[a:b] = picked[..., 0], picked[..., 1]
-        return t, v
+            if a < b:  # straight from the frame's (n * kinds, K, 2) view: nothing gathered
+                out[a:b] = samples_stats(sm.reshape(per, k, 2), fill64[j * per:(j + 1) * per], decay,
+                                         robust, rows=idx[a:b] - j * per)
+        return out
 
-    return _matrix(n_on, cache.update(key, rows, fill, decay, robust), len(frames) * n, n_k)
+    return _matrix(n_on, cache.update(key, stats_of, robust), len(frames) * n, n_k)
 
 
 def frame_features(frame: Any, n_servers: int | None = None, decay: float = DECAY_PER_S,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.features import reservoir_stats
+from simulator.features import reservoir_stats, samples_stats
 from tests.simulator.features_reference import reservoir_stats_numpy
 
 ORDER_STATS = (1, 4)  # p90 and decayed p90: picked/interpolated from sorted values, bit-exact
@@ -52,6 +52,18 @@ def test_other_decays_and_strided_input() -> None:
         got = reservoir_stats(samples[..., 0], samples[..., 1], fill, decay=decay, robust=True)
         want = reservoir_stats_numpy(t, v, fill, decay=decay, robust=True)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300, equal_nan=True)
+        # the frame layout straight in: the same numbers
+        np.testing.assert_array_equal(samples_stats(samples, fill, decay=decay, robust=True), got)
+
+
+def test_selected_rows_equal_those_rows_of_the_whole() -> None:
+    rng = np.random.default_rng(11)
+    t, v, fill = random_reservoirs(rng, 300, 32)
+    samples = np.stack([t, v], axis=-1)
+    whole = samples_stats(samples, fill, robust=True)
+    rows = np.array([299, 0, 17, 17, 150])  # any order, repeats allowed
+    np.testing.assert_array_equal(samples_stats(samples, fill, robust=True, rows=rows), whole[rows])
+    assert samples_stats(samples, fill, rows=[]).shape == (0, 5)
 
 
 def test_bad_input_is_refused() -> None:
@@ -64,4 +76,8 @@ def test_bad_input_is_refused() -> None:
         reservoir_stats(t, t, [1, 4, 5])
     with pytest.raises(ValueError, match="reservoir 0 has fill -1"):
         reservoir_stats(t, t, [-1, 0, 0])
+    with pytest.raises(ValueError, match="same"):
+        samples_stats(np.zeros((3, 4, 3)), [1, 1, 1])
+    with pytest.raises(ValueError, match="row 3 is not a reservoir"):
+        samples_stats(np.zeros((3, 4, 2)), [1, 1, 1], rows=[0, 3])
     assert reservoir_stats(np.zeros((0, 4)), np.zeros((0, 4)), []).shape == (0, 5)
