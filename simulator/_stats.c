@@ -20,7 +20,7 @@
 #define N_PAPER 5  /* mean, p90, std, decayed mean, decayed p90 */
 #define N_ROBUST 4 /* geometric mean, median, recent geometric mean, recent count */
 #define MIN_LOG_S 1e-6
-#define RECENT_S 1.0
+#define RECENT_S 1.0 /* features.RECENT_S and _MIN_LOG_S: test_features_c compares with numpy using those */
 
 /* Interpolated quantile q of sorted vs[0..c) (numpy's default "linear" method). */
 static inline double quantile(const double *vs, Py_ssize_t c, double q) {

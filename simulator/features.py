@@ -60,7 +60,7 @@ ROBUST_STAT_NAMES = ("gmean_s", "median_s", "recent_gmean_s", "recent_n")
 ROBUST_NAMES = tuple(f"{r}_{s}" for r in RESERVOIR_NAMES for s in ROBUST_STAT_NAMES)
 #: the feature sets an agent can observe: the paper's 11 per server, or those and the robust 8
 FEATURE_SETS = {"paper": FEATURE_NAMES, "robust": FEATURE_NAMES + ROBUST_NAMES}
-_MIN_LOG_S = 1e-6  # floor of a value before its logarithm
+_MIN_LOG_S = 1e-6  # floor of a value before its logarithm (this and RECENT_S are also in _stats.c)
 
 
 def feature_names(feature_set: str) -> tuple[str, ...]:
