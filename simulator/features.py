@@ -73,6 +73,11 @@ def feature_names(feature_set: str) -> tuple[str, ...]:
         raise UserError(f"features {feature_set!r}: unknown; choose one of {', '.join(FEATURE_SETS)}") from None
 
 
+def _n_stats(robust: bool) -> int:
+    """Statistics per reservoir: the paper's 5, with ``robust`` also the 4 robust ones."""
+    return len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
+
+
 def reservoir_stats(t_RK: np.ndarray, v_RK: np.ndarray, fill_R: np.ndarray,
                     decay: float = DECAY_PER_S, robust: bool = False) -> np.ndarray:
     """Statistics of R reservoirs at once: row r uses slots [0, fill_R[r]) of t_RK[r]
@@ -100,8 +105,7 @@ def samples_stats(samples_RK2: np.ndarray, fill_R: np.ndarray, decay: float = DE
         raise ValueError(f"reservoir_stats: samples {samples.shape} and fill {fill.shape} do not "
                          "describe the same (R, K, (t, v)) reservoirs")
     sel = None if rows is None else np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
-    n_stats = len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
-    out = np.full((samples.shape[0] if sel is None else len(sel), n_stats), np.nan)
+    out = np.full((samples.shape[0] if sel is None else len(sel), _n_stats(robust)), np.nan)
     if samples.size and len(out):
         _stats.reservoir_stats(samples, fill, samples.shape[1], float(decay), bool(robust), out, sel)
     return out
@@ -151,7 +155,7 @@ class FeatureCache:
         """Statistics (R, 5) (``robust``: (R, 9)) given each reservoir's key (fill, sum of
         times, sum of values) and ``stats_of(idx)`` -> the statistics of the reservoirs idx,
         called for changed ones only, in ascending order."""
-        width = len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)
+        width = _n_stats(robust)
         if self._key is None or self._key.shape != key.shape or self._stats.shape[1] != width:
             changed = np.ones(len(key), dtype=bool)
             self._stats = np.full((len(key), width), np.nan)
@@ -188,15 +192,12 @@ def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,
     per = n * n_k
 
     def stats_of(idx: np.ndarray) -> np.ndarray:
-        out = np.empty((len(idx), len(STAT_NAMES) + (len(ROBUST_STAT_NAMES) if robust else 0)))
-        # idx ascends (FeatureCache.update), so frame j's reservoirs are idx[bounds[j]:bounds[j + 1]]
+        # idx ascends (FeatureCache.update), so frame j's reservoirs are idx[bounds[j]:bounds[j + 1]],
+        # computed straight from the frame's (n * kinds, K, 2) view: nothing gathered
         bounds = np.searchsorted(idx, np.arange(len(samples) + 1) * per)
-        for j, sm in enumerate(samples):
-            a, b = bounds[j], bounds[j + 1]
-            if a < b:  # straight from the frame's (n * kinds, K, 2) view: nothing gathered
-                out[a:b] = samples_stats(sm.reshape(per, k, 2), fill64[j * per:(j + 1) * per], decay,
-                                         robust, rows=idx[a:b] - j * per)
-        return out
+        return np.concatenate([samples_stats(sm.reshape(per, k, 2), fill64[j * per:(j + 1) * per], decay, robust,
+                                             rows=idx[bounds[j]:bounds[j + 1]] - j * per)
+                               for j, sm in enumerate(samples) if bounds[j] < bounds[j + 1]])
 
     return _matrix(n_on, cache.update(key, stats_of, robust), len(frames) * n, n_k)
 
