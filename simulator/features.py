@@ -154,7 +154,8 @@ class FeatureCache:
                robust: bool = False) -> np.ndarray:
         """Statistics (R, 5) (``robust``: (R, 9)) given each reservoir's key (fill, sum of
         times, sum of values) and ``stats_of(idx)`` -> the statistics of the reservoirs idx,
-        called for changed ones only, in ascending order."""
+        called for changed ones only, in ascending order. Returned read-only, valid until the
+        next update."""
         width = _n_stats(robust)
         if self._key is None or self._key.shape != key.shape or self._stats.shape[1] != width:
             changed = np.ones(len(key), dtype=bool)
@@ -166,7 +167,9 @@ class FeatureCache:
             self._stats[idx] = stats_of(idx)
         self._key = key
         self.recomputed += len(idx)
-        return self._stats.copy()
+        out = self._stats.view()  # the callers copy it into their feature matrix: no copy here
+        out.flags.writeable = False
+        return out
 
 
 def frames_features(frames: Sequence[Any], n_servers: int, cache: FeatureCache,

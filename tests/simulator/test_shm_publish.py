@@ -207,6 +207,16 @@ def test_feature_cache_equals_recomputing_every_step() -> None:
             assert cache.recomputed - before <= len(changed) + (2 if step in (30, 40) else 0)
 
 
+def test_feature_cache_hands_out_its_statistics_read_only() -> None:
+    from simulator.features import FeatureCache
+
+    cache = FeatureCache()
+    stats = cache.update(np.zeros((3, 3)), lambda idx: np.ones((len(idx), 5)))
+    assert stats.shape == (3, 5) and not stats.flags.writeable
+    with pytest.raises(ValueError):
+        stats[0, 0] = 2.0  # the cache's own rows: a caller cannot change them
+
+
 def test_frames_features_equal_the_concatenated_computation() -> None:
     """Several LBs' frames at once (the simulator's step) give the rows server_features gives
     for their concatenated arrays, step after step with the reservoirs changing."""
