@@ -1095,11 +1095,175 @@ done:
     return out;
 }
 
+/* dag_search(names, offsets, neighbours, costs, carries, root) -> dict: simulator.network's
+ * shortest_path_dag over a graph in compressed rows (node i's neighbours are
+ * neighbours[offsets[i]:offsets[i + 1]] with the edge costs alongside; offsets and neighbours
+ * int64, costs float64, carries one byte per node: may a path pass through it). The same
+ * Dijkstra as the Python it replaced, step for step: a heap of (distance, push count, node), a
+ * shorter distance replaces a node's predecessors, an equal one appends to them; so the
+ * predecessor lists and their order (which ECMP indexes by hash) are identical. The dict maps
+ * each reached node's name to its predecessors' names, in the order nodes were first reached. */
+typedef struct { double d; long long pushed; Py_ssize_t v; } DagItem;
+
+static int dag_before(const DagItem *a, const DagItem *b) {
+    return a->d < b->d || (a->d == b->d && a->pushed < b->pushed);
+}
+
+static void dag_push(DagItem *h, Py_ssize_t *n, DagItem x) {
+    Py_ssize_t i = (*n)++;
+    while (i > 0) {
+        Py_ssize_t up = (i - 1) / 2;
+        if (!dag_before(&x, &h[up])) break;
+        h[i] = h[up];
+        i = up;
+    }
+    h[i] = x;
+}
+
+static DagItem dag_pop(DagItem *h, Py_ssize_t *n) {
+    DagItem top = h[0], last = h[--(*n)];
+    Py_ssize_t i = 0;
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && dag_before(&h[c + 1], &h[c])) c++;
+        if (!dag_before(&h[c], &last)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    if (*n > 0) h[i] = last;
+    return top;
+}
+
+static PyObject *dag_search(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "dag_search(names: list, offsets, neighbours, costs, carries, root: int)");
+        return NULL;
+    }
+    PyObject *names = args[0], *out = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(names), root = PyLong_AsSsize_t(args[5]);
+    if (root == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer bo = {0}, bn = {0}, bc = {0}, bk = {0};
+    DagItem *heap = NULL;
+    double *seen = NULL;
+    char *settled = NULL, *reached = NULL;
+    Py_ssize_t *order = NULL, *pstart = NULL, *plen = NULL, *pool = NULL;
+    if (PyObject_GetBuffer(args[1], &bo, PyBUF_SIMPLE) < 0 || PyObject_GetBuffer(args[2], &bn, PyBUF_SIMPLE) < 0 ||
+        PyObject_GetBuffer(args[3], &bc, PyBUF_SIMPLE) < 0 || PyObject_GetBuffer(args[4], &bk, PyBUF_SIMPLE) < 0)
+        goto done;
+    const int64_t *offs = bo.buf, *nbr = bn.buf;
+    const double *cost = bc.buf;
+    const char *carries = bk.buf;
+    Py_ssize_t m = bn.len / (Py_ssize_t)sizeof(int64_t);
+    if (bo.len != (n + 1) * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_Format(PyExc_ValueError, "dag_search: offsets need %zd int64 (nodes + 1)", n + 1);
+        goto done;
+    }
+    if (bn.len % (Py_ssize_t)sizeof(int64_t) || bc.len != m * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "dag_search: neighbours are int64, costs one float64 each");
+        goto done;
+    }
+    if (bk.len != n) {
+        PyErr_Format(PyExc_ValueError, "dag_search: carries need one byte per node (%zd)", n);
+        goto done;
+    }
+    if (root < 0 || root >= n) {
+        PyErr_Format(PyExc_ValueError, "dag_search: root %zd is not a node index (0..%zd)", root, n - 1);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (offs[i] < 0 || offs[i] > offs[i + 1] || offs[i + 1] > m) {
+            PyErr_SetString(PyExc_ValueError, "dag_search: offsets must rise within the neighbours");
+            goto done;
+        }
+    for (Py_ssize_t e = 0; e < m; e++)
+        if (nbr[e] < 0 || nbr[e] >= n) {
+            PyErr_SetString(PyExc_ValueError, "dag_search: a neighbour index is out of range");
+            goto done;
+        }
+    /* every edge pushes at most once, plus the root; a node's predecessors are among its
+     * neighbours (the graph is undirected: in-degree = out-degree), so pool[offs[u]..] holds them */
+    heap = PyMem_Malloc((size_t)(m + 1) * sizeof *heap);
+    seen = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *seen);
+    settled = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    reached = PyMem_Calloc((size_t)(n ? n : 1), 1);
+    order = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *order);
+    pstart = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *pstart);
+    plen = PyMem_Calloc((size_t)(n ? n : 1), sizeof *plen);
+    pool = PyMem_Malloc((size_t)(m ? m : 1) * sizeof *pool);
+    if (!heap || !seen || !settled || !reached || !order || !pstart || !plen || !pool) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) pstart[i] = offs[i];
+    Py_ssize_t hn = 0, n_order = 0;
+    long long pushed = 1;
+    seen[root] = 0.0;
+    reached[root] = 1;
+    order[n_order++] = root;
+    dag_push(heap, &hn, (DagItem){0.0, 0, root});
+    while (hn > 0) {
+        DagItem it = dag_pop(heap, &hn);
+        Py_ssize_t v = it.v;
+        if (settled[v]) continue;
+        settled[v] = 1;
+        if (v != root && !carries[v]) continue; /* a path may end here but not go on */
+        for (int64_t e = offs[v]; e < offs[v + 1]; e++) {
+            Py_ssize_t u = (Py_ssize_t)nbr[e];
+            double du = it.d + cost[e];
+            if (settled[u]) continue;
+            int better = !reached[u] || du < seen[u];
+            if (!better && du != seen[u]) continue;
+            Py_ssize_t slot = better ? 0 : plen[u];
+            if (slot >= offs[u + 1] - offs[u]) {
+                PyErr_SetString(PyExc_ValueError, "dag_search: the graph must be undirected "
+                                                  "(a node has more predecessors than neighbours)");
+                goto done;
+            }
+            pool[pstart[u] + slot] = v;
+            plen[u] = slot + 1;
+            if (better) {
+                if (!reached[u]) order[n_order++] = u;
+                reached[u] = 1;
+                seen[u] = du;
+                dag_push(heap, &hn, (DagItem){du, pushed++, u});
+            }
+        }
+    }
+    out = PyDict_New();
+    if (!out) goto done;
+    for (Py_ssize_t k = 0; k < n_order; k++) {
+        Py_ssize_t u = order[k];
+        PyObject *lst = PyList_New(plen[u]);
+        if (!lst) { Py_CLEAR(out); goto done; }
+        for (Py_ssize_t j = 0; j < plen[u]; j++) {
+            PyObject *name = PyList_GET_ITEM(names, pool[pstart[u] + j]);
+            Py_INCREF(name);
+            PyList_SET_ITEM(lst, j, name);
+        }
+        int rc = PyDict_SetItem(out, PyList_GET_ITEM(names, u), lst);
+        Py_DECREF(lst);
+        if (rc < 0) { Py_CLEAR(out); goto done; }
+    }
+done:
+    if (bo.obj) PyBuffer_Release(&bo);
+    if (bn.obj) PyBuffer_Release(&bn);
+    if (bc.obj) PyBuffer_Release(&bc);
+    if (bk.obj) PyBuffer_Release(&bk);
+    PyMem_Free(heap); PyMem_Free(seen); PyMem_Free(settled); PyMem_Free(reached);
+    PyMem_Free(order); PyMem_Free(pstart); PyMem_Free(plen); PyMem_Free(pool);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"ecmp_route", (PyCFunction)(void (*)(void))ecmp_route, METH_FASTCALL,
      "ecmp_route(pred, links, root, leaf, flow, toward_root): the Path along "
      "simulator.network.ecmp_path(pred, root, leaf, flow) over links[(a, b)], from root to leaf "
      "(toward_root: from leaf to root)"},
+    {"dag_search", (PyCFunction)(void (*)(void))dag_search, METH_FASTCALL,
+     "dag_search(names, offsets, neighbours, costs, carries, root): every reached node's "
+     "predecessors on the shortest paths from names[root] (simulator.network.shortest_path_dag "
+     "over a graph in compressed rows)"},
     {"send_chain", (PyCFunction)(void (*)(void))send_chain, METH_FASTCALL,
      "send_chain(base_s, paths, chain): send the trains of chain on paths at base_s, all or "
      "none; per path by how much its train arrives later than on idle links, or None (nothing "

@@ -466,9 +466,10 @@ class DataPlaneCore:
         visits at most one round of the table. Returns how many were freed."""
         return lib.lb_rl_expire(self.ctx, now, budget)
 
-    def open_shm(self, path: str | None = None) -> "ShmPublisher":
-        """This core's shm region (in memory, or the file ``path``): see :class:`ShmPublisher`."""
-        return ShmPublisher(self, path)
+    def open_shm(self, path: str | None = None, ring_len: int = 4) -> "ShmPublisher":
+        """This core's shm region (in memory, or the file ``path``) with rings of ``ring_len``
+        frames: see :class:`ShmPublisher`."""
+        return ShmPublisher(self, path, ring_len)
 
     # --- reading state -------------------------------------------------------------------
 

@@ -611,14 +611,18 @@ class Simulation:
         from pathlib import Path
 
         from simulator.dataplane import DataPlaneError
-        from simulator.shm import ShmRegion
+        from simulator.shm import DEFAULT_RING, MIN_RING, ShmRegion
 
         if shm_dir is not None:
             Path(shm_dir).mkdir(parents=True, exist_ok=True)
         for lb in self.lbs:
             path = None if shm_dir is None else str(Path(shm_dir) / f"{self.lb_names[lb.idx]}.shm")
             try:
-                lb.shm = lb.dp.open_shm(path)
+                # in memory the one reader reads each frame right after it is published, in this
+                # thread: the shortest ring the layout allows does (a file region keeps the
+                # default ring for readers in other processes); at 64 LBs x 4,096 servers that
+                # is 2 x 64 frames of 4.3 MB less to zero and keep
+                lb.shm = lb.dp.open_shm(path, ring_len=MIN_RING if path is None else DEFAULT_RING)
             except DataPlaneError as exc:
                 raise UserError(f"lb.shm_dir: {exc}") from None
             lb.reader = (ShmRegion.from_buffer(lb.shm.buffer, role="reader") if lb.shm.buffer is not None

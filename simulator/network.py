@@ -29,11 +29,11 @@ reference it is tested against to the bit is tests/simulator/network_reference.p
 
 from __future__ import annotations
 
-import heapq
 import zlib
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import networkx as nx
+import numpy as np
 
 try:
     from simulator import _netcore
@@ -163,49 +163,52 @@ def build_links(g: nx.Graph) -> dict[tuple[str, str], Link]:
     return links
 
 
-def search_graph(g: nx.Graph, avoid_kinds: tuple[str, ...] = ()) -> tuple[dict, dict]:
+class SearchGraph(NamedTuple):
+    """A graph in the form :func:`shortest_path_dag` searches (:func:`search_graph`): node i is
+    ``names[i]`` (``index`` maps back); its neighbours are ``neighbours[offsets[i]:offsets[i + 1]]``
+    (int64) with their edge ``costs`` (float64) alongside; ``carries[i]``: may a path pass
+    through it (1) or only start or end there (0)."""
+
+    names: list[str]
+    index: dict[str, int]
+    offsets: np.ndarray
+    neighbours: np.ndarray
+    costs: np.ndarray
+    carries: bytes
+
+
+def search_graph(g: nx.Graph, avoid_kinds: tuple[str, ...] = ()) -> SearchGraph:
     """What :func:`shortest_path_dag` searches: per node its neighbours with the edge weights
     (``delay_s`` + 1e-12 s: each hop counts, so among equal-delay paths only those with the
     fewest hops remain), in the graph's order, and whether a path may pass through it (nodes of
     ``avoid_kinds`` may start or end a path but never carry one)."""
-    adj = {u: [(v, a["delay_s"] + 1e-12) for v, a in nbrs.items()] for u, nbrs in g.adj.items()}
-    carries = {u: kind not in avoid_kinds for u, kind in g.nodes.data("kind")}
-    return adj, carries
+    names = list(g.adj)
+    index = {u: i for i, u in enumerate(names)}
+    offsets = [0]
+    neighbours: list[int] = []
+    costs: list[float] = []
+    for u in names:
+        for v, a in g.adj[u].items():
+            neighbours.append(index[v])
+            costs.append(a["delay_s"] + 1e-12)
+        offsets.append(len(neighbours))
+    kinds = dict(g.nodes.data("kind"))
+    carries = bytes(kinds[u] not in avoid_kinds for u in names)
+    return SearchGraph(names, index, np.array(offsets, dtype=np.int64),
+                       np.array(neighbours, dtype=np.int64), np.array(costs, dtype=np.float64), carries)
 
 
 def shortest_path_dag(g: nx.Graph, root: str, avoid_kinds: tuple[str, ...] = (),
-                      search: tuple[dict, dict] | None = None) -> dict[str, list[str]]:
+                      search: SearchGraph | None = None) -> dict[str, list[str]]:
     """Every node's predecessors on the shortest paths by ``delay_s`` from ``root`` (one Dijkstra
-    search; ``search``: :func:`search_graph` of g, computed once by a caller searching from
-    many roots). Equal-cost alternatives (the spines of a leaf-spine fabric) all stay, in the
-    order networkx's ``dijkstra_predecessor_and_distance`` gives them (the same search: heap of
-    (distance, push count, node), neighbours in the graph's order; tests/simulator/test_network.py
-    compares the two), without its per-edge weight callback."""
-    adj, carries = search_graph(g, avoid_kinds) if search is None else search
-    dist: dict[str, float] = {}
-    seen: dict[str, float] = {root: 0}
-    pred: dict[str, list[str]] = {root: []}
-    fringe: list[tuple[float, int, str]] = [(0, 0, root)]
-    pushed = 1
-    while fringe:
-        d, _, v = heapq.heappop(fringe)
-        if v in dist:
-            continue
-        dist[v] = d
-        if v != root and not carries[v]:
-            continue  # a path may end here but not go on
-        for u, cost in adj[v]:
-            du = d + cost
-            if u in dist:
-                continue  # settled: du > dist[u], every weight being > 0
-            if u not in seen or du < seen[u]:
-                seen[u] = du
-                heapq.heappush(fringe, (du, pushed, u))
-                pushed += 1
-                pred[u] = [v]
-            elif du == seen[u]:
-                pred[u].append(v)
-    return pred
+    search, in C: _netcore.dag_search; ``search``: :func:`search_graph` of g, computed once by a
+    caller searching from many roots). Equal-cost alternatives (the spines of a leaf-spine
+    fabric) all stay, in the order networkx's ``dijkstra_predecessor_and_distance`` gives them
+    (the same search: heap of (distance, push count, node), neighbours in the graph's order;
+    tests/simulator/test_network.py compares the two), without its per-edge weight callback."""
+    sg = search_graph(g, avoid_kinds) if search is None else search
+    return _netcore.dag_search(sg.names, sg.offsets, sg.neighbours, sg.costs, sg.carries,
+                               sg.index[root])
 
 
 def ecmp_path(pred: dict[str, list[str]], root: str, leaf: str, flow: str) -> list[str]:
@@ -238,7 +241,7 @@ class PathTable(list):
         self._sources, self._targets = list(sources), list(targets)
         self._from_targets = len(self._targets) < len(self._sources)
         self._dags: dict[str, dict[str, list[str]]] = {}
-        self._search: tuple[dict, dict] | None = None  # search_graph(g), on the first search
+        self._search: SearchGraph | None = None  # search_graph(g), on the first search
         super().__init__(_PathRow(self, i) for i in range(len(self._sources)))
 
     def _dag(self, i: int, j: int) -> tuple[dict[str, list[str]], str, str, str]:

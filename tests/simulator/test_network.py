@@ -291,3 +291,29 @@ def test_the_dag_search_equals_networkx_dijkstra() -> None:
                 compared += 1
                 ties += sum(len(p) > 1 for p in got.values())
     assert compared > 500 and ties > 1000  # equal-cost alternatives were there to order
+
+
+def test_dag_search_refuses_malformed_graphs() -> None:
+    """The C search trusts nothing it is handed: sizes, ranges and undirectedness are checked
+    (a bad index would read outside its arrays), each with one ValueError saying what is wrong."""
+    from simulator import _netcore
+
+    i64 = lambda xs: np.array(xs, dtype=np.int64)  # noqa: E731
+    f64 = lambda xs: np.array(xs, dtype=np.float64)  # noqa: E731
+    names = ["a", "b", "c"]
+    ok = (names, i64([0, 1, 3, 4]), i64([1, 0, 2, 1]), f64([1, 1, 1, 1]), b"\x01\x01\x01")
+    assert _netcore.dag_search(*ok, 0) == {"a": [], "b": ["a"], "c": ["b"]}
+    bad = {
+        "offsets need 4 int64": (names, i64([0, 1, 3]), *ok[2:]),
+        "costs one float64 each": (*ok[:3], f64([1, 1, 1]), ok[4]),
+        "carries need one byte per node": (*ok[:4], b"\x01\x01"),
+        "must rise": (names, i64([0, 3, 1, 4]), *ok[2:]),
+        "out of range": (names, ok[1], i64([1, 0, 2, 7]), *ok[3:]),
+        # b -> a twice: a would have two predecessors but one neighbour (a directed multigraph)
+        "undirected": (names, i64([0, 0, 2, 2]), i64([0, 0]), f64([1, 1]), b"\x01\x01\x01"),
+    }
+    for what, args in bad.items():
+        with pytest.raises(ValueError, match=what):
+            _netcore.dag_search(*args, 1 if what == "undirected" else 0)
+    with pytest.raises(ValueError, match="root 3 is not a node index"):
+        _netcore.dag_search(*ok, 3)
