@@ -55,3 +55,47 @@ def test_c_region_in_memory_python_agent() -> None:
     agent.close()
     lib.lb_rl_shm_close(dp[0])
     lib.lb_rl_destroy(ctx)
+
+
+def test_in_place_read_equals_the_copy_and_is_checked_as_one() -> None:
+    """latest_out(in_place=True) (the simulation's reader, in the writer's thread) returns the
+    same frame as the verified copy, as read-only views of the region's bytes; a frame whose
+    bytes no longer match its checksum is refused in place exactly as in a copy."""
+    import numpy as np
+
+    pytest.importorskip("simulator._lbcore", reason="cffi binding not built (pip install -e .)")
+    from simulator.dataplane import DataPlaneCore
+
+    core = DataPlaneCore(max_servers=6, table_size=1024, reservoir_size=8)
+    core.add_servers([1.0, 2.0, 1.0, 4.0])
+    for i in range(40):
+        key = (0x0A000001 + i, 0x0A0000FE, 1000 + i, 80)
+        core.process(0.01 * i, key, 0x02, 60)  # SYN
+        core.process(0.01 * i + 0.002, key, 0x10, 52)  # ACK: established
+        core.process(0.01 * i + 0.004, key, 0x10, 52)  # ACK: a flow-duration sample
+    pub = core.open_shm(ring_len=2)
+    reader = ShmRegion.from_buffer(pub.buffer, role="reader")
+    pub.publish(1.25, 7.0)
+    copy, view = reader.latest_out(), reader.latest_out(in_place=True)
+    assert copy is not None and view is not None
+    for name in ("seq", "time_s", "wall_s", "active", "n_active", "tracked_flows", "counters"):
+        assert getattr(view, name) == getattr(copy, name), name
+    assert view.seq == 1 and view.time_s == 1.25 and view.active == 0b1111
+    assert np.array_equal(view.servers, copy.servers)
+    assert np.array_equal(view.samples_SRK2, copy.samples_SRK2, equal_nan=True)
+    assert int(view.servers["n_flow_on"].sum()) == 40 and view.servers["fill"].any()
+    region = np.frombuffer(pub.buffer, dtype=np.uint8)
+    assert np.shares_memory(view.samples_SRK2, region) and not np.shares_memory(copy.samples_SRK2, region)
+    assert not view.servers.flags.writeable and not view.samples_SRK2.flags.writeable
+    # a flipped payload bit: both readers refuse the frame (its seq still names it)
+    off = reader.out_ring_offset + (view.seq % reader.out_ring_len) * reader.out_frame_stride
+    region_w = np.frombuffer(pub.buffer, dtype=np.uint8)
+    region_w[off + reader.out_servers_offset] ^= 1
+    for in_place in (False, True):
+        with pytest.raises(shm.ShmError, match="seq 1 fails its checksum") as e:
+            reader.latest_out(in_place=in_place)
+        assert e.value.code == shm.E_CHECKSUM
+    region_w[off + reader.out_servers_offset] ^= 1
+    assert reader.latest_out(in_place=True).seq == 1
+    reader.close()
+    pub.close()
