@@ -54,6 +54,7 @@ import simpy
 from simulator.config import ExperimentConfig, JobConfig, UserError
 from simulator.features import FEATURE_NAMES, FeatureCache, as_dict, frames_features
 from simulator.gc_policy import sparse_gc
+from simulator.hugepages import small_pages
 from simulator.network import PathTable, Template, TemplateCache, build_links, send_chain
 from simulator.packet import ACK, FIN, HEADER_BYTES, MSS, PSH, RST, SYN, VIP, VIP_PORT, Packet, client_ip
 from simulator.protocols import Controller, DataPlane, TrafficSource
@@ -720,7 +721,7 @@ class Simulation:
         q = self._q
         sq = env._queue  # SimPy's own events (processes of controllers, if any)
         end = min(until_s, self.end_s)
-        with sparse_gc():
+        with sparse_gc(), small_pages():
             n = self._loop(env, q, sq, end)
         env._now = max(env._now, end)
         self.events += n

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from simulator.config import ExperimentConfig, LbConfig, UserError
+from simulator.hugepages import small_pages
 from simulator.jct_stats import exact_mean, linear_quantiles
 from simulator.model import Simulation
 from simulator.policies import make_policy
@@ -204,7 +205,8 @@ def collect(sim: Simulation, wall_s: float) -> SimResult:
     the per-server busy fractions (each already normalised by the server's cores)."""
     cfg = sim.cfg
     end, warm = cfg.duration_s, cfg.warmup_s
-    requests, steps = sim.recorder.close()
+    with small_pages():  # the tables' columns are concatenated here: large, fresh arrays
+        requests, steps = sim.recorder.close()
     stats = sim.recorder.stats
     jct = sim.recorder.measured_jct  # read twice or more: once for the mean, passes for quantiles
     p50, p90, p99 = linear_quantiles(jct, stats.measured, (0.5, 0.9, 0.99))
