@@ -5,8 +5,9 @@ at data-center scale makes and frees such arrays at every recorded step (64 LBs 
 a 262,144-row feature matrix, its columns for the steps table, their concatenation at the end),
 and on this 2-CPU VM a huge-page fault on them, which zeroes 2 MB and may first compact memory,
 cost more than the small pages it saves: with it off, that case (6,144 flows/s, 16 s) ran at
-24,200-24,300 requests per CPU-second instead of 19,400-20,900, the 1,024-server / 64-LB one at
-load 0.8 1.5-6 % faster, the 24-server one about 1 % (bench/sim_scale/results/README.md).
+23,100-23,200 requests per CPU-second instead of 18,600-18,700 in two alternating pairs of
+bench/sim_scale (``--numpy-hugepages`` leaves it on; its LB steps 23-24 % -> 15 % of the CPU);
+the other cases moved within this VM's noise (-5 to +5 %; bench/sim_scale/results/README.md).
 :func:`small_pages` turns it off for the body and restores the previous setting on exit.
 """
 

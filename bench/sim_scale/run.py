@@ -109,6 +109,13 @@ def child(spec: dict) -> dict:
         step["n"] += 1
 
     Simulation._on_step = timed  # type: ignore[method-assign]
+    if spec.get("numpy_hugepages"):  # for comparison: numpy's huge-page advice left on in the run
+        import contextlib
+
+        import simulator.model
+        import simulator.run
+
+        simulator.model.small_pages = simulator.run.small_pages = contextlib.nullcontext  # type: ignore[assignment]
     cfg = parse_config(spec["config"], "sim_scale")
     half: dict[str, float] = {}
     t0, c0 = time.perf_counter(), time.process_time()
@@ -143,8 +150,8 @@ def run_child(spec: dict, name: str) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def run_case(config: dict, stream: bool = False) -> dict:
-    return run_child({"config": config, "stream": stream}, config["name"])
+def run_case(config: dict, stream: bool = False, numpy_hugepages: bool = False) -> dict:
+    return run_child({"config": config, "stream": stream, "numpy_hugepages": numpy_hugepages}, config["name"])
 
 
 def run_reference_case(servers: int, rate: float, duration_s: float) -> dict:
@@ -168,6 +175,9 @@ def main() -> None:
                     help="also run every case with more than 24 servers at this offered rate (flows/s)")
     ap.add_argument("--no-reference", dest="reference", action="store_false",
                     help="skip the plain-SimPy reference model run next to each load-0.8 case")
+    ap.add_argument("--numpy-hugepages", action="store_true",
+                    help="leave numpy's transparent-huge-page advice on during the runs (for comparison: "
+                         "the simulator turns it off, simulator/hugepages.py)")
     ap.add_argument("--rss", action="store_true", help="also compare peak RSS of a short and a long run")
     ap.add_argument("--rss-short", type=float, default=1200.0)
     ap.add_argument("--rss-long", type=float, default=7200.0)
@@ -189,7 +199,7 @@ def main() -> None:
             rate = fixed_rate or LOAD * servers * (sum(CORES) / len(CORES)) / JOB_MEAN_S
             duration = max(a.min_duration, a.requests / rate)
             prog.update(task, description=f"{servers} servers x {lbs} LBs, {rate:.0f} flows/s, {duration:.0f} sim s")
-            r = run_case(case_config(servers, lbs, duration, a, fixed_rate))
+            r = run_case(case_config(servers, lbs, duration, a, fixed_rate), numpy_hugepages=a.numpy_hugepages)
             r.update(servers=servers, lbs=lbs, duration_s=duration, offered_rate=rate,
                      series="fixed_rate" if fixed_rate else "load_0.8")
             if a.reference and not fixed_rate:
@@ -243,6 +253,7 @@ def main() -> None:
     for name, v in verdicts.items():
         print(f"{name}: {v['ratio']:.2f} (target {v['target']}) {'met' if v['met'] else 'NOT met'}")
     out = {"machine": machine_info(), "policy": a.policy, "load": LOAD, "job_mean_s": JOB_MEAN_S, "cores": CORES,
+           "numpy_hugepages": a.numpy_hugepages,
            "lb": {"reservoir_size": a.reservoir, "table_size": a.table_size, "record_every": a.record_every},
            "cases": results, "rss": rss, "verdicts": verdicts,
            "method": "each case in a fresh process; requests/s = arrived requests / process CPU "
