@@ -98,7 +98,8 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
     from hil.gateway.session import Gateway
     from hil.realtime import Pacer
     from hil.run import start_run_dir
-    from hil.testbed.dataplane import SHM_DIR, controller_policy_args
+    from hil.testbed.dataplane import controller_policy_args
+    from hil.testbed.sh import REALTIME_SHM_PREFIX
     from simulator.policies import make_policy
     from simulator.run import build_graph, build_simulation, collect, server_nodes
 
@@ -110,7 +111,7 @@ def run_realtime(cfg: ExperimentConfig, out_dir: str | Path, *, progress: bool =
     policy_args = controller_policy_args(cfg, len(cores)) if h.agent == "process" else []
     out, logs = start_run_dir(cfg, out_dir)
 
-    shm_dir = SHM_DIR / f"mlb-rt-{os.getpid()}" if h.lb == "sim" and h.agent == "process" else None
+    shm_dir = Path(f"{REALTIME_SHM_PREFIX}{os.getpid()}") if h.lb == "sim" and h.agent == "process" else None
     run_cfg = cfg if shm_dir is None else cfg.model_copy(
         update={"lb": cfg.lb.model_copy(update={"shm_dir": str(shm_dir)})})
     inproc = agent_controller(cfg) if cfg.policy.name == "agent" else None

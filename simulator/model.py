@@ -650,16 +650,16 @@ class Simulation:
         # the steps table: then they are read and computed on recorded steps alone
         wanted = record or getattr(self.controller, "reads_features", True)
         frames = []
-        in_memory = self.cfg.lb.shm_dir is None
-        publish = wanted or not in_memory  # a file: another process may read it
+        publish = wanted or self.cfg.lb.shm_dir is not None  # a file: another process may read it
         for lb in self.lbs:
             lb.flush(now)
             if publish:
                 lb.shm.publish(now, time.time())
             if wanted:
-                # in memory this thread is the frame's only writer and is done with it: the
-                # features read it in place (verified as a copy is) instead of copying it
-                frames.append(lb.reader.latest_out(in_place=in_memory))
+                # a region in this process's memory has one writer, this thread, done with the
+                # frame: the features read it in place (verified as a copy is), not a copy; a
+                # real data plane's region (a file) is written by another process
+                frames.append(lb.reader.latest_out(in_place=lb.shm.buffer is not None))
         per_lb: list[dict[str, np.ndarray]] = []
         if wanted:
             # features of all LBs in one vectorised call (each LB's rows from its own frame

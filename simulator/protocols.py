@@ -82,9 +82,11 @@ class DataPlane(Protocol):
         """Filled reservoir samples of server i: (t_s, value_s) arrays."""
         ...
 
-    def open_shm(self, path: str | None = None) -> "ShmEndpoint":
+    def open_shm(self, path: str | None = None, ring_len: int = 4) -> "ShmEndpoint":
         """The LB's shm region: where its msg_out frames appear and msg_in weights are read
-        (``path``: a file another process can open; None: in memory)."""
+        (``path``: a file another process can open; None: in memory), with rings of
+        ``ring_len`` frames if this call formats it (a real data plane's own region keeps its
+        layout)."""
         ...
 
 

@@ -294,9 +294,10 @@ class GatewayDataPlane:
         return 0  # the real data plane sweeps its flow table on its own clock
 
     # -- weights and state (from the real data plane's shm region) -------------------------
-    def open_shm(self, path: str | None = None) -> RealShm:
-        """The real data plane's own region (``path``, where the model would put a simulated
-        LB's region, is not used). The gateway's real LBs start on the first call."""
+    def open_shm(self, path: str | None = None, ring_len: int = 4) -> RealShm:
+        """The real data plane's own region (``path`` and ``ring_len``, where and how the model
+        would lay out a simulated LB's region, are not used: the real LB formatted its own).
+        The gateway's real LBs start on the first call."""
         self.gw.up()
         self.builder = FrameBuilder(self.gw.lbs.gw_macs[self.k], self.gw.lbs.lb_macs[self.k])
         self.shm = RealShm(str(self.gw.lbs.shm_paths[self.k]))

@@ -154,11 +154,15 @@ def _reap() -> None:
             return
 
 
+#: a swap-in run with its agent in a process keeps its LBs' shm files in this prefix + its PID
+REALTIME_SHM_PREFIX = "/dev/shm/mlb-rt-"
+
+
 def live_realtime_owner(path: str | os.PathLike[str]) -> int | None:
     """The PID of the swap-in run that owns ``path`` (under /dev/shm/mlb-rt-<pid>/) if that run
     is still going and is not this process; None otherwise (not a run's, or left by a dead one).
     A sim-only swap-in run needs no testbed, so tearing the testbed down must not touch it."""
-    m = re.match(r"^/dev/shm/mlb-rt-(\d+)(/|$)", os.fspath(path))
+    m = re.match(rf"^{re.escape(REALTIME_SHM_PREFIX)}(\d+)(/|$)", os.fspath(path))
     if m is None:
         return None
     owner = int(m[1])
@@ -177,7 +181,7 @@ def realtime_leftover_pids() -> list[int]:
                 argv = fh.read().split(b"\0")
         except OSError:
             continue
-        paths = [a.decode(errors="replace") for a in argv if a.startswith(b"/dev/shm/mlb-rt-")]
+        paths = [a.decode(errors="replace") for a in argv if a.startswith(REALTIME_SHM_PREFIX.encode())]
         if b"controller" in argv and paths and not any(live_realtime_owner(p) for p in paths):
             pids.append(int(d))
     return pids

@@ -294,3 +294,22 @@ def test_robust_frames_features_equal_the_direct_computation_and_switch_sets() -
         before = cache.recomputed
         np.testing.assert_array_equal(frames_features([frame], n_s, cache, robust=robust), direct[robust])
     assert cache.recomputed - before == 2 * n_s  # the switch back recomputed all 12 reservoirs
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_frames_are_read_in_place_only_from_the_runs_own_memory(tmp_path, to_file) -> None:
+    """A step reads an in-memory region's frame in place (this thread is its only writer) but
+    copies a file region's (another process may write or read it): the reader is asked for
+    in_place exactly when the region lives in this process's memory."""
+    sim = build_simulation(_cfg("wcmp", record_every=2, **({"shm_dir": str(tmp_path)} if to_file else {})))
+    asked: list[bool] = []
+    for lb in sim.lbs:
+        read = lb.reader.latest_out
+
+        def spy(in_place: bool = False, read=read):  # type: ignore[no-untyped-def]
+            asked.append(in_place)
+            return read(in_place=in_place)
+
+        lb.reader.latest_out = spy
+    sim.run()
+    assert len(asked) >= len(sim.lbs) * 5 and set(asked) == {not to_file}
