@@ -332,7 +332,7 @@ def checksum(words: np.ndarray, seq: int) -> int:
         w = np.arange(n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
         _cs_weights[n] = w
     # a dot product wraps mod 2**64 like the sum of products, without their temporary array
-    # (4 MB per frame at 4,096 servers, which cost page faults on every read)
+    # (4 MB per frame at 4,096 servers)
     s = int(np.dot(words, w))
     return (seq * GOLDEN + s) & _MASK64
 
