@@ -28,8 +28,12 @@ of servers alone, traffic held constant. ``--rss`` also runs the 24-server case 
 streamed to disk, and compares their peak RSS (target: the long run within 1.3x of the short
 one).
 
+``--repeat N`` runs every case N times, round after round (this VM's speed drifts by more than
+the effects measured): each round's ratios are against its own 24-server run, and the verdict
+takes their median.
+
     python bench/sim_scale/run.py [--cases 24:1,256:8,1024:64,4096:64] [--requests 200000]
-                                  [--fixed-rate 6000] [--rss] [--out bench/out/sim_scale.json]
+                                  [--fixed-rate 6000] [--repeat 3] [--rss] [--out bench/out/sim_scale.json]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,64 +165,8 @@ def run_reference_case(servers: int, rate: float, duration_s: float) -> dict:
                      f"reference {servers}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="24:1,256:8,1024:64,4096:64", help="servers:LBs,...")
-    ap.add_argument("--requests", type=int, default=200_000,
-                    help="about this many requests per case (duration = requests / offered rate, >= --min-duration)")
-    ap.add_argument("--min-duration", type=float, default=10.0, help="simulated seconds per case at least")
-    ap.add_argument("--reservoir", type=int, default=32, help="lb.reservoir_size (slots per server and kind)")
-    ap.add_argument("--table-size", type=int, default=1 << 14, help="lb.table_size (flow-table entries per LB)")
-    ap.add_argument("--policy", default="wcmp",
-                    help="LB policy of every case (default wcmp: each server at the stated load)")
-    ap.add_argument("--record-every", type=int, default=20, help="lb.record_every (steps between step-table rows)")
-    ap.add_argument("--fixed-rate", type=float, default=None,
-                    help="also run every case with more than 24 servers at this offered rate (flows/s)")
-    ap.add_argument("--no-reference", dest="reference", action="store_false",
-                    help="skip the plain-SimPy reference model run next to each load-0.8 case")
-    ap.add_argument("--numpy-hugepages", action="store_true",
-                    help="leave numpy's transparent-huge-page advice on during the runs (for comparison: "
-                         "the simulator turns it off, simulator/hugepages.py)")
-    ap.add_argument("--rss", action="store_true", help="also compare peak RSS of a short and a long run")
-    ap.add_argument("--rss-short", type=float, default=1200.0)
-    ap.add_argument("--rss-long", type=float, default=7200.0)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "sim_scale.json"))
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.child:
-        print(json.dumps(child(json.loads(sys.stdin.read()))))
-        return
-    cases = [tuple(int(x) for x in c.split(":")) for c in a.cases.split(",")]
-    results = []
-    from rich.progress import Progress
-
-    with Progress(transient=True) as prog:
-        fixed = [(s, k) for s, k in cases if s > 24] if a.fixed_rate else []
-        task = prog.add_task("cases", total=len(cases) + len(fixed) + (2 if a.rss else 0))
-        plan = [(s, k, None) for s, k in cases] + [(s, k, a.fixed_rate) for s, k in fixed]
-        for servers, lbs, fixed_rate in plan:
-            rate = fixed_rate or LOAD * servers * (sum(CORES) / len(CORES)) / JOB_MEAN_S
-            duration = max(a.min_duration, a.requests / rate)
-            prog.update(task, description=f"{servers} servers x {lbs} LBs, {rate:.0f} flows/s, {duration:.0f} sim s")
-            r = run_case(case_config(servers, lbs, duration, a, fixed_rate), numpy_hugepages=a.numpy_hugepages)
-            r.update(servers=servers, lbs=lbs, duration_s=duration, offered_rate=rate,
-                     series="fixed_rate" if fixed_rate else "load_0.8")
-            if a.reference and not fixed_rate:
-                prog.update(task, description=f"reference model: {servers} servers, {rate:.0f} flows/s")
-                r["reference"] = run_reference_case(servers, rate, duration)
-            results.append(r)
-            prog.advance(task)
-        rss = None
-        if a.rss:
-            servers, lbs = cases[0]
-            runs = {}
-            for label, dur in (("short", a.rss_short), ("long", a.rss_long)):
-                prog.update(task, description=f"RSS: {servers}x{lbs}, {dur:.0f} sim s, tables streamed")
-                runs[label] = run_case(case_config(servers, lbs, dur, a), stream=True)
-                runs[label]["duration_s"] = dur
-                prog.advance(task)
-            rss = {**runs, "ratio": runs["long"]["peak_rss_mb"] / runs["short"]["peak_rss_mb"],
-                   "target": TARGET_RSS_RATIO}
+def print_round(results: list[dict]) -> None:
+    """One round's table; adds each case's (and its reference's) ratios to its first case."""
     ref = results[0]["requests_per_cpu_s"]
     ref_late = results[0]["second_half_requests_per_cpu_s"]
     print(f"{'servers':>8} {'LBs':>4} {'flows/s':>8} {'sim s':>6} {'requests':>9} {'req/CPU-s':>10} {'vs first':>8} "
@@ -236,15 +185,93 @@ def main() -> None:
             x["ratio_vs_first"] = x["requests_per_cpu_s"] / ref_first["requests_per_cpu_s"]
             print(f" {x['requests_per_cpu_s']:>13.0f} {x['ratio_vs_first']:>12.2f}", end="")
         print()
-    target = next((r for r in results if (r["servers"], r["lbs"], r["series"]) == (1024, 64, "load_0.8")), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="24:1,256:8,1024:64,4096:64", help="servers:LBs,...")
+    ap.add_argument("--requests", type=int, default=200_000,
+                    help="about this many requests per case (duration = requests / offered rate, >= --min-duration)")
+    ap.add_argument("--min-duration", type=float, default=10.0, help="simulated seconds per case at least")
+    ap.add_argument("--reservoir", type=int, default=32, help="lb.reservoir_size (slots per server and kind)")
+    ap.add_argument("--table-size", type=int, default=1 << 14, help="lb.table_size (flow-table entries per LB)")
+    ap.add_argument("--policy", default="wcmp",
+                    help="LB policy of every case (default wcmp: each server at the stated load)")
+    ap.add_argument("--record-every", type=int, default=20, help="lb.record_every (steps between step-table rows)")
+    ap.add_argument("--fixed-rate", type=float, default=None,
+                    help="also run every case with more than 24 servers at this offered rate (flows/s)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the plain-SimPy reference model run next to each load-0.8 case")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of every case, in order (this VM's speed drifts: each round's ratios "
+                         "are against its own 24-server run; the verdict takes their median)")
+    ap.add_argument("--numpy-hugepages", action="store_true",
+                    help="leave numpy's transparent-huge-page advice on during the runs (for comparison: "
+                         "the simulator turns it off, simulator/hugepages.py)")
+    ap.add_argument("--rss", action="store_true", help="also compare peak RSS of a short and a long run")
+    ap.add_argument("--rss-short", type=float, default=1200.0)
+    ap.add_argument("--rss-long", type=float, default=7200.0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "sim_scale.json"))
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(json.loads(sys.stdin.read()))))
+        return
+    if a.repeat < 1:
+        raise SystemExit(f"--repeat {a.repeat}: must be >= 1")
+    cases = [tuple(int(x) for x in c.split(":")) for c in a.cases.split(",")]
+    rounds: list[list[dict]] = []
+    from rich.progress import Progress
+
+    with Progress(transient=True) as prog:
+        fixed = [(s, k) for s, k in cases if s > 24] if a.fixed_rate else []
+        plan = [(s, k, None) for s, k in cases] + [(s, k, a.fixed_rate) for s, k in fixed]
+        task = prog.add_task("cases", total=a.repeat * len(plan) + (2 if a.rss else 0))
+        for _ in range(a.repeat):  # whole rounds: each compares with its own 24-server run
+            results = []
+            for servers, lbs, fixed_rate in plan:
+                rate = fixed_rate or LOAD * servers * (sum(CORES) / len(CORES)) / JOB_MEAN_S
+                duration = max(a.min_duration, a.requests / rate)
+                prog.update(task, description=f"{servers} servers x {lbs} LBs, {rate:.0f} flows/s, {duration:.0f} sim s")
+                r = run_case(case_config(servers, lbs, duration, a, fixed_rate), numpy_hugepages=a.numpy_hugepages)
+                r.update(servers=servers, lbs=lbs, duration_s=duration, offered_rate=rate,
+                         series="fixed_rate" if fixed_rate else "load_0.8")
+                if a.reference and not fixed_rate:
+                    prog.update(task, description=f"reference model: {servers} servers, {rate:.0f} flows/s")
+                    r["reference"] = run_reference_case(servers, rate, duration)
+                results.append(r)
+                prog.advance(task)
+            rounds.append(results)
+        rss = None
+        if a.rss:
+            servers, lbs = cases[0]
+            runs = {}
+            for label, dur in (("short", a.rss_short), ("long", a.rss_long)):
+                prog.update(task, description=f"RSS: {servers}x{lbs}, {dur:.0f} sim s, tables streamed")
+                runs[label] = run_case(case_config(servers, lbs, dur, a), stream=True)
+                runs[label]["duration_s"] = dur
+                prog.advance(task)
+            rss = {**runs, "ratio": runs["long"]["peak_rss_mb"] / runs["short"]["peak_rss_mb"],
+                   "target": TARGET_RSS_RATIO}
+    for k, results in enumerate(rounds):
+        if a.repeat > 1:
+            print(f"round {k + 1} of {a.repeat}")
+        print_round(results)
     verdicts = {}
-    if target is not None:
-        verdicts["requests_1024x64_vs_first"] = {"ratio": target["ratio_vs_first"], "target": TARGET_RATIO_1024,
-                                                 "met": target["ratio_vs_first"] >= TARGET_RATIO_1024}
-        if "ratio_vs_first" in target.get("reference", {}):
+    targets = [next((r for r in results if (r["servers"], r["lbs"], r["series"]) == (1024, 64, "load_0.8")), None)
+               for results in rounds]
+    if targets[0] is not None:
+        ratios = [t["ratio_vs_first"] for t in targets]
+        median = statistics.median(ratios)
+        verdicts["requests_1024x64_vs_first"] = {"ratio": median, "rounds": ratios, "target": TARGET_RATIO_1024,
+                                                 "met": median >= TARGET_RATIO_1024}
+        refs = [t["reference"]["ratio_vs_first"] for t in targets if "ratio_vs_first" in t.get("reference", {})]
+        if refs:
             print(f"the plain-SimPy reference model (one process per request, no packets, O(1) "
-                  f"routing) at 1,024 servers: {target['reference']['ratio_vs_first']:.2f}x its "
-                  f"24-server figure in this run")
+                  f"routing) at 1,024 servers: {statistics.median(refs):.2f}x its 24-server figure"
+                  + (f" (median of {', '.join(f'{x:.2f}' for x in refs)})" if len(refs) > 1 else " in this run"))
+        if len(ratios) > 1:
+            print(f"1,024 / 64 against 24 servers, round by round: {', '.join(f'{x:.2f}' for x in ratios)}")
     if rss is not None:
         verdicts["rss_long_vs_short"] = {"ratio": rss["ratio"], "target": TARGET_RSS_RATIO,
                                          "met": rss["ratio"] <= TARGET_RSS_RATIO}
@@ -255,8 +282,10 @@ def main() -> None:
     out = {"machine": machine_info(), "policy": a.policy, "load": LOAD, "job_mean_s": JOB_MEAN_S, "cores": CORES,
            "numpy_hugepages": a.numpy_hugepages,
            "lb": {"reservoir_size": a.reservoir, "table_size": a.table_size, "record_every": a.record_every},
-           "cases": results, "rss": rss, "verdicts": verdicts,
-           "method": "each case in a fresh process; requests/s = arrived requests / process CPU "
+           "cases": rounds[0], "rounds": rounds, "rss": rss, "verdicts": verdicts,
+           "method": "each case in a fresh process, --repeat rounds of every case in order, each round's "
+                     "ratios against its own first case, the verdict on their median; "
+                     "requests/s = arrived requests / process CPU "
                      "seconds of the whole run (set-up, path and template building included; the "
                      "target's measure); second half = requests arriving in the second half of the "
                      "simulated time / CPU seconds spent on it (caches warm, summary excluded); step "
