@@ -1147,7 +1147,7 @@ static PyObject *dag_search(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     DagItem *heap = NULL;
     double *seen = NULL;
     char *settled = NULL, *reached = NULL;
-    Py_ssize_t *order = NULL, *pstart = NULL, *plen = NULL, *pool = NULL;
+    Py_ssize_t *order = NULL, *plen = NULL, *pool = NULL;
     if (PyObject_GetBuffer(args[1], &bo, PyBUF_SIMPLE) < 0 || PyObject_GetBuffer(args[2], &bn, PyBUF_SIMPLE) < 0 ||
         PyObject_GetBuffer(args[3], &bc, PyBUF_SIMPLE) < 0 || PyObject_GetBuffer(args[4], &bk, PyBUF_SIMPLE) < 0)
         goto done;
@@ -1188,14 +1188,12 @@ static PyObject *dag_search(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     settled = PyMem_Calloc((size_t)(n ? n : 1), 1);
     reached = PyMem_Calloc((size_t)(n ? n : 1), 1);
     order = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *order);
-    pstart = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *pstart);
     plen = PyMem_Calloc((size_t)(n ? n : 1), sizeof *plen);
     pool = PyMem_Malloc((size_t)(m ? m : 1) * sizeof *pool);
-    if (!heap || !seen || !settled || !reached || !order || !pstart || !plen || !pool) {
+    if (!heap || !seen || !settled || !reached || !order || !plen || !pool) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) pstart[i] = offs[i];
     Py_ssize_t hn = 0, n_order = 0;
     long long pushed = 1;
     seen[root] = 0.0;
@@ -1220,7 +1218,7 @@ static PyObject *dag_search(PyObject *mod, PyObject *const *args, Py_ssize_t nar
                                                   "(a node has more predecessors than neighbours)");
                 goto done;
             }
-            pool[pstart[u] + slot] = v;
+            pool[offs[u] + slot] = v;
             plen[u] = slot + 1;
             if (better) {
                 if (!reached[u]) order[n_order++] = u;
@@ -1237,7 +1235,7 @@ static PyObject *dag_search(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         PyObject *lst = PyList_New(plen[u]);
         if (!lst) { Py_CLEAR(out); goto done; }
         for (Py_ssize_t j = 0; j < plen[u]; j++) {
-            PyObject *name = PyList_GET_ITEM(names, pool[pstart[u] + j]);
+            PyObject *name = PyList_GET_ITEM(names, pool[offs[u] + j]);
             Py_INCREF(name);
             PyList_SET_ITEM(lst, j, name);
         }
@@ -1251,7 +1249,7 @@ done:
     if (bc.obj) PyBuffer_Release(&bc);
     if (bk.obj) PyBuffer_Release(&bk);
     PyMem_Free(heap); PyMem_Free(seen); PyMem_Free(settled); PyMem_Free(reached);
-    PyMem_Free(order); PyMem_Free(pstart); PyMem_Free(plen); PyMem_Free(pool);
+    PyMem_Free(order); PyMem_Free(plen); PyMem_Free(pool);
     return out;
 }
 

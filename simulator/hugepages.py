@@ -26,11 +26,14 @@ def _setter() -> Callable[[bool], bool] | None:
     return getattr(multiarray, "_set_madvise_hugepage", None)
 
 
+_set_hugepage = _setter()  # looked up once: the RL envs enter small_pages at every step
+
+
 @contextmanager
 def small_pages() -> Iterator[None]:
     """Run the body with numpy's huge-page advice off (nested uses keep it off until the
     outermost one ends); without numpy's switch the body just runs."""
-    set_hugepage = _setter()
+    set_hugepage = _set_hugepage
     if set_hugepage is None:  # pragma: no cover - numpy without the switch
         yield
         return
