@@ -1026,22 +1026,17 @@ static uint32_t crc32_update(uint32_t crc, const char *buf, Py_ssize_t len) {
     return c ^ 0xFFFFFFFFu;
 }
 
-/* ecmp_route(pred, links, root, leaf, flow, toward_root) -> Path: simulator.network.ecmp_path's
- * walk (from leaf up the shortest-path DAG pred to root; where several predecessors remain, the
- * one at zlib.crc32(f"{flow}|{node}") % their number) and the Path over links[(a, b)] along
- * it, from root to leaf, or from leaf to root when toward_root. */
-static PyObject *ecmp_route(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyUnicode_Check(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "ecmp_route(pred: dict, links: dict, root, leaf, flow: str, toward_root)");
-        return NULL;
+/* The Path from root to leaf (from leaf to root when toward_root) on the shortest-path DAG
+ * pred over links[(a, b)]: simulator.network.ecmp_path's walk from leaf up to root, where
+ * several predecessors remain taking the one at crc32(f"{flow}|{node}") % their number
+ * (flow_crc: the CRC of f"{flow}|" so far). None if leaf is not in pred (unreachable). */
+static PyObject *ecmp_route(PyObject *pred, PyObject *links, PyObject *root, PyObject *leaf,
+                            uint32_t flow_crc, int toward_root) {
+    PyObject *options = PyDict_GetItemWithError(pred, leaf);
+    if (!options) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
     }
-    PyObject *pred = args[0], *links = args[1], *root = args[2], *leaf = args[3];
-    int toward_root = PyObject_IsTrue(args[5]);
-    if (toward_root < 0) return NULL;
-    Py_ssize_t flow_len;
-    const char *flow = PyUnicode_AsUTF8AndSize(args[4], &flow_len);
-    if (!flow) return NULL;
-    uint32_t flow_crc = crc32_update(crc32_update(0, flow, flow_len), "|", 1);
     PyObject *nodes = PyList_New(0), *path_links = NULL, *out = NULL;
     if (!nodes || PyList_Append(nodes, leaf) < 0) goto done;
     PyObject *cur = leaf; /* borrowed: from nodes */
@@ -1049,13 +1044,13 @@ static PyObject *ecmp_route(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         int at_root = PyObject_RichCompareBool(cur, root, Py_EQ);
         if (at_root < 0) goto done;
         if (at_root) break;
-        PyObject *options = PyDict_GetItemWithError(pred, cur);
+        options = PyDict_GetItemWithError(pred, cur);
         if (!options) {
             if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, cur);
             goto done;
         }
         if (!PyList_Check(options) || PyList_GET_SIZE(options) == 0) {
-            PyErr_SetString(PyExc_TypeError, "ecmp_route: pred values must be non-empty lists");
+            PyErr_SetString(PyExc_TypeError, "ecmp_routes: pred values must be non-empty lists");
             goto done;
         }
         Py_ssize_t k = PyList_GET_SIZE(options), pick = 0;
@@ -1068,7 +1063,7 @@ static PyObject *ecmp_route(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         cur = PyList_GET_ITEM(options, pick);
         if (PyList_Append(nodes, cur) < 0) goto done;
         if (PyList_GET_SIZE(nodes) > PyDict_GET_SIZE(pred) + 1) {
-            PyErr_SetString(PyExc_ValueError, "ecmp_route: pred has a cycle");
+            PyErr_SetString(PyExc_ValueError, "ecmp_routes: pred has a cycle");
             goto done;
         }
     }
@@ -1092,6 +1087,51 @@ static PyObject *ecmp_route(PyObject *mod, PyObject *const *args, Py_ssize_t nar
 done:
     Py_XDECREF(nodes);
     Py_XDECREF(path_links);
+    return out;
+}
+
+/* ecmp_routes(pred, links, root, leaves, toward_root) -> list: the Path between root and each
+ * of leaves (see ecmp_route; None for a leaf pred does not reach), the flow of each being
+ * f"{min(root, leaf)}|{max(root, leaf)}" as in simulator.network.PathTable. One call per
+ * searched root: a data center's 65,536 LB->server paths are 64 calls, built while the DAG,
+ * names and links are in cache rather than one by one as traffic first needs them. */
+static PyObject *ecmp_routes(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyUnicode_Check(args[2]) ||
+        !PyList_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "ecmp_routes(pred: dict, links: dict, root: str, leaves: list, toward_root)");
+        return NULL;
+    }
+    PyObject *pred = args[0], *links = args[1], *root = args[2], *leaves = args[3];
+    int toward_root = PyObject_IsTrue(args[4]);
+    if (toward_root < 0) return NULL;
+    Py_ssize_t root_len, m = PyList_GET_SIZE(leaves);
+    const char *root_s = PyUnicode_AsUTF8AndSize(root, &root_len);
+    if (!root_s) return NULL;
+    PyObject *out = PyList_New(m);
+    if (!out) return NULL;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *leaf = PyList_GET_ITEM(leaves, i);
+        Py_ssize_t leaf_len;
+        const char *leaf_s = PyUnicode_Check(leaf) ? PyUnicode_AsUTF8AndSize(leaf, &leaf_len) : NULL;
+        if (!leaf_s) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "ecmp_routes: leaves must be str");
+            Py_DECREF(out);
+            return NULL;
+        }
+        /* Python orders str by code point, as memcmp orders their UTF-8 bytes */
+        int c = memcmp(root_s, leaf_s, (size_t)(root_len < leaf_len ? root_len : leaf_len));
+        int root_first = c < 0 || (c == 0 && root_len <= leaf_len);
+        const char *lo = root_first ? root_s : leaf_s, *hi = root_first ? leaf_s : root_s;
+        Py_ssize_t lo_len = root_first ? root_len : leaf_len, hi_len = root_first ? leaf_len : root_len;
+        uint32_t crc = crc32_update(0, lo, lo_len);
+        crc = crc32_update(crc32_update(crc32_update(crc, "|", 1), hi, hi_len), "|", 1);
+        PyObject *path = ecmp_route(pred, links, root, leaf, crc, toward_root);
+        if (!path) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, path);
+    }
     return out;
 }
 
@@ -1254,10 +1294,10 @@ done:
 }
 
 static PyMethodDef module_methods[] = {
-    {"ecmp_route", (PyCFunction)(void (*)(void))ecmp_route, METH_FASTCALL,
-     "ecmp_route(pred, links, root, leaf, flow, toward_root): the Path along "
-     "simulator.network.ecmp_path(pred, root, leaf, flow) over links[(a, b)], from root to leaf "
-     "(toward_root: from leaf to root)"},
+    {"ecmp_routes", (PyCFunction)(void (*)(void))ecmp_routes, METH_FASTCALL,
+     "ecmp_routes(pred, links, root, leaves, toward_root): per leaf the Path along "
+     "simulator.network.ecmp_path(pred, root, leaf, f'{min(root, leaf)}|{max(root, leaf)}') over "
+     "links[(a, b)], from root to leaf (toward_root: from leaf to root), or None if pred lacks it"},
     {"dag_search", (PyCFunction)(void (*)(void))dag_search, METH_FASTCALL,
      "dag_search(names, offsets, neighbours, costs, carries, root): every reached node's "
      "predecessors on the shortest paths from names[root] (simulator.network.shortest_path_dag "

@@ -84,7 +84,7 @@ class Request:
     """One request/flow. Times in simulated seconds (-1.0 = not reached)."""
 
     __slots__ = ("id", "client", "kidx", "lb", "server", "t0", "work_s", "io_s", "t_srv_arrive",
-                 "t_srv_done", "t_done", "status")
+                 "t_srv_done", "t_done", "status", "paths", "resp_tms")
 
     def __init__(self, rid: int, client: int, kidx: int, lb: int, t0: float, work_s: float,
                  io_s: float = 0.0) -> None:
@@ -100,6 +100,8 @@ class Request:
         self.t_srv_done = -1.0
         self.t_done = -1.0
         self.status = PENDING
+        self.paths: tuple | None = None  # s -> c, c -> lb, lb -> s, from the server's admission
+        self.resp_tms: tuple | None = None  # the response's templates (Simulation._flow_templates)
 
     @property
     def key(self) -> tuple[int, int, int, int]:
@@ -315,9 +317,8 @@ class Simulation:
         self._ack_flags = (ACK,) * (n_ack - 1) + (RST | ACK,)
         self._ack_sizes = (HEADER_BYTES,) * n_ack
         self._templates = TemplateCache()  # shared by paths of the same link parameters
-        # templates by the shape ids (Path.sid) of the paths s -> c, c -> lb, lb -> s
-        self._tm_req: dict[tuple[int, int, int], tuple] = {}
-        self._tm_resp: dict[tuple[int, int, int], tuple] = {}
+        # (request, response) templates by the shape ids (Path.sid) of s -> c, c -> lb, lb -> s
+        self._tm_flow: dict[tuple[int, int, int], tuple] = {}
         self._feature_cache = FeatureCache()
         self.events = 0
 
@@ -399,17 +400,21 @@ class Simulation:
         self.n_packets += tm1.n
         return t_srv
 
-    def _req_templates(self, c: int, lb: int, s: int) -> tuple:
-        """The paths s -> c, c -> lb, lb -> s and the templates of the server's SYN-ACK s -> c
-        and the client's ACK + request segments (sent together on its arrival) c -> lb -> s,
-        from the SYN-ACK's send time: (paths, (client->LB, LB->server, the Chain of all three,
+    def _flow_templates(self, c: int, lb: int, s: int) -> tuple:
+        """The paths s -> c, c -> lb, lb -> s of a flow and the templates of its packets:
+        (paths, request templates, response templates). Request templates (from the SYN-ACK's
+        send time): the server's SYN-ACK s -> c and the client's ACK + request segments, sent
+        together on its arrival, c -> lb -> s: (client->LB, LB->server, the Chain of all three,
         request arrival offset, SYN-ACK arrival offset, (client->LB, LB->server) from the
-        SYN-ACK's arrival instead)). Templates are kept per triple of path shapes, not per
-        client/LB/server triple: a data center's 64 x 1,024 triples have a handful of shapes,
-        and a per-triple cache would stay cold for millions of requests."""
+        SYN-ACK's arrival instead). Response templates: the response s -> c (all segments sent
+        at once) and the client's delayed ACKs + RST it triggers, c -> lb -> s, offsets from the
+        same base: (response, ACKs client->LB, ACKs LB->server, the Chain of all three).
+        Templates are kept per triple of path shapes, not per client/LB/server triple: a data
+        center's 64 x 1,024 triples have a handful of shapes, and a per-triple cache would stay
+        cold for millions of requests."""
         paths = (self.p_sc[s][c], self.p_cl[c][lb], self.p_ls[lb][s])
         shapes = (paths[0].sid, paths[1].sid, paths[2].sid)
-        tms = self._tm_req.get(shapes)
+        tms = self._tm_flow.get(shapes)
         if tms is None:
             tmpl = self._templates.get
             p_sc, p_cl, p_ls = paths
@@ -419,27 +424,14 @@ class Simulation:
             tm2 = tmpl(p_ls, tm1.arr, self._req_sizes)
             r1 = tmpl(p_cl, (0.0,) * self._n_req, self._req_sizes)
             r2 = tmpl(p_ls, r1.arr, self._req_sizes)
-            tms = self._tm_req[shapes] = (tm1, tm2, self._templates.chain((sa, tm1, tm2)),
-                                          max(tm2.arr), t_sa, (r1, r2))
-        return paths, tms
-
-    def _resp_templates(self, s: int, c: int, lb: int) -> tuple:
-        """The paths s -> c, c -> lb, lb -> s and the templates of the response s -> c (all
-        segments sent at once) and of the client's delayed ACKs + RST that it triggers,
-        c -> lb -> s (offsets from the same base): (paths, (response, ACKs client->LB, ACKs
-        LB->server, the Chain of all three)), kept per shapes as in :meth:`_req_templates`."""
-        paths = (self.p_sc[s][c], self.p_cl[c][lb], self.p_ls[lb][s])
-        shapes = (paths[0].sid, paths[1].sid, paths[2].sid)
-        tms = self._tm_resp.get(shapes)
-        if tms is None:
-            tmpl = self._templates.get
-            p_sc, p_cl, p_ls = paths
+            req_tms = (tm1, tm2, self._templates.chain((sa, tm1, tm2)), max(tm2.arr), t_sa, (r1, r2))
             tm = tmpl(p_sc, (0.0,) * self._n_resp, self._resp_sizes)
             acks = [tm.arr[i] for i in self._ack_idx] + [tm.arr[-1]]
-            tm1 = tmpl(p_cl, acks, self._ack_sizes)
-            tm2 = tmpl(p_ls, tm1.arr, self._ack_sizes)
-            tms = self._tm_resp[shapes] = (tm, tm1, tm2, self._templates.chain((tm, tm1, tm2)))
-        return paths, tms
+            ack1 = tmpl(p_cl, acks, self._ack_sizes)
+            ack2 = tmpl(p_ls, ack1.arr, self._ack_sizes)
+            resp_tms = (tm, ack1, ack2, self._templates.chain((tm, ack1, ack2)))
+            tms = self._tm_flow[shapes] = (req_tms, resp_tms)
+        return paths, tms[0], tms[1]
 
     def _buffer_tm(self, req: Request, base: float, shifts: Sequence[float], tm1: Template,
                    tm2: Template, flags: Sequence[int], sizes: Sequence[int]) -> None:
@@ -532,7 +524,9 @@ class Simulation:
             req.t_done = self._to_client(req, now, RST | ACK, 0)
             self._finished(req)
             return
-        paths, tms = self._req_templates(req.client, req.lb, req.server)
+        # the response reuses the paths and templates: a data center's path rows are cold
+        paths, tms, req.resp_tms = self._flow_templates(req.client, req.lb, req.server)
+        req.paths = paths
         shifts = send_chain(now, paths, tms[2])  # SYN-ACK, then the client's ACK + request
         if shifts is not None:
             self.n_packets += 1
@@ -552,7 +546,8 @@ class Simulation:
 
     def _on_done(self, req: Request, now: float) -> None:
         """The server finished req's CPU work at ``now``: response, client ACKs, close."""
-        paths, tms = self._resp_templates(req.server, req.client, req.lb)
+        paths, tms = req.paths, req.resp_tms
+        req.paths = None  # a MemoryRecorder keeps the request
         shifts = None if self.close_fin else send_chain(now, paths, tms[3])  # response + ACKs
         if shifts is not None:
             self.n_packets += self._n_resp
@@ -603,6 +598,7 @@ class Simulation:
     def _on_drop(self, req: Request, now: float) -> None:
         """The server failed with req admitted: it is reset."""
         req.status = DROPPED
+        req.paths = None
         req.t_done = self._to_client(req, now, RST | ACK, 0)
         self._finished(req)
 

@@ -227,13 +227,14 @@ def ecmp_path(pred: dict[str, list[str]], root: str, leaf: str, flow: str) -> li
 
 class PathTable(list):
     """``table[i][j]``: a shortest path from sources[i] to targets[j] (see
-    :func:`shortest_path_dag`) as a :class:`Path`, built on first use and kept; among equal-cost
-    paths the source/target pair hashes to one (:func:`ecmp_path`), so a fabric's traffic
-    spreads over its spines as under ECMP. One Dijkstra search per source -- or, when there are
-    fewer targets than sources, per target, with its paths reversed (links are symmetric in
-    delay): 64 LBs x 1,024 servers take 64 searches, not 65,536. A run builds only the Path
-    objects its traffic uses. A list of the sources' rows (indexing stays C-level in the
-    model's per-packet code)."""
+    :func:`shortest_path_dag`) as a :class:`Path`; among equal-cost paths the source/target pair
+    hashes to one (:func:`ecmp_path`), so a fabric's traffic spreads over its spines as under
+    ECMP. One Dijkstra search per source -- or, when there are fewer targets than sources, per
+    target, with its paths reversed (links are symmetric in delay): 64 LBs x 1,024 servers take
+    64 searches, not 65,536. A search's paths are built together, in C, when traffic first uses
+    one of them (:meth:`fill`): one by one as each pair first carried a packet, the paths of a
+    1,024-server run cost it ~10 % of its time, mostly in cache misses. A list of the sources'
+    rows (indexing stays C-level in the model's per-packet code)."""
 
     def __init__(self, g: nx.Graph, links: dict[tuple[str, str], Link], sources: Sequence[str],
                  targets: Sequence[str], avoid_kinds: tuple[str, ...]) -> None:
@@ -244,41 +245,53 @@ class PathTable(list):
         self._search: SearchGraph | None = None  # search_graph(g), on the first search
         super().__init__(_PathRow(self, i) for i in range(len(self._sources)))
 
-    def _dag(self, i: int, j: int) -> tuple[dict[str, list[str]], str, str, str]:
-        """(the DAG searched from the root, root, leaf, flow) of the path sources[i] -> targets[j]."""
-        src, dst = self._sources[i], self._targets[j]
-        root, leaf = (dst, src) if self._from_targets else (src, dst)
+    def _dag(self, root: str) -> dict[str, list[str]]:
+        """The shortest-path DAG searched from ``root`` (kept)."""
         dag = self._dags.get(root)
         if dag is None:
             if self._search is None:
                 self._search = search_graph(self._g, self._avoid)
             dag = self._dags[root] = shortest_path_dag(self._g, root, self._avoid, self._search)
-        if leaf not in dag:
-            raise ValueError(f"no path from {src} to {dst}")
-        return dag, root, leaf, f"{min(src, dst)}|{max(src, dst)}"
+        return dag
 
     def nodes(self, i: int, j: int) -> list[str]:
-        """Node names along the path from sources[i] to targets[j] (:func:`ecmp_path`)."""
-        dag, root, leaf, flow = self._dag(i, j)
-        nodes = ecmp_path(dag, root, leaf, flow)
+        """Node names along the path from sources[i] to targets[j] (:func:`ecmp_path`, in
+        Python: what the C walk of :meth:`fill` is tested against)."""
+        src, dst = self._sources[i], self._targets[j]
+        root, leaf = (dst, src) if self._from_targets else (src, dst)
+        nodes = ecmp_path(self._dag(root), root, leaf, f"{min(src, dst)}|{max(src, dst)}")
         return nodes[::-1] if self._from_targets else nodes
 
-    def build(self, i: int, j: int) -> Path:
-        """The Path along :meth:`nodes` (its walk and links in C, _netcore.ecmp_route)."""
-        dag, root, leaf, flow = self._dag(i, j)
-        return _netcore.ecmp_route(dag, self._links, root, leaf, flow, self._from_targets)
+    def fill(self, i: int, j: int) -> None:
+        """Build every path of the search that sources[i] -> targets[j] belongs to: row i
+        (searched from sources[i]) or, searching from targets, column j; a pair the search
+        does not reach stays missing."""
+        if self._from_targets:
+            root = self._targets[j]
+            paths = _netcore.ecmp_routes(self._dag(root), self._links, root, self._sources, True)
+            for row, path in zip(self, paths):
+                if path is not None:
+                    dict.__setitem__(row, j, path)
+        else:
+            root = self._sources[i]
+            paths = _netcore.ecmp_routes(self._dag(root), self._links, root, self._targets, False)
+            self[i].update((k, path) for k, path in enumerate(paths) if path is not None)
 
 
 class _PathRow(dict):
-    """One source's paths by target index; a missing one is built (dict lookups stay as fast as
-    list indexing in the model's per-packet code)."""
+    """One source's paths by target index; a missing one is built with its search's others
+    (:meth:`PathTable.fill`; dict lookups stay as fast as list indexing in the model's
+    per-packet code)."""
 
     def __init__(self, table: PathTable, i: int) -> None:
         super().__init__()
         self._table, self._i = table, i
 
     def __missing__(self, j: int) -> Path:
-        if not 0 <= j < len(self._table._targets):
-            raise IndexError(f"no target {j} (of {len(self._table._targets)})")
-        path = self[j] = self._table.build(self._i, j)
-        return path
+        table = self._table
+        if not 0 <= j < len(table._targets):
+            raise IndexError(f"no target {j} (of {len(table._targets)})")
+        table.fill(self._i, j)
+        if j not in self:
+            raise ValueError(f"no path from {table._sources[self._i]} to {table._targets[j]}")
+        return dict.__getitem__(self, j)
