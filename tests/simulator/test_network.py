@@ -225,6 +225,48 @@ def test_equal_cost_paths_spread_over_the_spines() -> None:
         assert again.nodes(3, 0) == table.nodes(3, 0)
 
 
+def test_paths_built_per_search_follow_the_python_walk_and_miss_only_unreachable_pairs() -> None:
+    """PathTable builds a search's paths together in C (_netcore.ecmp_routes); on random graphs
+    with many equal-cost ties, searched from the sources and (fewer targets) from the targets,
+    every path's links are the pairs of the Python ECMP walk (PathTable.nodes, the reference);
+    a pair with no path -- an isolated server, or a node only avoided kinds connect -- raises
+    one ValueError naming both ends, while the other pairs of its search are there."""
+    import networkx as nx
+
+    from simulator.network import PathTable, build_links
+
+    rng = np.random.default_rng(11)
+    checked = unreachable = 0
+    for _ in range(10):
+        g = nx.relabel_nodes(nx.gnm_random_graph(36, 70, seed=int(rng.integers(1 << 30))),
+                             lambda n: f"n{n}")
+        for n in g:
+            g.nodes[n]["kind"] = ("client", "lb", "server", "switch")[int(rng.integers(4))]
+        for u, v in g.edges:
+            g[u][v].update(delay_s=float(rng.integers(1, 4)) * 1e-6, bandwidth_bps=1e9, queue_pkts=64)
+        g.add_node("lonely", kind="server")
+        links = build_links(g)
+        kinds = dict(g.nodes(data="kind"))
+        by_kind = {k: [n for n in g if kinds[n] == k] for k in ("client", "lb", "server")}
+        for sources, targets, avoid in ((by_kind["lb"], by_kind["server"], ("client", "lb")),
+                                        (by_kind["server"], by_kind["client"][:2], ("lb",))):
+            table = PathTable(g, links, sources, targets, avoid)
+            for i, src in enumerate(sources):
+                for j, dst in enumerate(targets):
+                    via = g.subgraph([n for n in g if kinds[n] not in avoid or n in (src, dst)])
+                    if not nx.has_path(via, src, dst):
+                        with pytest.raises(ValueError, match=f"no path from {src} to {dst}"):
+                            table[i][j]
+                        unreachable += 1
+                        continue
+                    nodes = table.nodes(i, j)
+                    assert [(lk.u, lk.v) for lk in table[i][j].links] == list(zip(nodes, nodes[1:]))
+                    checked += 1
+            with pytest.raises(IndexError):
+                table[0][len(targets)]
+    assert checked > 500 and unreachable > 20  # "lonely" alone gives some in every graph
+
+
 def _one_path(g, src: str, dst: str, avoid: tuple[str, ...] = ()) -> list[str]:
     from simulator.network import ecmp_path, shortest_path_dag
 
