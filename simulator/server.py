@@ -76,6 +76,13 @@ class PsServer:
     """One server. ``schedule(t_s, fn, arg)`` runs fn(arg) at simulated time t_s;
     ``on_done(req, t_s)`` / ``on_drop(req, t_s)`` report each admitted request's fate."""
 
+    # slots: a data center's 1,024 servers are touched at random; their fields in one block
+    __slots__ = ("idx", "cores", "background", "logical", "capacity", "effects", "io_slots",
+                 "_io_busy", "_io_queue", "_io_live", "_epoch", "workers", "backlog", "failed",
+                 "_schedule", "_on_done", "_on_drop", "_busy_workers", "_waitq", "_awaiting",
+                 "_heap", "_seq", "_v", "_rate", "_t", "_n_jobs", "_token", "_timer_t",
+                 "completed", "refused", "jobs_area", "busy_area", "stats_t0")
+
     def __init__(self, idx: int, cores: float, workers: int, backlog: int, schedule: Schedule,
                  on_done: Callable[[Any, float], None], on_drop: Callable[[Any, float], None]) -> None:
         self.idx = idx
