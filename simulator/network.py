@@ -271,7 +271,7 @@ class PathTable(list):
             paths = _netcore.ecmp_routes(self._dag(root), self._links, root, self._sources, True)
             for row, path in zip(self, paths):
                 if path is not None:
-                    dict.__setitem__(row, j, path)
+                    row[j] = path
         else:
             root = self._sources[i]
             paths = _netcore.ecmp_routes(self._dag(root), self._links, root, self._targets, False)
@@ -294,4 +294,4 @@ class _PathRow(dict):
         table.fill(self._i, j)
         if j not in self:
             raise ValueError(f"no path from {table._sources[self._i]} to {table._targets[j]}")
-        return dict.__getitem__(self, j)
+        return self[j]
