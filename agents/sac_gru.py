@@ -123,6 +123,11 @@ class SacGruConfig:
     continuous env with relative actions)."""
     capacity_level_scale: float = 1.0
     """As QMIX's: with ``capacity_action``, level a's factor is 2^((a - 3) / 2 x this)."""
+    capacity_updates: int = 0
+    """Extra gradient steps of the actor on its capacity loss alone after each SAC update, each on
+    a freshly sampled batch (needs ``capacity_loss > 0``). A capacity head is supervised: it
+    learns from every batch it sees, and I-SAC's three networks leave it fewer batches than QMIX's
+    head gets in the same time; a head-only step costs one actor pass instead of six."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -184,13 +189,8 @@ class _SacLearner(nn.Module):
         # policy: minimise E[ sum_h E_{pi_h}[alpha log pi_h - min(Q1_h, Q2_h) / H] ]
         aux: dict[str, float] = {}
         if cfg.capacity_loss > 0:
-            if capacity_BTH is None:
-                raise ValueError("capacity_loss > 0 needs episodes with the env's capacity info")
-            # the actor over all T+1 rows (causal: its first T rows are the policy's); obs row
-            # t+1 is seen after step t, when capacity_BTH[:, t] held
-            logits_BTHA, _, cap_BTH = self.actor(x_BTI, capacity=True)
+            logits_BTHA, cap_loss = self._capacity_pass(x_BTI, mask_BT, n_valid, capacity_BTH)
             logits_BTHA = logits_BTHA[:, :-1]
-            cap_loss = (((cap_BTH[:, 1:] - capacity_BTH) ** 2).mean(-1) * mask_BT).sum() / n_valid
             aux["losses/capacity"] = cap_loss.item()
         else:
             logits_BTHA, _ = self.actor(x_BTI[:, :-1])
@@ -222,6 +222,30 @@ class _SacLearner(nn.Module):
                 "charts/alpha": self.log_alpha.exp().item(),
                 "charts/entropy": (entropy_BT * mask_BT).sum().item() / n_valid.item(),
                 "charts/q_mean": (q1_BT * mask_BT).sum().item() / n_valid.item(), **aux}
+
+    def _capacity_pass(self, x_BTI: torch.Tensor, mask_BT: torch.Tensor, n_valid: torch.Tensor,
+                       capacity_BTH: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor over all T+1 rows (causal: its first T rows are the policy's) and its
+        capacity head's masked squared error: obs row t+1 is seen after step t, when
+        capacity_BTH[:, t] held. Returns (logits_BTHA of the T+1 rows, loss)."""
+        if capacity_BTH is None:
+            raise ValueError("capacity_loss > 0 needs episodes with the env's capacity info")
+        logits_BTHA, _, cap_BTH = self.actor(x_BTI, capacity=True)
+        cap_loss = (((cap_BTH[:, 1:] - capacity_BTH) ** 2).mean(-1) * mask_BT).sum() / n_valid
+        return logits_BTHA, cap_loss
+
+    def capacity_update(self, obs_BTO: torch.Tensor, actions_BTH: torch.Tensor, mask_BT: torch.Tensor,
+                        capacity_BTH: torch.Tensor | None) -> float:
+        """One gradient step of the actor on its capacity loss alone (critics and temperature
+        untouched); returns the loss before the step."""
+        x_BTI = torch.cat([obs_BTO, prev_action_onehot(actions_BTH, N_LEVELS)], dim=-1)
+        _, cap_loss = self._capacity_pass(x_BTI, mask_BT, mask_BT.sum().clamp(min=1.0), capacity_BTH)
+        self.opt_pi.zero_grad()
+        (self.cfg.capacity_loss * cap_loss).backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_clip)
+        self.opt_pi.step()
+        return cap_loss.item()
 
     def optim_state(self) -> dict:
         return {"opt_q": self.opt_q.state_dict(), "opt_pi": self.opt_pi.state_dict(),
@@ -321,6 +345,8 @@ class SacGruAgent:
         N, O, H = signature.n_agents, signature.obs_dim, signature.n_servers
         if config.capacity_loss > 0 and config.mode == "single":
             raise ValueError("capacity_loss: the capacity head is for I-SAC (one actor per LB)")
+        if config.capacity_updates > 0 and not config.capacity_loss > 0:
+            raise ValueError("capacity_updates: extra steps of the capacity head need capacity_loss > 0")
         if config.mode in ("independent", "shared"):
             self.units = [[a] for a in signature.agents]
             n_learners = N if config.mode == "independent" else 1
@@ -366,6 +392,11 @@ class SacGruAgent:
             s = learner.update(*self._unit_view(b, i))
             for k, v in s.items():
                 stats.setdefault(k, []).append(v)
+        for _ in range(self.config.capacity_updates):
+            b = self.buffer.sample(self.config.batch_episodes)
+            for i, learner in enumerate(self.learners):
+                obs, act, _, _, mask, cap = self._unit_view(b, i)
+                stats.setdefault("losses/capacity_extra", []).append(learner.capacity_update(obs, act, mask, cap))
         self.updates_done += 1
         return {k: float(np.mean(v)) for k, v in stats.items()}
 

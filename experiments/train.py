@@ -75,6 +75,13 @@ def agent_config(algo: str, overrides: list[str]) -> Any:
         v = changes["capacity_level_scale"]
         if not changes.get("capacity_action") or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
             raise UserError(f"--hp capacity_level_scale={v}: expected a number >= 0, with --hp capacity_action=true")
+    if "capacity_updates" in changes:
+        k = changes["capacity_updates"]
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise UserError(f"--hp capacity_updates={k}: expected a whole number >= 0")
+        if k > 0 and not changes.get("capacity_loss", 0) > 0:
+            raise UserError(f"--hp capacity_updates={k}: extra steps of the capacity head need "
+                            "--hp capacity_loss=W with W > 0 (and --hp agent_net=servers)")
     if changes.get("capacity_action") and not changes.get("capacity_loss", 0) > 0:
         raise UserError("--hp capacity_action=true: the actions follow the capacity head, which needs "
                         "--hp capacity_loss=W with W > 0 (and --hp agent_net=servers)")

@@ -530,6 +530,72 @@ def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path, mode):
             np.testing.assert_allclose(got[a], acts[t][a], rtol=1e-6)
 
 
+def _isac_with_readable_capacity(capacity_updates: int, mode: str = "shared") -> SacGruAgent:
+    """I-SAC whose replay holds 16 episodes with a capacity target the frames reveal (2 + tanh of
+    each server's first feature, the same for both LBs)."""
+    from agents.common.replay import Episode
+
+    sig = _capacity_sig(2, 4)
+    cfg = SacGruConfig(agent_net="servers", hidden=16, batch_episodes=8, learning_starts_episodes=1,
+                       capacity_loss=1.0, server_memory=True, capacity_action=True, lr=3e-3, mode=mode,
+                       capacity_updates=capacity_updates)
+    agent = SacGruAgent(cfg, sig, seed=0)
+    rng = np.random.default_rng(7)
+    T = 10
+    for _ in range(16):
+        obs = rng.standard_normal((T + 1, 2, sig.obs_dim)).astype(np.float32)
+        obs[:, 1] = obs[:, 0]
+        agent.add_episode(Episode(obs, obs.reshape(T + 1, -1), rng.integers(0, N_LEVELS, (T, 2, 4)),
+                                  np.zeros((T, 2), np.float32), True,
+                                  capacity_TH=2 + np.tanh(obs[1:, 0].reshape(T, 4, F)[:, :, 0])))
+    return agent
+
+
+@pytest.mark.parametrize("mode", ["independent", "shared"])
+def test_isac_capacity_updates_train_the_head_alone(mode):
+    """``capacity_updates=k``: after each SAC update, k steps of the actor on its capacity loss
+    alone. The SAC step itself is the plain one (after the first update the critics, the
+    temperature and the target critics equal an agent's without extra steps, parameter for
+    parameter) while the actor moved further; 20 updates with 3 extra steps each leave a
+    capacity loss at most half the plain agent's on the same replay, and the same seed gives
+    the same parameters."""
+    plain, extra = _isac_with_readable_capacity(0, mode), _isac_with_readable_capacity(3, mode)
+    s_plain, s_extra = plain.update(), extra.update()
+    assert s_plain["losses/capacity"] == s_extra["losses/capacity"]  # the same first SAC batch
+    assert "losses/capacity_extra" not in s_plain and np.isfinite(s_extra["losses/capacity_extra"])
+    for lp, le in zip(plain.learners, extra.learners):
+        for net in ("q1", "q2", "q1_targ", "q2_targ"):
+            for a, b in zip(getattr(lp, net).parameters(), getattr(le, net).parameters()):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert lp.log_alpha.item() == le.log_alpha.item()
+        assert any(not torch.equal(a, b) for a, b in zip(lp.actor.parameters(), le.actor.parameters()))
+    for _ in range(19):
+        last_plain, last_extra = plain.update()["losses/capacity"], extra.update()["losses/capacity"]
+    assert last_extra <= 0.5 * last_plain, (last_extra, last_plain)
+    again = _isac_with_readable_capacity(3, mode)
+    for _ in range(20):
+        again.update()
+    for la, lb in zip(extra.learners, again.learners):
+        for a, b in zip(la.parameters(), lb.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("hp, says", [
+    (["agent_net=servers", "capacity_updates=2"], "capacity_updates=2: extra steps of the capacity head need"),
+    (["agent_net=servers", "capacity_loss=1", "capacity_updates=-1"], "capacity_updates=-1: expected a whole number"),
+    (["agent_net=servers", "capacity_loss=1", "capacity_updates=1.5"], "capacity_updates=1.5: expected a whole number"),
+])
+def test_bad_capacity_updates_is_one_clear_error(hp, says):
+    from experiments.train import agent_config
+
+    with pytest.raises(UserError, match=says):
+        agent_config("isac", hp)
+    with pytest.raises(UserError, match="capacity_updates"):  # QMIX has no such option
+        agent_config("qmix", hp)
+    with pytest.raises(ValueError, match="need capacity_loss > 0"):
+        SacGruAgent(SacGruConfig(agent_net="servers", capacity_updates=1), _capacity_sig(2, 4))
+
+
 def test_sac_capacity_options_are_checked():
     from experiments.train import agent_config
 
