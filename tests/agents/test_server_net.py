@@ -476,6 +476,27 @@ def test_capacity_action_needs_its_head_and_a_continuous_relative_env():
         QmixAgent(QmixConfig(agent_net="servers", capacity_action=True), _capacity_sig(2, 4))
 
 
+def _isac_with_readable_capacity(capacity_updates: int, mode: str = "shared") -> SacGruAgent:
+    """I-SAC whose replay holds 16 episodes with a capacity target the frames reveal (2 + tanh of
+    each server's first feature, the same for both LBs)."""
+    from agents.common.replay import Episode
+
+    sig = _capacity_sig(2, 4)
+    cfg = SacGruConfig(agent_net="servers", hidden=16, batch_episodes=8, learning_starts_episodes=1,
+                       capacity_loss=1.0, server_memory=True, capacity_action=True, lr=3e-3, mode=mode,
+                       capacity_updates=capacity_updates)
+    agent = SacGruAgent(cfg, sig, seed=0)
+    rng = np.random.default_rng(7)
+    T = 10
+    for _ in range(16):
+        obs = rng.standard_normal((T + 1, 2, sig.obs_dim)).astype(np.float32)
+        obs[:, 1] = obs[:, 0]  # both LBs see the same frames: the shared capacity target fits both
+        agent.add_episode(Episode(obs, obs.reshape(T + 1, -1), rng.integers(0, N_LEVELS, (T, 2, 4)),
+                                  np.zeros((T, 2), np.float32), True,
+                                  capacity_TH=2 + np.tanh(obs[1:, 0].reshape(T, 4, F)[:, :, 0])))
+    return agent
+
+
 @pytest.mark.parametrize("mode", ["independent", "shared"])
 def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path, mode):
     """I-SAC with the options QMIX has: the actor's capacity head learns a readable target
@@ -483,22 +504,12 @@ def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path, mode):
     acts with the factors of that head's estimates (the unrolled pass, computed independently)
     and its greedy levels; it reloads acting the same. ``shared``: one actor for both LBs,
     each with its own recurrent state."""
-    from agents.common.replay import Episode
     from agents.common.server_net import capacity_factors
     from agents.sac_gru import SacGruPolicy
 
-    sig = _capacity_sig(2, 4)
-    cfg = SacGruConfig(agent_net="servers", hidden=16, batch_episodes=8, learning_starts_episodes=1,
-                       capacity_loss=1.0, server_memory=True, capacity_action=True, lr=3e-3, mode=mode)
-    agent = SacGruAgent(cfg, sig, seed=0)
-    rng = np.random.default_rng(7)
-    T = 10
-    for _ in range(16):
-        obs = rng.standard_normal((T + 1, 2, sig.obs_dim)).astype(np.float32)
-        obs[:, 1] = obs[:, 0]  # both LBs see the same frames: the shared capacity target fits both
-        target_TH = 2 + np.tanh(obs[1:, 0].reshape(T, 4, F)[:, :, 0])
-        agent.add_episode(Episode(obs, obs.reshape(T + 1, -1), rng.integers(0, N_LEVELS, (T, 2, 4)),
-                                  np.zeros((T, 2), np.float32), True, capacity_TH=target_TH))
+    agent = _isac_with_readable_capacity(0, mode)
+    sig = agent.signature
+    rng = np.random.default_rng(8)
     variance = float(np.var(np.concatenate([e.capacity_TH.ravel() for e in agent.buffer._episodes])))
     for _ in range(300):
         last = agent.update()["losses/capacity"]
@@ -528,27 +539,6 @@ def test_isac_capacity_head_learns_and_its_actions_follow_it(tmp_path, mode):
         got = back.act(obs)
         for a in sig.agents:
             np.testing.assert_allclose(got[a], acts[t][a], rtol=1e-6)
-
-
-def _isac_with_readable_capacity(capacity_updates: int, mode: str = "shared") -> SacGruAgent:
-    """I-SAC whose replay holds 16 episodes with a capacity target the frames reveal (2 + tanh of
-    each server's first feature, the same for both LBs)."""
-    from agents.common.replay import Episode
-
-    sig = _capacity_sig(2, 4)
-    cfg = SacGruConfig(agent_net="servers", hidden=16, batch_episodes=8, learning_starts_episodes=1,
-                       capacity_loss=1.0, server_memory=True, capacity_action=True, lr=3e-3, mode=mode,
-                       capacity_updates=capacity_updates)
-    agent = SacGruAgent(cfg, sig, seed=0)
-    rng = np.random.default_rng(7)
-    T = 10
-    for _ in range(16):
-        obs = rng.standard_normal((T + 1, 2, sig.obs_dim)).astype(np.float32)
-        obs[:, 1] = obs[:, 0]
-        agent.add_episode(Episode(obs, obs.reshape(T + 1, -1), rng.integers(0, N_LEVELS, (T, 2, 4)),
-                                  np.zeros((T, 2), np.float32), True,
-                                  capacity_TH=2 + np.tanh(obs[1:, 0].reshape(T, 4, F)[:, :, 0])))
-    return agent
 
 
 @pytest.mark.parametrize("mode", ["independent", "shared"])
