@@ -64,8 +64,9 @@ from simulator.traffic import JobSizes
 
 try:
     from simulator._eventq import EventQueue
+    from simulator._request import RequestRecord
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
-    raise ImportError("simulator._eventq (the event queue in C) is not built; run "
+    raise ImportError(f"{exc.name} (C extension) is not built; run "
                       "`pip install -e .` in the repository root (needs a C compiler)") from exc
 
 __all__ = ["Simulation", "Request", "PENDING", "COMPLETED", "DROPPED", "FEATURES"]
@@ -80,28 +81,14 @@ EPHEMERAL_LO, EPHEMERAL_N = 32768, 60999 - 32768 + 1
 FEATURES = FEATURE_NAMES[1:]
 
 
-class Request:
-    """One request/flow. Times in simulated seconds (-1.0 = not reached)."""
+class Request(RequestRecord):
+    """One request/flow. Times in simulated seconds (-1.0 = not reached). Its fields (id,
+    client, kidx, lb, server, t0, work_s, io_s, t_srv_arrive, t_srv_done, t_done, status,
+    paths, resp_tms) are stored inline in C (simulator/_request.c): a request in flight is
+    one block, not a dozen scattered number objects that each miss the caches at scale.
+    ``Request(rid, client, kidx, lb, t0, work_s, io_s=0.0)``."""
 
-    __slots__ = ("id", "client", "kidx", "lb", "server", "t0", "work_s", "io_s", "t_srv_arrive",
-                 "t_srv_done", "t_done", "status", "paths", "resp_tms")
-
-    def __init__(self, rid: int, client: int, kidx: int, lb: int, t0: float, work_s: float,
-                 io_s: float = 0.0) -> None:
-        self.id = rid
-        self.client = client
-        self.kidx = kidx  # row of the flow's key in the simulation's key table
-        self.lb = lb
-        self.server = -1
-        self.t0 = t0
-        self.work_s = work_s
-        self.io_s = io_s  # time holding a worker without the CPU (traffic.job.io_s)
-        self.t_srv_arrive = -1.0
-        self.t_srv_done = -1.0
-        self.t_done = -1.0
-        self.status = PENDING
-        self.paths: tuple | None = None  # s -> c, c -> lb, lb -> s, from the server's admission
-        self.resp_tms: tuple | None = None  # the response's templates (Simulation._flow_templates)
+    __slots__ = ()
 
     @property
     def key(self) -> tuple[int, int, int, int]:

@@ -13,7 +13,11 @@ Model of one server:
 * Implementation: a virtual time V (service attained by every job in CPU service, in CPU
   seconds) advances at the common rate; each job finishes at V_start + work, kept in a heap, so an
   arrival or departure costs O(log n) and the server owns ONE pending completion timer
-  (stale timers are recognised by a token and ignored).
+  (stale timers are recognised by a token and ignored). The state and the per-request path
+  (admit, request arrival, completion, the rate and timer) are C (simulator/_psserver.c,
+  ``PsCore``): at 1,024 servers each visit finds a server cold, and a struct misses the caches
+  far less than a Python object whose every number is an object of its own. Capacity changes,
+  effects, I/O, failures and statistics are the Python below.
 * ``fail``: every admitted connection (in service, waiting or awaiting its request) is dropped;
   new SYNs are refused until ``recover``. ``set_cores`` changes capacity at once.
 * Co-located background load (``set_background``): a fraction f of the cores is taken by another
@@ -36,11 +40,16 @@ machine the service uses; background load is not counted).
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from typing import Any, Callable
 
 from simulator.config import UserError
+
+try:
+    from simulator._psserver import PsCore
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError("simulator._psserver (C extension) is not built; run `pip install -e .` "
+                      "in the repository root (needs a C compiler)") from exc
 
 __all__ = ["PsServer", "saturated_rate", "effects_by_server"]
 
@@ -72,114 +81,27 @@ def effects_by_server(effects: Any, n_servers: int) -> dict[int, Any]:
     return out
 
 
-class PsServer:
+class PsServer(PsCore):
     """One server. ``schedule(t_s, fn, arg)`` runs fn(arg) at simulated time t_s;
-    ``on_done(req, t_s)`` / ``on_drop(req, t_s)`` report each admitted request's fate."""
+    ``on_done(req, t_s)`` / ``on_drop(req, t_s)`` report each admitted request's fate.
 
-    # slots: a data center's 1,024 servers are touched at random; their fields in one block
-    __slots__ = ("idx", "cores", "background", "logical", "capacity", "effects", "io_slots",
-                 "_io_busy", "_io_queue", "_io_live", "_epoch", "workers", "backlog", "failed",
-                 "_schedule", "_on_done", "_on_drop", "_busy_workers", "_waitq", "_awaiting",
-                 "_heap", "_seq", "_v", "_rate", "_t", "_n_jobs", "_token", "_timer_t",
-                 "completed", "refused", "jobs_area", "busy_area", "stats_t0")
+    From PsCore (C): ``admit``, ``request_arrived``, ``n_requests``, ``busy_workers``,
+    ``n_in_cpu``, the fields ``cores``, ``background``, ``logical``, ``capacity``, ``workers``,
+    ``backlog``, ``failed``, ``completed``, ``refused``, ``jobs_area``, ``busy_area``,
+    ``stats_t0``, and the model's steps ``_advance``, ``_rearm``, ``_start``, ``_jobs``."""
+
+    __slots__ = ("idx", "effects", "io_slots", "_io_busy", "_io_queue", "_io_live", "_epoch")
 
     def __init__(self, idx: int, cores: float, workers: int, backlog: int, schedule: Schedule,
                  on_done: Callable[[Any, float], None], on_drop: Callable[[Any, float], None]) -> None:
+        super().__init__(cores, workers, backlog, schedule, on_done, on_drop)
         self.idx = idx
-        self.cores = float(cores)
-        self.background = 0.0  # fraction of the cores taken by co-located load
-        self.logical = self.cores  # cores * (1 - background): logical CPUs the requests share
-        self.capacity = self.cores  # R(logical): the saturated service rate
         self.effects: Any = None  # hidden effects (speed, SMT, contention, io_slots); None: none
         self.io_slots: int | None = None
         self._io_busy = 0
         self._io_queue: deque[Any] = deque()  # requests waiting for an I/O slot
         self._io_live: dict[int, Any] = {}  # id -> request in its non-CPU part
         self._epoch = 0  # bumped by fail(): I/O completions of dropped requests are ignored
-        self.workers = workers
-        self.backlog = backlog
-        self.failed = False
-        self._schedule = schedule
-        self._on_done = on_done
-        self._on_drop = on_drop
-        self._busy_workers = 0
-        self._waitq: deque[Any] = deque()  # connections waiting for a worker
-        self._awaiting: dict[int, Any] = {}  # id -> connection holding a worker, request not here
-        self._heap: list[tuple[float, int, Any]] = []  # (v_finish, seq, req) in CPU service
-        self._seq = 0
-        self._v = 0.0
-        self._rate = 0.0
-        self._t = 0.0
-        self._n_jobs = 0  # requests at the server (arrived, not completed)
-        self._token = 0
-        self._timer_t = -1.0
-        self.completed = 0
-        self.refused = 0
-        self.jobs_area = 0.0
-        self.busy_area = 0.0
-        self.stats_t0 = 0.0
-
-    # -- bookkeeping ---------------------------------------------------------------------------
-    def _advance(self, now: float) -> None:
-        dt = now - self._t
-        if dt > 0:
-            n = len(self._heap)
-            if n:
-                self._v += dt * self._rate
-                c = self.logical
-                self.busy_area += dt * (n if n < c else c) / self.cores
-            self.jobs_area += dt * self._n_jobs
-            self._t = now
-
-    def _rearm(self, now: float) -> None:
-        heap = self._heap
-        n = len(heap)
-        if not n:
-            self._rate = 0.0
-            self._token += 1
-            self._timer_t = -1.0
-            return
-        if self.effects is None:
-            c = self.logical
-            self._rate = rate = 1.0 if n <= c else c / n
-        else:
-            self._rate = rate = self.total_rate(n) / n
-        t_next = now + (heap[0][0] - self._v) / rate
-        if t_next != self._timer_t:
-            self._token += 1
-            self._timer_t = t_next
-            self._schedule(t_next, self._on_timer, self._token)
-
-    def _on_timer(self, token: int) -> None:
-        if token != self._token:
-            return
-        now = self._timer_t
-        self._advance(now)
-        heap = self._heap
-        _, _, req = heapq.heappop(heap)  # the head is due by construction
-        done = [req]
-        v_eps = self._v + 1e-12 * (1.0 + self._v)
-        while heap and heap[0][0] <= v_eps:
-            done.append(heapq.heappop(heap)[2])
-        for r in done:
-            self._finish(r, now)
-        self._rearm(now)
-        for r in done:
-            self._on_done(r, now)
-
-    def _finish(self, req: Any, now: float) -> None:
-        self._n_jobs -= 1
-        self._busy_workers -= 1
-        self.completed += 1
-        req.t_srv_done = now
-        waitq = self._waitq
-        while waitq and self._busy_workers < self.workers:
-            nxt = waitq.popleft()
-            self._busy_workers += 1
-            if nxt.t_srv_arrive >= 0:
-                self._begin(nxt, now)
-            else:
-                self._awaiting[nxt.id] = nxt
 
     def total_rate(self, n: int) -> float:
         """R(n): CPU-seconds of work per second that n requests in CPU service get together."""
@@ -197,17 +119,14 @@ class PsServer:
         self.logical = self.cores * (1.0 - self.background)
         self.capacity = saturated_rate(self.logical, self.effects)
 
-    def _begin(self, req: Any, now: float) -> None:
-        """A request that holds a worker and has arrived: its non-CPU part, then its CPU work."""
-        if getattr(req, "io_s", 0.0) > 0.0:
-            if self.io_slots is None or self._io_busy < self.io_slots:
-                self._io_busy += 1
-                self._io_live[req.id] = req
-                self._schedule(now + req.io_s, self._io_done, (self._epoch, req, now + req.io_s))
-            else:
-                self._io_queue.append(req)
-            return
-        self._start(req)
+    def _begin_io(self, req: Any, now: float) -> None:
+        """The non-CPU part of a request that holds a worker (PsCore calls it when io_s > 0)."""
+        if self.io_slots is None or self._io_busy < self.io_slots:
+            self._io_busy += 1
+            self._io_live[req.id] = req
+            self._schedule(now + req.io_s, self._io_done, (self._epoch, req, now + req.io_s))
+        else:
+            self._io_queue.append(req)
 
     def _io_done(self, arg: tuple[int, Any, float]) -> None:
         epoch, req, now = arg
@@ -224,45 +143,10 @@ class PsServer:
         self._start(req)
         self._rearm(now)
 
-    def _start(self, req: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (self._v + req.work_s, self._seq, req))
-
-    # -- Server protocol -------------------------------------------------------------------------
-    def admit(self, req: Any, now_s: float) -> bool:
-        if self.failed:
-            self.refused += 1
-            return False
-        if self._busy_workers < self.workers:
-            self._busy_workers += 1
-            self._awaiting[req.id] = req
-            return True
-        if len(self._waitq) < self.backlog:
-            self._waitq.append(req)
-            return True
-        self.refused += 1
-        return False
-
-    def request_arrived(self, req: Any, now_s: float) -> None:
-        self._advance(now_s)
-        self._n_jobs += 1
-        req.t_srv_arrive = now_s
-        if self._awaiting.pop(req.id, None) is not None:
-            self._begin(req, now_s)
-            self._rearm(now_s)
-
-    def n_requests(self) -> int:
-        return self._busy_workers + len(self._waitq)
-
-    def busy_workers(self) -> int:
-        return self._busy_workers
-
-    def n_in_cpu(self) -> int:
-        return len(self._heap)
-
     def remaining_work_s(self, now_s: float) -> float:
-        v = self._v + (self._rate * (now_s - self._t) if self._heap else 0.0)
-        rem = sum(vf - v for vf, _, _ in self._heap)
+        jobs = self._jobs()
+        v = self._v + (self._rate * (now_s - self._t) if jobs else 0.0)
+        rem = sum(vf - v for vf, _, _ in jobs)
         rem += sum(r.work_s for r in self._waitq)
         rem += sum(r.work_s for r in self._awaiting.values())
         rem += sum(r.work_s for r in self._io_live.values()) + sum(r.work_s for r in self._io_queue)
@@ -289,16 +173,18 @@ class PsServer:
         self._advance(now_s)
         self.effects = effects
         self.io_slots = effects.io_slots
+        self._effect_params((effects.speed, effects.threads_per_core, effects.smt_gain, effects.contention))
         self._set_capacity()
         self._rearm(now_s)
 
     def fail(self, now_s: float) -> None:
         self._advance(now_s)
         self.failed = True
+        in_cpu = [r for _, _, r in self._jobs()]
         in_io = list(self._io_live.values()) + list(self._io_queue)
-        victims = [r for _, _, r in self._heap] + list(self._waitq) + list(self._awaiting.values()) + in_io
-        self._n_jobs -= len(self._heap) + sum(1 for r in self._waitq if r.t_srv_arrive >= 0) + len(in_io)
-        self._heap.clear()
+        victims = in_cpu + list(self._waitq) + list(self._awaiting.values()) + in_io
+        self._n_jobs -= len(in_cpu) + sum(1 for r in self._waitq if r.t_srv_arrive >= 0) + len(in_io)
+        self._clear_jobs()
         self._waitq.clear()
         self._awaiting.clear()
         self._io_live.clear()
