@@ -1293,6 +1293,119 @@ done:
     return out;
 }
 
+/* -- PathRow: one source's paths by target index ------------------------------------------- */
+
+/* A row of simulator.network.PathTable: a fixed array of Paths (NULL until built) indexed
+ * by target, and the row's ``missing(j)`` callback that builds a path on its first use (with
+ * the rest of its search) and returns it. It replaces a dict subclass with __missing__: at
+ * 64 LBs x 1,024 servers the model looks up three paths per request, and a dict subclass's
+ * subscript is a Python-level method call plus a probe that compares the stored int key
+ * objects, each a cache miss at that size; here it is one array read. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    PyObject **items;
+    PyObject *missing;
+} PathRowObject;
+
+static PyTypeObject PathRowType;
+
+static int row_index(PathRowObject *r, PyObject *key, Py_ssize_t *j) {
+    *j = PyNumber_AsSsize_t(key, PyExc_IndexError);
+    if (*j == -1 && PyErr_Occurred()) return -1;
+    if (*j < 0 || *j >= r->n) {
+        PyErr_Format(PyExc_IndexError, "no target %zd (of %zd)", *j, r->n);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *PathRow_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Py_ssize_t n;
+    PyObject *missing;
+    static char *kwlist[] = {"n", "missing", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nO:PathRow", kwlist, &n, &missing)) return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "PathRow: n must be >= 0");
+        return NULL;
+    }
+    PathRowObject *r = (PathRowObject *)type->tp_alloc(type, 0);
+    if (!r) return NULL;
+    r->items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(PyObject *));
+    if (!r->items) {
+        Py_DECREF(r);
+        return PyErr_NoMemory();
+    }
+    r->n = n;
+    r->missing = Py_NewRef(missing);
+    return (PyObject *)r;
+}
+
+static PyObject *PathRow_subscript(PathRowObject *r, PyObject *key) {
+    Py_ssize_t j;
+    if (row_index(r, key, &j) < 0) return NULL;
+    PyObject *p = r->items[j];
+    if (p) return Py_NewRef(p);
+    return PyObject_CallOneArg(r->missing, key); /* builds it (or raises) and returns it */
+}
+
+static int PathRow_ass_subscript(PathRowObject *r, PyObject *key, PyObject *value) {
+    Py_ssize_t j;
+    if (row_index(r, key, &j) < 0) return -1;
+    Py_XSETREF(r->items[j], Py_XNewRef(value)); /* del row[j]: missing again */
+    return 0;
+}
+
+static Py_ssize_t PathRow_length(PathRowObject *r) { return r->n; }
+
+static int PathRow_contains(PathRowObject *r, PyObject *key) { /* built already? */
+    Py_ssize_t j = PyNumber_AsSsize_t(key, PyExc_IndexError);
+    if (j == -1 && PyErr_Occurred()) return -1;
+    return j >= 0 && j < r->n && r->items[j] != NULL;
+}
+
+static int PathRow_traverse(PathRowObject *r, visitproc visit, void *arg) {
+    for (Py_ssize_t j = 0; j < r->n; j++) Py_VISIT(r->items[j]);
+    Py_VISIT(r->missing);
+    return 0;
+}
+
+static int PathRow_clear(PathRowObject *r) {
+    for (Py_ssize_t j = 0; j < r->n; j++) Py_CLEAR(r->items[j]);
+    Py_CLEAR(r->missing);
+    return 0;
+}
+
+static void PathRow_dealloc(PathRowObject *r) {
+    PyObject_GC_UnTrack(r);
+    PathRow_clear(r);
+    PyMem_Free(r->items);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyMappingMethods PathRow_as_mapping = {
+    .mp_length = (lenfunc)PathRow_length,
+    .mp_subscript = (binaryfunc)PathRow_subscript,
+    .mp_ass_subscript = (objobjargproc)PathRow_ass_subscript,
+};
+
+static PySequenceMethods PathRow_as_sequence = {.sq_contains = (objobjproc)PathRow_contains};
+
+static PyTypeObject PathRowType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "simulator._netcore.PathRow",
+    .tp_doc = "PathRow(n, missing): n paths by target index, each built on first use by "
+              "missing(j), which returns it (or raises); row[j] = path stores one; j in row: built",
+    .tp_basicsize = sizeof(PathRowObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PathRow_new,
+    .tp_dealloc = (destructor)PathRow_dealloc,
+    .tp_traverse = (traverseproc)PathRow_traverse,
+    .tp_clear = (inquiry)PathRow_clear,
+    .tp_as_mapping = &PathRow_as_mapping,
+    .tp_as_sequence = &PathRow_as_sequence,
+};
+
 static PyMethodDef module_methods[] = {
     {"ecmp_routes", (PyCFunction)(void (*)(void))ecmp_routes, METH_FASTCALL,
      "ecmp_routes(pred, links, root, leaves, toward_root): per leaf the Path along "
@@ -1313,7 +1426,8 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "simulator._netcor
                                        module_methods};
 
 PyMODINIT_FUNC PyInit__netcore(void) {
-    if (PyType_Ready(&LinkType) < 0 || PyType_Ready(&TrainType) < 0 || PyType_Ready(&PathType) < 0)
+    if (PyType_Ready(&LinkType) < 0 || PyType_Ready(&TrainType) < 0 || PyType_Ready(&PathType) < 0 ||
+        PyType_Ready(&PathRowType) < 0)
         return NULL;
     shape_ids = PyDict_New();
     if (!shape_ids) return NULL;
@@ -1323,6 +1437,7 @@ PyMODINIT_FUNC PyInit__netcore(void) {
     if (PyModule_AddObjectRef(m, "Link", (PyObject *)&LinkType) < 0 ||
         PyModule_AddObjectRef(m, "Train", (PyObject *)&TrainType) < 0 ||
         PyModule_AddObjectRef(m, "Path", (PyObject *)&PathType) < 0 ||
+        PyModule_AddObjectRef(m, "PathRow", (PyObject *)&PathRowType) < 0 ||
         PyModule_AddIntConstant(m, "HIST_LEN", HIST_LEN) < 0) {
         Py_DECREF(m);
         return NULL;

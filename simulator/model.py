@@ -269,10 +269,11 @@ class Simulation:
 
         links = build_links(graph)
         self.links = links
-        # paths found on first use (p_xy[i][j]: from x i to y j)
-        self.p_cl = PathTable(graph, links, clients, lbs, ("server", "lb"))
-        self.p_ls = PathTable(graph, links, lbs, servers, ("client", "lb"))
-        self.p_sc = PathTable(graph, links, servers, clients, ("lb",))
+        # paths found on first use (p_xy[i][j]: from x i to y j); plain lists of the tables'
+        # rows, as an exact list's index is the interpreter's fast path
+        self.p_cl = list(PathTable(graph, links, clients, lbs, ("server", "lb")))
+        self.p_ls = list(PathTable(graph, links, lbs, servers, ("client", "lb")))
+        self.p_sc = list(PathTable(graph, links, servers, clients, ("lb",)))
 
         self._ports = [int(p) for p in rng.integers(0, EPHEMERAL_N, self.n_clients)]
         self._ips = [client_ip(c) for c in range(self.n_clients)]

@@ -30,6 +30,7 @@ reference it is tested against to the bit is tests/simulator/network_reference.p
 from __future__ import annotations
 
 import zlib
+from functools import partial
 from typing import NamedTuple, Sequence
 
 import networkx as nx
@@ -234,7 +235,8 @@ class PathTable(list):
     64 searches, not 65,536. A search's paths are built together, in C, when traffic first uses
     one of them (:meth:`fill`): one by one as each pair first carried a packet, the paths of a
     1,024-server run cost it ~10 % of its time, mostly in cache misses. A list of the sources'
-    rows (indexing stays C-level in the model's per-packet code)."""
+    rows (:class:`_netcore.PathRow`: a C array per row, so indexing stays C-level in the
+    model's per-packet code; the model keeps them in a plain list)."""
 
     def __init__(self, g: nx.Graph, links: dict[tuple[str, str], Link], sources: Sequence[str],
                  targets: Sequence[str], avoid_kinds: tuple[str, ...]) -> None:
@@ -243,7 +245,16 @@ class PathTable(list):
         self._from_targets = len(self._targets) < len(self._sources)
         self._dags: dict[str, dict[str, list[str]]] = {}
         self._search: SearchGraph | None = None  # search_graph(g), on the first search
-        super().__init__(_PathRow(self, i) for i in range(len(self._sources)))
+        n = len(self._targets)
+        super().__init__(_netcore.PathRow(n, partial(self._missing, i)) for i in range(len(self._sources)))
+
+    def _missing(self, i: int, j: int) -> Path:
+        """Row i's path to target j on its first use: built with its search's others."""
+        self.fill(i, j)
+        row = self[i]
+        if j not in row:
+            raise ValueError(f"no path from {self._sources[i]} to {self._targets[j]}")
+        return row[j]
 
     def _dag(self, root: str) -> dict[str, list[str]]:
         """The shortest-path DAG searched from ``root`` (kept)."""
@@ -275,23 +286,7 @@ class PathTable(list):
         else:
             root = self._sources[i]
             paths = _netcore.ecmp_routes(self._dag(root), self._links, root, self._targets, False)
-            self[i].update((k, path) for k, path in enumerate(paths) if path is not None)
-
-
-class _PathRow(dict):
-    """One source's paths by target index; a missing one is built with its search's others
-    (:meth:`PathTable.fill`; dict lookups stay as fast as list indexing in the model's
-    per-packet code)."""
-
-    def __init__(self, table: PathTable, i: int) -> None:
-        super().__init__()
-        self._table, self._i = table, i
-
-    def __missing__(self, j: int) -> Path:
-        table = self._table
-        if not 0 <= j < len(table._targets):
-            raise IndexError(f"no target {j} (of {len(table._targets)})")
-        table.fill(self._i, j)
-        if j not in self:
-            raise ValueError(f"no path from {table._sources[self._i]} to {table._targets[j]}")
-        return self[j]
+            row = self[i]
+            for k, path in enumerate(paths):
+                if path is not None:
+                    row[k] = path

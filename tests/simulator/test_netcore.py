@@ -160,3 +160,41 @@ def test_bad_input_is_one_clear_error() -> None:
         cnet.send_chain(0.0, [w.paths["sc"]])
     with pytest.raises(ValueError, match="ends"):
         _netcore.Train()._set_links((0.0,), (0.0,), ((1.0,),), (True,), True, (3,))
+
+
+def test_path_row_builds_each_path_once_and_checks_its_index():
+    """_netcore.PathRow (a PathTable row): a missing path is built by the row's callback on
+    first use and read from the array afterwards; indices outside the row are IndexError."""
+    import gc
+    import weakref
+
+    calls = []
+
+    def missing(j):  # type: ignore[no-untyped-def]
+        calls.append(j)
+        row[j] = ("path", j)
+        return row[j]
+
+    row = _netcore.PathRow(5, missing)
+    assert len(row) == 5 and 3 not in row
+    assert row[3] == ("path", 3) and row[3] == ("path", 3) and calls == [3]
+    assert 3 in row and 4 not in row and 7 not in row
+    del row[3]
+    assert 3 not in row and row[3] == ("path", 3) and calls == [3, 3]
+    for bad in (5, -1, 10**20):
+        with pytest.raises(IndexError):
+            row[bad]
+    with pytest.raises(TypeError):
+        row["a"]
+    with pytest.raises(ValueError):
+        _netcore.PathRow(-1, missing)
+
+    class Table:  # a row's callback that refers back to it: collected as a cycle
+        pass
+
+    t = Table()
+    t.row = _netcore.PathRow(2, lambda j: t)
+    gone = weakref.ref(t)
+    del t
+    gc.collect()
+    assert gone() is None
