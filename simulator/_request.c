@@ -5,7 +5,8 @@
  * caches. As a Python object with slots, each of its numbers was an object of its own (a
  * float or a large int elsewhere on the heap): reading ``req.work_s`` missed twice, once for
  * the request and once for the float. Here the numbers are stored inline, so a request is
- * one 160-byte block; reading a field makes a fresh float or int from it (the same value). */
+ * one 144-byte block (with the collector's header); reading a field makes a fresh float or int
+ * from it (the same value). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -270,6 +270,12 @@ def main() -> None:
             print(f"the plain-SimPy reference model (one process per request, no packets, O(1) "
                   f"routing) at 1,024 servers: {statistics.median(refs):.2f}x its 24-server figure"
                   + (f" (median of {', '.join(f'{x:.2f}' for x in refs)})" if len(refs) > 1 else " in this run"))
+        if len(refs) == len(ratios):  # how this model scales against a minimal event loop, same round
+            rel = [x / y for x, y in zip(ratios, refs)]
+            verdicts["requests_1024x64_vs_first"]["vs_reference_ratio"] = {"median": statistics.median(rel),
+                                                                           "rounds": rel}
+            print(f"this model's ratio over the reference model's, round by round: "
+                  f"{', '.join(f'{x:.2f}' for x in rel)} (median {statistics.median(rel):.2f})")
         if len(ratios) > 1:
             print(f"1,024 / 64 against 24 servers, round by round: {', '.join(f'{x:.2f}' for x in ratios)}")
     if rss is not None:
