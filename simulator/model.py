@@ -228,6 +228,10 @@ class Simulation:
         self.env = simpy.Environment()
         self._q = EventQueue(self.env)  # see schedule()
         self._push = self._q.push  # fn(arg) at a time never in the past: the handlers' own calls
+        # the per-request handlers bound once: a bound method made at every push is one more
+        # object per event, gone cold by the time the event runs at data-center scale
+        self._h_send_syn, self._h_syn_lb = self._on_send_syn, self._on_syn_lb
+        self._h_syn_srv, self._h_req_srv = self._on_syn_srv, self._on_req_srv
         self._eid = 0  # insertion numbers of the LBs' packet buffers
         self.end_s = cfg.duration_s
         self.source = source
@@ -477,13 +481,13 @@ class Simulation:
                       self._io.next() if self._io is not None else 0.0)
         self.n_arrived += 1
         self.recorder.arrived(req)
-        self._push(t0, self._on_send_syn, req)
+        self._push(t0, self._h_send_syn, req)
 
     def _on_send_syn(self, req: Request) -> None:
         """The client sends req's SYN now (its links see it at its own time, never ahead of
         other packets) and the next request is drawn."""
         t_lb = self.p_cl[req.client][req.lb].send(req.t0, SYN_BYTES, RTO_SYN_S)
-        self._push(t_lb, self._on_syn_lb, req)
+        self._push(t_lb, self._h_syn_lb, req)
         self._generate()
 
     # -- handlers ----------------------------------------------------------------------------
@@ -502,7 +506,7 @@ class Simulation:
             t_srv = self.p_ls[req.lb][s].send(now, SYN_BYTES, RTO_SYN_S)
             if self.log_packets:
                 self._log(req, req.key[0], VIP, req.key[2], VIP_PORT, SYN, 0, req.t0, now, t_srv)
-            self._push(t_srv, self._on_syn_srv, req)
+            self._push(t_srv, self._h_syn_srv, req)
         self.n_packets += 1
 
     def _on_syn_srv(self, req: Request) -> None:
@@ -526,7 +530,7 @@ class Simulation:
         else:
             t_sa = self._to_client(req, now, SYN | ACK, 0, SYN_BYTES)
             t_req = max(self._to_server_tm(req, t_sa, tms[5], self._req_flags, self._req_sizes))
-        self._push(t_req, self._on_req_srv, req)
+        self._push(t_req, self._h_req_srv, req)
 
     def _on_req_srv(self, req: Request) -> None:
         if req.status == PENDING:
