@@ -104,7 +104,11 @@ class PsServer(PsCore):
         self._epoch = 0  # bumped by fail(): I/O completions of dropped requests are ignored
 
     def total_rate(self, n: int) -> float:
-        """R(n): CPU-seconds of work per second that n requests in CPU service get together."""
+        """R(n): CPU-seconds of work per second that n requests in CPU service get together.
+
+        The completion timers use the C copy of this formula (``total_rate`` in
+        simulator/_psserver.c, fed by ``_effect_params``): a new effect on the rate changes both,
+        and tests/simulator/test_psserver_c.py (against server_reference.py) checks they agree."""
         c = self.logical
         e = self.effects
         if e is None:
