@@ -303,6 +303,10 @@ static PyObject *PsCore_on_timer(PsCore *s, PyObject *token) {
         return NULL;
     if (tok != s->token)
         Py_RETURN_NONE; /* superseded by a later rearm */
+    if (!s->n) { /* a live token always has a job: only a broken subclass gets here */
+        PyErr_SetString(PyExc_RuntimeError, "PsCore: a completion timer with no job in service");
+        return NULL;
+    }
     double now = s->timer_t;
     advance(s, now);
     PyObject *done = PyList_New(0);

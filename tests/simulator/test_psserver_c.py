@@ -186,6 +186,12 @@ def test_construction_errors_name_the_argument():
         s.admit(PlainReq(0, 1.0, 0.0))
     with pytest.raises(AttributeError):
         s.admit(object(), 0.0)  # a request needs an id
+    r = PlainReq(1, 1.0, 0.0)
+    assert s.admit(r, 0.0)
+    s.request_arrived(r, 0.0)
+    s._clear_jobs()  # misuse: the live timer's job is gone
+    with pytest.raises(RuntimeError, match="no job in service"):
+        ck.run_until(float("inf"))
 
 
 def _tables(cfg, monkeypatch, server_cls):  # type: ignore[no-untyped-def]
