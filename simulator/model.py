@@ -90,6 +90,16 @@ class Request(RequestRecord):
 
     __slots__ = ()
 
+    def __reduce__(self) -> tuple:
+        """Pickling and copying: the constructor's arguments, then the fields set since."""
+        return (type(self), (self.id, self.client, self.kidx, self.lb, self.t0, self.work_s, self.io_s),
+                (self.server, self.t_srv_arrive, self.t_srv_done, self.t_done, self.status, self.paths,
+                 self.resp_tms))
+
+    def __setstate__(self, state: tuple) -> None:
+        (self.server, self.t_srv_arrive, self.t_srv_done, self.t_done, self.status, self.paths,
+         self.resp_tms) = state
+
     @property
     def key(self) -> tuple[int, int, int, int]:
         """(client ip, VIP, client port, VIP port) of the flow (ints)."""

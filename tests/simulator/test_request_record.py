@@ -5,8 +5,10 @@ a reference cycle is collected."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
+import pickle
 import struct
 import sys
 import weakref
@@ -114,3 +116,14 @@ def test_the_requests_table_reads_the_fields():
     assert (row["id"], row["client"], row["lb"], row["server"]) == (4, 1, 0, 2)
     assert row["status"] == "completed" and row["jct_s"] == pytest.approx(0.35)
     assert row["sojourn_s"] == pytest.approx(0.3)
+
+
+def test_pickle_and_copy_keep_every_field():
+    r = Request(3, 1, 2**40, 7, 0.1, 0.2, io_s=0.05)
+    r.server, r.t_srv_arrive, r.t_srv_done, r.t_done, r.status = 5, 0.3, 0.5, 0.55, 1
+    r.paths, r.resp_tms = ("p",), ("t", 1)
+    names = INT_FIELDS + FLOAT_FIELDS + ("status", "paths", "resp_tms")
+    for twin in (pickle.loads(pickle.dumps(r)), copy.copy(r), copy.deepcopy(r)):
+        assert type(twin) is Request and twin is not r
+        assert [getattr(twin, n) for n in names] == [getattr(r, n) for n in names]
+        assert twin.key == r.key
