@@ -55,13 +55,18 @@ static inline RequestObject *as_record(PyObject *req) {
     return PyObject_TypeCheck(req, RecordType) ? (RequestObject *)req : NULL;
 }
 
+static int as_double(PyObject *o, double *out) {
+    *out = PyFloat_AsDouble(o);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static int get_double(PyObject *req, PyObject *name, double *out) {
     PyObject *o = PyObject_GetAttr(req, name);
     if (!o)
         return -1;
-    *out = PyFloat_AsDouble(o);
+    int rc = as_double(o, out);
     Py_DECREF(o);
-    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    return rc;
 }
 
 static int set_double(PyObject *req, PyObject *name, double x) {
@@ -348,8 +353,7 @@ static int parse_req_now(PyObject *const *args, Py_ssize_t nargs, const char *fn
         PyErr_Format(PyExc_TypeError, "%s(req, now_s) takes 2 arguments (%zd given)", fn, nargs);
         return -1;
     }
-    *now = PyFloat_AsDouble(args[1]);
-    return (*now == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    return as_double(args[1], now);
 }
 
 static PyObject *PsCore_admit(PsCore *s, PyObject *const *args, Py_ssize_t nargs) {
@@ -398,18 +402,13 @@ static PyObject *PsCore_request_arrived(PsCore *s, PyObject *const *args, Py_ssi
     PyObject *id = req_id(req);
     if (!id)
         return NULL;
-    PyObject *held = PyDict_GetItemWithError(s->awaiting, id); /* borrowed */
-    int rc = 0;
-    if (held) {
-        Py_INCREF(held);
+    int rc = PyDict_Contains(s->awaiting, id); /* holds a worker: its CPU work starts now */
+    if (rc == 1) {
         rc = PyDict_DelItem(s->awaiting, id);
-        Py_DECREF(held);
         if (rc == 0)
             rc = begin(s, req, now);
         if (rc == 0)
             rc = rearm(s, now);
-    } else if (PyErr_Occurred()) {
-        rc = -1;
     }
     Py_DECREF(id);
     if (rc < 0)
@@ -417,14 +416,9 @@ static PyObject *PsCore_request_arrived(PsCore *s, PyObject *const *args, Py_ssi
     Py_RETURN_NONE;
 }
 
-static int arg_double(PyObject *o, double *out) {
-    *out = PyFloat_AsDouble(o);
-    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
-}
-
 static PyObject *PsCore_advance(PsCore *s, PyObject *now) {
     double t;
-    if (arg_double(now, &t) < 0)
+    if (as_double(now, &t) < 0)
         return NULL;
     advance(s, t);
     Py_RETURN_NONE;
@@ -432,7 +426,7 @@ static PyObject *PsCore_advance(PsCore *s, PyObject *now) {
 
 static PyObject *PsCore_rearm(PsCore *s, PyObject *now) {
     double t;
-    if (arg_double(now, &t) < 0 || rearm(s, t) < 0)
+    if (as_double(now, &t) < 0 || rearm(s, t) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
