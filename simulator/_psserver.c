@@ -451,6 +451,25 @@ static PyObject *PsCore_jobs(PsCore *s, PyObject *unused) {
     return out;
 }
 
+/* [v_finish - V(now)] per job in CPU service, heap order: the srt oracle asks every server on
+ * every SYN, and the caller's sum() keeps Python's own summation */
+static PyObject *PsCore_cpu_left(PsCore *s, PyObject *now) {
+    double t;
+    if (as_double(now, &t) < 0)
+        return NULL;
+    double v = s->v + (s->n ? s->rate * (t - s->t) : 0.0);
+    PyObject *out = PyList_New(s->n);
+    for (Py_ssize_t i = 0; out && i < s->n; i++) {
+        PyObject *x = PyFloat_FromDouble(s->heap[i].vf - v);
+        if (!x) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, x);
+    }
+    return out;
+}
+
 static void clear_jobs(PsCore *s) {
     Py_ssize_t n = s->n;
     s->n = 0;
@@ -549,6 +568,8 @@ static PyMethodDef PsCore_methods[] = {
     {"_jobs", (PyCFunction)PsCore_jobs, METH_NOARGS,
      "[(v_finish, seq, req)] of the jobs in CPU service, in heap order"},
     {"_clear_jobs", (PyCFunction)PsCore_clear_jobs, METH_NOARGS, "drop every job in CPU service"},
+    {"_cpu_left", (PyCFunction)PsCore_cpu_left, METH_O,
+     "[v_finish - V(now_s)] of the jobs in CPU service, in heap order"},
     {"n_in_cpu", (PyCFunction)PsCore_n_in_cpu, METH_NOARGS, "requests in CPU service"},
     {"busy_workers", (PyCFunction)PsCore_busy_workers_m, METH_NOARGS, "workers holding a connection"},
     {"n_requests", (PyCFunction)PsCore_n_requests, METH_NOARGS,

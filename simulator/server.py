@@ -148,9 +148,7 @@ class PsServer(PsCore):
         self._rearm(now)
 
     def remaining_work_s(self, now_s: float) -> float:
-        jobs = self._jobs()
-        v = self._v + (self._rate * (now_s - self._t) if jobs else 0.0)
-        rem = sum(vf - v for vf, _, _ in jobs)
+        rem = sum(self._cpu_left(now_s))
         rem += sum(r.work_s for r in self._waitq)
         rem += sum(r.work_s for r in self._awaiting.values())
         rem += sum(r.work_s for r in self._io_live.values()) + sum(r.work_s for r in self._io_queue)
